@@ -1,0 +1,273 @@
+//! Test kit for wix-cluster's black-box tests: start an example as a real process (killed
+//! with everything it spawned when dropped), read its log, list its children, speak HTTP
+//! to it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// A generous deadline for anything a test waits on (2-core CI machines are slow).
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The path of a built example, building it first (once per test process).
+pub fn example_path(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
+    let mut built = built.lock().unwrap_or_else(|p| p.into_inner());
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/<profile>/deps")
+        .to_path_buf();
+    if !built.iter().any(|b| b == name) {
+        let cargo = option_env!("CARGO").unwrap_or("cargo");
+        let mut command = Command::new(cargo);
+        command
+            .args(["build", "--quiet", "--example", name, "--manifest-path"])
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            command.arg("--release");
+        }
+        let status = command.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --example {name} failed");
+        built.push(name.to_owned());
+    }
+    profile_dir.join("examples").join(name)
+}
+
+/// A running example. Dropping it kills its whole process group (master and workers),
+/// even when the test panics.
+pub struct Program {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    status: Option<ExitStatus>,
+}
+
+impl Program {
+    /// Starts example `name` with `env` added, `RUST_LOG=info` unless given, in a
+    /// process group of its own; stdout and stderr are captured into [`Program::log`].
+    pub fn start(name: &str, env: &[(&str, &str)]) -> Program {
+        let mut command = Command::new(example_path(name));
+        command
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .env_remove("WIX_CLUSTER_WORKERS")
+            .env_remove("WIX_CLUSTER_SINGLE")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command.spawn().expect("start the example");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        capture(stdout, log.clone());
+        capture(stderr, log.clone());
+        Program {
+            child,
+            log,
+            status: None,
+        }
+    }
+
+    /// The master's (or single process's) pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the program printed so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits for a log line containing `needle`; panics with the log after [`PATIENCE`].
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let mut found = None;
+        let ok = wait_until(PATIENCE, || {
+            found = self
+                .log()
+                .lines()
+                .find(|l| l.contains(needle))
+                .map(str::to_owned);
+            found.is_some()
+        });
+        assert!(ok, "no log line contains {needle:?}; log:\n{}", self.log());
+        found.unwrap_or_default()
+    }
+
+    /// The address from the master's `listening on <addr>` line.
+    pub fn listening_addr(&self) -> SocketAddr {
+        let line = self.wait_for_log("listening on ");
+        let addr = line
+            .rsplit("listening on ")
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_default();
+        addr.parse()
+            .unwrap_or_else(|_| panic!("cannot parse an address in {line:?}"))
+    }
+
+    /// Live (non-zombie) processes whose parent is the master.
+    pub fn children(&self) -> Vec<u32> {
+        children_of(self.pid())
+    }
+
+    /// Sends `signal` to the master.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal the master");
+    }
+
+    /// Waits up to `timeout` for the master to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while self.status.is_none() && Instant::now() < deadline {
+            self.status = self.child.try_wait().expect("poll the master");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.status
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn capture(stream: impl Read + Send + 'static, log: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+}
+
+/// Polls `check` every 20 ms until it is true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `pid` is a live process (not a zombie).
+pub fn is_alive(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
+}
+
+/// Live processes whose parent is `parent`.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            proc_stat(pid)
+                .is_some_and(|(state, ppid)| ppid == parent && state != 'Z' && state != 'X')
+        })
+        .collect()
+}
+
+/// Every live process in `pid`'s process group (the master's, for a [`Program`]).
+pub fn group_members(group: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            let pgrp = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = stat.rsplit_once(')')?.1.to_owned();
+                    rest.split_whitespace().nth(2)?.parse::<u32>().ok()
+                });
+            pgrp == Some(group) && is_alive(pid)
+        })
+        .collect()
+}
+
+/// State letter and parent pid from `/proc/<pid>/stat`.
+fn proc_stat(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `GET path` on a new connection (`Connection: close`), with a 10 s timeout.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| bad("no status line"))?;
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Ok(Response {
+        status,
+        headers,
+        body: body.to_owned(),
+    })
+}

@@ -1,0 +1,187 @@
+//! Code generation for `#[wix_cluster::main]`: a synchronous `fn main` that nests the
+//! user's `async fn main` and hands it to `Cluster::builder()`, through absolute paths
+//! into `::wix_cluster::__private` so that nothing in the user's scope can change them.
+
+use proc_macro2::{Literal, Span, TokenStream};
+use quote::{ToTokens, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Attribute, FnArg, Ident, ReturnType};
+
+use crate::attr::{self, Args, Flavor, MainFn, Plugin, PluginType, Setting, SingleProcess};
+use crate::errors::Errors;
+
+/// Expands one `#[wix_cluster::main(args)] item`.
+///
+/// Every mistake becomes a `compile_error!` at its own span, and the user's function is
+/// still emitted (as close to the real expansion as the mistakes allow) so that the IDE
+/// keeps seeing it and rustc reports nothing about a missing or `async` `main` on top.
+pub(crate) fn main(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = Errors::default();
+    let args = attr::parse_args(args, &mut errors);
+    let main = match syn::parse2::<MainFn>(item.clone()) {
+        Ok(main) => main,
+        Err(error) => {
+            errors.push(error);
+            let mut tokens = item;
+            tokens.extend(errors.into_compile_errors());
+            return tokens;
+        }
+    };
+    let mut fn_errors = Errors::default();
+    main.check(&mut fn_errors);
+    let runnable = fn_errors.is_empty();
+    errors.append(fn_errors);
+
+    let mut tokens = wrap(&args, &main, runnable);
+    tokens.extend(errors.into_compile_errors());
+    tokens
+}
+
+/// The generated `fn main`. When the user's function has a mistake, `run` is not
+/// called (it would only add type errors about that same mistake), but the builder
+/// calls are still made, so that mistakes in the plugins show up in the same compile.
+fn wrap(args: &Args, main: &MainFn, runnable: bool) -> TokenStream {
+    let MainFn {
+        attrs,
+        vis,
+        sig,
+        body,
+    } = main;
+    let ident = &sig.ident;
+    // Named `main` even when the user's function is not (that is reported), so that rustc
+    // does not add that the crate has no `main`.
+    let outer = Ident::new("main", ident.span());
+    // Docs describe the program's entry point and `cfg` decides whether it exists: they
+    // go on the outer function. Everything else (lints, `tracing::instrument`, ...) is
+    // about the user's code, so it stays on the user's function.
+    let (outer_attrs, inner_attrs): (Vec<&Attribute>, Vec<&Attribute>) = attrs
+        .iter()
+        .partition(|attr| attr.path().is_ident("doc") || attr.path().is_ident("cfg"));
+    let builder = builder(args);
+    let tail = if runnable {
+        // `run` requires the future's output to be `()` or `Result<(), E: Display>`;
+        // spanned at the return type, that error points at the return type.
+        let run = Ident::new("run", output_span(&sig.output));
+        quote!(#builder.#run(#ident))
+    } else {
+        quote! {
+            let _ = #builder;
+            ::std::process::ExitCode::FAILURE
+        }
+    };
+    // A function taking `self` cannot be nested in another (rustc would say so again,
+    // after our error): leave it out.
+    let takes_self = sig
+        .inputs
+        .iter()
+        .any(|input| matches!(input, FnArg::Receiver(_)));
+    let user_fn = (!takes_self).then(|| {
+        let allow_unused = (!runnable).then(|| quote!(#[allow(dead_code)]));
+        quote! {
+            #(#inner_attrs)*
+            #allow_unused
+            #sig #body
+        }
+    });
+    quote! {
+        #(#outer_attrs)*
+        #vis fn #outer() -> ::std::process::ExitCode {
+            #user_fn
+            #tail
+        }
+    }
+}
+
+/// Where the return type is written; the attribute for the implicit `()`.
+fn output_span(output: &ReturnType) -> Span {
+    match output {
+        ReturnType::Type(_, ty) => ty.span(),
+        ReturnType::Default => Span::call_site(),
+    }
+}
+
+/// `Cluster::builder()` followed by one call per argument given, in the documented
+/// order. Method names and values carry the spans of the arguments they come from, so a
+/// type error points at what the user wrote.
+fn builder(args: &Args) -> TokenStream {
+    let Args {
+        workers,
+        plugins,
+        single_process,
+        flavor,
+        worker_threads,
+    } = args;
+    let workers = workers.as_ref().map(count);
+    let plugins = plugins.iter().map(plugin);
+    let single_process = single_process.as_ref().map(|setting| {
+        let variant = Ident::new(
+            match setting.value {
+                SingleProcess::Auto => "Auto",
+                SingleProcess::Always => "Always",
+                SingleProcess::Never => "Never",
+            },
+            setting.span,
+        );
+        call(
+            setting,
+            quote_spanned!(setting.span=> ::wix_cluster::__private::SingleProcess::#variant),
+        )
+    });
+    let flavor = flavor.as_ref().map(|setting| {
+        let variant = Ident::new(
+            match setting.value {
+                Flavor::CurrentThread => "CurrentThread",
+                Flavor::MultiThread => "MultiThread",
+            },
+            setting.span,
+        );
+        call(
+            setting,
+            quote_spanned!(setting.span=> ::wix_cluster::__private::Flavor::#variant),
+        )
+    });
+    let worker_threads = worker_threads.as_ref().map(count);
+    quote! {
+        ::wix_cluster::__private::Cluster::builder()
+            #workers
+            #(#plugins)*
+            #single_process
+            #flavor
+            #worker_threads
+    }
+}
+
+/// `.workers(4)`, `.worker_threads(2)`.
+fn count(setting: &Setting<usize>) -> TokenStream {
+    let mut value = Literal::usize_unsuffixed(setting.value);
+    value.set_span(setting.span);
+    call(setting, value)
+}
+
+/// `.key(value)`, the method named by the argument as the user wrote it.
+fn call<T>(setting: &Setting<T>, value: impl ToTokens) -> TokenStream {
+    let method = &setting.key;
+    quote!(.#method(#value))
+}
+
+/// `.plugin(<Type as Default>::default().key(value)...)`. The construction carries the
+/// span of the plugin's name, each setter the span of its key.
+fn plugin(plugin: &Plugin) -> TokenStream {
+    let construct = match &plugin.ty {
+        PluginType::Builtin(ident) => quote_spanned! {ident.span()=>
+            <::wix_cluster::__private::plugins::#ident as ::core::default::Default>::default()
+        },
+        PluginType::User(path) => {
+            let span = path
+                .segments
+                .last()
+                .map_or_else(Span::call_site, |segment| segment.ident.span());
+            quote_spanned!(span=> <#path as ::core::default::Default>::default())
+        }
+    };
+    let settings = plugin.settings.iter().map(|setting| {
+        let (key, value) = (&setting.key, &setting.value);
+        quote!(.#key(#value))
+    });
+    quote!(.plugin(#construct #(#settings)*))
+}

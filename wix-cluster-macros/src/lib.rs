@@ -1,0 +1,88 @@
+//! Attribute macros of [wix-cluster](https://docs.rs/wix-cluster). Use them through the
+//! `wix_cluster` crate (`#[wix_cluster::main]`): the code they generate names
+//! `::wix_cluster` and nothing else.
+
+mod attr;
+mod errors;
+mod expand;
+
+use proc_macro::TokenStream;
+
+/// Runs `async fn main(worker)` as a cluster: one master process that keeps `workers`
+/// worker processes running, each of them running `main` on its own Tokio runtime.
+///
+/// ```ignore
+/// #[wix_cluster::main(workers = 4, plugins(Respawn, Graceful))]
+/// async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
+///     // Runs in every worker; the listeners it opens are shared by all workers.
+///     Ok(())
+/// }
+/// ```
+///
+/// The function must be `async fn main` with exactly one argument, the
+/// [`Worker`](https://docs.rs/wix-cluster/latest/wix_cluster/struct.Worker.html), and
+/// return `()` or `Result<(), E>` where `E: Display` (an `Err` ends the worker with its
+/// message). The macro turns it into a plain `fn main() -> std::process::ExitCode` that
+/// hands it to `Cluster::builder()`, one builder call per argument given.
+///
+/// # Arguments
+///
+/// All are optional and given at most once, in any order.
+///
+/// - **`workers = N`**: how many worker processes the master keeps running; an integer
+///   literal, at least 1. Default: 2. The `WIX_CLUSTER_WORKERS` environment variable
+///   overrides it.
+///
+/// - **`plugins(P, Q(key = value, ...), ...)`**: the plugins, whose hooks run in the
+///   order listed. Default: none. Each entry is a type implementing `Default` and
+///   `wix_cluster::Plugin`, and each `key = value` calls the method `key` with `value` on
+///   its default value: `Respawn(max_deaths = 5)` is `Respawn::default().max_deaths(5)`.
+///   The bare names `Respawn`, `Graceful`, `LifecycleLog`, `Stall` and `Stats` are the
+///   built-in plugins, with no `use` needed; any other path, such as
+///   `my_mod::MyPlugin`, names a type in scope (write `self::Respawn` for a type of your
+///   own that has a built-in's name). Each plugin may be listed once.
+///
+/// - **`single_process = "auto" | "always" | "never"`**: whether to run the plugins and
+///   `main` in this one process instead of a master and workers: `"auto"` does so when
+///   `WIX_CLUSTER_SINGLE=1` or a debugger is attached, `"always"` always, `"never"`
+///   never. Default: `"auto"`. `WIX_CLUSTER_SINGLE=1` (or `0`) overrides it.
+///
+/// - **`flavor = "current_thread" | "multi_thread"`**: the Tokio runtime each worker
+///   runs `main` on. Default: `"current_thread"`, one thread per worker, the workers
+///   being the parallelism.
+///
+/// - **`worker_threads = N`**: how many threads each worker's runtime has; an integer
+///   literal, at least 1, allowed only with `flavor = "multi_thread"`. Default: Tokio's,
+///   one per CPU core.
+///
+/// ```ignore
+/// use std::time::Duration;
+///
+/// #[wix_cluster::main(
+///     workers = 4,
+///     plugins(
+///         Respawn(max_deaths = 5, within = Duration::from_secs(30)),
+///         Graceful(timeout = Duration::from_secs(10)),
+///         my_plugins::Metrics,
+///     ),
+///     single_process = "never",
+///     flavor = "multi_thread",
+///     worker_threads = 2,
+/// )]
+/// async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
+///     Ok(())
+/// }
+/// ```
+///
+/// # Compile errors
+///
+/// Every mistake is reported in the same compile, pointing at what is wrong: an unknown
+/// or repeated argument, a value of the wrong kind (`workers = "4"`), `workers = 0`, an
+/// unknown `flavor` or `single_process`, `worker_threads` without
+/// `flavor = "multi_thread"`, a plugin listed twice, and a function that is not
+/// `async fn main` with one argument. A plugin setting that does not exist is reported
+/// by rustc as a missing method, at the setting's name.
+#[proc_macro_attribute]
+pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::main(args.into(), item.into()).into()
+}

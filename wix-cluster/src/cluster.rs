@@ -1,0 +1,147 @@
+//! [`Cluster`]: the builder behind `#[wix_cluster::main]`, and role dispatch.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use crate::Worker;
+use crate::app::AppResult;
+use crate::config::{Config, Flavor, Requested, SingleProcess};
+use crate::plugin::{Plugin, Plugins};
+use crate::role::Role;
+
+/// A cluster: a master process plus `workers` worker processes that run the app.
+///
+/// ```no_run
+/// use wix_cluster::{Cluster, Worker, plugins::{Graceful, Respawn}};
+///
+/// fn main() -> std::process::ExitCode {
+///     Cluster::builder()
+///         .workers(4)
+///         .plugin(Respawn::default())
+///         .plugin(Graceful::default())
+///         .run(app)
+/// }
+///
+/// async fn app(worker: Worker) -> std::io::Result<()> {
+///     let listener = worker.listen("127.0.0.1:8080").await?;
+///     # drop(listener);
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Cluster;
+
+impl Cluster {
+    /// A builder with the defaults: 2 workers, no plugins, single process only when
+    /// `WIX_CLUSTER_SINGLE=1` or a debugger is attached, one-thread workers.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::default()
+    }
+}
+
+/// Configures and runs a [`Cluster`].
+#[derive(Default)]
+pub struct ClusterBuilder {
+    requested: Requested,
+    plugins: Plugins,
+}
+
+impl ClusterBuilder {
+    /// How many worker processes to run. Default 2; `WIX_CLUSTER_WORKERS` overrides it.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.requested.workers = workers;
+        self
+    }
+
+    /// Adds a plugin; hooks run in the order plugins were added.
+    pub fn plugin(mut self, plugin: impl Plugin) -> Self {
+        self.plugins.push(Box::new(plugin));
+        self
+    }
+
+    /// When to run as one process. Default [`SingleProcess::Auto`]; `WIX_CLUSTER_SINGLE`
+    /// (`1` or `0`) overrides it.
+    pub fn single_process(mut self, policy: SingleProcess) -> Self {
+        self.requested.single_process = policy;
+        self
+    }
+
+    /// The runtime each worker runs its app on. Default [`Flavor::CurrentThread`].
+    pub fn flavor(mut self, flavor: Flavor) -> Self {
+        self.requested.flavor = flavor;
+        self
+    }
+
+    /// Threads of each worker's runtime with [`Flavor::MultiThread`]. Default: tokio's
+    /// (one per core).
+    pub fn worker_threads(mut self, threads: usize) -> Self {
+        self.requested.worker_threads = Some(threads);
+        self
+    }
+
+    /// The management app's address. Default `127.0.0.1:8084`;
+    /// `WIX_CLUSTER_MANAGEMENT_ADDR` overrides it. The address is validated at start-up;
+    /// the management app itself is not served yet.
+    pub fn management(mut self, addr: impl Into<String>) -> Self {
+        self.requested.management = Some(addr.into());
+        self
+    }
+
+    /// Runs the cluster and returns the process's exit code; call it from `main`.
+    ///
+    /// Decides this process's part before any runtime starts: a worker (started by a
+    /// master) runs `app`; otherwise the process is the master, or runs `app` alone in
+    /// single-process mode. A bad setting (such as `WIX_CLUSTER_WORKERS=abc`) is one
+    /// error line and exit code 2, before anything is spawned.
+    pub fn run<F, Fut>(self, app: F) -> ExitCode
+    where
+        F: FnOnce(Worker) -> Fut,
+        Fut: Future,
+        Fut::Output: AppResult,
+    {
+        let role = crate::role::detect();
+        let pid = std::process::id();
+        let who = match &role {
+            Ok(Role::Worker(marker)) => format!("worker={} pid={pid}", marker.id),
+            _ => format!("master pid={pid}"),
+        };
+        crate::logging::init(who);
+        let role = match role {
+            Ok(role) => role,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        let config = match Config::resolve(
+            &self.requested,
+            |name| std::env::var(name).ok(),
+            crate::config::debugger_attached,
+        ) {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        match role {
+            Role::Worker(marker) => crate::worker::process::run(marker, &config, self.plugins, app),
+            Role::TopLevel if config.single_process => {
+                crate::single::run(&config, self.plugins, app)
+            }
+            Role::TopLevel => crate::master::run(&config, self.plugins),
+        }
+    }
+}
+
+impl std::fmt::Debug for ClusterBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterBuilder")
+            .field("requested", &self.requested)
+            .field(
+                "plugins",
+                &self.plugins.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}

@@ -1,0 +1,242 @@
+//! The resolved configuration: the builder's values with the environment's overrides.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// `WIX_CLUSTER_WORKERS`: overrides the worker count.
+pub const ENV_WORKERS: &str = "WIX_CLUSTER_WORKERS";
+/// `WIX_CLUSTER_SINGLE`: `1` forces single-process mode, `0` forbids it.
+pub const ENV_SINGLE: &str = "WIX_CLUSTER_SINGLE";
+/// `WIX_CLUSTER_MANAGEMENT_ADDR`: overrides the management app's address.
+pub const ENV_MANAGEMENT_ADDR: &str = "WIX_CLUSTER_MANAGEMENT_ADDR";
+
+/// The worker count when neither the program nor the environment sets one (the
+/// original's default).
+pub const DEFAULT_WORKERS: usize = 2;
+/// The management app's address when nothing else is set.
+pub const DEFAULT_MANAGEMENT_ADDR: &str = "127.0.0.1:8084";
+/// How long a stopping worker has to exit before the master kills it.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// When the app runs in one process instead of a master and workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SingleProcess {
+    /// Single process when `WIX_CLUSTER_SINGLE=1` or a debugger is attached (default).
+    #[default]
+    Auto,
+    /// Always one process.
+    Always,
+    /// Never one process, even under a debugger.
+    Never,
+}
+
+/// The tokio runtime each worker runs its app on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavor {
+    /// One thread per worker (default): the workers are the parallelism.
+    #[default]
+    CurrentThread,
+    /// A multi-threaded runtime in every worker (`worker_threads` sets its size).
+    MultiThread,
+}
+
+/// A setting that cannot be used, named with the value that was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    setting: String,
+    value: String,
+    expected: &'static str,
+}
+
+impl ConfigError {
+    fn new(setting: &str, value: impl fmt::Display, expected: &'static str) -> Self {
+        ConfigError {
+            setting: setting.to_owned(),
+            value: value.to_string(),
+            expected,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {}={:?}: expected {}",
+            self.setting, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// What the builder was given, before the environment is consulted.
+#[derive(Debug, Clone)]
+pub(crate) struct Requested {
+    pub(crate) workers: usize,
+    pub(crate) single_process: SingleProcess,
+    pub(crate) flavor: Flavor,
+    pub(crate) worker_threads: Option<usize>,
+    pub(crate) management: Option<String>,
+}
+
+impl Default for Requested {
+    fn default() -> Self {
+        Requested {
+            workers: DEFAULT_WORKERS,
+            single_process: SingleProcess::Auto,
+            flavor: Flavor::CurrentThread,
+            worker_threads: None,
+            management: None,
+        }
+    }
+}
+
+/// The configuration the process runs with.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) workers: usize,
+    pub(crate) single_process: bool,
+    pub(crate) flavor: Flavor,
+    pub(crate) worker_threads: Option<usize>,
+    /// Where the management app will listen (the app itself is not served yet).
+    pub(crate) management: SocketAddr,
+}
+
+impl Config {
+    /// Applies the environment (`var` reads a variable) to what the builder asked for.
+    pub(crate) fn resolve(
+        requested: &Requested,
+        var: impl Fn(&str) -> Option<String>,
+        debugger_attached: impl FnOnce() -> bool,
+    ) -> Result<Config, ConfigError> {
+        if requested.workers == 0 {
+            return Err(ConfigError::new("workers", 0, "at least 1"));
+        }
+        if requested.worker_threads == Some(0) {
+            return Err(ConfigError::new("worker_threads", 0, "at least 1"));
+        }
+        let workers = match var(ENV_WORKERS) {
+            None => requested.workers,
+            Some(raw) => match raw.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    return Err(ConfigError::new(
+                        ENV_WORKERS,
+                        raw,
+                        "a whole number of workers, at least 1",
+                    ));
+                }
+            },
+        };
+        let single_process = match var(ENV_SINGLE).as_deref().map(str::trim) {
+            Some("1") => true,
+            Some("0") => false,
+            Some(other) => return Err(ConfigError::new(ENV_SINGLE, other, "1 or 0")),
+            None => match requested.single_process {
+                SingleProcess::Always => true,
+                SingleProcess::Never => false,
+                SingleProcess::Auto => debugger_attached(),
+            },
+        };
+        let (setting, raw) = match var(ENV_MANAGEMENT_ADDR) {
+            Some(raw) => (ENV_MANAGEMENT_ADDR, raw),
+            None => (
+                "management",
+                requested
+                    .management
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_MANAGEMENT_ADDR.to_owned()),
+            ),
+        };
+        let management = raw
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::new(setting, &raw, "an address such as 127.0.0.1:8084"))?;
+        Ok(Config {
+            workers,
+            single_process,
+            flavor: requested.flavor,
+            worker_threads: requested.worker_threads,
+            management,
+        })
+    }
+}
+
+/// Whether a debugger (anything using ptrace) is attached to this process.
+pub(crate) fn debugger_attached() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("TracerPid:"))
+                .map(|pid| pid.trim() != "0")
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::resolve(
+            &Requested::default(),
+            |name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+            || false,
+        )
+    }
+
+    #[test]
+    fn defaults_are_two_workers_multi_process_and_the_original_management_port() {
+        let config = resolve(&[]).unwrap();
+        assert_eq!(config.workers, 2);
+        assert!(!config.single_process);
+        assert_eq!(config.management.to_string(), "127.0.0.1:8084");
+    }
+
+    #[test]
+    fn env_overrides_the_worker_count() {
+        assert_eq!(resolve(&[(ENV_WORKERS, "7")]).unwrap().workers, 7);
+    }
+
+    #[test]
+    fn bad_worker_counts_name_the_variable_and_the_value() {
+        for bad in ["abc", "0", "-1", ""] {
+            let err = resolve(&[(ENV_WORKERS, bad)]).unwrap_err().to_string();
+            assert!(err.contains("WIX_CLUSTER_WORKERS"), "{err}");
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn single_process_follows_env_then_policy_then_debugger() {
+        assert!(resolve(&[(ENV_SINGLE, "1")]).unwrap().single_process);
+        assert!(resolve(&[(ENV_SINGLE, "yes")]).is_err());
+        let requested = Requested {
+            single_process: SingleProcess::Never,
+            ..Requested::default()
+        };
+        assert!(
+            !Config::resolve(&requested, |_| None, || true)
+                .unwrap()
+                .single_process
+        );
+        assert!(
+            Config::resolve(&Requested::default(), |_| None, || true)
+                .unwrap()
+                .single_process
+        );
+    }
+
+    #[test]
+    fn bad_management_address_is_rejected() {
+        assert!(resolve(&[(ENV_MANAGEMENT_ADDR, "nowhere")]).is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! Lifecycle events the master emits to plugins.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::WorkerId;
+
+/// Which process an event is about: a worker slot, the generation living in it, its pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerRef {
+    /// The slot, `1..=workers`; kept across respawns.
+    pub id: WorkerId,
+    /// How many processes this slot has had before this one (0 for the first).
+    pub generation: u32,
+    /// The worker's process id.
+    pub pid: u32,
+}
+
+impl fmt::Display for WorkerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "worker {} (pid {}", self.id, self.pid)?;
+        if self.generation > 0 {
+            write!(f, ", generation {}", self.generation)?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// How a worker process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitReason {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+impl From<std::process::ExitStatus> for ExitReason {
+    fn from(status: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => ExitReason::Code(code),
+            (None, Some(signal)) => ExitReason::Signal(signal),
+            (None, None) => ExitReason::Code(-1),
+        }
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Code(code) => write!(f, "exit code {code}"),
+            ExitReason::Signal(signal) => match nix::sys::signal::Signal::try_from(*signal) {
+                Ok(sig) => write!(f, "signal {}", sig.as_str()),
+                Err(_) => write!(f, "signal {signal}"),
+            },
+        }
+    }
+}
+
+/// Something that happened to a worker, in the order it happened. Mirrors the events of
+/// Node's `cluster` module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LifecycleEvent {
+    /// A worker process was started.
+    Fork(WorkerRef),
+    /// The worker's runtime is up and completed the handshake with the master.
+    Online(WorkerRef),
+    /// The worker received the shared listener for `addr` (the bound address).
+    Listening(WorkerRef, SocketAddr),
+    /// The worker's channel to the master closed.
+    Disconnect(WorkerRef),
+    /// The worker process ended.
+    Exit {
+        /// The worker.
+        worker: WorkerRef,
+        /// How it ended.
+        reason: ExitReason,
+        /// Whether the master had asked it to stop (a cluster shutdown). A worker that
+        /// died on its own, or that the master dropped for misbehaving, has `false`:
+        /// that is the case the `Respawn` plugin replaces.
+        requested: bool,
+    },
+}
+
+impl LifecycleEvent {
+    /// The worker the event is about.
+    pub fn worker(&self) -> WorkerRef {
+        match self {
+            LifecycleEvent::Fork(w)
+            | LifecycleEvent::Online(w)
+            | LifecycleEvent::Listening(w, _)
+            | LifecycleEvent::Disconnect(w) => *w,
+            LifecycleEvent::Exit { worker, .. } => *worker,
+        }
+    }
+
+    /// The event's name as Node's `cluster` spells it: `fork`, `online`, `listening`,
+    /// `disconnect`, `exit`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LifecycleEvent::Fork(_) => "fork",
+            LifecycleEvent::Online(_) => "online",
+            LifecycleEvent::Listening(..) => "listening",
+            LifecycleEvent::Disconnect(_) => "disconnect",
+            LifecycleEvent::Exit { .. } => "exit",
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The master/worker channel: one `socketpair` per worker carrying length-prefixed
+//! postcard frames, with listening sockets passed alongside as `SCM_RIGHTS`.
+
+mod channel;
+mod fd;
+mod frame;
+
+pub(crate) use channel::{FrameReader, FrameWriter, Outgoing, into_stream, socketpair};
+pub(crate) use frame::encode;

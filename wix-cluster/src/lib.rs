@@ -1,0 +1,55 @@
+//! # wix-cluster
+//!
+//! Runs a server program as a small cluster of processes on one machine: a **master**
+//! that owns the listening sockets and supervises, and N **workers** that each run the
+//! app and accept connections from the same shared sockets. The Rust heir of Node's
+//! `cluster` module as Wix wrapped it.
+//!
+//! ```no_run
+//! #[wix_cluster::main(workers = 4, plugins(Respawn, Graceful))]
+//! async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
+//!     let listener = worker.listen("127.0.0.1:8080").await?;
+//!     let app = axum::Router::new().route("/", axum::routing::get(|| async { "Hi there" }));
+//!     axum::serve(listener, app).with_graceful_shutdown(worker.shutdown()).await
+//! }
+//! ```
+//!
+//! The attribute expands into [`Cluster::builder`] calls, which can be written by hand.
+//! See the README for the operating contract (environment variables, signals, defaults).
+
+mod app;
+mod cluster;
+pub mod config;
+mod event;
+mod ipc;
+mod listener;
+mod logging;
+mod master;
+mod plugin;
+pub mod plugins;
+mod protocol;
+mod role;
+mod runtime;
+mod single;
+mod worker;
+mod worker_id;
+
+pub use app::AppResult;
+pub use cluster::{Cluster, ClusterBuilder};
+pub use config::{ConfigError, Flavor, SingleProcess};
+pub use event::{ExitReason, LifecycleEvent, WorkerRef};
+pub use master::Master;
+pub use plugin::{Plugin, PluginError};
+pub use worker::Worker;
+pub use worker_id::WorkerId;
+
+#[doc(inline)]
+pub use wix_cluster_macros::main;
+
+/// What `#[wix_cluster::main]` expands to refers to; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::cluster::Cluster;
+    pub use crate::config::{Flavor, SingleProcess};
+    pub use crate::plugins;
+}

@@ -1,0 +1,12 @@
+//! The master: spawns the workers, hands them the shared listeners, delivers lifecycle
+//! events to plugins, and stops everything gracefully on SIGTERM / SIGINT.
+
+mod handle;
+mod listeners;
+mod spawn;
+mod supervisor;
+mod table;
+
+pub(crate) use handle::Command;
+pub use handle::Master;
+pub(crate) use supervisor::run;

@@ -1,0 +1,10 @@
+//! The built-in plugins. Each is named in `plugins(...)` of `#[wix_cluster::main]` or
+//! added with [`ClusterBuilder::plugin`](crate::ClusterBuilder::plugin).
+
+mod graceful;
+mod lifecycle_log;
+mod respawn;
+
+pub use graceful::Graceful;
+pub use lifecycle_log::LifecycleLog;
+pub use respawn::Respawn;

@@ -1,0 +1,37 @@
+//! The messages master and workers exchange over a worker's channel.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change to the messages below. Master and worker are the
+/// same binary, so a mismatch means a binary was replaced under a running master.
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
+
+/// Worker -> master.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ToMaster {
+    /// First message on a new channel.
+    Hello { version: u32, pid: u32 },
+    /// Asks for the shared listening socket for `addr`; answered by
+    /// [`ToWorker::Listener`] (with the descriptor) or [`ToWorker::ListenFailed`].
+    Listen { request: u64, addr: SocketAddr },
+    /// The app holds a listener and accepts connections.
+    Ready,
+    /// The worker's event loop is alive.
+    Heartbeat,
+}
+
+/// Master -> worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ToWorker {
+    /// Answer to [`ToMaster::Hello`].
+    Welcome { version: u32 },
+    /// The listening socket for a [`ToMaster::Listen`]; its descriptor travels with
+    /// this frame. `addr` is the bound address (the real port when 0 was asked for).
+    Listener { request: u64, addr: SocketAddr },
+    /// The master could not bind what a [`ToMaster::Listen`] asked for.
+    ListenFailed { request: u64, error: String },
+    /// Stop: finish what is in flight and exit.
+    Shutdown,
+}

@@ -1,0 +1,82 @@
+//! Which part this process plays, decided before any runtime starts: a worker (the master
+//! started it and left a marker in its environment) or the top-level process.
+
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use crate::WorkerId;
+
+/// The internal marker a master sets on the workers it spawns:
+/// `<id>:<generation>:<channel fd>:<master pid>`.
+pub(crate) const ENV_WORKER_MARKER: &str = "__WIX_CLUSTER_WORKER";
+
+/// What the marker tells a worker about itself.
+#[derive(Debug)]
+pub(crate) struct WorkerMarker {
+    pub(crate) id: WorkerId,
+    pub(crate) generation: u32,
+    pub(crate) channel: OwnedFd,
+    pub(crate) master_pid: u32,
+}
+
+/// This process's part.
+#[derive(Debug)]
+pub(crate) enum Role {
+    Worker(WorkerMarker),
+    /// Master, or the one process of single-process mode (the configuration decides).
+    TopLevel,
+}
+
+impl WorkerMarker {
+    /// Formats the marker for a worker about to be spawned.
+    pub(crate) fn encode(id: WorkerId, generation: u32, channel: RawFd, master_pid: u32) -> String {
+        format!("{id}:{generation}:{channel}:{master_pid}")
+    }
+}
+
+/// Reads and removes the marker, so that programs the app starts do not see it.
+///
+/// Must run before any other thread exists (it edits the environment).
+pub(crate) fn detect() -> Result<Role, String> {
+    let Some(raw) = std::env::var_os(ENV_WORKER_MARKER) else {
+        return Ok(Role::TopLevel);
+    };
+    // SAFETY: called first thing in `Cluster::run`, before the program has started any
+    // runtime or thread, so nothing reads the environment concurrently.
+    unsafe { std::env::remove_var(ENV_WORKER_MARKER) };
+    let raw = raw.to_string_lossy();
+    let bad = || format!("invalid internal variable {ENV_WORKER_MARKER}={raw:?}");
+    let parts: Vec<&str> = raw.split(':').collect();
+    let [id, generation, fd, master_pid] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let id: u32 = id.parse().map_err(|_| bad())?;
+    let generation: u32 = generation.parse().map_err(|_| bad())?;
+    let fd: RawFd = fd.parse().map_err(|_| bad())?;
+    let master_pid: u32 = master_pid.parse().map_err(|_| bad())?;
+    if !is_open(fd) {
+        return Err(format!("{}: descriptor {fd} is not open", bad()));
+    }
+    // SAFETY: the master passed this descriptor to us for exactly this purpose, it is
+    // open (checked above), and the marker is removed so it is adopted only once.
+    let channel = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Programs the app starts must not inherit the channel.
+    let _ = nix::fcntl::fcntl(
+        &channel,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    Ok(Role::Worker(WorkerMarker {
+        id: WorkerId(id),
+        generation,
+        channel,
+        master_pid,
+    }))
+}
+
+fn is_open(fd: RawFd) -> bool {
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: the borrow only lives for an F_GETFD probe, harmless on any number.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_ok()
+}

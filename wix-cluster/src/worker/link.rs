@@ -1,0 +1,157 @@
+//! The worker's end of its channel: handshake, requests to the master, and the task that
+//! reads what the master sends.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ipc::{self, FrameReader, FrameWriter, Outgoing};
+use crate::protocol::{PROTOCOL_VERSION, ToMaster, ToWorker};
+
+/// How long the master has to answer the hello.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type ListenReply = oneshot::Sender<io::Result<OwnedFd>>;
+
+pub(crate) struct Link {
+    out: mpsc::UnboundedSender<Outgoing>,
+    pending: Mutex<HashMap<u64, ListenReply>>,
+    next_request: AtomicU64,
+    ready_sent: AtomicBool,
+}
+
+impl Link {
+    /// Says hello on `channel` and waits for the master's welcome. Spawns the writer.
+    pub(crate) async fn connect(channel: OwnedFd) -> io::Result<(Arc<Link>, FrameReader)> {
+        let stream = ipc::into_stream(channel)?;
+        let mut reader = FrameReader::new(stream.clone());
+        let (out, writer) = FrameWriter::new(stream);
+        tokio::spawn(async move {
+            if let Err(e) = writer.run().await {
+                tracing::debug!("channel to the master failed: {e}");
+            }
+        });
+        let link = Arc::new(Link {
+            out,
+            pending: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+            ready_sent: AtomicBool::new(false),
+        });
+        link.send(&ToMaster::Hello {
+            version: PROTOCOL_VERSION,
+            pid: std::process::id(),
+        });
+        let welcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.recv::<ToWorker>())
+            .await
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the master did not answer the hello",
+                )
+            })?;
+        match welcome {
+            Ok(Some(ToWorker::Welcome { version })) if version == PROTOCOL_VERSION => {
+                Ok((link, reader))
+            }
+            Ok(Some(ToWorker::Welcome { version })) => Err(io::Error::other(format!(
+                "the master speaks protocol {version}, this worker {PROTOCOL_VERSION}"
+            ))),
+            Ok(Some(other)) => Err(io::Error::other(format!(
+                "expected the master's welcome, got {other:?}"
+            ))),
+            Ok(None) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the master closed the channel",
+            )),
+            Err(e) => Err(io::Error::other(e.to_string())),
+        }
+    }
+
+    /// Queues a message for the master. A closed channel is noticed by the reader.
+    pub(crate) fn send(&self, msg: &ToMaster) {
+        let mut bytes = Vec::new();
+        match ipc::encode(msg, &mut bytes) {
+            Ok(()) => {
+                let _ = self.out.send(Outgoing { bytes, fd: None });
+            }
+            Err(e) => tracing::error!("cannot send {msg:?} to the master: {e}"),
+        }
+    }
+
+    /// Asks the master for the shared listener on `addr`.
+    pub(crate) async fn listen(&self, addr: SocketAddr) -> io::Result<OwnedFd> {
+        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        self.pending_requests().insert(request, reply);
+        self.send(&ToMaster::Listen { request, addr });
+        let fd = answer
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the master went away"))??;
+        if !self.ready_sent.swap(true, Ordering::Relaxed) {
+            self.send(&ToMaster::Ready);
+        }
+        Ok(fd)
+    }
+
+    fn pending_requests(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ListenReply>> {
+        // A panic while holding this lock leaves the map consistent; keep going.
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reads the master's messages until the channel ends. `on_shutdown` runs when the
+    /// master asks the worker to stop. When the master is gone the process exits: a
+    /// worker never outlives its master.
+    pub(crate) async fn read_loop(
+        self: Arc<Self>,
+        mut reader: FrameReader,
+        on_shutdown: impl Fn(),
+    ) {
+        loop {
+            match reader.recv::<ToWorker>().await {
+                Ok(Some(ToWorker::Listener { request, addr })) => {
+                    let fd = reader.take_fd().ok_or_else(|| {
+                        io::Error::other(format!(
+                            "the master's listener for {addr} came without a descriptor"
+                        ))
+                    });
+                    self.answer(request, fd);
+                }
+                Ok(Some(ToWorker::ListenFailed { request, error })) => {
+                    self.answer(request, Err(io::Error::other(error)));
+                }
+                Ok(Some(ToWorker::Shutdown)) => {
+                    tracing::debug!("the master asked this worker to stop");
+                    on_shutdown();
+                }
+                Ok(Some(ToWorker::Welcome { .. })) => {
+                    tracing::warn!("ignoring a second welcome from the master");
+                }
+                Ok(None) => {
+                    tracing::error!("the master is gone; exiting");
+                    std::process::exit(1);
+                }
+                Err(e) => {
+                    tracing::error!("the channel to the master broke ({e}); exiting");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+
+    fn answer(&self, request: u64, result: io::Result<OwnedFd>) {
+        match self.pending_requests().remove(&request) {
+            Some(reply) => {
+                let _ = reply.send(result);
+            }
+            None => tracing::warn!("the master answered request {request}, which nobody asked"),
+        }
+    }
+}

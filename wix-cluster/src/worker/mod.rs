@@ -1,0 +1,123 @@
+//! The worker side: the [`Worker`] handle the app receives, its channel to the master,
+//! and the worker process's entry point.
+
+pub(crate) mod link;
+pub(crate) mod process;
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::WorkerId;
+use link::Link;
+
+/// The app's handle on its worker: who it is, the shared listeners, and when to stop.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: WorkerId,
+    generation: u32,
+    /// `None` in single-process mode.
+    link: Option<Arc<Link>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Worker {
+    pub(crate) fn new(id: WorkerId, generation: u32, link: Option<Arc<Link>>) -> Worker {
+        Worker {
+            inner: Arc::new(Inner {
+                id,
+                generation,
+                link,
+                stop: watch::Sender::new(false),
+            }),
+        }
+    }
+
+    /// The worker's slot, `1..=workers` (0 in single-process mode). A respawned worker
+    /// keeps the id of the one it replaces.
+    pub fn id(&self) -> WorkerId {
+        self.inner.id
+    }
+
+    /// How many workers held this slot before this one.
+    pub fn generation(&self) -> u32 {
+        self.inner.generation
+    }
+
+    /// This process's id.
+    pub fn pid(&self) -> u32 {
+        std::process::id()
+    }
+
+    /// Whether the app runs as the one process of single-process mode.
+    pub fn is_single_process(&self) -> bool {
+        self.inner.link.is_none()
+    }
+
+    /// A listener on `addr` shared by every worker.
+    ///
+    /// The master binds `addr` once (port 0 picks one ephemeral port for all workers),
+    /// keeps the socket, and hands each worker the same descriptor, so all workers
+    /// accept from one kernel queue. In single-process mode this binds directly.
+    pub async fn listen(&self, addr: impl std::net::ToSocketAddrs) -> io::Result<TcpListener> {
+        let addr = crate::listener::resolve(addr)?;
+        match &self.inner.link {
+            None => {
+                let listener = crate::listener::bind(addr)?;
+                tracing::info!("listening on {}", listener.local_addr()?);
+                Ok(listener)
+            }
+            Some(link) => {
+                let fd = link.listen(addr).await?;
+                let std = std::net::TcpListener::from(fd);
+                std.set_nonblocking(true)?;
+                TcpListener::from_std(std)
+            }
+        }
+    }
+
+    /// Resolves when the worker should stop: the master asked (cluster shutdown), or
+    /// this process got SIGTERM or SIGINT. Pass it to a server's graceful shutdown:
+    ///
+    /// ```no_run
+    /// # async fn app(worker: wix_cluster::Worker, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    /// let app = axum::Router::new();
+    /// axum::serve(listener, app).with_graceful_shutdown(worker.shutdown()).await
+    /// # }
+    /// ```
+    pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stop = self.inner.stop.subscribe();
+        async move {
+            // An error means the worker is gone, which is a reason to stop too.
+            let _ = stop.wait_for(|stop| *stop).await;
+        }
+    }
+
+    /// Whether a stop was requested (see [`Worker::shutdown`]).
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.stop.borrow()
+    }
+
+    pub(crate) fn begin_shutdown(&self) {
+        self.inner.stop.send_replace(true);
+    }
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.inner.id)
+            .field("generation", &self.inner.generation)
+            .field("pid", &self.pid())
+            .field("single_process", &self.is_single_process())
+            .finish()
+    }
+}
