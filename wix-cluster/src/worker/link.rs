@@ -128,7 +128,7 @@ impl Link {
                     self.answer(request, Err(io::Error::other(error)));
                 }
                 Ok(Some(ToWorker::Shutdown)) => {
-                    tracing::debug!("the master asked this worker to stop");
+                    tracing::info!("the master asked this worker to stop");
                     on_shutdown();
                 }
                 Ok(Some(ToWorker::Welcome { .. })) => {

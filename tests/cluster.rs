@@ -1,0 +1,235 @@
+//! The cluster as users see it: real examples run as real processes.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use wix_cluster_suite::{PATIENCE, Program, http_get, is_alive, wait_until};
+
+const LOOPBACK_PORT_0: [(&str, &str); 2] = [("HOST", "127.0.0.1"), ("PORT", "0")];
+
+fn hello(extra: &[(&str, &str)]) -> Program {
+    let mut env = LOOPBACK_PORT_0.to_vec();
+    env.extend_from_slice(extra);
+    Program::start("hello", &env)
+}
+
+/// Waits until the master has exactly `n` children, and they stay `n` for a moment.
+fn assert_children(program: &Program, n: usize) -> Vec<u32> {
+    let settled = wait_until(PATIENCE, || program.children().len() == n);
+    assert!(
+        settled,
+        "expected {n} workers, have {:?}; log:\n{}",
+        program.children(),
+        program.log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let children = program.children();
+    assert_eq!(children.len(), n, "log:\n{}", program.log());
+    children
+}
+
+#[test]
+fn master_runs_as_many_workers_as_the_macro_says() {
+    let program = hello(&[]);
+    program.listening_addr();
+    assert_children(&program, 4);
+}
+
+#[test]
+fn wix_cluster_workers_overrides_the_macro_count() {
+    let program = hello(&[("WIX_CLUSTER_WORKERS", "3")]);
+    program.listening_addr();
+    assert_children(&program, 3);
+}
+
+#[test]
+fn all_workers_answer_on_the_one_shared_port() {
+    let program = hello(&[("WIX_CLUSTER_WORKERS", "2")]);
+    let addr = program.listening_addr();
+    let workers: HashSet<u32> = assert_children(&program, 2).into_iter().collect();
+    let mut served_by = HashSet::new();
+    let all_seen = wait_until(PATIENCE, || {
+        // Many concurrent connections, so that both workers' accept loops get some.
+        let handles: Vec<_> = (0..16)
+            .map(|_| std::thread::spawn(move || http_get(addr, "/")))
+            .collect();
+        for handle in handles {
+            let response = handle
+                .join()
+                .expect("client thread")
+                .expect("request served");
+            assert_eq!(response.status, 200);
+            assert_eq!(response.body, "Hi there");
+            let pid: u32 = response
+                .header("x-worker-pid")
+                .and_then(|pid| pid.parse().ok())
+                .expect("x-worker-pid header");
+            served_by.insert(pid);
+        }
+        served_by.len() > 1
+    });
+    assert!(all_seen, "only {served_by:?} answered");
+    assert!(
+        served_by.is_subset(&workers),
+        "{served_by:?} answered, but the workers are {workers:?}"
+    );
+}
+
+#[test]
+fn port_0_picks_one_port_that_the_master_logs() {
+    let program = hello(&[("WIX_CLUSTER_WORKERS", "2")]);
+    let line = program.wait_for_log("listening on ");
+    assert!(
+        line.starts_with(&format!("[master pid={}]", program.pid())),
+        "the address should come from the master: {line}"
+    );
+    let addr = program.listening_addr();
+    assert_ne!(addr.port(), 0);
+    assert_children(&program, 2);
+    let response = http_get(addr, "/").expect("served on the logged port");
+    assert_eq!(response.body, "Hi there");
+    assert_eq!(
+        program.log().matches("listening on ").count(),
+        1,
+        "the master binds once for all workers"
+    );
+}
+
+#[test]
+fn single_process_mode_serves_from_one_process() {
+    let program = hello(&[("WIX_CLUSTER_SINGLE", "1")]);
+    let addr = program.listening_addr();
+    let response = http_get(addr, "/").expect("served");
+    assert_eq!(response.body, "Hi there");
+    assert_eq!(
+        response.header("x-worker-pid"),
+        Some(program.pid().to_string().as_str())
+    );
+    assert_eq!(response.header("x-worker-id"), Some("0"));
+    assert!(
+        program.children().is_empty(),
+        "single-process mode spawned {:?}",
+        program.children()
+    );
+}
+
+#[test]
+fn sigterm_stops_every_worker_gracefully_and_the_master_exits_0() {
+    let mut program = hello(&[("WIX_CLUSTER_WORKERS", "2")]);
+    let addr = program.listening_addr();
+    let workers = assert_children(&program, 2);
+    http_get(addr, "/").expect("served before the stop");
+    program.signal(Signal::SIGTERM);
+    let status = program.wait_exit(PATIENCE).expect("the master exits");
+    assert_eq!(status.code(), Some(0), "log:\n{}", program.log());
+    for pid in &workers {
+        assert!(!is_alive(*pid), "worker {pid} outlived the master");
+    }
+    let log = program.log();
+    for pid in &workers {
+        assert!(
+            log.lines()
+                .any(|l| l.starts_with("[worker=") && l.contains(&format!(" pid={pid}]"))),
+            "worker {pid}'s log lines should carry its id and pid:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn sigkill_of_the_master_leaves_no_worker_after_1s() {
+    let mut program = hello(&[("WIX_CLUSTER_WORKERS", "3")]);
+    program.listening_addr();
+    let workers = assert_children(&program, 3);
+    program.signal(Signal::SIGKILL);
+    program.wait_exit(PATIENCE).expect("the master dies");
+    std::thread::sleep(Duration::from_secs(1));
+    let alive: Vec<u32> = workers.into_iter().filter(|pid| is_alive(*pid)).collect();
+    assert!(
+        alive.is_empty(),
+        "workers {alive:?} outlived a SIGKILLed master"
+    );
+}
+
+#[test]
+fn bad_worker_count_exits_2_with_one_clear_line_and_spawns_nothing() {
+    for bad in ["abc", "0"] {
+        let mut program = hello(&[("WIX_CLUSTER_WORKERS", bad)]);
+        let status = program.wait_exit(PATIENCE).expect("the master exits");
+        assert_eq!(status.code(), Some(2), "WIX_CLUSTER_WORKERS={bad}");
+        let log = program.log();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 1, "one line, got:\n{log}");
+        assert!(
+            lines[0].contains(&format!("WIX_CLUSTER_WORKERS=\"{bad}\"")),
+            "the line names the variable and value: {log}"
+        );
+        assert!(
+            !log.contains("worker="),
+            "no worker may have started:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn a_worker_sending_garbage_is_dropped_while_the_others_keep_serving() {
+    let program = Program::start("misbehaving_worker", &[("PORT", "0")]);
+    let addr = program.listening_addr();
+    let workers = assert_children(&program, 2);
+
+    let culprit: u32 = http_get(addr, "/garbage")
+        .expect("garbage endpoint")
+        .body
+        .parse()
+        .expect("a pid");
+    assert!(workers.contains(&culprit));
+    let dropped = wait_until(PATIENCE, || !is_alive(culprit));
+    assert!(
+        dropped,
+        "the misbehaving worker was not dropped; log:\n{}",
+        program.log()
+    );
+    program.wait_for_log("dropping it");
+
+    // The master and the other worker never stopped serving.
+    assert!(is_alive(program.pid()), "the master died");
+    let survivor = workers.iter().find(|pid| **pid != culprit).copied();
+    assert!(survivor.is_some_and(is_alive), "the other worker died");
+    for _ in 0..20 {
+        let response = http_get(addr, "/").expect("still served");
+        assert_eq!(response.status, 200);
+    }
+    // Respawn fills the slot again.
+    let refilled = wait_until(PATIENCE, || {
+        let now = program.children();
+        now.len() == 2 && !now.contains(&culprit)
+    });
+    assert!(
+        refilled,
+        "the slot was not refilled; log:\n{}",
+        program.log()
+    );
+}
+
+#[test]
+fn a_custom_plugin_notices_every_fork() {
+    let env = [
+        ("HOST", "127.0.0.1"),
+        ("PORT", "0"),
+        ("WIX_CLUSTER_WORKERS", "3"),
+    ];
+    let program = Program::start("custom_plugin", &env);
+    program.listening_addr();
+    let workers = assert_children(&program, 3);
+    let noticed = wait_until(PATIENCE, || {
+        program.log().matches("noticed a fork").count() == 3
+    });
+    assert!(noticed, "log:\n{}", program.log());
+    let log = program.log();
+    for pid in workers {
+        assert!(
+            log.contains(&format!("(pid {pid})")),
+            "fork of {pid} not noticed:\n{log}"
+        );
+    }
+}

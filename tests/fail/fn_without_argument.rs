@@ -1,0 +1,4 @@
+#[wix_cluster::main]
+async fn main() -> std::io::Result<()> {
+    Ok(())
+}

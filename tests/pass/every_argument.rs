@@ -1,0 +1,35 @@
+use std::time::Duration;
+
+mod my_plugins {
+    #[derive(Default)]
+    pub struct Metrics {
+        pub prefix: String,
+    }
+
+    impl Metrics {
+        pub fn prefix(self, prefix: &str) -> Self {
+            Metrics {
+                prefix: prefix.to_owned(),
+            }
+        }
+    }
+
+    impl wix_cluster::Plugin for Metrics {}
+}
+
+#[wix_cluster::main(
+    workers = 4,
+    plugins(
+        Respawn(max_deaths = 5, within = Duration::from_secs(30)),
+        Graceful(timeout = Duration::from_secs(10)),
+        LifecycleLog,
+        my_plugins::Metrics(prefix = "app"),
+    ),
+    single_process = "always",
+    flavor = "multi_thread",
+    worker_threads = 2,
+)]
+async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
+    let _ = worker;
+    Ok(())
+}
