@@ -233,3 +233,28 @@ fn a_custom_plugin_notices_every_fork() {
         );
     }
 }
+
+#[test]
+fn a_failing_master_plugin_stops_start_up_before_any_worker() {
+    let mut program = Program::start("failing_plugin", &[]);
+    let status = program.wait_exit(PATIENCE).expect("the master exits");
+    assert_eq!(status.code(), Some(1), "log:\n{}", program.log());
+    let log = program.log();
+    assert!(
+        log.contains(
+            "plugin NeedsGreeting failed to start: GREETING is not set; no worker was started"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("[worker="), "a worker started:\n{log}");
+    assert!(!log.contains("listening on"), "{log}");
+
+    // The same program with the setting present starts its workers.
+    let program = Program::start("failing_plugin", &[("GREETING", "hi")]);
+    program.wait_for_log("greeting: hi");
+    assert!(
+        wait_until(PATIENCE, || program.children().len() == 2),
+        "log:\n{}",
+        program.log()
+    );
+}

@@ -160,28 +160,39 @@ fn count(setting: &Setting<usize>) -> TokenStream {
 
 /// `.key(value)`, the method named by the argument as the user wrote it.
 fn call<T>(setting: &Setting<T>, value: impl ToTokens) -> TokenStream {
-    let method = &setting.key;
-    quote!(.#method(#value))
+    method_call(&setting.key, value)
+}
+
+/// `.key(value)`, all of it but `value` spanned at `key`: an error about the call then
+/// points at the key alone, not at the whole attribute as well.
+fn method_call(key: &Ident, value: impl ToTokens) -> TokenStream {
+    quote_spanned!(key.span()=> .#key(#value))
 }
 
 /// `.plugin(<Type as Default>::default().key(value)...)`. The construction carries the
 /// span of the plugin's name, each setter the span of its key.
 fn plugin(plugin: &Plugin) -> TokenStream {
-    let construct = match &plugin.ty {
-        PluginType::Builtin(ident) => quote_spanned! {ident.span()=>
-            <::wix_cluster::__private::plugins::#ident as ::core::default::Default>::default()
-        },
+    let (span, construct) = match &plugin.ty {
+        PluginType::Builtin(ident) => (
+            ident.span(),
+            quote_spanned! {ident.span()=>
+                <::wix_cluster::__private::plugins::#ident as ::core::default::Default>::default()
+            },
+        ),
         PluginType::User(path) => {
             let span = path
                 .segments
                 .last()
                 .map_or_else(Span::call_site, |segment| segment.ident.span());
-            quote_spanned!(span=> <#path as ::core::default::Default>::default())
+            (
+                span,
+                quote_spanned!(span=> <#path as ::core::default::Default>::default()),
+            )
         }
     };
-    let settings = plugin.settings.iter().map(|setting| {
-        let (key, value) = (&setting.key, &setting.value);
-        quote!(.#key(#value))
-    });
-    quote!(.plugin(#construct #(#settings)*))
+    let settings = plugin
+        .settings
+        .iter()
+        .map(|setting| method_call(&setting.key, &setting.value));
+    quote_spanned!(span=> .plugin(#construct #(#settings)*))
 }
