@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use crate::WorkerId;
 
 /// Which process an event is about: a worker slot, the generation living in it, its pid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WorkerRef {
     /// The slot, `1..=workers`; kept across respawns.
     pub id: WorkerId,
@@ -69,6 +69,14 @@ pub enum LifecycleEvent {
     Online(WorkerRef),
     /// The worker received the shared listener for `addr` (the bound address).
     Listening(WorkerRef, SocketAddr),
+    /// The worker announced that it is going down on its own: its app failed or
+    /// panicked, or it got SIGTERM. It drains; `Respawn` replaces it at once.
+    Failing {
+        /// The worker.
+        worker: WorkerRef,
+        /// What it said.
+        reason: String,
+    },
     /// The worker's channel to the master closed.
     Disconnect(WorkerRef),
     /// The worker process ended.
@@ -77,9 +85,10 @@ pub enum LifecycleEvent {
         worker: WorkerRef,
         /// How it ended.
         reason: ExitReason,
-        /// Whether the master had asked it to stop (a cluster shutdown). A worker that
-        /// died on its own, or that the master dropped for misbehaving, has `false`:
-        /// that is the case the `Respawn` plugin replaces.
+        /// Whether its exit was expected: the master asked it to stop (shutdown, scale
+        /// down, rolling restart) or it had been replaced after announcing it was going
+        /// down. A worker that died on its own, or that the master dropped for
+        /// misbehaving, has `false`: that is the case the `Respawn` plugin replaces.
         requested: bool,
     },
 }
@@ -92,17 +101,18 @@ impl LifecycleEvent {
             | LifecycleEvent::Online(w)
             | LifecycleEvent::Listening(w, _)
             | LifecycleEvent::Disconnect(w) => *w,
-            LifecycleEvent::Exit { worker, .. } => *worker,
+            LifecycleEvent::Exit { worker, .. } | LifecycleEvent::Failing { worker, .. } => *worker,
         }
     }
 
-    /// The event's name as Node's `cluster` spells it: `fork`, `online`, `listening`,
-    /// `disconnect`, `exit`.
+    /// The event's name: `fork`, `online`, `listening`, `failing`, `disconnect`, `exit`
+    /// (Node's `cluster` names, plus `failing`).
     pub fn name(&self) -> &'static str {
         match self {
             LifecycleEvent::Fork(_) => "fork",
             LifecycleEvent::Online(_) => "online",
             LifecycleEvent::Listening(..) => "listening",
+            LifecycleEvent::Failing { .. } => "failing",
             LifecycleEvent::Disconnect(_) => "disconnect",
             LifecycleEvent::Exit { .. } => "exit",
         }

@@ -21,6 +21,7 @@ mod app;
 mod cluster;
 pub mod config;
 mod event;
+pub mod http;
 mod ipc;
 mod listener;
 mod logging;

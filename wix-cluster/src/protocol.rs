@@ -20,18 +20,21 @@ pub(crate) enum ToMaster {
     Ready,
     /// The worker's event loop is alive.
     Heartbeat,
+    /// The worker is going down on its own (its app failed or panicked, or it got a
+    /// signal): the master replaces it now instead of after its exit.
+    GoingDown { reason: String },
 }
 
 /// Master -> worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ToWorker {
-    /// Answer to [`ToMaster::Hello`].
-    Welcome { version: u32 },
+    /// Answer to [`ToMaster::Hello`], with how long a drain may take.
+    Welcome { version: u32, drain_timeout_ms: u64 },
     /// The listening socket for a [`ToMaster::Listen`]; its descriptor travels with
     /// this frame. `addr` is the bound address (the real port when 0 was asked for).
     Listener { request: u64, addr: SocketAddr },
     /// The master could not bind what a [`ToMaster::Listen`] asked for.
     ListenFailed { request: u64, error: String },
-    /// Stop: finish what is in flight and exit.
+    /// Stop: stop accepting, finish what is in flight, exit.
     Shutdown,
 }

@@ -32,8 +32,8 @@ where
                 return ExitCode::FAILURE;
             }
         }
-        let worker = Worker::new(WorkerId(0), 0, None);
-        if let Err(e) = stop_on_signals(worker.clone()) {
+        let worker = Worker::new(WorkerId(0), 0, None, master.drain_timeout());
+        if let Err(e) = stop_on_signals(worker.clone(), true) {
             tracing::error!("cannot watch SIGTERM/SIGINT: {e}");
             return ExitCode::FAILURE;
         }

@@ -111,9 +111,12 @@ impl FrameReader {
 }
 
 /// One frame to write, with the descriptor to pass alongside it, if any.
+#[derive(Default)]
 pub(crate) struct Outgoing {
     pub(crate) bytes: Vec<u8>,
     pub(crate) fd: Option<Arc<OwnedFd>>,
+    /// Told once everything queued before it (and its own bytes) is written.
+    pub(crate) written: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Writes queued frames to a channel, coalescing everything queued into one write.
@@ -131,9 +134,11 @@ impl FrameWriter {
     /// Writes until every sender is gone and the queue is empty, or the socket fails.
     pub(crate) async fn run(mut self) -> io::Result<()> {
         let mut batch = Vec::with_capacity(READ_CHUNK);
+        let mut acks = Vec::new();
         while let Some(first) = self.queue.recv().await {
             let mut next = Some(first);
             while let Some(out) = next.take() {
+                acks.extend(out.written);
                 if let Some(fd) = out.fd {
                     // A descriptor travels with the first byte of its own frame.
                     self.write(&batch, None).await?;
@@ -148,6 +153,9 @@ impl FrameWriter {
             }
             self.write(&batch, None).await?;
             batch.clear();
+            for ack in acks.drain(..) {
+                let _ = ack.send(());
+            }
         }
         Ok(())
     }

@@ -1,19 +1,27 @@
 //! [`Master`]: what plugins (and later the management app) may ask of the master.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::WorkerId;
 use crate::config::Config;
+use crate::{WorkerId, WorkerRef};
 
 /// A request to the supervision loop.
 #[derive(Debug)]
 pub(crate) enum Command {
     /// Start a new process in slot `id` once `after` has passed.
     Respawn { id: WorkerId, after: Duration },
+    /// Retire `worker` now (it drains) and start its successor after `after`.
+    Replace { worker: WorkerRef, after: Duration },
+    /// Replace every worker, one at a time, each successor ready before its
+    /// predecessor drains.
+    RollingRestart,
+    /// Run `count` workers (at least 1).
+    Scale { count: usize },
     /// Stop every worker gracefully, then exit with `code`.
     Shutdown { code: u8 },
 }
@@ -26,10 +34,11 @@ pub struct Master {
 }
 
 struct Shared {
-    workers: usize,
+    desired: AtomicUsize,
     single_process: bool,
     management: SocketAddr,
     drain_timeout: Mutex<Duration>,
+    failing: AtomicBool,
 }
 
 impl Master {
@@ -38,22 +47,27 @@ impl Master {
         let master = Master {
             commands,
             shared: Arc::new(Shared {
-                workers: if config.single_process {
+                desired: AtomicUsize::new(if config.single_process {
                     1
                 } else {
                     config.workers
-                },
+                }),
                 single_process: config.single_process,
                 management: config.management,
                 drain_timeout: Mutex::new(crate::config::DEFAULT_DRAIN_TIMEOUT),
+                failing: AtomicBool::new(false),
             }),
         };
         (master, receiver)
     }
 
-    /// How many workers the cluster keeps running.
+    /// How many workers the cluster keeps running (changed by [`Master::scale`]).
     pub fn desired_workers(&self) -> usize {
-        self.shared.workers
+        self.shared.desired.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_desired_workers(&self, count: usize) {
+        self.shared.desired.store(count, Ordering::Relaxed);
     }
 
     /// Whether the cluster runs as one process.
@@ -70,6 +84,25 @@ impl Master {
     /// cluster is stopping or if the slot is occupied by then.
     pub fn respawn(&self, id: WorkerId, after: Duration) {
         let _ = self.commands.send(Command::Respawn { id, after });
+    }
+
+    /// Retires `worker` (it drains, then exits) and starts its successor in the same
+    /// slot after `after`: the original's "death row".
+    pub fn replace(&self, worker: WorkerRef, after: Duration) {
+        let _ = self.commands.send(Command::Replace { worker, after });
+    }
+
+    /// Replaces every worker one at a time; each successor is ready before the worker it
+    /// replaces starts draining. The program is re-read from disk, so this deploys a
+    /// new build. Also on SIGHUP.
+    pub fn rolling_restart(&self) {
+        let _ = self.commands.send(Command::RollingRestart);
+    }
+
+    /// Runs `count` workers (at least 1): starts new ones, or drains the highest ids.
+    /// Also on SIGTTIN (one more) and SIGTTOU (one fewer).
+    pub fn scale(&self, count: usize) {
+        let _ = self.commands.send(Command::Scale { count });
     }
 
     /// Stops every worker gracefully; the master then exits with `exit_code`.
@@ -94,6 +127,17 @@ impl Master {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = timeout;
     }
+
+    /// Whether a plugin reported the cluster as failing (for example `Respawn` after
+    /// cyclic death). Health checks report it.
+    pub fn is_failing(&self) -> bool {
+        self.shared.failing.load(Ordering::Relaxed)
+    }
+
+    /// Sets [`Master::is_failing`].
+    pub fn set_failing(&self, failing: bool) {
+        self.shared.failing.store(failing, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Master {
@@ -101,6 +145,7 @@ impl std::fmt::Debug for Master {
         f.debug_struct("Master")
             .field("desired_workers", &self.desired_workers())
             .field("single_process", &self.is_single_process())
+            .field("failing", &self.is_failing())
             .finish()
     }
 }

@@ -3,6 +3,7 @@
 
 mod handle;
 mod listeners;
+mod roll;
 mod spawn;
 mod supervisor;
 mod table;

@@ -10,12 +10,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::listeners::Listeners;
+use super::roll::Roll;
 use super::spawn::{self, Inbound, Key, Spawner};
 use super::table::{Slot, State, WorkerTable};
 use super::{Command, Master};
 use crate::WorkerId;
 use crate::config::Config;
-use crate::event::LifecycleEvent;
+use crate::event::{ExitReason, LifecycleEvent};
 use crate::plugin::Plugins;
 use crate::protocol::{PROTOCOL_VERSION, ToMaster, ToWorker};
 
@@ -33,6 +34,27 @@ pub(crate) fn run(config: &Config, plugins: Plugins) -> ExitCode {
     code
 }
 
+/// The signals the master acts on.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    ttin: tokio::signal::unix::Signal,
+    ttou: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn watch() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+            ttin: signal(SignalKind::from_raw(nix::libc::SIGTTIN))?,
+            ttou: signal(SignalKind::from_raw(nix::libc::SIGTTOU))?,
+        })
+    }
+}
+
 async fn supervise(config: &Config, plugins: Plugins) -> ExitCode {
     let (master, mut commands) = Master::new(config);
     let (inbox_tx, mut inbox) = mpsc::unbounded_channel();
@@ -44,13 +66,10 @@ async fn supervise(config: &Config, plugins: Plugins) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (mut sigterm, mut sigint) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(term), Ok(int)) => (term, int),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::error!("cannot watch SIGTERM/SIGINT: {e}");
+    let mut signals = match Signals::watch() {
+        Ok(signals) => signals,
+        Err(e) => {
+            tracing::error!("cannot watch signals: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -73,6 +92,8 @@ async fn supervise(config: &Config, plugins: Plugins) -> ExitCode {
         listeners: Listeners::default(),
         pending_respawns: Vec::new(),
         stopping: None,
+        roll: None,
+        ever_ready: false,
     };
     tracing::info!("master started; spawning {} workers", config.workers);
     for id in 1..=config.workers {
@@ -80,14 +101,30 @@ async fn supervise(config: &Config, plugins: Plugins) -> ExitCode {
     }
 
     loop {
-        let deadline = sup.stopping.as_ref().and_then(|stop| stop.deadline);
+        let drain_deadline = sup.stopping.as_ref().and_then(|stop| stop.deadline);
+        let roll_deadline = sup.roll.as_ref().and_then(Roll::deadline);
         tokio::select! {
             Some((key, inbound)) = inbox.recv() => sup.on_inbound(key, inbound),
             Some(command) = commands.recv() => sup.on_command(command),
             Some(id) = due.recv() => sup.on_respawn_due(id),
-            _ = sigterm.recv() => sup.on_stop_signal("SIGTERM"),
-            _ = sigint.recv() => sup.on_stop_signal("SIGINT"),
-            _ = sleep_until(deadline), if deadline.is_some() => sup.on_drain_timeout(),
+            _ = signals.term.recv() => sup.on_stop_signal("SIGTERM"),
+            _ = signals.int.recv() => sup.on_stop_signal("SIGINT"),
+            _ = signals.hup.recv() => {
+                tracing::info!("SIGHUP: rolling restart");
+                sup.on_command(Command::RollingRestart);
+            }
+            _ = signals.ttin.recv() => {
+                let count = sup.master.desired_workers() + 1;
+                tracing::info!("SIGTTIN: scaling to {count} workers");
+                sup.on_command(Command::Scale { count });
+            }
+            _ = signals.ttou.recv() => {
+                let count = sup.master.desired_workers().saturating_sub(1);
+                tracing::info!("SIGTTOU: scaling to {} workers", count.max(1));
+                sup.on_command(Command::Scale { count });
+            }
+            _ = sleep_until(drain_deadline), if drain_deadline.is_some() => sup.on_drain_timeout(),
+            _ = sleep_until(roll_deadline), if roll_deadline.is_some() => sup.on_roll_timeout(),
         }
         // Plugins react to events by queueing commands; apply them before deciding
         // whether anything is left to supervise.
@@ -123,10 +160,13 @@ struct Supervisor {
     /// Slots with a respawn scheduled.
     pending_respawns: Vec<WorkerId>,
     stopping: Option<Stopping>,
+    roll: Option<Roll>,
+    /// Some worker has been ready at some point: start-up succeeded.
+    ever_ready: bool,
 }
 
 impl Supervisor {
-    fn spawn(&mut self, id: WorkerId) {
+    fn spawn(&mut self, id: WorkerId) -> Option<Key> {
         let key = self.table.next_key(id);
         match self.spawner.spawn(key) {
             Ok(spawned) => {
@@ -135,8 +175,12 @@ impl Supervisor {
                 self.table.insert(slot);
                 tracing::debug!("forked {worker}");
                 self.emit(LifecycleEvent::Fork(worker));
+                Some(key)
             }
-            Err(e) => tracing::error!("cannot spawn worker {id}: {e}"),
+            Err(e) => {
+                tracing::error!("cannot spawn worker {id}: {e}");
+                None
+            }
         }
     }
 
@@ -152,13 +196,20 @@ impl Supervisor {
                     self.drop_worker(key, &reason);
                     return;
                 }
+                let drain_timeout_ms =
+                    u64::try_from(self.master.drain_timeout().as_millis()).unwrap_or(u64::MAX);
                 slot.send(
                     &ToWorker::Welcome {
                         version: PROTOCOL_VERSION,
+                        drain_timeout_ms,
                     },
                     None,
                 );
                 slot.state = State::Online;
+                if slot.retiring {
+                    // Stopped before it was even online: tell it now.
+                    slot.send(&ToWorker::Shutdown, None);
+                }
                 self.emit(LifecycleEvent::Online(worker));
             }
             Inbound::Message(_) if slot.state == State::Starting => {
@@ -168,13 +219,11 @@ impl Supervisor {
             Inbound::Message(ToMaster::Listen { request, addr }) => {
                 match self.listeners.get_or_bind(addr) {
                     Ok(bound) => {
-                        slot.send(
-                            &ToWorker::Listener {
-                                request,
-                                addr: bound.addr,
-                            },
-                            Some(bound.fd),
-                        );
+                        let msg = ToWorker::Listener {
+                            request,
+                            addr: bound.addr,
+                        };
+                        slot.send(&msg, Some(bound.fd));
                         self.emit(LifecycleEvent::Listening(worker, bound.addr));
                     }
                     Err(e) => {
@@ -188,31 +237,73 @@ impl Supervisor {
                 if slot.state == State::Online {
                     slot.state = State::Ready;
                 }
+                slot.was_ready = true;
+                self.ever_ready = true;
                 tracing::debug!("{worker} is ready");
+                self.on_ready(key);
             }
             Inbound::Message(ToMaster::Heartbeat) => {
-                slot.last_heartbeat = std::time::Instant::now()
+                slot.last_heartbeat = std::time::Instant::now();
+            }
+            Inbound::Message(ToMaster::GoingDown { reason }) => {
+                slot.going_down = Some(reason.clone());
+                if slot.retiring || self.stopping.is_some() {
+                    return;
+                }
+                slot.state = State::Draining;
+                if !slot.was_ready && !self.ever_ready {
+                    self.fail_start_up(&reason);
+                    return;
+                }
+                tracing::warn!("{worker} is going down: {reason}");
+                self.emit(LifecycleEvent::Failing { worker, reason });
             }
             Inbound::Broken(reason) => self.drop_worker(key, &reason),
             Inbound::Closed => self.disconnect(key),
-            Inbound::Exited(reason) => {
-                self.disconnect(key);
-                let Some(slot) = self.table.remove(key) else {
-                    return;
-                };
-                let requested = slot.stop_requested;
-                if requested {
-                    tracing::debug!("{worker} stopped ({reason})");
-                } else {
-                    tracing::warn!("{worker} died unexpectedly ({reason})");
-                }
-                self.emit(LifecycleEvent::Exit {
-                    worker,
-                    reason,
-                    requested,
-                });
+            Inbound::Exited(reason) => self.on_exit(key, reason),
+        }
+    }
+
+    fn on_exit(&mut self, key: Key, reason: ExitReason) {
+        self.disconnect(key);
+        let Some(slot) = self.table.remove(key) else {
+            return;
+        };
+        let worker = slot.worker();
+        let requested = slot.retiring;
+        if requested {
+            tracing::debug!("{worker} stopped ({reason})");
+        } else {
+            tracing::warn!("{worker} died unexpectedly ({reason})");
+            if !slot.was_ready && !self.ever_ready && self.stopping.is_none() {
+                let why = slot
+                    .going_down
+                    .unwrap_or_else(|| format!("the worker died ({reason})"));
+                self.fail_start_up(&why);
             }
         }
+        if let Some(roll) = &mut self.roll {
+            if roll.successor_lost(key) {
+                tracing::error!(
+                    "rolling restart stopped: the new {worker} exited ({reason}) before it \
+                     was ready; the old workers keep serving"
+                );
+                self.roll = None;
+            }
+        }
+        self.emit(LifecycleEvent::Exit {
+            worker,
+            reason,
+            requested,
+        });
+    }
+
+    /// No worker ever became ready and one failed: the app cannot start. Stop instead
+    /// of respawning it forever.
+    fn fail_start_up(&mut self, reason: &str) {
+        tracing::error!("failed to start app: {reason}");
+        tracing::error!("no worker ever became ready; stopping the cluster");
+        self.begin_stop(1);
     }
 
     /// The worker broke the protocol: it is killed (its exit follows as an event).
@@ -238,28 +329,154 @@ impl Supervisor {
     }
 
     fn on_command(&mut self, command: Command) {
+        if self.stopping.is_some() {
+            if let Command::Shutdown { .. } = command {
+                return;
+            }
+            tracing::debug!("ignoring {command:?}: the cluster is stopping");
+            return;
+        }
         match command {
-            Command::Respawn { id, after } => {
-                if self.stopping.is_some() || self.pending_respawns.contains(&id) {
+            Command::Respawn { id, after } => self.schedule_respawn(id, after),
+            Command::Replace { worker, after } => {
+                let key = Key {
+                    id: worker.id,
+                    generation: worker.generation,
+                };
+                let Some(slot) = self.table.get_mut(key) else {
+                    return;
+                };
+                if slot.retiring {
                     return;
                 }
-                self.pending_respawns.push(id);
-                let due = self.due.clone();
-                tokio::spawn(async move {
-                    if !after.is_zero() {
-                        tokio::time::sleep(after).await;
-                    }
-                    let _ = due.send(id);
-                });
+                slot.retire();
+                self.schedule_respawn(worker.id, after);
             }
+            Command::RollingRestart => self.start_roll(),
+            Command::Scale { count } => self.scale(count),
             Command::Shutdown { code } => self.begin_stop(code),
         }
     }
 
+    fn schedule_respawn(&mut self, id: WorkerId, after: std::time::Duration) {
+        if self.pending_respawns.contains(&id) {
+            return;
+        }
+        if after.is_zero() {
+            if self.table.current(id).is_none() && self.is_desired(id) {
+                self.spawn(id);
+            }
+            return;
+        }
+        self.pending_respawns.push(id);
+        let due = self.due.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = due.send(id);
+        });
+    }
+
     fn on_respawn_due(&mut self, id: WorkerId) {
         self.pending_respawns.retain(|pending| *pending != id);
-        if self.stopping.is_none() && !self.table.is_occupied(id) {
+        if self.stopping.is_none() && self.table.current(id).is_none() && self.is_desired(id) {
             self.spawn(id);
+        }
+    }
+
+    /// Slot `id` is within the desired worker count.
+    fn is_desired(&self, id: WorkerId) -> bool {
+        (id.0 as usize) <= self.master.desired_workers()
+    }
+
+    fn scale(&mut self, count: usize) {
+        let count = count.max(1);
+        self.master.set_desired_workers(count);
+        let occupied = self.table.occupied();
+        for id in (1..=count).map(|id| WorkerId(id as u32)) {
+            if !occupied.contains(&id) && !self.pending_respawns.contains(&id) {
+                self.spawn(id);
+            }
+        }
+        let surplus: Vec<Key> = self
+            .table
+            .iter()
+            .filter(|slot| !slot.retiring && (slot.key.id.0 as usize) > count)
+            .map(|slot| slot.key)
+            .collect();
+        for key in surplus {
+            if let Some(slot) = self.table.get_mut(key) {
+                tracing::info!("scaling down: draining {}", slot.worker());
+                slot.retire();
+            }
+        }
+        self.pending_respawns.retain(|id| (id.0 as usize) <= count);
+    }
+
+    fn start_roll(&mut self) {
+        if self.roll.is_some() {
+            tracing::warn!("a rolling restart is already running");
+            return;
+        }
+        let slots = self.table.occupied();
+        tracing::info!("rolling restart of {} workers", slots.len());
+        self.roll = Some(Roll::new(slots));
+        self.next_roll_step();
+    }
+
+    /// Starts the successor of the next worker in the roll, or ends the roll.
+    fn next_roll_step(&mut self) {
+        loop {
+            let Some(roll) = &mut self.roll else { return };
+            let Some(id) = roll.next_slot() else {
+                tracing::info!("rolling restart done");
+                self.roll = None;
+                return;
+            };
+            let Some(old) = self.table.current(id).map(|slot| slot.key) else {
+                continue;
+            };
+            let Some(new) = self.spawn(id) else {
+                tracing::error!(
+                    "rolling restart stopped: cannot start a successor for worker {id}"
+                );
+                self.roll = None;
+                return;
+            };
+            if let Some(roll) = &mut self.roll {
+                roll.await_successor(old, new);
+            }
+            return;
+        }
+    }
+
+    fn on_ready(&mut self, key: Key) {
+        let Some(old) = self
+            .roll
+            .as_mut()
+            .and_then(|roll| roll.successor_ready(key))
+        else {
+            return;
+        };
+        if let Some(slot) = self.table.get_mut(old) {
+            tracing::info!("rolling restart: {} replaced; draining it", slot.worker());
+            slot.retire();
+        }
+        self.next_roll_step();
+    }
+
+    fn on_roll_timeout(&mut self) {
+        let Some(roll) = self.roll.take() else { return };
+        if let Some(new) = roll.successor() {
+            if let Some(slot) = self.table.get_mut(new) {
+                tracing::error!(
+                    "rolling restart stopped: {} did not become ready within {:?}; the old \
+                     workers keep serving",
+                    slot.worker(),
+                    super::roll::READY_TIMEOUT
+                );
+                slot.retiring = true;
+                spawn::signal(slot.pid, Signal::SIGKILL);
+            }
         }
     }
 
@@ -285,10 +502,9 @@ impl Supervisor {
             deadline: Some(Instant::now() + timeout),
         });
         self.pending_respawns.clear();
+        self.roll = None;
         for slot in self.table.iter_mut() {
-            slot.stop_requested = true;
-            slot.state = State::Stopping;
-            slot.send(&ToWorker::Shutdown, None);
+            slot.retire();
         }
     }
 

@@ -1,6 +1,10 @@
-//! The worker table: one slot per worker id, holding the process that lives in it.
+//! The worker table: every live worker process, by slot and generation. A slot (worker
+//! id) normally holds one process; during a rolling restart or a replacement it briefly
+//! holds the retiring one and its successor.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -20,18 +24,23 @@ pub(crate) enum State {
     Online,
     /// The app holds a listener.
     Ready,
-    /// Asked to stop.
-    Stopping,
+    /// Asked to stop, or going down on its own; finishing what is in flight.
+    Draining,
 }
 
 pub(crate) struct Slot {
     pub(crate) key: Key,
     pub(crate) pid: u32,
     pub(crate) state: State,
-    /// The master asked this worker to stop (its exit is expected).
-    pub(crate) stop_requested: bool,
+    /// The master asked this worker to stop or replaced it: its exit is expected and
+    /// it no longer counts as the slot's worker.
+    pub(crate) retiring: bool,
     /// The channel closed (or the master dropped the worker).
     pub(crate) disconnected: bool,
+    /// It reached [`State::Ready`] at some point.
+    pub(crate) was_ready: bool,
+    /// What the worker said when it announced it was going down.
+    pub(crate) going_down: Option<String>,
     pub(crate) last_heartbeat: Instant,
     out: mpsc::UnboundedSender<Outgoing>,
 }
@@ -42,8 +51,10 @@ impl Slot {
             key,
             pid,
             state: State::Starting,
-            stop_requested: false,
+            retiring: false,
             disconnected: false,
+            was_ready: false,
+            going_down: None,
             last_heartbeat: Instant::now(),
             out,
         }
@@ -58,21 +69,34 @@ impl Slot {
     }
 
     /// Queues `msg` for the worker, with `fd` passed alongside.
-    pub(crate) fn send(&self, msg: &ToWorker, fd: Option<std::sync::Arc<std::os::fd::OwnedFd>>) {
+    pub(crate) fn send(&self, msg: &ToWorker, fd: Option<Arc<OwnedFd>>) {
         let mut bytes = Vec::new();
         match ipc::encode(msg, &mut bytes) {
             Ok(()) => {
                 // A closed queue means the worker is going; its exit is on its way.
-                let _ = self.out.send(Outgoing { bytes, fd });
+                let _ = self.out.send(Outgoing {
+                    bytes,
+                    fd,
+                    written: None,
+                });
             }
             Err(e) => tracing::error!("cannot send {msg:?} to {}: {e}", self.worker()),
+        }
+    }
+
+    /// Marks the worker as retiring and asks it to drain.
+    pub(crate) fn retire(&mut self) {
+        if !self.retiring {
+            self.retiring = true;
+            self.state = State::Draining;
+            self.send(&ToWorker::Shutdown, None);
         }
     }
 }
 
 #[derive(Default)]
 pub(crate) struct WorkerTable {
-    slots: BTreeMap<WorkerId, Slot>,
+    procs: BTreeMap<Key, Slot>,
     generations: HashMap<WorkerId, u32>,
 }
 
@@ -89,35 +113,53 @@ impl WorkerTable {
     }
 
     pub(crate) fn insert(&mut self, slot: Slot) {
-        self.slots.insert(slot.key.id, slot);
+        self.procs.insert(slot.key, slot);
     }
 
-    pub(crate) fn is_occupied(&self, id: WorkerId) -> bool {
-        self.slots.contains_key(&id)
-    }
-
-    /// The slot for `key`, unless a later process took it over.
     pub(crate) fn get_mut(&mut self, key: Key) -> Option<&mut Slot> {
-        self.slots.get_mut(&key.id).filter(|slot| slot.key == key)
+        self.procs.get_mut(&key)
     }
 
     pub(crate) fn remove(&mut self, key: Key) -> Option<Slot> {
-        if self.get_mut(key).is_some() {
-            self.slots.remove(&key.id)
-        } else {
-            None
-        }
+        self.procs.remove(&key)
+    }
+
+    /// The newest non-retiring process of slot `id`.
+    pub(crate) fn current(&self, id: WorkerId) -> Option<&Slot> {
+        self.procs
+            .range(
+                Key { id, generation: 0 }..=Key {
+                    id,
+                    generation: u32::MAX,
+                },
+            )
+            .rev()
+            .map(|(_, slot)| slot)
+            .find(|slot| !slot.retiring)
+    }
+
+    /// Slots with a non-retiring process.
+    pub(crate) fn occupied(&self) -> BTreeSet<WorkerId> {
+        self.procs
+            .values()
+            .filter(|slot| !slot.retiring)
+            .map(|slot| slot.key.id)
+            .collect()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Slot> {
+        self.procs.values()
     }
 
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Slot> {
-        self.slots.values_mut()
+        self.procs.values_mut()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.procs.is_empty()
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.slots.len()
+        self.procs.len()
     }
 }

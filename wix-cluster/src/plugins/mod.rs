@@ -7,4 +7,4 @@ mod respawn;
 
 pub use graceful::Graceful;
 pub use lifecycle_log::LifecycleLog;
-pub use respawn::Respawn;
+pub use respawn::{CyclicPolicy, Respawn};

@@ -16,6 +16,8 @@ use crate::protocol::{PROTOCOL_VERSION, ToMaster, ToWorker};
 
 /// How long the master has to answer the hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a worker about to exit waits for its last messages to be written.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
 type ListenReply = oneshot::Sender<io::Result<OwnedFd>>;
 
@@ -27,8 +29,11 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// Says hello on `channel` and waits for the master's welcome. Spawns the writer.
-    pub(crate) async fn connect(channel: OwnedFd) -> io::Result<(Arc<Link>, FrameReader)> {
+    /// Says hello on `channel` and waits for the master's welcome, which says how long
+    /// a drain may take. Spawns the writer.
+    pub(crate) async fn connect(
+        channel: OwnedFd,
+    ) -> io::Result<(Arc<Link>, FrameReader, Duration)> {
         let stream = ipc::into_stream(channel)?;
         let mut reader = FrameReader::new(stream.clone());
         let (out, writer) = FrameWriter::new(stream);
@@ -56,10 +61,13 @@ impl Link {
                 )
             })?;
         match welcome {
-            Ok(Some(ToWorker::Welcome { version })) if version == PROTOCOL_VERSION => {
-                Ok((link, reader))
+            Ok(Some(ToWorker::Welcome {
+                version,
+                drain_timeout_ms,
+            })) if version == PROTOCOL_VERSION => {
+                Ok((link, reader, Duration::from_millis(drain_timeout_ms)))
             }
-            Ok(Some(ToWorker::Welcome { version })) => Err(io::Error::other(format!(
+            Ok(Some(ToWorker::Welcome { version, .. })) => Err(io::Error::other(format!(
                 "the master speaks protocol {version}, this worker {PROTOCOL_VERSION}"
             ))),
             Ok(Some(other)) => Err(io::Error::other(format!(
@@ -78,9 +86,24 @@ impl Link {
         let mut bytes = Vec::new();
         match ipc::encode(msg, &mut bytes) {
             Ok(()) => {
-                let _ = self.out.send(Outgoing { bytes, fd: None });
+                let _ = self.out.send(Outgoing {
+                    bytes,
+                    ..Outgoing::default()
+                });
             }
             Err(e) => tracing::error!("cannot send {msg:?} to the master: {e}"),
+        }
+    }
+
+    /// Waits (briefly) until everything queued so far is written to the master.
+    pub(crate) async fn flush(&self) {
+        let (written, done) = oneshot::channel();
+        let flush = Outgoing {
+            written: Some(written),
+            ..Outgoing::default()
+        };
+        if self.out.send(flush).is_ok() {
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, done).await;
         }
     }
 

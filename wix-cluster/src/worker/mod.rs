@@ -2,11 +2,13 @@
 //! and the worker process's entry point.
 
 pub(crate) mod link;
+mod panic;
 pub(crate) mod process;
 
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -27,16 +29,23 @@ struct Inner {
     /// `None` in single-process mode.
     link: Option<Arc<Link>>,
     stop: watch::Sender<bool>,
+    drain_timeout: Duration,
 }
 
 impl Worker {
-    pub(crate) fn new(id: WorkerId, generation: u32, link: Option<Arc<Link>>) -> Worker {
+    pub(crate) fn new(
+        id: WorkerId,
+        generation: u32,
+        link: Option<Arc<Link>>,
+        drain_timeout: Duration,
+    ) -> Worker {
         Worker {
             inner: Arc::new(Inner {
                 id,
                 generation,
                 link,
                 stop: watch::Sender::new(false),
+                drain_timeout,
             }),
         }
     }
@@ -106,8 +115,34 @@ impl Worker {
         *self.inner.stop.borrow()
     }
 
+    /// How long a drain may take once [`Worker::shutdown`] resolves before the master
+    /// kills the worker (the `Graceful` plugin's timeout, default 5 s). Servers should
+    /// give up on open connections a little before it.
+    pub fn drain_timeout(&self) -> Duration {
+        self.inner.drain_timeout
+    }
+
+    /// Starts the drain (resolves [`Worker::shutdown`]).
     pub(crate) fn begin_shutdown(&self) {
         self.inner.stop.send_replace(true);
+    }
+
+    /// Tells the master this worker is going down on its own, so that it starts a
+    /// replacement now; then starts the drain.
+    pub(crate) fn going_down(&self, reason: String) {
+        if let Some(link) = &self.inner.link {
+            if !self.is_shutting_down() {
+                link.send(&crate::protocol::ToMaster::GoingDown { reason });
+            }
+        }
+        self.begin_shutdown();
+    }
+
+    /// Waits until what was sent to the master has been written.
+    pub(crate) async fn flush(&self) {
+        if let Some(link) = &self.inner.link {
+            link.flush().await;
+        }
     }
 }
 

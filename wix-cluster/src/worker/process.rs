@@ -9,6 +9,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::Worker;
 use super::link::Link;
+use super::panic::CatchUnwind;
 use crate::app::AppResult;
 use crate::config::Config;
 use crate::plugin::Plugins;
@@ -58,27 +59,36 @@ where
     Fut: Future,
     Fut::Output: AppResult,
 {
-    let (link, reader) = match Link::connect(marker.channel).await {
+    let (link, reader, drain_timeout) = match Link::connect(marker.channel).await {
         Ok(connected) => connected,
         Err(e) => {
             tracing::error!("cannot reach the master: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let worker = Worker::new(marker.id, marker.generation, Some(link.clone()));
+    let worker = Worker::new(
+        marker.id,
+        marker.generation,
+        Some(link.clone()),
+        drain_timeout,
+    );
     let on_stop = worker.clone();
     tokio::spawn(
         link.clone()
             .read_loop(reader, move || on_stop.begin_shutdown()),
     );
     tokio::spawn(heartbeat(link));
-    if let Err(e) = stop_on_signals(worker.clone()) {
+    if let Err(e) = stop_on_signals(worker.clone(), false) {
         tracing::warn!("cannot watch SIGTERM/SIGINT: {e}");
     }
-    run_app(&plugins, worker, app).await
+    super::panic::install_hook(worker.clone());
+    let code = run_app(&plugins, worker.clone(), app).await;
+    worker.flush().await;
+    code
 }
 
-/// Runs the plugins' worker hooks, then the app; shared with single-process mode.
+/// Runs the plugins' worker hooks, then the app; shared with single-process mode. A
+/// failure is announced to the master (see [`Worker::going_down`]).
 pub(crate) async fn run_app<F, Fut>(plugins: &Plugins, worker: Worker, app: F) -> ExitCode
 where
     F: FnOnce(Worker) -> Fut,
@@ -87,22 +97,29 @@ where
 {
     for plugin in plugins {
         if let Err(e) = plugin.on_worker(&worker).await {
-            tracing::error!(
+            let reason = format!(
                 "plugin {} failed to start in the worker: {e}",
                 plugin.name()
             );
+            tracing::error!("{reason}");
+            worker.going_down(reason);
             return ExitCode::FAILURE;
         }
     }
-    match app(worker).await.into_app_result() {
-        Ok(()) => {
-            tracing::debug!("app finished");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            tracing::error!("app failed: {e}");
-            ExitCode::FAILURE
-        }
+    match CatchUnwind(app(worker.clone())).await {
+        Ok(outcome) => match outcome.into_app_result() {
+            Ok(()) => {
+                tracing::debug!("app finished");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("app failed: {e}");
+                worker.going_down(e);
+                ExitCode::FAILURE
+            }
+        },
+        // The panic hook has announced it already.
+        Err(()) => ExitCode::from(101),
     }
 }
 
@@ -115,18 +132,26 @@ async fn heartbeat(link: std::sync::Arc<Link>) {
     }
 }
 
-/// SIGTERM and SIGINT start a graceful stop instead of killing the process (a Ctrl-C in
-/// a terminal reaches every worker as well as the master, which coordinates the stop).
-pub(crate) fn stop_on_signals(worker: Worker) -> std::io::Result<()> {
+/// SIGTERM (and SIGINT with `interrupt`) starts a graceful stop instead of killing the
+/// process. A worker under a master ignores SIGINT: a Ctrl-C in a terminal reaches every
+/// process of the group, and the master coordinates the stop.
+pub(crate) fn stop_on_signals(worker: Worker, interrupt: bool) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
+    // Registering SIGINT replaces its default action (exit) even when it is ignored.
     let mut int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
         loop {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: stopping gracefully"),
-                _ = int.recv() => tracing::info!("SIGINT: stopping gracefully"),
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            if name == "SIGINT" && !interrupt {
+                continue;
             }
-            worker.begin_shutdown();
+            if !worker.is_shutting_down() {
+                tracing::info!("{name}: stopping gracefully");
+                worker.going_down(format!("got {name}"));
+            }
         }
     });
     Ok(())

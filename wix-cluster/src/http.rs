@@ -1,0 +1,105 @@
+//! [`serve`]: an HTTP server loop for a worker that does the whole graceful drain.
+
+use std::error::Error as StdError;
+use std::io;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use crate::Worker;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Serves HTTP/1 and HTTP/2 on `listener` with `service` (an `axum::Router`, or any
+/// tower service) until the worker is asked to stop, then drains:
+///
+/// 1. stops accepting and drops the listener (the master's copy keeps the queue, which
+///    the other workers go on accepting from);
+/// 2. lets in-flight requests finish, closing each connection after its current
+///    response, and closes idle keep-alive connections at once;
+/// 3. returns when every connection is closed, or gives up on the rest just before the
+///    drain timeout ([`Worker::drain_timeout`]) at which the master would kill the worker.
+///
+/// ```no_run
+/// #[wix_cluster::main(plugins(Respawn, Graceful))]
+/// async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
+///     let listener = worker.listen("127.0.0.1:8080").await?;
+///     let app = axum::Router::new().route("/", axum::routing::get(|| async { "Hi there" }));
+///     wix_cluster::http::serve(listener, app, &worker).await
+/// }
+/// ```
+pub async fn serve<S, B>(listener: TcpListener, service: S, worker: &Worker) -> io::Result<()>
+where
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let stop = worker.shutdown();
+    tokio::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) if is_per_connection(&e) => continue,
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = builder
+            .serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service.clone()),
+            )
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("connection ended with an error: {e}");
+            }
+        });
+    }
+    drop(listener);
+    let open = graceful.count();
+    let timeout = drain_budget(worker.drain_timeout());
+    tracing::info!("draining: stopped accepting; {open} connections open");
+    match tokio::time::timeout(timeout, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("drained"),
+        Err(_) => tracing::warn!("drain timed out after {timeout:?}; closing what is left"),
+    }
+    Ok(())
+}
+
+/// The part of the drain timeout the server spends waiting for connections, leaving
+/// the worker time to exit on its own before the master kills it.
+fn drain_budget(timeout: Duration) -> Duration {
+    timeout.saturating_sub((timeout / 10).min(Duration::from_millis(500)))
+}
+
+/// Accept errors that concern one connection only.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
