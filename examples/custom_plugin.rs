@@ -35,7 +35,5 @@ async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
         .unwrap_or(8080);
     let listener = worker.listen((host.as_str(), port)).await?;
     let app = Router::new().route("/", get(|| async { "Hi there" }));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(worker.shutdown())
-        .await
+    wix_cluster::http::serve(listener, app, &worker).await
 }

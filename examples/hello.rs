@@ -33,7 +33,5 @@ async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
             async move { (served_by, "Hi there") }
         }),
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(worker.shutdown())
-        .await
+    wix_cluster::http::serve(listener, app, &worker).await
 }

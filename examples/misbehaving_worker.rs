@@ -28,9 +28,7 @@ async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
                 pid.to_string()
             }),
         );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(worker.shutdown())
-        .await
+    wix_cluster::http::serve(listener, app, &worker).await
 }
 
 /// Writes a frame header announcing an absurd length, then junk, on every Unix socket

@@ -2,6 +2,7 @@
 //! with everything it spawned when dropped), read its log, list its children, speak HTTP
 //! to it.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -270,4 +271,68 @@ fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
         headers,
         body: body.to_owned(),
     })
+}
+
+/// Continuous HTTP load from several client threads, one new connection per request
+/// (so that every request is accepted from the shared queue afresh).
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<LoadReport>>,
+}
+
+/// What a [`Load`] saw.
+#[derive(Debug, Default, Clone)]
+pub struct LoadReport {
+    pub ok: u64,
+    /// Requests that failed (connection error or non-200), with what went wrong.
+    pub failed: Vec<String>,
+    /// The `x-worker-pid`s (or pid bodies) that answered.
+    pub served_by: HashSet<u32>,
+}
+
+impl Load {
+    /// Starts `clients` threads requesting `path` on `addr` back to back.
+    pub fn start(addr: SocketAddr, clients: usize, path: &'static str) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut report = LoadReport::default();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match http_get(addr, path) {
+                            Ok(response) if response.status == 200 => {
+                                report.ok += 1;
+                                let pid: Option<u32> = response
+                                    .header("x-worker-pid")
+                                    .unwrap_or(response.body.as_str())
+                                    .parse()
+                                    .ok();
+                                report.served_by.extend(pid);
+                            }
+                            Ok(response) => {
+                                report.failed.push(format!("status {}", response.status))
+                            }
+                            Err(e) => report.failed.push(e.to_string()),
+                        }
+                    }
+                    report
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    /// Stops the clients and adds up what they saw.
+    pub fn stop(self) -> LoadReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut total = LoadReport::default();
+        for thread in self.threads {
+            let report = thread.join().expect("load thread");
+            total.ok += report.ok;
+            total.failed.extend(report.failed);
+            total.served_by.extend(report.served_by);
+        }
+        total
+    }
 }

@@ -26,6 +26,9 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// 3. returns when every connection is closed, or gives up on the rest just before the
 ///    drain timeout ([`Worker::drain_timeout`]) at which the master would kill the worker.
 ///
+/// Connections accepted in the last instant before the stop get 100 ms to deliver their
+/// first request before idle connections are closed, so that none is cut unanswered.
+///
 /// ```no_run
 /// #[wix_cluster::main(plugins(Respawn, Graceful))]
 /// async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
@@ -77,6 +80,9 @@ where
         });
     }
     drop(listener);
+    // A connection accepted just before the stop may not have had its first request
+    // read yet, and hyper would close it as idle: give such requests a moment to land.
+    tokio::time::sleep(SETTLE).await;
     let open = graceful.count();
     let timeout = drain_budget(worker.drain_timeout());
     tracing::info!("draining: stopped accepting; {open} connections open");
@@ -86,6 +92,10 @@ where
     }
     Ok(())
 }
+
+/// How long a stopping server keeps its open connections as they are before asking them
+/// to close (see the comment where it is used).
+const SETTLE: Duration = Duration::from_millis(100);
 
 /// The part of the drain timeout the server spends waiting for connections, leaving
 /// the worker time to exit on its own before the master kills it.

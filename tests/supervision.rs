@@ -1,0 +1,226 @@
+//! Supervision under real load: respawn, cyclic death, start-up failure, death row,
+//! graceful drain, rolling restart, scaling.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use wix_cluster_suite::{Load, PATIENCE, Program, http_get, is_alive, wait_until};
+
+fn flaky(extra: &[(&str, &str)]) -> Program {
+    let mut env = vec![("PORT", "0"), ("WIX_CLUSTER_WORKERS", "2")];
+    env.extend_from_slice(extra);
+    Program::start("flaky", &env)
+}
+
+/// Waits until the master has `n` children and returns them.
+fn settle(program: &Program, n: usize) -> HashSet<u32> {
+    let ok = wait_until(PATIENCE, || program.children().len() == n);
+    assert!(
+        ok,
+        "expected {n} workers, have {:?}; log:\n{}",
+        program.children(),
+        program.log()
+    );
+    program.children().into_iter().collect()
+}
+
+fn pid_of(response: std::io::Result<wix_cluster_suite::Response>) -> u32 {
+    let response = response.expect("request served");
+    assert_eq!(response.status, 200, "{response:?}");
+    response.body.parse().expect("a pid in the body")
+}
+
+#[test]
+fn kill_9_of_a_worker_under_load_is_replaced_and_the_port_keeps_serving() {
+    let program = flaky(&[]);
+    let addr = program.listening_addr();
+    let before = settle(&program, 2);
+    let load = Load::start(addr, 4, "/");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let victim = *before.iter().next().expect("a worker");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL)
+        .expect("kill");
+    let replaced = wait_until(PATIENCE, || {
+        let now: HashSet<u32> = program.children().into_iter().collect();
+        now.len() == 2 && !now.contains(&victim)
+    });
+    assert!(replaced, "no replacement; log:\n{}", program.log());
+    let after: HashSet<u32> = program.children().into_iter().collect();
+    let replacement = *after.difference(&before).next().expect("a new pid");
+    // Keep the load on until the replacement serves too.
+    let served = wait_until(PATIENCE, || pid_of(http_get(addr, "/")) == replacement);
+    let report = load.stop();
+    assert!(
+        served,
+        "the replacement never served; log:\n{}",
+        program.log()
+    );
+    eprintln!(
+        "kill -9 under load: {} ok, {} failed: {:?}",
+        report.ok,
+        report.failed.len(),
+        report.failed
+    );
+    // Only requests in flight on the killed worker may fail: at most one per client.
+    assert!(report.failed.len() <= 4, "{:?}", report.failed);
+    assert!(report.ok > 0);
+    program.wait_for_log("died unexpectedly (signal SIGKILL)");
+}
+
+#[test]
+fn crash_on_start_gives_up_with_the_apps_error_and_exits_non_zero() {
+    let mut program = flaky(&[("CRASH_ON_START", "1"), ("MAX_DEATHS", "3")]);
+    let status = program.wait_exit(PATIENCE).expect("the master gives up");
+    let log = program.log();
+    assert_ne!(status.code(), Some(0), "log:\n{log}");
+    assert!(
+        status.code().is_some(),
+        "the master must exit, not be killed:\n{log}"
+    );
+    assert!(
+        log.contains("failed to start app: CRASH_ON_START is set, refusing to start"),
+        "{log}"
+    );
+    let worker_pids: HashSet<&str> = log
+        .lines()
+        .filter_map(|line| line.strip_prefix("[worker="))
+        .filter_map(|rest| rest.split(" pid=").nth(1)?.split(']').next())
+        .collect();
+    assert!(
+        !worker_pids.is_empty() && worker_pids.len() <= 2,
+        "spawned {worker_pids:?}; at most the 2 configured workers may start:\n{log}"
+    );
+}
+
+#[test]
+fn a_panicking_worker_is_replaced_at_once_and_drains() {
+    let program = flaky(&[]);
+    let addr = program.listening_addr();
+    let before = settle(&program, 2);
+    // The panic kills the request it happened in; the worker announces it is going down.
+    let _ = http_get(addr, "/die");
+    program.wait_for_log("is going down: panicked at");
+    let replaced = wait_until(PATIENCE, || {
+        let now: HashSet<u32> = program.children().into_iter().collect();
+        now.len() == 2
+            && now.difference(&before).count() == 1
+            && now.intersection(&before).count() == 1
+    });
+    assert!(replaced, "log:\n{}", program.log());
+    for _ in 0..10 {
+        pid_of(http_get(addr, "/"));
+    }
+}
+
+#[test]
+fn rolling_restart_under_load_changes_every_pid_and_fails_no_request() {
+    let program = flaky(&[]);
+    let addr = program.listening_addr();
+    let before = settle(&program, 2);
+    let load = Load::start(addr, 4, "/");
+    std::thread::sleep(Duration::from_millis(500));
+    program.signal(Signal::SIGHUP);
+    program.wait_for_log("rolling restart done");
+    let after = settle(&program, 2);
+    // Keep the load on until a new worker has served.
+    let served = wait_until(PATIENCE, || after.contains(&pid_of(http_get(addr, "/"))));
+    std::thread::sleep(Duration::from_millis(300));
+    let report = load.stop();
+    eprintln!(
+        "rolling restart under load: {} ok, {} failed",
+        report.ok,
+        report.failed.len()
+    );
+    assert!(served);
+    assert!(
+        after.is_disjoint(&before),
+        "before {before:?}, after {after:?}"
+    );
+    assert!(
+        report.failed.is_empty(),
+        "failed requests: {:?}",
+        report.failed
+    );
+    assert!(report.ok > 0);
+    for pid in &before {
+        assert!(!is_alive(*pid), "old worker {pid} still alive");
+    }
+}
+
+#[test]
+fn sigterm_lets_a_slow_request_finish_then_the_master_exits_0() {
+    let mut program = flaky(&[]);
+    let addr = program.listening_addr();
+    settle(&program, 2);
+    let slow = std::thread::spawn(move || http_get(addr, "/slow?ms=2000"));
+    std::thread::sleep(Duration::from_millis(500));
+    program.signal(Signal::SIGTERM);
+    let response = slow
+        .join()
+        .expect("client thread")
+        .expect("the slow request completes");
+    assert_eq!(response.status, 200);
+    let status = program.wait_exit(PATIENCE).expect("the master exits");
+    assert_eq!(status.code(), Some(0), "log:\n{}", program.log());
+    assert!(
+        !program.log().contains("did not stop within"),
+        "{}",
+        program.log()
+    );
+}
+
+#[test]
+fn a_worker_that_ignores_shutdown_is_killed_after_the_timeout() {
+    let mut program = flaky(&[("IGNORE_SHUTDOWN", "1"), ("DRAIN_TIMEOUT_MS", "1000")]);
+    program.listening_addr();
+    let workers = settle(&program, 2);
+    program.signal(Signal::SIGTERM);
+    let status = program.wait_exit(PATIENCE).expect("the master exits");
+    assert_eq!(status.code(), Some(0), "log:\n{}", program.log());
+    program.wait_for_log("did not stop within 1s; killing it");
+    for pid in workers {
+        assert!(!is_alive(pid));
+    }
+}
+
+#[test]
+fn sigttin_and_sigttou_scale_the_worker_count() {
+    let program = flaky(&[]);
+    let addr = program.listening_addr();
+    settle(&program, 2);
+    program.signal(Signal::SIGTTIN);
+    settle(&program, 3);
+    program.signal(Signal::SIGTTOU);
+    settle(&program, 2);
+    program.signal(Signal::SIGTTOU);
+    settle(&program, 1);
+    // Never below one.
+    program.signal(Signal::SIGTTOU);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(settle(&program, 1).len(), 1);
+    pid_of(http_get(addr, "/"));
+}
+
+#[test]
+fn cyclic_death_with_the_default_policy_keeps_survivors_serving() {
+    let program = flaky(&[("MAX_DEATHS", "2")]);
+    let addr = program.listening_addr();
+    settle(&program, 2);
+    // Three unannounced deaths in a row: more than 2 within 10 s.
+    for _ in 0..3 {
+        let _ = http_get(addr, "/exit");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    program.wait_for_log("cyclic death: 3 worker deaths within 10s");
+    assert!(is_alive(program.pid()), "the master must keep running");
+    let serving = wait_until(PATIENCE, || {
+        http_get(addr, "/").is_ok_and(|r| r.status == 200)
+    });
+    assert!(
+        serving,
+        "survivors must keep serving; log:\n{}",
+        program.log()
+    );
+}
