@@ -13,7 +13,8 @@
 //! - `CRASH_ON_START=1` — every worker's app fails before listening;
 //! - `IGNORE_SHUTDOWN=1` — the app never stops when asked (the master kills it after
 //!   the drain timeout);
-//! - `DRAIN_TIMEOUT_MS` (default 5000), `MAX_DEATHS` (default 10) — plugin settings.
+//! - `DRAIN_TIMEOUT_MS` (default 5000), `MAX_DEATHS` (default 10), `CYCLIC_POLICY`
+//!   (`degrade`, the default, or `exit`) — plugin settings.
 
 use std::time::Duration;
 
@@ -25,6 +26,13 @@ fn drain_timeout() -> Duration {
 
 fn max_deaths() -> usize {
     env_number("MAX_DEATHS", 10) as usize
+}
+
+fn cyclic_policy() -> wix_cluster::plugins::CyclicPolicy {
+    match std::env::var("CYCLIC_POLICY").as_deref() {
+        Ok("exit") => wix_cluster::plugins::CyclicPolicy::Exit,
+        _ => wix_cluster::plugins::CyclicPolicy::Degrade,
+    }
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -49,7 +57,10 @@ async fn exit() -> &'static str {
 
 #[wix_cluster::main(
     workers = 2,
-    plugins(Respawn(max_deaths = max_deaths()), Graceful(timeout = drain_timeout()))
+    plugins(
+        Respawn(max_deaths = max_deaths(), on_cyclic = cyclic_policy()),
+        Graceful(timeout = drain_timeout())
+    )
 )]
 async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
     if std::env::var("CRASH_ON_START").is_ok_and(|v| v == "1") {

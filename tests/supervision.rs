@@ -224,3 +224,58 @@ fn cyclic_death_with_the_default_policy_keeps_survivors_serving() {
         program.log()
     );
 }
+
+#[test]
+fn cyclic_death_with_the_exit_policy_stops_the_cluster_non_zero() {
+    let mut program = flaky(&[("MAX_DEATHS", "2"), ("CYCLIC_POLICY", "exit")]);
+    let addr = program.listening_addr();
+    settle(&program, 2);
+    for _ in 0..3 {
+        let _ = http_get(addr, "/exit");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let status = program.wait_exit(PATIENCE).expect("the master exits");
+    assert_eq!(status.code(), Some(1), "log:\n{}", program.log());
+    program.wait_for_log("policy Exit: stopping the cluster");
+}
+
+#[test]
+fn idle_keep_alive_connections_do_not_hold_a_draining_worker() {
+    use std::io::{Read, Write};
+    let mut program = flaky(&[("DRAIN_TIMEOUT_MS", "60000")]);
+    let addr = program.listening_addr();
+    settle(&program, 2);
+    // Keep-alive connections, each with one answered request, then idle.
+    let mut idle: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("timeout");
+            write!(stream, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+            let mut buf = [0u8; 512];
+            let n = stream.read(&mut buf).expect("response");
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+            stream
+        })
+        .collect();
+    program.signal(Signal::SIGTERM);
+    // The server closes each idle connection instead of waiting 60 s for it.
+    for stream in &mut idle {
+        let mut rest = Vec::new();
+        let closed = stream.read_to_end(&mut rest);
+        assert!(
+            closed.is_ok(),
+            "the connection was not closed cleanly: {closed:?}"
+        );
+    }
+    let status = program
+        .wait_exit(PATIENCE)
+        .expect("the master exits well before the drain timeout");
+    assert_eq!(status.code(), Some(0), "log:\n{}", program.log());
+    assert!(
+        !program.log().contains("drain timed out"),
+        "{}",
+        program.log()
+    );
+}
