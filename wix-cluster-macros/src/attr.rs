@@ -212,6 +212,7 @@ impl ArgsReader<'_> {
                     ],
                 );
             }
+            // Read above: it takes `(...)`, not a value.
             Argument::Plugins => {}
         }
         Ok(())

@@ -5,7 +5,7 @@
 use proc_macro2::{Literal, Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{Attribute, FnArg, Ident, ReturnType};
+use syn::{Attribute, FnArg, Ident, ReturnType, Signature};
 
 use crate::attr::{self, Args, Flavor, MainFn, Plugin, PluginType, Setting, SingleProcess};
 use crate::errors::Errors;
@@ -59,10 +59,12 @@ fn wrap(args: &Args, main: &MainFn, runnable: bool) -> TokenStream {
         .partition(|attr| attr.path().is_ident("doc") || attr.path().is_ident("cfg"));
     let builder = builder(args);
     let tail = if runnable {
-        // `run` requires the future's output to be `()` or `Result<(), E: Display>`;
-        // spanned at the return type, that error points at the return type.
-        let run = Ident::new("run", output_span(&sig.output));
-        quote!(#builder.#run(#ident))
+        // Type errors in `run(main)` point into the signature, not at the whole
+        // attribute: the call (parenthesized so that it starts there) at the name, and
+        // `run`, whose bound requires an output of `()` or `Result<(), E: Display>`, at
+        // the return type.
+        let run = Ident::new("run", output_span(sig));
+        quote_spanned!(ident.span()=> (#builder).#run(#ident))
     } else {
         quote! {
             let _ = #builder;
@@ -92,11 +94,11 @@ fn wrap(args: &Args, main: &MainFn, runnable: bool) -> TokenStream {
     }
 }
 
-/// Where the return type is written; the attribute for the implicit `()`.
-fn output_span(output: &ReturnType) -> Span {
-    match output {
+/// Where the return type is written; the function's name for the implicit `()`.
+fn output_span(sig: &Signature) -> Span {
+    match &sig.output {
         ReturnType::Type(_, ty) => ty.span(),
-        ReturnType::Default => Span::call_site(),
+        ReturnType::Default => sig.ident.span(),
     }
 }
 
@@ -195,4 +197,93 @@ fn plugin(plugin: &Plugin) -> TokenStream {
         .iter()
         .map(|setting| method_call(&setting.key, &setting.value));
     quote_spanned!(span=> .plugin(#construct #(#settings)*))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_become_builder_calls_on_a_nested_main() {
+        let expanded = main(
+            quote!(
+                workers = 4,
+                plugins(
+                    Respawn,
+                    Graceful(timeout = Duration::from_secs(5)),
+                    my_mod::MyPlugin
+                ),
+                single_process = "auto",
+                flavor = "multi_thread",
+                worker_threads = 2
+            ),
+            quote!(
+                /// Docs.
+                #[allow(unused)]
+                async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
+                    Ok(())
+                }
+            ),
+        );
+        let expected = quote! {
+            #[doc = r" Docs."]
+            fn main() -> ::std::process::ExitCode {
+                #[allow(unused)]
+                async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
+                    Ok(())
+                }
+                (::wix_cluster::__private::Cluster::builder()
+                    .workers(4)
+                    .plugin(<::wix_cluster::__private::plugins::Respawn as ::core::default::Default>::default())
+                    .plugin(<::wix_cluster::__private::plugins::Graceful as ::core::default::Default>::default()
+                        .timeout(Duration::from_secs(5)))
+                    .plugin(<my_mod::MyPlugin as ::core::default::Default>::default())
+                    .single_process(::wix_cluster::__private::SingleProcess::Auto)
+                    .flavor(::wix_cluster::__private::Flavor::MultiThread)
+                    .worker_threads(2))
+                .run(main)
+            }
+        };
+        assert_eq!(expanded.to_string(), expected.to_string());
+    }
+
+    #[test]
+    fn a_mistaken_function_is_kept_but_not_run_and_the_errors_follow_it() {
+        let expanded = main(
+            quote!(workers = 0),
+            quote!(
+                fn main(worker: wix_cluster::Worker) {}
+            ),
+        );
+        let expected = quote! {
+            fn main() -> ::std::process::ExitCode {
+                #[allow(dead_code)]
+                fn main(worker: wix_cluster::Worker) {}
+                let _ = ::wix_cluster::__private::Cluster::builder();
+                ::std::process::ExitCode::FAILURE
+            }
+            ::core::compile_error! { "`workers` must be at least 1" }
+            ::core::compile_error! {
+                "the `async` keyword is missing: #[wix_cluster::main] goes on `async fn main(worker: wix_cluster::Worker)`"
+            }
+        };
+        assert_eq!(expanded.to_string(), expected.to_string());
+    }
+
+    #[test]
+    fn an_item_that_is_not_a_function_is_kept_as_written() {
+        let expanded = main(
+            quote!(),
+            quote!(
+                struct Main;
+            ),
+        );
+        let expected = quote! {
+            struct Main;
+            ::core::compile_error! {
+                "#[wix_cluster::main] goes on the program's `async fn main(worker: wix_cluster::Worker)`"
+            }
+        };
+        assert_eq!(expanded.to_string(), expected.to_string());
+    }
 }

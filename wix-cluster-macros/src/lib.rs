@@ -40,7 +40,8 @@ use proc_macro::TokenStream;
 ///   The bare names `Respawn`, `Graceful`, `LifecycleLog`, `Stall` and `Stats` are the
 ///   built-in plugins, with no `use` needed; any other path, such as
 ///   `my_mod::MyPlugin`, names a type in scope (write `self::Respawn` for a type of your
-///   own that has a built-in's name). Each plugin may be listed once.
+///   own that has a built-in's name, and use a type alias for a generic type). Each
+///   plugin may be listed once.
 ///
 /// - **`single_process = "auto" | "always" | "never"`**: whether to run the plugins and
 ///   `main` in this one process instead of a master and workers: `"auto"` does so when
