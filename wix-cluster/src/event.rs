@@ -77,6 +77,22 @@ pub enum LifecycleEvent {
         /// What it said.
         reason: String,
     },
+    /// The worker is being replaced gracefully: its successor starts first, then it
+    /// drains (a rolling restart, a guard such as `max_requests`, CPU or memory).
+    Recycled {
+        /// The worker.
+        worker: WorkerRef,
+        /// Why.
+        reason: String,
+    },
+    /// The worker stopped answering (its heartbeat is late): it is sent SIGABRT, then
+    /// SIGKILL, and `Respawn` replaces it.
+    Stalled {
+        /// The worker.
+        worker: WorkerRef,
+        /// How long it has been silent, in words.
+        reason: String,
+    },
     /// The worker's channel to the master closed.
     Disconnect(WorkerRef),
     /// The worker process ended.
@@ -101,18 +117,23 @@ impl LifecycleEvent {
             | LifecycleEvent::Online(w)
             | LifecycleEvent::Listening(w, _)
             | LifecycleEvent::Disconnect(w) => *w,
-            LifecycleEvent::Exit { worker, .. } | LifecycleEvent::Failing { worker, .. } => *worker,
+            LifecycleEvent::Exit { worker, .. }
+            | LifecycleEvent::Failing { worker, .. }
+            | LifecycleEvent::Recycled { worker, .. }
+            | LifecycleEvent::Stalled { worker, .. } => *worker,
         }
     }
 
-    /// The event's name: `fork`, `online`, `listening`, `failing`, `disconnect`, `exit`
-    /// (Node's `cluster` names, plus `failing`).
+    /// The event's name: `fork`, `online`, `listening`, `failing`, `recycled`,
+    /// `stalled`, `disconnect`, `exit` (Node's `cluster` names, plus ours).
     pub fn name(&self) -> &'static str {
         match self {
             LifecycleEvent::Fork(_) => "fork",
             LifecycleEvent::Online(_) => "online",
             LifecycleEvent::Listening(..) => "listening",
             LifecycleEvent::Failing { .. } => "failing",
+            LifecycleEvent::Recycled { .. } => "recycled",
+            LifecycleEvent::Stalled { .. } => "stalled",
             LifecycleEvent::Disconnect(_) => "disconnect",
             LifecycleEvent::Exit { .. } => "exit",
         }

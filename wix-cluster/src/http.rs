@@ -66,11 +66,12 @@ where
             }
         };
         let _ = stream.set_nodelay(true);
+        let service = Counted {
+            inner: TowerToHyperService::new(service.clone()),
+            worker: worker.clone(),
+        };
         let connection = builder
-            .serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service.clone()),
-            )
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -91,6 +92,26 @@ where
         Err(_) => tracing::warn!("drain timed out after {timeout:?}; closing what is left"),
     }
     Ok(())
+}
+
+/// Counts every request for the worker (heartbeat stats and `max_requests`).
+struct Counted<S> {
+    inner: S,
+    worker: Worker,
+}
+
+impl<S, R> hyper::service::Service<R> for Counted<S>
+where
+    S: hyper::service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, request: R) -> Self::Future {
+        self.worker.count_request();
+        self.inner.call(request)
+    }
 }
 
 /// How long a stopping server keeps its open connections as they are before asking them

@@ -28,12 +28,14 @@ mod logging;
 mod master;
 mod plugin;
 pub mod plugins;
+mod procfs;
 mod protocol;
 mod role;
 mod runtime;
 mod single;
 mod worker;
 mod worker_id;
+mod worker_info;
 
 pub use app::AppResult;
 pub use cluster::{Cluster, ClusterBuilder};
@@ -43,6 +45,7 @@ pub use master::Master;
 pub use plugin::{Plugin, PluginError};
 pub use worker::Worker;
 pub use worker_id::WorkerId;
+pub use worker_info::{WorkerInfo, WorkerState};
 
 #[doc(inline)]
 pub use wix_cluster_macros::main;

@@ -18,8 +18,11 @@ pub(crate) enum ToMaster {
     Listen { request: u64, addr: SocketAddr },
     /// The app holds a listener and accepts connections.
     Ready,
-    /// The worker's event loop is alive.
-    Heartbeat,
+    /// The worker's event loop is alive; `requests` served so far by its HTTP helper.
+    Heartbeat { requests: u64 },
+    /// The worker asks to be replaced gracefully (for example after `max_requests`):
+    /// the master starts its successor, then drains it.
+    Recycle { reason: String },
     /// The worker is going down on its own (its app failed or panicked, or it got a
     /// signal): the master replaces it now instead of after its exit.
     GoingDown { reason: String },

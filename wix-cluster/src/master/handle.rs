@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
-use crate::{WorkerId, WorkerRef};
+use crate::{WorkerId, WorkerInfo, WorkerRef};
 
 /// A request to the supervision loop.
 #[derive(Debug)]
@@ -22,6 +22,12 @@ pub(crate) enum Command {
     RollingRestart,
     /// Run `count` workers (at least 1).
     Scale { count: usize },
+    /// Start `worker`'s successor, then drain it once the successor is ready.
+    Recycle { worker: WorkerRef, reason: String },
+    /// `worker` is stalled: SIGABRT now, SIGKILL after a grace.
+    Abort { worker: WorkerRef, reason: String },
+    /// Answer with a snapshot of every worker.
+    Snapshot(oneshot::Sender<Vec<WorkerInfo>>),
     /// Stop every worker gracefully, then exit with `code`.
     Shutdown { code: u8 },
 }
@@ -103,6 +109,31 @@ impl Master {
     /// Also on SIGTTIN (one more) and SIGTTOU (one fewer).
     pub fn scale(&self, count: usize) {
         let _ = self.commands.send(Command::Scale { count });
+    }
+
+    /// Replaces `worker` gracefully: its successor starts in the same slot, and once it
+    /// is ready `worker` drains. The cluster never has fewer ready workers than
+    /// desired for longer than a successor takes to start.
+    pub fn recycle(&self, worker: WorkerRef, reason: impl Into<String>) {
+        let reason = reason.into();
+        let _ = self.commands.send(Command::Recycle { worker, reason });
+    }
+
+    /// Treats `worker` as stalled: logs `reason`, sends SIGABRT (a core dump or
+    /// backtrace where enabled), then SIGKILL after 2 s. `Respawn` replaces it.
+    pub fn abort(&self, worker: WorkerRef, reason: impl Into<String>) {
+        let reason = reason.into();
+        let _ = self.commands.send(Command::Abort { worker, reason });
+    }
+
+    /// A snapshot of every live worker process (empty in single-process mode, or when
+    /// the master is gone).
+    pub async fn workers(&self) -> Vec<WorkerInfo> {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::Snapshot(reply)).is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
     }
 
     /// Stops every worker gracefully; the master then exits with `exit_code`.

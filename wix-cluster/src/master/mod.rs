@@ -3,7 +3,6 @@
 
 mod handle;
 mod listeners;
-mod roll;
 mod spawn;
 mod supervisor;
 mod table;

@@ -5,28 +5,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
 use super::spawn::Key;
-use crate::WorkerId;
+pub(crate) use crate::WorkerState as State;
 use crate::event::WorkerRef;
 use crate::ipc::{self, Outgoing};
 use crate::protocol::ToWorker;
-
-/// Where a worker is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum State {
-    /// Spawned; no hello yet.
-    Starting,
-    /// Handshake done.
-    Online,
-    /// The app holds a listener.
-    Ready,
-    /// Asked to stop, or going down on its own; finishing what is in flight.
-    Draining,
-}
+use crate::{WorkerId, WorkerInfo};
 
 pub(crate) struct Slot {
     pub(crate) key: Key,
@@ -42,6 +30,9 @@ pub(crate) struct Slot {
     /// What the worker said when it announced it was going down.
     pub(crate) going_down: Option<String>,
     pub(crate) last_heartbeat: Instant,
+    pub(crate) started_at: SystemTime,
+    /// Requests served, as of the last heartbeat.
+    pub(crate) requests: u64,
     out: mpsc::UnboundedSender<Outgoing>,
 }
 
@@ -56,6 +47,8 @@ impl Slot {
             was_ready: false,
             going_down: None,
             last_heartbeat: Instant::now(),
+            started_at: SystemTime::now(),
+            requests: 0,
             out,
         }
     }
@@ -65,6 +58,16 @@ impl Slot {
             id: self.key.id,
             generation: self.key.generation,
             pid: self.pid,
+        }
+    }
+
+    pub(crate) fn info(&self) -> WorkerInfo {
+        WorkerInfo {
+            worker: self.worker(),
+            state: self.state,
+            started_at: self.started_at,
+            since_heartbeat: self.last_heartbeat.elapsed(),
+            requests: self.requests,
         }
     }
 

@@ -4,7 +4,9 @@
 mod graceful;
 mod lifecycle_log;
 mod respawn;
+mod stall;
 
 pub use graceful::Graceful;
 pub use lifecycle_log::LifecycleLog;
 pub use respawn::{CyclicPolicy, Respawn};
+pub use stall::Stall;

@@ -8,6 +8,7 @@ pub(crate) mod process;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -30,6 +31,10 @@ struct Inner {
     link: Option<Arc<Link>>,
     stop: watch::Sender<bool>,
     drain_timeout: Duration,
+    /// Requests served by the HTTP helper.
+    requests: AtomicU64,
+    /// Ask to be recycled after this many requests (0: never).
+    max_requests: AtomicU64,
 }
 
 impl Worker {
@@ -46,6 +51,8 @@ impl Worker {
                 link,
                 stop: watch::Sender::new(false),
                 drain_timeout,
+                requests: AtomicU64::new(0),
+                max_requests: AtomicU64::new(0),
             }),
         }
     }
@@ -120,6 +127,46 @@ impl Worker {
     /// give up on open connections a little before it.
     pub fn drain_timeout(&self) -> Duration {
         self.inner.drain_timeout
+    }
+
+    /// Requests served so far by [`crate::http::serve`] (reported to the master with
+    /// every heartbeat).
+    pub fn requests_served(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Asks the master to recycle this worker (successor first, then drain) once
+    /// [`crate::http::serve`] has served `max` requests; 0 turns it off. The `Stall`
+    /// plugin's `max_requests` sets it.
+    pub fn set_max_requests(&self, max: u64) {
+        self.inner.max_requests.store(max, Ordering::Relaxed);
+    }
+
+    /// Counts one request; asks for a recycle when the limit is reached.
+    pub(crate) fn count_request(&self) {
+        let served = self.inner.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let max = self.inner.max_requests.load(Ordering::Relaxed);
+        if max != 0 && served == max {
+            self.recycle(format!("served {max} requests (max_requests)"));
+        }
+    }
+
+    /// Asks the master to replace this worker gracefully: its successor starts, then
+    /// this worker drains. Does nothing in single-process mode.
+    pub fn recycle(&self, reason: impl Into<String>) {
+        if let Some(link) = &self.inner.link {
+            link.send(&crate::protocol::ToMaster::Recycle {
+                reason: reason.into(),
+            });
+        }
+    }
+
+    pub(crate) fn send_heartbeat(&self) {
+        if let Some(link) = &self.inner.link {
+            link.send(&crate::protocol::ToMaster::Heartbeat {
+                requests: self.requests_served(),
+            });
+        }
     }
 
     /// Starts the drain (resolves [`Worker::shutdown`]).

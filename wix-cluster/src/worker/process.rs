@@ -13,7 +13,6 @@ use super::panic::CatchUnwind;
 use crate::app::AppResult;
 use crate::config::Config;
 use crate::plugin::Plugins;
-use crate::protocol::ToMaster;
 use crate::role::WorkerMarker;
 
 /// How often the worker tells the master its event loop is alive.
@@ -77,7 +76,7 @@ where
         link.clone()
             .read_loop(reader, move || on_stop.begin_shutdown()),
     );
-    tokio::spawn(heartbeat(link));
+    tokio::spawn(heartbeat(worker.clone()));
     if let Err(e) = stop_on_signals(worker.clone(), false) {
         tracing::warn!("cannot watch SIGTERM/SIGINT: {e}");
     }
@@ -123,12 +122,12 @@ where
     }
 }
 
-async fn heartbeat(link: std::sync::Arc<Link>) {
+async fn heartbeat(worker: Worker) {
     let mut ticks = tokio::time::interval(HEARTBEAT_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        link.send(&ToMaster::Heartbeat);
+        worker.send_heartbeat();
     }
 }
 

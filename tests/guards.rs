@@ -1,0 +1,132 @@
+//! The `Stall` plugin against real misbehaving workers (the `runaway` example).
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use wix_cluster_suite::{Load, PATIENCE, Program, http_get, is_alive, wait_until};
+
+fn runaway(extra: &[(&str, &str)]) -> Program {
+    let mut env = vec![("PORT", "0")];
+    env.extend_from_slice(extra);
+    Program::start("runaway", &env)
+}
+
+fn settle(program: &Program, n: usize) -> HashSet<u32> {
+    let ok = wait_until(PATIENCE, || program.children().len() == n);
+    assert!(ok, "expected {n} workers; log:\n{}", program.log());
+    program.children().into_iter().collect()
+}
+
+fn pid_of(addr: std::net::SocketAddr, path: &str) -> u32 {
+    let response = http_get(addr, path).expect("served");
+    assert_eq!(response.status, 200, "{response:?}");
+    response.body.parse().expect("a pid")
+}
+
+#[test]
+fn a_blocked_worker_is_detected_and_replaced_while_the_others_keep_serving() {
+    let program = runaway(&[("STALL_TIMEOUT_MS", "2000")]);
+    let addr = program.listening_addr();
+    let before = settle(&program, 2);
+    let blocked_at = Instant::now();
+    // This request never completes: its worker is killed.
+    std::thread::spawn(move || http_get(addr, "/block?ms=600000"));
+
+    let mut served = 0;
+    let replaced = wait_until(PATIENCE, || {
+        // The other worker keeps answering meanwhile.
+        if http_get(addr, "/").is_ok_and(|r| r.status == 200) {
+            served += 1;
+        }
+        let now: HashSet<u32> = program.children().into_iter().collect();
+        now.len() == 2 && now.intersection(&before).count() == 1
+    });
+    let took = blocked_at.elapsed();
+    assert!(
+        replaced,
+        "the blocked worker was not replaced; log:\n{}",
+        program.log()
+    );
+    let line = program.wait_for_log("stalled: no heartbeat from pid");
+    let blocked: u32 = line
+        .split("no heartbeat from pid ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pid| pid.parse().ok())
+        .expect("the pid in the log line");
+    assert!(before.contains(&blocked) && !is_alive(blocked));
+    assert!(served > 0, "the other worker must keep serving");
+    // Timeout 2 s, then SIGABRT; generous margin for a loaded 2-core machine.
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
+#[test]
+fn a_cpu_hog_is_recycled_with_the_cpu_guard_on() {
+    let program = runaway(&[("CPU_PERCENT", "50"), ("CPU_FOR_MS", "2000")]);
+    let addr = program.listening_addr();
+    settle(&program, 2);
+    let hog = pid_of(addr, "/hog");
+    let gone = wait_until(PATIENCE, || !is_alive(hog));
+    assert!(gone, "the hog was not recycled; log:\n{}", program.log());
+    program.wait_for_log("CPU above 50% for");
+    settle(&program, 2);
+}
+
+#[test]
+fn a_cpu_hog_is_left_alone_with_the_cpu_guard_off() {
+    let program = runaway(&[]);
+    let addr = program.listening_addr();
+    settle(&program, 2);
+    let hog = pid_of(addr, "/hog");
+    // Longer than the guard's window in the test above, with a margin.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(is_alive(hog), "log:\n{}", program.log());
+    assert!(!program.log().contains("recycling"), "{}", program.log());
+}
+
+#[test]
+fn a_worker_past_max_rss_is_recycled() {
+    let program = runaway(&[("MAX_RSS_MB", "100")]);
+    let addr = program.listening_addr();
+    settle(&program, 2);
+    let bloated = pid_of(addr, "/alloc?mb=150");
+    let gone = wait_until(PATIENCE, || !is_alive(bloated));
+    assert!(gone, "log:\n{}", program.log());
+    program.wait_for_log("is above max_rss 104857600 bytes");
+    settle(&program, 2);
+}
+
+#[test]
+fn max_requests_recycles_workers_without_failing_a_request() {
+    let program = runaway(&[("MAX_REQUESTS", "50"), ("MAX_REQUESTS_JITTER", "0")]);
+    let addr = program.listening_addr();
+    let first = settle(&program, 2);
+    let load = Load::start(addr, 4, "/");
+    let recycled_all = wait_until(PATIENCE, || {
+        program
+            .log()
+            .matches("served 50 requests (max_requests)")
+            .count()
+            >= 4
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let report = load.stop();
+    eprintln!(
+        "max_requests under load: {} ok, {} failed",
+        report.ok,
+        report.failed.len()
+    );
+    assert!(recycled_all, "log:\n{}", program.log());
+    assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
+    assert!(
+        report.served_by.len() > 2,
+        "served by {:?}",
+        report.served_by
+    );
+    for pid in first {
+        assert!(
+            !is_alive(pid),
+            "first-generation worker {pid} was never recycled"
+        );
+    }
+}

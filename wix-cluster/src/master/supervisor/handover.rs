@@ -1,0 +1,180 @@
+//! Successor first, then drain: a rolling restart replaces slots one by one this way,
+//! and a recycle (a guard, or a worker's own request) replaces one worker this way.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::time::Instant;
+
+use super::Supervisor;
+use crate::event::{ExitReason, LifecycleEvent};
+use crate::master::spawn::{self, Key};
+
+/// How long a successor has to become ready before the handover is abandoned.
+pub(super) const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Roll,
+    Recycle,
+}
+
+struct Handover {
+    old: Key,
+    new: Key,
+    deadline: Instant,
+    purpose: Purpose,
+}
+
+/// The handovers in progress, and the slots a rolling restart has yet to replace.
+#[derive(Default)]
+pub(super) struct Handovers {
+    active: Vec<Handover>,
+    /// `Some` while a rolling restart runs.
+    roll: Option<VecDeque<crate::WorkerId>>,
+}
+
+impl Handovers {
+    /// When the earliest successor is late.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.active.iter().map(|h| h.deadline).min()
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.active.clear();
+        self.roll = None;
+    }
+
+    fn replacing(&self, old: Key) -> bool {
+        self.active.iter().any(|h| h.old == old)
+    }
+
+    fn take_by_successor(&mut self, new: Key) -> Option<Handover> {
+        let at = self.active.iter().position(|h| h.new == new)?;
+        Some(self.active.swap_remove(at))
+    }
+}
+
+impl Supervisor {
+    pub(super) fn start_roll(&mut self) {
+        if self.handovers.roll.is_some() {
+            tracing::warn!("a rolling restart is already running");
+            return;
+        }
+        let slots = self.table.occupied();
+        tracing::info!("rolling restart of {} workers", slots.len());
+        self.handovers.roll = Some(slots.into_iter().collect());
+        self.next_roll_step();
+    }
+
+    /// Starts the successor of the next worker in the roll, or ends the roll.
+    fn next_roll_step(&mut self) {
+        while let Some(id) = self.handovers.roll.as_mut().and_then(VecDeque::pop_front) {
+            let Some(old) = self.table.current(id).map(|slot| slot.key) else {
+                continue;
+            };
+            if self.handovers.replacing(old) {
+                continue;
+            }
+            if self.start_handover(old, Purpose::Roll) {
+                return;
+            }
+            tracing::error!("rolling restart stopped: cannot start a successor for worker {id}");
+            self.handovers.roll = None;
+            return;
+        }
+        if self.handovers.roll.take().is_some() {
+            tracing::info!("rolling restart done");
+        }
+    }
+
+    /// Replaces the worker `key` gracefully.
+    pub(super) fn recycle(&mut self, key: Key, reason: String) {
+        if self.stopping.is_some() || self.handovers.replacing(key) {
+            return;
+        }
+        let Some(slot) = self.table.get_mut(key) else {
+            return;
+        };
+        if slot.retiring {
+            return;
+        }
+        let worker = slot.worker();
+        tracing::info!("recycling {worker}: {reason}");
+        self.emit(LifecycleEvent::Recycled { worker, reason });
+        self.start_handover(key, Purpose::Recycle);
+    }
+
+    fn start_handover(&mut self, old: Key, purpose: Purpose) -> bool {
+        let Some(new) = self.spawn(old.id) else {
+            return false;
+        };
+        self.handovers.active.push(Handover {
+            old,
+            new,
+            deadline: Instant::now() + READY_TIMEOUT,
+            purpose,
+        });
+        true
+    }
+
+    /// `key` became ready: if it is a successor, its predecessor drains now.
+    pub(super) fn on_ready(&mut self, key: Key) {
+        let Some(handover) = self.handovers.take_by_successor(key) else {
+            return;
+        };
+        if let Some(slot) = self.table.get_mut(handover.old) {
+            tracing::info!("{} replaced by its successor; draining it", slot.worker());
+            slot.retire();
+        }
+        if handover.purpose == Purpose::Roll {
+            self.next_roll_step();
+        }
+    }
+
+    /// `key` exited: if it was a successor, its handover failed.
+    pub(super) fn on_handover_exit(&mut self, key: Key, reason: &ExitReason) {
+        let Some(handover) = self.handovers.take_by_successor(key) else {
+            return;
+        };
+        let why = format!("its successor exited ({reason}) before it was ready");
+        self.abandon(handover, &why);
+    }
+
+    pub(super) fn on_handover_timeout(&mut self) {
+        let now = Instant::now();
+        let (late, on_time) = std::mem::take(&mut self.handovers.active)
+            .into_iter()
+            .partition(|h| h.deadline <= now);
+        self.handovers.active = on_time;
+        for handover in late {
+            if let Some(slot) = self.table.get_mut(handover.new) {
+                slot.retiring = true;
+                spawn::signal(slot.pid, Signal::SIGKILL);
+            }
+            let why = format!("its successor was not ready within {READY_TIMEOUT:?}");
+            self.abandon(handover, &why);
+        }
+    }
+
+    /// The old worker keeps serving; a rolling restart stops here.
+    fn abandon(&mut self, handover: Handover, why: &str) {
+        let old = self
+            .table
+            .get_mut(handover.old)
+            .map(|slot| slot.worker().to_string())
+            .unwrap_or_else(|| format!("worker {}", handover.old.id));
+        match handover.purpose {
+            Purpose::Roll => {
+                tracing::error!(
+                    "rolling restart stopped at {old}: {why}; the old workers keep serving"
+                );
+                self.handovers.roll = None;
+            }
+            Purpose::Recycle => {
+                tracing::error!("recycling {old} failed: {why}; it keeps serving");
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! What workers say, and how they end.
+
+use nix::sys::signal::Signal;
+
+use super::Supervisor;
+use crate::event::{ExitReason, LifecycleEvent};
+use crate::master::spawn::{self, Inbound, Key};
+use crate::master::table::State;
+use crate::protocol::{PROTOCOL_VERSION, ToMaster, ToWorker};
+
+impl Supervisor {
+    pub(super) fn on_inbound(&mut self, key: Key, inbound: Inbound) {
+        let Some(slot) = self.table.get_mut(key) else {
+            return;
+        };
+        let worker = slot.worker();
+        match inbound {
+            Inbound::Message(ToMaster::Hello { version, pid }) if slot.state == State::Starting => {
+                if version != PROTOCOL_VERSION || pid != slot.pid {
+                    let reason = format!("bad hello (protocol {version}, pid {pid})");
+                    self.drop_worker(key, &reason);
+                    return;
+                }
+                let drain_timeout_ms =
+                    u64::try_from(self.master.drain_timeout().as_millis()).unwrap_or(u64::MAX);
+                slot.send(
+                    &ToWorker::Welcome {
+                        version: PROTOCOL_VERSION,
+                        drain_timeout_ms,
+                    },
+                    None,
+                );
+                slot.state = State::Online;
+                if slot.retiring {
+                    // Stopped before it was even online: tell it now.
+                    slot.state = State::Draining;
+                    slot.send(&ToWorker::Shutdown, None);
+                }
+                self.emit(LifecycleEvent::Online(worker));
+            }
+            Inbound::Message(_) if slot.state == State::Starting => {
+                self.drop_worker(key, "spoke before its hello");
+            }
+            Inbound::Message(ToMaster::Hello { .. }) => self.drop_worker(key, "said hello twice"),
+            Inbound::Message(ToMaster::Listen { request, addr }) => {
+                match self.listeners.get_or_bind(addr) {
+                    Ok(bound) => {
+                        let msg = ToWorker::Listener {
+                            request,
+                            addr: bound.addr,
+                        };
+                        slot.send(&msg, Some(bound.fd));
+                        self.emit(LifecycleEvent::Listening(worker, bound.addr));
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot listen on {addr} for {worker}: {e}");
+                        let error = format!("the master cannot listen on {addr}: {e}");
+                        slot.send(&ToWorker::ListenFailed { request, error }, None);
+                    }
+                }
+            }
+            Inbound::Message(ToMaster::Ready) => {
+                if slot.state == State::Online {
+                    slot.state = State::Ready;
+                }
+                slot.was_ready = true;
+                self.ever_ready = true;
+                tracing::debug!("{worker} is ready");
+                self.on_ready(key);
+            }
+            Inbound::Message(ToMaster::Heartbeat { requests }) => {
+                slot.last_heartbeat = std::time::Instant::now();
+                slot.requests = requests;
+            }
+            Inbound::Message(ToMaster::Recycle { reason }) => {
+                self.recycle(key, reason);
+            }
+            Inbound::Message(ToMaster::GoingDown { reason }) => {
+                slot.going_down = Some(reason.clone());
+                if slot.retiring || self.stopping.is_some() {
+                    return;
+                }
+                slot.state = State::Draining;
+                if !slot.was_ready && !self.ever_ready {
+                    self.fail_start_up(&reason);
+                    return;
+                }
+                tracing::warn!("{worker} is going down: {reason}");
+                self.emit(LifecycleEvent::Failing { worker, reason });
+            }
+            Inbound::Broken(reason) => self.drop_worker(key, &reason),
+            Inbound::Closed => self.disconnect(key),
+            Inbound::Exited(reason) => self.on_exit(key, reason),
+        }
+    }
+
+    fn on_exit(&mut self, key: Key, reason: ExitReason) {
+        self.disconnect(key);
+        let Some(slot) = self.table.remove(key) else {
+            return;
+        };
+        let worker = slot.worker();
+        let requested = slot.retiring;
+        if requested {
+            tracing::debug!("{worker} stopped ({reason})");
+        } else {
+            tracing::warn!("{worker} died unexpectedly ({reason})");
+            if !slot.was_ready && !self.ever_ready && self.stopping.is_none() {
+                let why = slot
+                    .going_down
+                    .unwrap_or_else(|| format!("the worker died ({reason})"));
+                self.fail_start_up(&why);
+            }
+        }
+        self.on_handover_exit(key, &reason);
+        self.emit(LifecycleEvent::Exit {
+            worker,
+            reason,
+            requested,
+        });
+    }
+
+    /// No worker ever became ready and one failed: the app cannot start. Stop instead
+    /// of respawning it forever.
+    fn fail_start_up(&mut self, reason: &str) {
+        tracing::error!("failed to start app: {reason}");
+        tracing::error!("no worker ever became ready; stopping the cluster");
+        self.begin_stop(1);
+    }
+
+    /// The worker broke the protocol: it is killed (its exit follows as an event).
+    /// Never the master's problem beyond that.
+    fn drop_worker(&mut self, key: Key, reason: &str) {
+        let Some(slot) = self.table.get_mut(key) else {
+            return;
+        };
+        tracing::error!("{} {reason}; dropping it", slot.worker());
+        spawn::signal(slot.pid, Signal::SIGKILL);
+        self.disconnect(key);
+    }
+
+    fn disconnect(&mut self, key: Key) {
+        let Some(slot) = self.table.get_mut(key) else {
+            return;
+        };
+        if !slot.disconnected {
+            slot.disconnected = true;
+            let worker = slot.worker();
+            self.emit(LifecycleEvent::Disconnect(worker));
+        }
+    }
+}

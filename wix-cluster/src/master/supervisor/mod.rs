@@ -1,0 +1,252 @@
+//! The supervision loop: one task that owns the worker table and reacts to worker
+//! messages and exits, plugin commands, signals and timers.
+//!
+//! The loop's reactions are split by concern: `inbound` (what workers say and how they
+//! end), `commands` (what plugins and signals ask for), `handover` (successor first,
+//! then drain: rolling restarts and recycles), `stop` (shutting the cluster down).
+
+mod commands;
+mod handover;
+mod inbound;
+mod stop;
+
+use std::panic::AssertUnwindSafe;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::listeners::Listeners;
+use super::spawn::{Key, Spawner};
+use super::table::{Slot, WorkerTable};
+use super::{Command, Master};
+use crate::WorkerId;
+use crate::config::Config;
+use crate::event::LifecycleEvent;
+use crate::plugin::Plugins;
+use handover::Handovers;
+use stop::Stopping;
+
+/// Runs the master until the cluster stops; returns the process's exit code.
+pub(crate) fn run(config: &Config, plugins: Plugins) -> ExitCode {
+    let runtime = match crate::runtime::master() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the master's runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(supervise(config, plugins));
+    runtime.shutdown_background();
+    code
+}
+
+/// Something scheduled for later.
+#[derive(Debug)]
+enum Timer {
+    /// A respawn of slot `id` is due.
+    Respawn(WorkerId),
+    /// An aborted worker's grace is over: SIGKILL it if it is still there.
+    Kill(Key),
+}
+
+/// The signals the master acts on.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    ttin: tokio::signal::unix::Signal,
+    ttou: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn watch() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+            ttin: signal(SignalKind::from_raw(nix::libc::SIGTTIN))?,
+            ttou: signal(SignalKind::from_raw(nix::libc::SIGTTOU))?,
+        })
+    }
+}
+
+async fn supervise(config: &Config, plugins: Plugins) -> ExitCode {
+    let (master, mut commands) = Master::new(config);
+    let (inbox_tx, mut inbox) = mpsc::unbounded_channel();
+    let (timers_tx, mut timers) = mpsc::unbounded_channel();
+    let spawner = match Spawner::new(inbox_tx) {
+        Ok(spawner) => spawner,
+        Err(e) => {
+            tracing::error!("cannot find this program's executable to spawn workers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut signals = match Signals::watch() {
+        Ok(signals) => signals,
+        Err(e) => {
+            tracing::error!("cannot watch signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for plugin in &plugins {
+        if let Err(e) = plugin.on_master(&master).await {
+            tracing::error!(
+                "plugin {} failed to start: {e}; no worker was started",
+                plugin.name()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+
+    let mut sup = Supervisor {
+        plugins,
+        master,
+        spawner,
+        timers: timers_tx,
+        table: WorkerTable::default(),
+        listeners: Listeners::default(),
+        pending_respawns: Vec::new(),
+        stopping: None,
+        handovers: Handovers::default(),
+        ever_ready: false,
+    };
+    tracing::info!("master started; spawning {} workers", config.workers);
+    for id in 1..=config.workers {
+        sup.spawn(WorkerId(id as u32));
+    }
+
+    loop {
+        let drain_deadline = sup.stopping.as_ref().and_then(|stop| stop.deadline);
+        let handover_deadline = sup.handovers.deadline();
+        tokio::select! {
+            Some((key, inbound)) = inbox.recv() => sup.on_inbound(key, inbound),
+            Some(command) = commands.recv() => sup.on_command(command),
+            Some(timer) = timers.recv() => sup.on_timer(timer),
+            _ = signals.term.recv() => sup.on_stop_signal("SIGTERM"),
+            _ = signals.int.recv() => sup.on_stop_signal("SIGINT"),
+            _ = signals.hup.recv() => {
+                tracing::info!("SIGHUP: rolling restart");
+                sup.on_command(Command::RollingRestart);
+            }
+            _ = signals.ttin.recv() => {
+                let count = sup.master.desired_workers() + 1;
+                tracing::info!("SIGTTIN: scaling to {count} workers");
+                sup.on_command(Command::Scale { count });
+            }
+            _ = signals.ttou.recv() => {
+                let count = sup.master.desired_workers().saturating_sub(1);
+                tracing::info!("SIGTTOU: scaling to {} workers", count.max(1));
+                sup.on_command(Command::Scale { count });
+            }
+            _ = sleep_until(drain_deadline), if drain_deadline.is_some() => sup.on_drain_timeout(),
+            _ = sleep_until(handover_deadline), if handover_deadline.is_some() => {
+                sup.on_handover_timeout();
+            }
+        }
+        // Plugins react to events by queueing commands; apply them before deciding
+        // whether anything is left to supervise.
+        while let Ok(command) = commands.try_recv() {
+            sup.on_command(command);
+        }
+        if let Some(code) = sup.finished() {
+            return code;
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Supervisor {
+    plugins: Plugins,
+    master: Master,
+    spawner: Spawner,
+    timers: mpsc::UnboundedSender<Timer>,
+    table: WorkerTable,
+    listeners: Listeners,
+    /// Slots with a respawn scheduled.
+    pending_respawns: Vec<WorkerId>,
+    stopping: Option<Stopping>,
+    handovers: Handovers,
+    /// Some worker has been ready at some point: start-up succeeded.
+    ever_ready: bool,
+}
+
+impl Supervisor {
+    fn spawn(&mut self, id: WorkerId) -> Option<Key> {
+        let key = self.table.next_key(id);
+        match self.spawner.spawn(key) {
+            Ok(spawned) => {
+                let slot = Slot::new(key, spawned.pid, spawned.out);
+                let worker = slot.worker();
+                self.table.insert(slot);
+                tracing::debug!("forked {worker}");
+                self.emit(LifecycleEvent::Fork(worker));
+                Some(key)
+            }
+            Err(e) => {
+                tracing::error!("cannot spawn worker {id}: {e}");
+                None
+            }
+        }
+    }
+
+    /// Runs `timer` after `after`.
+    fn schedule(&self, after: Duration, timer: Timer) {
+        let timers = self.timers.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = timers.send(timer);
+        });
+    }
+
+    fn on_timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::Respawn(id) => self.on_respawn_due(id),
+            Timer::Kill(key) => {
+                if let Some(slot) = self.table.get_mut(key) {
+                    tracing::warn!("{} still there after SIGABRT; killing it", slot.worker());
+                    super::spawn::signal(slot.pid, nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+    }
+
+    /// The exit code, once there is nothing left to supervise.
+    fn finished(&self) -> Option<ExitCode> {
+        if !self.table.is_empty() {
+            return None;
+        }
+        if let Some(stop) = &self.stopping {
+            tracing::info!("every worker has stopped; master exiting");
+            return Some(ExitCode::from(stop.code));
+        }
+        if self.pending_respawns.is_empty() {
+            tracing::error!("no worker is running and none will be respawned; master exiting");
+            return Some(ExitCode::FAILURE);
+        }
+        None
+    }
+
+    fn emit(&self, event: LifecycleEvent) {
+        for plugin in &self.plugins {
+            let delivered = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                plugin.on_event(&event, &self.master);
+            }));
+            if delivered.is_err() {
+                tracing::error!(
+                    "plugin {} panicked on the {} event",
+                    plugin.name(),
+                    event.name()
+                );
+            }
+        }
+    }
+}

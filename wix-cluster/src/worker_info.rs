@@ -1,0 +1,45 @@
+//! What the master knows about each worker, as plugins (and the management app) see it.
+
+use std::time::{Duration, SystemTime};
+
+use crate::WorkerRef;
+
+/// Where a worker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WorkerState {
+    /// Spawned; its runtime has not said hello yet.
+    Starting,
+    /// Handshake done; the app is starting.
+    Online,
+    /// The app holds a listener and accepts connections.
+    Ready,
+    /// Asked to stop, replaced, or going down on its own: finishing what is in flight.
+    Draining,
+}
+
+impl WorkerState {
+    /// `starting`, `online`, `ready` or `draining`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Online => "online",
+            WorkerState::Ready => "ready",
+            WorkerState::Draining => "draining",
+        }
+    }
+}
+
+/// A snapshot of one worker process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// Slot, generation and pid.
+    pub worker: WorkerRef,
+    /// Where it is in its life.
+    pub state: WorkerState,
+    /// When it was spawned.
+    pub started_at: SystemTime,
+    /// How long since its last heartbeat (or since its spawn, before the first one).
+    pub since_heartbeat: Duration,
+    /// Requests its HTTP helper has served, as of its last heartbeat.
+    pub requests: u64,
+}
