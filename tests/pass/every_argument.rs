@@ -1,5 +1,3 @@
-use std::time::Duration;
-
 mod my_plugins {
     #[derive(Default)]
     pub struct Metrics {
@@ -20,8 +18,8 @@ mod my_plugins {
 #[wix_cluster::main(
     workers = 4,
     plugins(
-        Respawn(max_deaths = 5, within = Duration::from_secs(30)),
-        Graceful(timeout = Duration::from_secs(10)),
+        Respawn(max_deaths = 5, within = "30s"),
+        Graceful(timeout = "1.5s"),
         LifecycleLog,
         my_plugins::Metrics(prefix = "app"),
     ),

@@ -10,6 +10,7 @@ use syn::parse::{Parse, ParseStream, Parser};
 use syn::{Attribute, Expr, FnArg, Ident, Lit, Path, Signature, Token, Visibility, token};
 
 use crate::errors::Errors;
+use crate::units::{self, Quantity};
 
 /// Plugins that may be named by their bare name, `plugins(Respawn)`; they live in
 /// `::wix_cluster::__private::plugins`.
@@ -78,7 +79,17 @@ pub(crate) enum PluginType {
 /// `key = value` inside a plugin entry's parentheses.
 pub(crate) struct PluginSetting {
     pub(crate) key: Ident,
-    pub(crate) value: Expr,
+    pub(crate) value: SettingValue,
+}
+
+/// The value of a plugin setting.
+pub(crate) enum SettingValue {
+    /// Passed on as written: any expression but a string literal that starts like a
+    /// number, such as `5`, `Duration::from_secs(5)` or `"localhost:9090"`.
+    Expr(Expr),
+    /// A string literal read as a duration or a size (`"30s"`, `"512MiB"`), with the span
+    /// of the literal.
+    Quantity(Quantity, Span),
 }
 
 /// The names `#[wix_cluster::main(...)]` accepts.
@@ -344,7 +355,11 @@ impl ArgsReader<'_> {
         }
         let mut settings = Vec::new();
         if entry.input.peek(token::Paren) {
-            entry.parse_nested_meta(|setting| self.plugin_setting(&setting, &mut settings))?;
+            // Every key met, valid value or not, to report repeated keys.
+            let mut keys = Vec::new();
+            entry.parse_nested_meta(|setting| {
+                self.plugin_setting(&setting, &mut keys, &mut settings)
+            })?;
         }
         if self
             .args
@@ -368,10 +383,12 @@ impl ArgsReader<'_> {
         Ok(())
     }
 
-    /// Reads one `key = value` inside a plugin entry's parentheses.
+    /// Reads one `key = value` inside a plugin entry's parentheses; `keys` are the keys
+    /// read before it in the same entry, `settings` the valid settings.
     fn plugin_setting(
         &mut self,
         setting: &ParseNestedMeta<'_>,
+        keys: &mut Vec<Ident>,
         settings: &mut Vec<PluginSetting>,
     ) -> syn::Result<()> {
         let Some(key) = setting.path.get_ident().cloned() else {
@@ -387,13 +404,37 @@ impl ArgsReader<'_> {
             return skip_value(setting);
         }
         let value: Expr = setting.value()?.parse()?;
-        if settings.iter().any(|earlier| earlier.key == key) {
+        let repeated = keys.contains(&key);
+        if repeated {
             self.errors
                 .at(key.span(), format_args!("`{key}` set multiple times"));
         } else {
-            settings.push(PluginSetting { key, value });
+            keys.push(key.clone());
+        }
+        // Read even when repeated, so that a mistake in the value is reported too.
+        let value = self.setting_value(value);
+        match value {
+            Some(value) if !repeated => settings.push(PluginSetting { key, value }),
+            _ => {}
         }
         Ok(())
+    }
+
+    /// Reads a string literal that starts like a number (a digit, `-`, `+` or `.`) as a
+    /// duration or a size, recording the mistake if it is neither; any other value is
+    /// passed on as written.
+    fn setting_value(&mut self, value: Expr) -> Option<SettingValue> {
+        let Some(Lit::Str(lit)) = literal(&value) else {
+            return Some(SettingValue::Expr(value));
+        };
+        match units::parse(&lit.value()) {
+            None => Some(SettingValue::Expr(value)),
+            Some(Ok(quantity)) => Some(SettingValue::Quantity(quantity, lit.span())),
+            Some(Err(error)) => {
+                self.errors.at(lit.span(), error);
+                None
+            }
+        }
     }
 
     /// Checks the combinations of arguments, once all are read.
@@ -719,6 +760,64 @@ mod tests {
         let (args, errors) = parse(quote!(workers = 16usize));
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(args.workers.map(|w| w.value), Some(16));
+    }
+
+    #[test]
+    fn string_settings_that_start_like_a_number_are_durations_or_sizes() {
+        let (args, errors) = parse(quote!(plugins(Stall(
+            timeout = "1.5s",
+            max_rss = "512MiB",
+            addr = "localhost:9090",
+            name = "worker",
+            grace = Duration::from_secs(5),
+            count = 3
+        ))));
+        assert!(errors.is_empty(), "{errors:?}");
+        let values: Vec<String> = args.plugins[0]
+            .settings
+            .iter()
+            .map(|setting| match &setting.value {
+                SettingValue::Quantity(quantity, _) => format!("{quantity:?}"),
+                SettingValue::Expr(expr) => quote!(#expr).to_string(),
+            })
+            .collect();
+        assert_eq!(
+            values,
+            [
+                "Duration { nanos: 1500000000 }",
+                "Size { bytes: 536870912 }",
+                "\"localhost:9090\"",
+                "\"worker\"",
+                "Duration :: from_secs (5)",
+                "3",
+            ]
+        );
+    }
+
+    #[test]
+    fn string_settings_that_are_neither_a_duration_nor_a_size_are_reported() {
+        let (args, errors) = parse(quote!(plugins(
+            Respawn(within = "30x", max_deaths = 5),
+            Graceful(timeout = "-5s", timeout = "5 sec")
+        )));
+        assert_eq!(
+            errors,
+            [
+                "`\"30x\"` is not a duration (like \"30s\", \"500ms\", \"1.5m\") or a size \
+                 (like \"512MiB\", \"1GB\")",
+                "durations and sizes cannot be negative: `\"-5s\"`",
+                "`timeout` set multiple times",
+                "`\"5 sec\"` is not a duration (like \"30s\", \"500ms\", \"1.5m\") or a size \
+                 (like \"512MiB\", \"1GB\")",
+            ]
+        );
+        // The mistaken settings are left out; the rest is kept.
+        let keys: Vec<Vec<String>> = args
+            .plugins
+            .iter()
+            .map(|plugin| plugin.settings.iter().map(|s| s.key.to_string()).collect())
+            .collect();
+        assert_eq!(keys, [vec!["max_deaths".to_owned()], vec![]]);
     }
 
     #[test]

@@ -7,8 +7,11 @@ use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Attribute, FnArg, Ident, ReturnType, Signature};
 
-use crate::attr::{self, Args, Flavor, MainFn, Plugin, PluginType, Setting, SingleProcess};
+use crate::attr::{
+    self, Args, Flavor, MainFn, Plugin, PluginType, Setting, SettingValue, SingleProcess,
+};
 use crate::errors::Errors;
+use crate::units::Quantity;
 
 /// Expands one `#[wix_cluster::main(args)] item`.
 ///
@@ -195,8 +198,31 @@ fn plugin(plugin: &Plugin) -> TokenStream {
     let settings = plugin
         .settings
         .iter()
-        .map(|setting| method_call(&setting.key, &setting.value));
+        .map(|setting| method_call(&setting.key, setting_value(&setting.value)));
     quote_spanned!(span=> .plugin(#construct #(#settings)*))
+}
+
+/// A plugin setting's value: as written, or the duration or size a string literal was
+/// read as, spanned at the literal so that a type error (`max_deaths = "5s"`) points
+/// there.
+fn setting_value(value: &SettingValue) -> TokenStream {
+    match value {
+        SettingValue::Expr(expr) => expr.to_token_stream(),
+        SettingValue::Quantity(Quantity::Duration { nanos }, span) => {
+            let mut nanos = Literal::u64_unsuffixed(*nanos);
+            nanos.set_span(*span);
+            quote_spanned!(*span=> ::core::time::Duration::from_nanos(#nanos))
+        }
+        SettingValue::Quantity(Quantity::Size { bytes }, span) => {
+            // `536870912_u64`: typed, so that a setter generic over integers still gets a
+            // `u64`. (`u64_suffixed` would write `536870912u64`, harder to read.)
+            let mut bytes = format!("{bytes}_u64")
+                .parse::<Literal>()
+                .unwrap_or_else(|_| Literal::u64_suffixed(*bytes));
+            bytes.set_span(*span);
+            bytes.into_token_stream()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -243,6 +269,31 @@ mod tests {
                     .worker_threads(2))
                 .run(main)
             }
+        };
+        assert_eq!(expanded.to_string(), expected.to_string());
+    }
+
+    #[test]
+    fn durations_and_sizes_are_computed_at_compile_time() {
+        let expanded = builder(&{
+            let mut errors = Errors::default();
+            let args = attr::parse_args(
+                quote!(plugins(Stall(
+                    timeout = "1.5s",
+                    max_rss = "512MiB",
+                    addr = "localhost:9090"
+                ))),
+                &mut errors,
+            );
+            assert!(errors.is_empty());
+            args
+        });
+        let expected = quote! {
+            ::wix_cluster::__private::Cluster::builder()
+                .plugin(<::wix_cluster::__private::plugins::Stall as ::core::default::Default>::default()
+                    .timeout(::core::time::Duration::from_nanos(1500000000))
+                    .max_rss(536870912_u64)
+                    .addr("localhost:9090"))
         };
         assert_eq!(expanded.to_string(), expected.to_string());
     }

@@ -5,6 +5,7 @@
 mod attr;
 mod errors;
 mod expand;
+mod units;
 
 use proc_macro::TokenStream;
 
@@ -43,6 +44,26 @@ use proc_macro::TokenStream;
 ///   own that has a built-in's name, and use a type alias for a generic type). Each
 ///   plugin may be listed once.
 ///
+///   A value is passed as written, with one exception: a string literal that starts
+///   with a digit, `-`, `+` or `.` is a duration or a size, checked and computed at
+///   compile time.
+///
+///   - A **duration** is an integer or decimal number, optional spaces, and a unit: `ns`,
+///     `us` (or `µs`), `ms`, `s`, `m` (or `min`), `h`. `within = "30s"` becomes
+///     `within(::core::time::Duration::from_nanos(30000000000))`; `"1.5s"`, `"500ms"`,
+///     `"2m"` and `"1h"` work the same way. It must be a whole number of nanoseconds and
+///     at most `u64::MAX` of them (about 584 years).
+///   - A **size** is an integer, optional spaces, and a unit: `B`, `KB`, `MB`, `GB`
+///     (powers of 1000) or `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024). `max_rss =
+///     "512MiB"` becomes `max_rss(536870912_u64)`. It must be at most `u64::MAX` bytes.
+///
+///   Units are case-sensitive (`m` is minutes, `MB` megabytes), zero is allowed, and a
+///   negative value or anything else (`"30x"`, `"5"`, `"1.5GB"`) is a compile error at
+///   the literal. Other strings (`"localhost:9090"`) and other expressions
+///   (`Duration::from_secs(30)`, `5`) are passed as written; to pass a string that
+///   starts with a digit as written, such as `"127.0.0.1:9090"`, write
+///   `concat!("127.0.0.1:9090")`.
+///
 /// - **`single_process = "auto" | "always" | "never"`**: whether to run the plugins and
 ///   `main` in this one process instead of a master and workers: `"auto"` does so when
 ///   `WIX_CLUSTER_SINGLE=1` or a debugger is attached, `"always"` always, `"never"`
@@ -62,8 +83,8 @@ use proc_macro::TokenStream;
 /// #[wix_cluster::main(
 ///     workers = 4,
 ///     plugins(
-///         Respawn(max_deaths = 5, within = Duration::from_secs(30)),
-///         Graceful(timeout = Duration::from_secs(10)),
+///         Respawn(max_deaths = 5, within = "30s"),
+///         Graceful(timeout = Duration::from_millis(7500)),
 ///         my_plugins::Metrics,
 ///     ),
 ///     single_process = "never",
@@ -80,7 +101,8 @@ use proc_macro::TokenStream;
 /// Every mistake is reported in the same compile, pointing at what is wrong: an unknown
 /// or repeated argument, a value of the wrong kind (`workers = "4"`), `workers = 0`, an
 /// unknown `flavor` or `single_process`, `worker_threads` without
-/// `flavor = "multi_thread"`, a plugin listed twice, and a function that is not
+/// `flavor = "multi_thread"`, a plugin listed twice, a plugin setting's string that
+/// starts like a number but is not a duration or a size, and a function that is not
 /// `async fn main` with one argument. A plugin setting that does not exist is reported
 /// by rustc as a missing method, at the setting's name.
 #[proc_macro_attribute]
