@@ -70,7 +70,7 @@ mod my_plugins {
         buffer = "512MiB",
         disk = "2GB",
         addr = "localhost:9090",
-        ip = concat!("127.0.0.1:9090"),
+        ip = "127.0.0.1:9090",
         grace = Duration::from_secs(5),
     ),
 ))]

@@ -59,10 +59,9 @@ use proc_macro::TokenStream;
 ///
 ///   Units are case-sensitive (`m` is minutes, `MB` megabytes), zero is allowed, and a
 ///   negative value or anything else (`"30x"`, `"5"`, `"1.5GB"`) is a compile error at
-///   the literal. Other strings (`"localhost:9090"`) and other expressions
-///   (`Duration::from_secs(30)`, `5`) are passed as written; to pass a string that
-///   starts with a digit as written, such as `"127.0.0.1:9090"`, write
-///   `concat!("127.0.0.1:9090")`.
+///   the literal. Other strings (`"localhost:9090"`, and IP or socket addresses such as
+///   `"127.0.0.1:9090"`) and other expressions (`Duration::from_secs(30)`, `5`) are
+///   passed as written.
 ///
 /// - **`single_process = "auto" | "always" | "never"`**: whether to run the plugins and
 ///   `main` in this one process instead of a master and workers: `"auto"` does so when

@@ -22,8 +22,6 @@ pub(crate) enum UnitsError {
     NotAQuantity { text: String },
     /// A plain number, no unit: `"5"`, `"1.5"`.
     NoUnit { text: String },
-    /// An IP address, with or without a port: `"127.0.0.1:9090"`.
-    Address { text: String },
     /// `"-5s"`.
     Negative { text: String },
     /// A size with a decimal point: `"1.5GB"`.
@@ -48,12 +46,6 @@ impl fmt::Display for UnitsError {
                 f,
                 "`{text:?}` has no unit: write a duration (ns, us, ms, s, m, h) like \"{text}s\", \
                  a size (B, KB, MB, GB, KiB, MiB, GiB, TiB), or a number without the quotes"
-            ),
-            Self::Address { text } => write!(
-                f,
-                "`{text:?}` is an address, not a duration or a size: a setting's string that \
-                 starts with a digit is read as one of those; to pass the string as written, \
-                 write `concat!({text:?})`"
             ),
             Self::Negative { text } => {
                 write!(f, "durations and sizes cannot be negative: `{text:?}`")
@@ -113,9 +105,9 @@ const SIZE_UNITS: [(&str, u128); 8] = [
 
 /// Reads a setting's string literal.
 ///
-/// `None` when the string does not start like a number (a digit, `-`, `+` or `.`): it is
-/// a real string (an address, a name) and is passed on as written. Otherwise it must be a
-/// duration or a size:
+/// `None` when the string does not start like a number (a digit, `-`, `+` or `.`), or is
+/// an IP or socket address (`"127.0.0.1:8125"`): it is a real string and is passed on as
+/// written. Otherwise it must be a duration or a size:
 ///
 /// - a duration is an integer or decimal number, optional spaces, and one of `ns`, `us`
 ///   (or `µs`), `ms`, `s`, `m` (or `min`), `h`: `"30s"`, `"1.5 s"`, `".5ms"`;
@@ -128,14 +120,10 @@ pub(crate) fn parse(text: &str) -> Option<Result<Quantity, UnitsError>> {
     if !(first.is_ascii_digit() || matches!(first, '-' | '+' | '.')) {
         return None;
     }
-    Some(parse_quantity(text).map_err(|error| match error {
-        UnitsError::NotAQuantity { text }
-            if text.parse::<IpAddr>().is_ok() || text.parse::<SocketAddr>().is_ok() =>
-        {
-            UnitsError::Address { text }
-        }
-        error => error,
-    }))
+    if text.parse::<IpAddr>().is_ok() || text.parse::<SocketAddr>().is_ok() {
+        return None;
+    }
+    Some(parse_quantity(text))
 }
 
 fn parse_quantity(text: &str) -> Result<Quantity, UnitsError> {
@@ -382,24 +370,16 @@ mod tests {
     }
 
     #[test]
-    fn an_address_is_refused_with_the_way_to_pass_it() {
-        for text in ["127.0.0.1", "0.0.0.0:8080", "::1", "::", "[::1]:80"] {
-            let expected = UnitsError::Address {
-                text: text.to_owned(),
-            };
-            // "::1" does not start like a number: passed on as a string.
-            match parse(text) {
-                None => assert!(text.starts_with(':') || text.starts_with('['), "{text:?}"),
-                Some(result) => assert_eq!(result, Err(expected), "{text:?}"),
-            }
+    fn an_address_is_passed_on_as_written() {
+        for text in [
+            "127.0.0.1",
+            "0.0.0.0:8080",
+            "::1",
+            "[::1]:80",
+            "2001:db8::1",
+        ] {
+            assert_eq!(parse(text), None, "{text:?}");
         }
-        assert_eq!(
-            error("0.0.0.0:8080").to_string(),
-            "`\"0.0.0.0:8080\"` is an address, not a duration or a size: a setting's string \
-             that starts with a digit is read as one of those; to pass the string as written, \
-             write `concat!(\"0.0.0.0:8080\")`"
-        );
-        assert!(matches!(error("2001:db8::1"), UnitsError::Address { .. }));
     }
 
     #[test]
