@@ -256,3 +256,49 @@ impl Guard {
         (track.above_since.is_some() && over >= self.config.cpu_for).then_some(over)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_leave_the_optional_guards_off() {
+        let stall = Stall::default();
+        assert_eq!(stall.validate(), Ok(()));
+        assert_eq!(stall.timeout, Duration::from_secs(30));
+        assert!(
+            stall.cpu_percent.is_none() && stall.max_rss.is_none() && stall.max_requests.is_none()
+        );
+    }
+
+    #[test]
+    fn bad_builder_values_are_clear_errors() {
+        let cases = [
+            (
+                Stall::default().timeout(Duration::ZERO),
+                "timeout must be more than 0",
+            ),
+            (
+                Stall::default().cpu_percent(0),
+                "cpu_percent must be between 1 and",
+            ),
+            (Stall::default().cpu_percent(100_000), "not 100000"),
+            (
+                Stall::default().cpu_percent(50).cpu_for(Duration::ZERO),
+                "cpu_for must be more than 0",
+            ),
+            (Stall::default().max_rss(0), "max_rss must be more than 0"),
+            (
+                Stall::default().max_requests(0),
+                "max_requests must be at least 1",
+            ),
+        ];
+        for (stall, expected) in cases {
+            let error = stall.validate().unwrap_err();
+            assert!(
+                error.contains(expected),
+                "{error:?} should say {expected:?}"
+            );
+        }
+    }
+}
