@@ -41,7 +41,7 @@ pub use app::AppResult;
 pub use cluster::{Cluster, ClusterBuilder};
 pub use config::{ConfigError, Flavor, SingleProcess};
 pub use event::{ExitReason, LifecycleEvent, WorkerRef};
-pub use master::Master;
+pub use master::{ClusterCounters, Master};
 pub use plugin::{Plugin, PluginError};
 pub use worker::Worker;
 pub use worker_id::WorkerId;

@@ -32,7 +32,13 @@ where
                 return ExitCode::FAILURE;
             }
         }
-        let worker = Worker::new(WorkerId(0), 0, None, master.drain_timeout());
+        let worker = Worker::new(
+            WorkerId(0),
+            0,
+            None,
+            Some(master.clone()),
+            master.drain_timeout(),
+        );
         if let Err(e) = stop_on_signals(worker.clone(), true) {
             tracing::error!("cannot watch SIGTERM/SIGINT: {e}");
             return ExitCode::FAILURE;

@@ -3,12 +3,12 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
-use crate::{WorkerId, WorkerInfo, WorkerRef};
+use crate::{LifecycleEvent, WorkerId, WorkerInfo, WorkerRef};
 
 /// A request to the supervision loop.
 #[derive(Debug)]
@@ -39,7 +39,53 @@ pub struct Master {
     shared: Arc<Shared>,
 }
 
+/// Cluster-wide counts since the master started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterCounters {
+    /// Worker processes started (the first ones included).
+    pub forked: u64,
+    /// Starts of a slot that had a worker before (respawns, replacements, recycles,
+    /// rolling restarts).
+    pub respawned: u64,
+    /// Worker processes that ended, for whatever reason.
+    pub exited: u64,
+    /// Worker processes that ended without being asked to.
+    pub died: u64,
+    /// Workers that announced they were going down (app error, panic, SIGTERM).
+    pub failing: u64,
+    /// Graceful replacements (rolling restart excluded): `max_requests`, CPU, memory.
+    pub recycled: u64,
+    /// Workers killed for a late heartbeat.
+    pub stalled: u64,
+}
+
+impl ClusterCounters {
+    fn count(&mut self, event: &LifecycleEvent) {
+        match event {
+            LifecycleEvent::Fork(worker) => {
+                self.forked += 1;
+                if worker.generation > 0 {
+                    self.respawned += 1;
+                }
+            }
+            LifecycleEvent::Exit { requested, .. } => {
+                self.exited += 1;
+                if !requested {
+                    self.died += 1;
+                }
+            }
+            LifecycleEvent::Failing { .. } => self.failing += 1,
+            LifecycleEvent::Recycled { .. } => self.recycled += 1,
+            LifecycleEvent::Stalled { .. } => self.stalled += 1,
+            _ => {}
+        }
+    }
+}
+
 struct Shared {
+    started_at: SystemTime,
+    counters: Mutex<ClusterCounters>,
+    app_addrs: Mutex<Vec<SocketAddr>>,
     desired: AtomicUsize,
     single_process: bool,
     management: SocketAddr,
@@ -53,6 +99,9 @@ impl Master {
         let master = Master {
             commands,
             shared: Arc::new(Shared {
+                started_at: SystemTime::now(),
+                counters: Mutex::default(),
+                app_addrs: Mutex::default(),
                 desired: AtomicUsize::new(if config.single_process {
                     1
                 } else {
@@ -79,6 +128,32 @@ impl Master {
     /// Whether the cluster runs as one process.
     pub fn is_single_process(&self) -> bool {
         self.shared.single_process
+    }
+
+    /// When the master started.
+    pub fn started_at(&self) -> SystemTime {
+        self.shared.started_at
+    }
+
+    /// The cluster's counts so far.
+    pub fn counters(&self) -> ClusterCounters {
+        *lock(&self.shared.counters)
+    }
+
+    pub(crate) fn count(&self, event: &LifecycleEvent) {
+        lock(&self.shared.counters).count(event);
+    }
+
+    /// The addresses the master bound for the app's listeners (the real ports).
+    pub fn app_addrs(&self) -> Vec<SocketAddr> {
+        lock(&self.shared.app_addrs).clone()
+    }
+
+    pub(crate) fn add_app_addr(&self, addr: SocketAddr) {
+        let mut addrs = lock(&self.shared.app_addrs);
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
     }
 
     /// Where the management app listens (`127.0.0.1:8084` unless configured).
@@ -143,20 +218,12 @@ impl Master {
 
     /// How long a stopping worker has to exit before it is killed (default 5 s).
     pub fn drain_timeout(&self) -> Duration {
-        *self
-            .shared
-            .drain_timeout
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        *lock(&self.shared.drain_timeout)
     }
 
     /// Sets [`Master::drain_timeout`].
     pub fn set_drain_timeout(&self, timeout: Duration) {
-        *self
-            .shared
-            .drain_timeout
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = timeout;
+        *lock(&self.shared.drain_timeout) = timeout;
     }
 
     /// Whether a plugin reported the cluster as failing (for example `Respawn` after
@@ -169,6 +236,13 @@ impl Master {
     pub fn set_failing(&self, failing: bool) {
         self.shared.failing.store(failing, Ordering::Relaxed);
     }
+}
+
+/// Locks `mutex`; a panic elsewhere while holding it leaves plain data, still usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl std::fmt::Debug for Master {

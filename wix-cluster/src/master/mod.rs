@@ -8,5 +8,5 @@ mod supervisor;
 mod table;
 
 pub(crate) use handle::Command;
-pub use handle::Master;
+pub use handle::{ClusterCounters, Master};
 pub(crate) use supervisor::run;

@@ -29,6 +29,8 @@ struct Inner {
     generation: u32,
     /// `None` in single-process mode.
     link: Option<Arc<Link>>,
+    /// The in-process master handle, in single-process mode only.
+    local_master: Option<crate::Master>,
     stop: watch::Sender<bool>,
     drain_timeout: Duration,
     /// Requests served by the HTTP helper.
@@ -42,6 +44,7 @@ impl Worker {
         id: WorkerId,
         generation: u32,
         link: Option<Arc<Link>>,
+        local_master: Option<crate::Master>,
         drain_timeout: Duration,
     ) -> Worker {
         Worker {
@@ -49,6 +52,7 @@ impl Worker {
                 id,
                 generation,
                 link,
+                local_master,
                 stop: watch::Sender::new(false),
                 drain_timeout,
                 requests: AtomicU64::new(0),
@@ -88,7 +92,11 @@ impl Worker {
         match &self.inner.link {
             None => {
                 let listener = crate::listener::bind(addr)?;
-                tracing::info!("listening on {}", listener.local_addr()?);
+                let bound = listener.local_addr()?;
+                tracing::info!("listening on {bound}");
+                if let Some(master) = &self.inner.local_master {
+                    master.add_app_addr(bound);
+                }
                 Ok(listener)
             }
             Some(link) => {

@@ -45,6 +45,7 @@ impl Supervisor {
             Inbound::Message(ToMaster::Listen { request, addr }) => {
                 match self.listeners.get_or_bind(addr) {
                     Ok(bound) => {
+                        self.master.add_app_addr(bound.addr);
                         let msg = ToWorker::Listener {
                             request,
                             addr: bound.addr,

@@ -236,6 +236,7 @@ impl Supervisor {
     }
 
     fn emit(&self, event: LifecycleEvent) {
+        self.master.count(&event);
         for plugin in &self.plugins {
             let delivered = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 plugin.on_event(&event, &self.master);
