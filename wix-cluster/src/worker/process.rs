@@ -69,6 +69,7 @@ where
         marker.id,
         marker.generation,
         Some(link.clone()),
+        None,
         drain_timeout,
     );
     let on_stop = worker.clone();
