@@ -4,6 +4,7 @@
 
 mod attr;
 mod errors;
+mod exchange;
 mod expand;
 mod units;
 
@@ -107,4 +108,40 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::main(args.into(), item.into()).into()
+}
+
+/// Makes a struct or enum a typed message on a topic:
+/// `#[wix_cluster::exchange("topic")]` or `#[wix_cluster::exchange("topic", response = Type)]`.
+///
+/// It derives `Serialize` and `Deserialize` (through `wix_cluster`, so the program needs
+/// no serde dependency of its own; do not derive them yourself as well), implements
+/// `wix_cluster::Exchange` with the topic, and adds these associated functions:
+///
+/// | call | where | does |
+/// |---|---|---|
+/// | `msg.send()` | worker | to the master's subscribers of the topic |
+/// | `T::subscribe()` | both | a `Subscription<T>`: `recv().await` gives `(Peer, T)` |
+/// | `T::broadcast(msg)` | master | to every worker, and the master's own subscribers |
+/// | `T::send_to(worker, msg)` | master | to one worker |
+/// | `T::request(query).await` | worker | the master's answer (`response` type, default `T`), or a timeout error after 1000 ms |
+/// | `T::request_within(query, timeout).await` | worker | the same with another timeout |
+/// | `T::handle(handler)` | master | the topic's one request handler: an `async` closure from `(Peer, T)` to the answer |
+///
+/// In single-process mode all of them work inside the one process. Topics are isolated;
+/// two types on one topic is a compile error (a symbol defined twice), or a link error
+/// when the two are in different crates. The type may not be generic.
+///
+/// ```ignore
+/// #[wix_cluster::exchange("management.app")]
+/// struct ReqPerSecond {
+///     value: u64,
+/// }
+///
+/// // in a worker:  ReqPerSecond { value: 10 }.send()?;
+/// // in master:    let mut from_workers = ReqPerSecond::subscribe()?;
+/// //               while let Some((from, msg)) = from_workers.recv().await { .. }
+/// ```
+#[proc_macro_attribute]
+pub fn exchange(args: TokenStream, item: TokenStream) -> TokenStream {
+    exchange::exchange(args.into(), item.into()).into()
 }

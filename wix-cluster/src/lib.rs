@@ -21,6 +21,7 @@ mod app;
 mod cluster;
 pub mod config;
 mod event;
+pub mod exchange;
 pub mod http;
 mod ipc;
 mod listener;
@@ -41,6 +42,7 @@ pub use app::AppResult;
 pub use cluster::{Cluster, ClusterBuilder};
 pub use config::{ConfigError, Flavor, SingleProcess};
 pub use event::{ExitReason, LifecycleEvent, WorkerRef};
+pub use exchange::{AppData, Exchange, ExchangeError, Peer, Subscription};
 pub use master::{ClusterCounters, Master};
 pub use plugin::{Plugin, PluginError};
 pub use worker::Worker;
@@ -48,7 +50,7 @@ pub use worker_id::WorkerId;
 pub use worker_info::{WorkerInfo, WorkerState};
 
 #[doc(inline)]
-pub use wix_cluster_macros::main;
+pub use wix_cluster_macros::{exchange, main};
 
 /// What `#[wix_cluster::main]` expands to refers to; not a public API.
 #[doc(hidden)]
@@ -56,4 +58,24 @@ pub mod __private {
     pub use crate::cluster::Cluster;
     pub use crate::config::{Flavor, SingleProcess};
     pub use crate::plugins;
+    pub use serde;
+
+    /// What `#[wix_cluster::exchange]`'s generated methods call.
+    pub mod exchange {
+        pub use crate::exchange::{
+            broadcast, handle, request, request_within, send, send_to, subscribe,
+        };
+
+        /// Sends raw bytes on `topic` to the master (test fixtures: a payload that does
+        /// not decode).
+        pub fn send_raw(topic: &str, payload: Vec<u8>) -> Result<(), crate::ExchangeError> {
+            crate::exchange::send_raw(topic, payload)
+        }
+
+        /// Broadcasts raw bytes on `topic` (test fixtures: a payload that does not
+        /// decode).
+        pub fn broadcast_raw(topic: &str, payload: Vec<u8>) -> Result<(), crate::ExchangeError> {
+            crate::exchange::broadcast_raw(topic, payload)
+        }
+    }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the messages below. Master and worker are the
 /// same binary, so a mismatch means a binary was replaced under a running master.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 
 /// Worker -> master.
 #[derive(Debug, Serialize, Deserialize)]
@@ -20,6 +20,15 @@ pub(crate) enum ToMaster {
     Ready,
     /// The worker's event loop is alive; `requests` served so far by its HTTP helper.
     Heartbeat { requests: u64 },
+    /// An exchange message for the master's subscribers on `topic` (postcard payload).
+    Exchange { topic: String, payload: Vec<u8> },
+    /// An exchange request for the master's handler on `topic`; answered by
+    /// [`ToWorker::Response`] with the same `id`.
+    Request {
+        id: u64,
+        topic: String,
+        payload: Vec<u8>,
+    },
     /// The worker asks to be replaced gracefully (for example after `max_requests`):
     /// the master starts its successor, then drains it.
     Recycle { reason: String },
@@ -31,8 +40,23 @@ pub(crate) enum ToMaster {
 /// Master -> worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ToWorker {
-    /// Answer to [`ToMaster::Hello`], with how long a drain may take.
-    Welcome { version: u32, drain_timeout_ms: u64 },
+    /// Answer to [`ToMaster::Hello`], with how long a drain may take and the current
+    /// app-scoped data (topic, payload), which the worker has before its app starts.
+    Welcome {
+        version: u32,
+        drain_timeout_ms: u64,
+        data: Vec<(String, Vec<u8>)>,
+    },
+    /// An exchange message from the master on `topic`.
+    Exchange { topic: String, payload: Vec<u8> },
+    /// The answer to [`ToMaster::Request`] `id`: the encoded response or why there is
+    /// none.
+    Response {
+        id: u64,
+        result: Result<Vec<u8>, String>,
+    },
+    /// A new value of the app-scoped data on `topic`.
+    Data { topic: String, payload: Vec<u8> },
     /// The listening socket for a [`ToMaster::Listen`]; its descriptor travels with
     /// this frame. `addr` is the bound address (the real port when 0 was asked for).
     Listener { request: u64, addr: SocketAddr },

@@ -71,6 +71,11 @@ impl Slot {
         }
     }
 
+    /// The worker's outgoing queue (for the exchange hub).
+    pub(crate) fn outbox(&self) -> mpsc::UnboundedSender<Outgoing> {
+        self.out.clone()
+    }
+
     /// Queues `msg` for the worker, with `fd` passed alongside.
     pub(crate) fn send(&self, msg: &ToWorker, fd: Option<Arc<OwnedFd>>) {
         let mut bytes = Vec::new();

@@ -21,6 +21,16 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
 type ListenReply = oneshot::Sender<io::Result<OwnedFd>>;
 
+/// A worker's channel after the handshake.
+pub(crate) struct Connected {
+    pub(crate) link: Arc<Link>,
+    pub(crate) reader: FrameReader,
+    /// How long a drain may take.
+    pub(crate) drain_timeout: Duration,
+    /// The master's app-scoped data (topic, payload).
+    pub(crate) data: Vec<(String, Vec<u8>)>,
+}
+
 pub(crate) struct Link {
     out: mpsc::UnboundedSender<Outgoing>,
     pending: Mutex<HashMap<u64, ListenReply>>,
@@ -31,9 +41,7 @@ pub(crate) struct Link {
 impl Link {
     /// Says hello on `channel` and waits for the master's welcome, which says how long
     /// a drain may take. Spawns the writer.
-    pub(crate) async fn connect(
-        channel: OwnedFd,
-    ) -> io::Result<(Arc<Link>, FrameReader, Duration)> {
+    pub(crate) async fn connect(channel: OwnedFd) -> io::Result<Connected> {
         let stream = ipc::into_stream(channel)?;
         let mut reader = FrameReader::new(stream.clone());
         let (out, writer) = FrameWriter::new(stream);
@@ -64,9 +72,13 @@ impl Link {
             Ok(Some(ToWorker::Welcome {
                 version,
                 drain_timeout_ms,
-            })) if version == PROTOCOL_VERSION => {
-                Ok((link, reader, Duration::from_millis(drain_timeout_ms)))
-            }
+                data,
+            })) if version == PROTOCOL_VERSION => Ok(Connected {
+                link,
+                reader,
+                drain_timeout: Duration::from_millis(drain_timeout_ms),
+                data,
+            }),
             Ok(Some(ToWorker::Welcome { version, .. })) => Err(io::Error::other(format!(
                 "the master speaks protocol {version}, this worker {PROTOCOL_VERSION}"
             ))),
@@ -156,6 +168,21 @@ impl Link {
                 }
                 Ok(Some(ToWorker::Welcome { .. })) => {
                     tracing::warn!("ignoring a second welcome from the master");
+                }
+                Ok(Some(ToWorker::Exchange { topic, payload })) => {
+                    if let Ok(hub) = crate::exchange::hub::hub() {
+                        hub.deliver(crate::Peer::Master, &topic, payload.into());
+                    }
+                }
+                Ok(Some(ToWorker::Response { id, result })) => {
+                    if let Ok(hub) = crate::exchange::hub::hub() {
+                        hub.complete(id, result);
+                    }
+                }
+                Ok(Some(ToWorker::Data { topic, payload })) => {
+                    if let Ok(hub) = crate::exchange::hub::hub() {
+                        hub.set_data(&topic, payload, None);
+                    }
                 }
                 Ok(None) => {
                     tracing::error!("the master is gone; exiting");

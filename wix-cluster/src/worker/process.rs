@@ -8,10 +8,11 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::Worker;
-use super::link::Link;
+use super::link::{Connected, Link};
 use super::panic::CatchUnwind;
 use crate::app::AppResult;
 use crate::config::Config;
+use crate::exchange::hub::Side;
 use crate::plugin::Plugins;
 use crate::role::WorkerMarker;
 
@@ -58,7 +59,12 @@ where
     Fut: Future,
     Fut::Output: AppResult,
 {
-    let (link, reader, drain_timeout) = match Link::connect(marker.channel).await {
+    let Connected {
+        link,
+        reader,
+        drain_timeout,
+        data,
+    } = match Link::connect(marker.channel).await {
         Ok(connected) => connected,
         Err(e) => {
             tracing::error!("cannot reach the master: {e}");
@@ -72,6 +78,12 @@ where
         None,
         drain_timeout,
     );
+    // The exchange works, and the app-scoped data is there, before any plugin or app
+    // code runs.
+    let hub = crate::exchange::hub::install(Side::Worker(link.clone()));
+    for (topic, payload) in data {
+        hub.set_data(&topic, payload, None);
+    }
     let on_stop = worker.clone();
     tokio::spawn(
         link.clone()

@@ -23,13 +23,18 @@ impl Supervisor {
                 }
                 let drain_timeout_ms =
                     u64::try_from(self.master.drain_timeout().as_millis()).unwrap_or(u64::MAX);
-                slot.send(
-                    &ToWorker::Welcome {
+                let welcome = |data| {
+                    let welcome = ToWorker::Welcome {
                         version: PROTOCOL_VERSION,
                         drain_timeout_ms,
-                    },
-                    None,
-                );
+                        data,
+                    };
+                    slot.send(&welcome, None);
+                };
+                match crate::exchange::hub::hub() {
+                    Ok(hub) => hub.attach_worker(key.id, key.generation, slot.outbox(), welcome),
+                    Err(_) => welcome(Vec::new()),
+                }
                 slot.state = State::Online;
                 if slot.retiring {
                     // Stopped before it was even online: tell it now.
@@ -73,6 +78,16 @@ impl Supervisor {
                 slot.last_heartbeat = std::time::Instant::now();
                 slot.requests = requests;
             }
+            Inbound::Message(ToMaster::Exchange { topic, payload }) => {
+                if let Ok(hub) = crate::exchange::hub::hub() {
+                    hub.deliver(crate::Peer::Worker(key.id), &topic, payload.into());
+                }
+            }
+            Inbound::Message(ToMaster::Request { id, topic, payload }) => {
+                if let Ok(hub) = crate::exchange::hub::hub() {
+                    hub.on_request(key.id, key.generation, id, topic, payload);
+                }
+            }
             Inbound::Message(ToMaster::Recycle { reason }) => {
                 self.recycle(key, reason);
             }
@@ -101,6 +116,9 @@ impl Supervisor {
             return;
         };
         let worker = slot.worker();
+        if let Ok(hub) = crate::exchange::hub::hub() {
+            hub.detach_worker(key.id, key.generation);
+        }
         let requested = slot.retiring;
         if requested {
             tracing::debug!("{worker} stopped ({reason})");

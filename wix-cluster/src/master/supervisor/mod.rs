@@ -91,6 +91,7 @@ async fn supervise(config: &Config, plugins: Plugins) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    crate::exchange::hub::install(crate::exchange::hub::Side::Master);
     for plugin in &plugins {
         if let Err(e) = plugin.on_master(&master).await {
             tracing::error!(

@@ -1,0 +1,218 @@
+//! A test fixture for the exchange: every kind of message, driven over HTTP.
+//!
+//! The master side (a plugin) publishes app data `Config { version: 1 }`, answers `Add`
+//! and `Slow` requests, logs every `Hello`, and acts on `Ask`s from workers (broadcast a
+//! note, send one to a worker, refresh the config, send garbage). Each worker sends a
+//! `Hello` at start and records what reaches it. Routes answer `<pid> <result>`:
+//! `/notes`, `/others`, `/config`, `/add?a=&b=`, `/slow?ms=`, `/undecodable`,
+//! `/ask/broadcast?text=`, `/ask/other?text=`, `/ask/send-to?worker=&text=`,
+//! `/ask/refresh`, `/ask/garbage`, `/garbage`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::Query;
+use axum::{Router, routing::get};
+use wix_cluster::{AppData, Master, Peer, Plugin, PluginError, WorkerId};
+
+#[wix_cluster::exchange("probe.hello")]
+struct Hello {
+    pid: u32,
+}
+
+#[wix_cluster::exchange("probe.note")]
+struct Note {
+    text: String,
+}
+
+#[wix_cluster::exchange("probe.other")]
+struct Other {
+    text: String,
+}
+
+#[wix_cluster::exchange("probe.config")]
+struct Config {
+    version: u64,
+}
+
+#[wix_cluster::exchange("probe.sum")]
+struct Sum {
+    value: u64,
+}
+
+#[wix_cluster::exchange("probe.add", response = Sum)]
+struct Add {
+    a: u64,
+    b: u64,
+}
+
+#[wix_cluster::exchange("probe.slow", response = u64)]
+struct Slow {
+    ms: u64,
+}
+
+#[wix_cluster::exchange("probe.ask")]
+enum Ask {
+    Broadcast(String),
+    Other(String),
+    SendTo(u32, String),
+    Refresh,
+    Garbage,
+}
+
+/// The master's side of the probe.
+#[derive(Default)]
+struct ProbeMaster;
+
+impl Plugin for ProbeMaster {
+    fn name(&self) -> &str {
+        "ProbeMaster"
+    }
+
+    async fn on_master(&self, _master: &Master) -> Result<(), PluginError> {
+        AppData::publish(&Config { version: 1 })?;
+        Add::handle(|_from, add: Add| async move {
+            Sum {
+                value: add.a + add.b,
+            }
+        })?;
+        Slow::handle(|_from, slow: Slow| async move {
+            tokio::time::sleep(Duration::from_millis(slow.ms)).await;
+            slow.ms
+        })?;
+        let mut hellos = Hello::subscribe()?;
+        tokio::spawn(async move {
+            while let Some((from, hello)) = hellos.recv().await {
+                tracing::info!("master got hello from {from:?} pid {}", hello.pid);
+            }
+        });
+        let mut asks = Ask::subscribe()?;
+        tokio::spawn(async move {
+            let mut version = 1;
+            while let Some((from, ask)) = asks.recv().await {
+                let done = match ask {
+                    Ask::Broadcast(text) => Note::broadcast(Note { text }),
+                    Ask::Other(text) => Other::broadcast(Other { text }),
+                    Ask::SendTo(worker, text) => Note::send_to(WorkerId(worker), Note { text }),
+                    Ask::Refresh => {
+                        version += 1;
+                        AppData::publish(&Config { version })
+                    }
+                    Ask::Garbage => {
+                        wix_cluster::__private::exchange::broadcast_raw("probe.note", vec![0xff; 3])
+                    }
+                };
+                match done {
+                    Ok(()) => tracing::info!("master did what {from:?} asked"),
+                    Err(e) => tracing::error!("master could not do what {from:?} asked: {e}"),
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+type Seen = Arc<Mutex<Vec<String>>>;
+
+fn record<T: wix_cluster::Exchange>(seen: Seen, text: impl Fn(T) -> String + Send + 'static) {
+    tokio::spawn(async move {
+        let Ok(mut messages) = wix_cluster::exchange::subscribe::<T>() else {
+            return;
+        };
+        while let Some((_from, message)) = messages.recv().await {
+            seen.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(text(message));
+        }
+    });
+}
+
+#[derive(serde::Deserialize)]
+struct AddQuery {
+    a: u64,
+    b: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct Millis {
+    ms: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct Text {
+    text: String,
+}
+
+#[derive(serde::Deserialize)]
+struct SendTo {
+    worker: u32,
+    text: String,
+}
+
+#[wix_cluster::main(workers = 2, plugins(ProbeMaster, Respawn, Graceful))]
+async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
+    // The app-scoped data is there before the app starts.
+    let config_at_start = AppData::<Config>::get()
+        .ok()
+        .flatten()
+        .map_or(0, |c| c.version);
+    let pid = worker.pid();
+    Hello { pid }.send().map_err(std::io::Error::other)?;
+    let notes = Seen::default();
+    let others = Seen::default();
+    record::<Note>(notes.clone(), |note| note.text);
+    record::<Other>(others.clone(), |other| other.text);
+
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8080);
+    let listener = worker.listen(("127.0.0.1", port)).await?;
+    let reply = move |text: String| format!("{pid} {text}");
+    let ask = move |ask: Ask| match ask.send() {
+        Ok(()) => reply("asked".into()),
+        Err(e) => reply(format!("error: {e}")),
+    };
+    let app = Router::new()
+        .route("/notes", get(move || async move {
+            reply(notes.lock().unwrap_or_else(|p| p.into_inner()).join(","))
+        }))
+        .route("/others", get(move || async move {
+            reply(others.lock().unwrap_or_else(|p| p.into_inner()).join(","))
+        }))
+        .route("/config", get(move || async move {
+            let now = AppData::<Config>::get().ok().flatten().map_or(0, |c| c.version);
+            reply(format!("start={config_at_start} now={now}"))
+        }))
+        .route("/add", get(move |Query(q): Query<AddQuery>| async move {
+            match Add::request(Add { a: q.a, b: q.b }).await {
+                Ok(sum) => reply(sum.value.to_string()),
+                Err(e) => reply(format!("error: {e}")),
+            }
+        }))
+        .route("/slow", get(move |Query(q): Query<Millis>| async move {
+            match Slow::request(Slow { ms: q.ms }).await {
+                Ok(ms) => reply(ms.to_string()),
+                Err(e) => reply(format!("error: {e}")),
+            }
+        }))
+        .route("/undecodable", get(move || async move {
+            reply(wix_cluster::exchange::undecodable_messages().to_string())
+        }))
+        .route("/ask/broadcast", get(move |Query(q): Query<Text>| async move { ask(Ask::Broadcast(q.text)) }))
+        .route("/ask/other", get(move |Query(q): Query<Text>| async move { ask(Ask::Other(q.text)) }))
+        .route("/ask/send-to", get(move |Query(q): Query<SendTo>| async move {
+            ask(Ask::SendTo(q.worker, q.text))
+        }))
+        .route("/ask/refresh", get(move || async move { ask(Ask::Refresh) }))
+        .route("/ask/garbage", get(move || async move { ask(Ask::Garbage) }))
+        .route("/garbage", get(move || async move {
+            // A payload that is no Hello: the master must drop it and carry on.
+            match wix_cluster::__private::exchange::send_raw("probe.hello", vec![0xff; 3]) {
+                Ok(()) => reply("sent".into()),
+                Err(e) => reply(format!("error: {e}")),
+            }
+        }));
+    let _ = Peer::Master;
+    wix_cluster::http::serve(listener, app, &worker).await
+}

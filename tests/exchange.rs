@@ -1,0 +1,224 @@
+//! The exchange between real master and worker processes (the `exchange_probe`
+//! example), and the same scenarios in single-process mode.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+
+use nix::sys::signal::Signal;
+use wix_cluster_suite::{PATIENCE, Program, http_get, wait_until};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Cluster,
+    Single,
+}
+
+fn probe(mode: Mode) -> (Program, SocketAddr) {
+    let mut env = vec![("PORT", "0"), ("WIX_CLUSTER_WORKERS", "2")];
+    if mode == Mode::Single {
+        env.push(("WIX_CLUSTER_SINGLE", "1"));
+    }
+    let program = Program::start("exchange_probe", &env);
+    let addr = program.listening_addr();
+    if mode == Mode::Cluster {
+        let both = wait_until(PATIENCE, || program.children().len() == 2);
+        assert!(both, "log:\n{}", program.log());
+    }
+    (program, addr)
+}
+
+/// `GET path`: the answering pid and the rest of the body.
+fn get(addr: SocketAddr, path: &str) -> (u32, String) {
+    let response = http_get(addr, path).expect("served");
+    assert_eq!(response.status, 200, "{response:?}");
+    let (pid, rest) = response
+        .body
+        .split_once(' ')
+        .unwrap_or((&response.body, ""));
+    (pid.parse().expect("a pid first"), rest.to_owned())
+}
+
+/// Asks `path` until every one of `pids` has answered; returns each one's answer.
+fn from_each(addr: SocketAddr, path: &str, pids: &HashSet<u32>) -> HashMap<u32, String> {
+    let mut answers = HashMap::new();
+    let all = wait_until(PATIENCE, || {
+        let (pid, body) = get(addr, path);
+        answers.insert(pid, body);
+        pids.iter().all(|pid| answers.contains_key(pid))
+    });
+    assert!(all, "not every worker answered {path}: {answers:?}");
+    answers
+}
+
+fn serving_pids(program: &Program, mode: Mode) -> HashSet<u32> {
+    match mode {
+        Mode::Cluster => program.children().into_iter().collect(),
+        Mode::Single => HashSet::from([program.pid()]),
+    }
+}
+
+fn worker_to_master(mode: Mode) {
+    let (program, _addr) = probe(mode);
+    for pid in serving_pids(&program, mode) {
+        program.wait_for_log(&format!("pid {pid}"));
+    }
+    let line = program.wait_for_log("master got hello from");
+    let expected = match mode {
+        Mode::Cluster => "from Worker(WorkerId(",
+        Mode::Single => "from Worker(WorkerId(0))",
+    };
+    assert!(line.contains(expected), "{line}");
+}
+
+fn master_to_all_workers(mode: Mode) {
+    let (program, addr) = probe(mode);
+    let pids = serving_pids(&program, mode);
+    get(addr, "/ask/broadcast?text=hello-all");
+    let reached = wait_until(PATIENCE, || {
+        from_each(addr, "/notes", &pids)
+            .values()
+            .all(|notes| notes.split(',').any(|n| n == "hello-all"))
+    });
+    assert!(reached, "log:\n{}", program.log());
+}
+
+fn master_to_one_worker(mode: Mode) {
+    let (program, addr) = probe(mode);
+    let pids = serving_pids(&program, mode);
+    let target = match mode {
+        Mode::Cluster => 2,
+        Mode::Single => 0,
+    };
+    get(addr, &format!("/ask/send-to?worker={target}&text=just-you"));
+    let mut reached = HashSet::new();
+    let delivered = wait_until(PATIENCE, || {
+        for (pid, notes) in from_each(addr, "/notes", &pids) {
+            if notes.split(',').any(|n| n == "just-you") {
+                reached.insert(pid);
+            }
+        }
+        !reached.is_empty()
+    });
+    assert!(delivered, "log:\n{}", program.log());
+    // Give a stray copy time to arrive, then check it went to one worker only.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for (pid, notes) in from_each(addr, "/notes", &pids) {
+        if notes.split(',').any(|n| n == "just-you") {
+            reached.insert(pid);
+        }
+    }
+    assert_eq!(reached.len(), 1, "send_to reached {reached:?}");
+}
+
+fn topics_are_isolated(mode: Mode) {
+    let (program, addr) = probe(mode);
+    let pids = serving_pids(&program, mode);
+    get(addr, "/ask/broadcast?text=on-notes");
+    get(addr, "/ask/other?text=on-others");
+    let arrived = wait_until(PATIENCE, || {
+        let notes = from_each(addr, "/notes", &pids);
+        let others = from_each(addr, "/others", &pids);
+        notes.values().all(|n| n.contains("on-notes"))
+            && others.values().all(|o| o.contains("on-others"))
+    });
+    assert!(arrived, "log:\n{}", program.log());
+    for notes in from_each(addr, "/notes", &pids).values() {
+        assert!(!notes.contains("on-others"), "{notes}");
+    }
+    for others in from_each(addr, "/others", &pids).values() {
+        assert!(!others.contains("on-notes"), "{others}");
+    }
+}
+
+fn request_response(mode: Mode) {
+    let (_program, addr) = probe(mode);
+    assert_eq!(get(addr, "/add?a=2&b=40").1, "42");
+}
+
+fn request_timeout(mode: Mode) {
+    let (_program, addr) = probe(mode);
+    let (_, answer) = get(addr, "/slow?ms=3000");
+    assert!(
+        answer.contains("error: request on topic \"probe.slow\" got no answer within 1s"),
+        "{answer}"
+    );
+    // A request within the timeout is answered.
+    assert_eq!(get(addr, "/slow?ms=10").1, "10");
+}
+
+fn app_data_is_there_before_the_app_and_refreshes_everywhere(mode: Mode) {
+    let (program, addr) = probe(mode);
+    let pids = serving_pids(&program, mode);
+    for answer in from_each(addr, "/config", &pids).values() {
+        assert_eq!(answer, "start=1 now=1");
+    }
+    get(addr, "/ask/refresh");
+    let refreshed = wait_until(PATIENCE, || {
+        from_each(addr, "/config", &pids)
+            .values()
+            .all(|a| a.ends_with("now=2"))
+    });
+    assert!(refreshed, "log:\n{}", program.log());
+    if mode == Mode::Cluster {
+        // A worker spawned after the refresh has the current value before its app runs.
+        program.signal(Signal::SIGTTIN);
+        let three = wait_until(PATIENCE, || program.children().len() == 3);
+        assert!(three, "log:\n{}", program.log());
+        let newcomer: HashSet<u32> = program
+            .children()
+            .into_iter()
+            .filter(|pid| !pids.contains(pid))
+            .collect();
+        let answers = from_each(addr, "/config", &newcomer);
+        assert_eq!(
+            answers.values().next().map(String::as_str),
+            Some("start=2 now=2")
+        );
+    }
+}
+
+fn corrupted_payloads_are_dropped_and_counted(mode: Mode) {
+    let (program, addr) = probe(mode);
+    let pids = serving_pids(&program, mode);
+    // Worker -> master: the master drops it, logs the topic, and carries on.
+    get(addr, "/garbage");
+    program.wait_for_log("dropping a message on topic \"probe.hello\"");
+    get(addr, "/ask/broadcast?text=still-fine");
+    // Master -> workers: each worker drops it, counts it, and carries on.
+    get(addr, "/ask/garbage");
+    let counted = wait_until(PATIENCE, || {
+        from_each(addr, "/undecodable", &pids)
+            .values()
+            .all(|count| count.parse::<u64>().is_ok_and(|n| n >= 1))
+    });
+    assert!(counted, "log:\n{}", program.log());
+    assert!(
+        from_each(addr, "/notes", &pids)
+            .values()
+            .all(|n| n.contains("still-fine"))
+    );
+    assert_eq!(get(addr, "/add?a=1&b=1").1, "2");
+    assert!(wix_cluster_suite::is_alive(program.pid()));
+}
+
+macro_rules! in_both_modes {
+    ($($scenario:ident),* $(,)?) => {
+        mod cluster {
+            $(#[test] fn $scenario() { super::$scenario(super::Mode::Cluster) })*
+        }
+        mod single_process {
+            $(#[test] fn $scenario() { super::$scenario(super::Mode::Single) })*
+        }
+    };
+}
+
+in_both_modes!(
+    worker_to_master,
+    master_to_all_workers,
+    master_to_one_worker,
+    topics_are_isolated,
+    request_response,
+    request_timeout,
+    app_data_is_there_before_the_app_and_refreshes_everywhere,
+    corrupted_payloads_are_dropped_and_counted,
+);

@@ -1,0 +1,445 @@
+//! The process's exchange hub: subscribers, request handlers and app-scoped data by
+//! topic, and the way out of the process (the channel to the master, or the channels
+//! to every worker).
+
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{ExchangeError, Peer};
+use crate::WorkerId;
+use crate::ipc::{self, Outgoing};
+use crate::protocol::{ToMaster, ToWorker};
+use crate::worker::link::Link;
+
+/// One delivered message, still encoded (each subscriber decodes it as its type).
+#[derive(Clone)]
+pub(crate) struct Envelope {
+    pub(crate) from: Peer,
+    pub(crate) payload: Arc<[u8]>,
+}
+
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
+pub(crate) type Handler = Arc<dyn Fn(Peer, Vec<u8>) -> HandlerFuture + Send + Sync>;
+
+/// Which side of the cluster this process is.
+pub(crate) enum Side {
+    Master,
+    Worker(Arc<Link>),
+    Single,
+}
+
+/// A value of app-scoped data: its bytes, and its decoded form once someone asked.
+pub(crate) struct DataCell {
+    pub(crate) bytes: Arc<[u8]>,
+    pub(crate) decoded: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+pub(crate) struct Hub {
+    side: Side,
+    state: Mutex<State>,
+    next_request: AtomicU64,
+    undecodable: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    /// Topic -> the type that claimed it.
+    topics: HashMap<&'static str, (TypeId, &'static str)>,
+    subscribers: HashMap<String, Vec<mpsc::UnboundedSender<Envelope>>>,
+    handlers: HashMap<String, Handler>,
+    data: HashMap<String, DataCell>,
+    /// Bumped on every change of a topic's data.
+    data_versions: HashMap<String, watch::Sender<u64>>,
+    /// Master: the channel of the newest process of each slot.
+    workers: BTreeMap<WorkerId, (u32, mpsc::UnboundedSender<Outgoing>)>,
+    /// Worker: requests waiting for the master's answer.
+    pending: HashMap<u64, oneshot::Sender<Result<Vec<u8>, String>>>,
+}
+
+static HUB: OnceLock<Hub> = OnceLock::new();
+
+/// Installs this process's hub (once, when its role starts).
+pub(crate) fn install(side: Side) -> &'static Hub {
+    HUB.get_or_init(|| Hub {
+        side,
+        state: Mutex::default(),
+        next_request: AtomicU64::new(1),
+        undecodable: AtomicU64::new(0),
+    })
+}
+
+/// This process's hub.
+pub(crate) fn hub() -> Result<&'static Hub, ExchangeError> {
+    HUB.get().ok_or(ExchangeError::NotRunning)
+}
+
+fn encode_to_worker(msg: &ToWorker) -> Option<Vec<u8>> {
+    let mut bytes = Vec::new();
+    match ipc::encode(msg, &mut bytes) {
+        Ok(()) => Some(bytes),
+        Err(e) => {
+            tracing::error!("cannot encode an exchange message for a worker: {e}");
+            None
+        }
+    }
+}
+
+impl Hub {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn side(&self) -> &Side {
+        &self.side
+    }
+
+    /// Claims `topic` for type `T`; another type on the same topic is an error.
+    pub(crate) fn claim<T: 'static>(&self, topic: &'static str) -> Result<(), ExchangeError> {
+        let name = std::any::type_name::<T>();
+        let mut state = self.state();
+        let (first_id, first) = *state
+            .topics
+            .entry(topic)
+            .or_insert((TypeId::of::<T>(), name));
+        if first_id != TypeId::of::<T>() {
+            return Err(ExchangeError::TopicClash {
+                topic,
+                first,
+                second: name,
+            });
+        }
+        Ok(())
+    }
+
+    /// Messages that failed to decode, since start.
+    pub(crate) fn undecodable(&self) -> u64 {
+        self.undecodable.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_undecodable(
+        &self,
+        topic: &str,
+        type_name: &str,
+        error: &dyn std::fmt::Display,
+    ) {
+        self.undecodable.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            "dropping a message on topic {topic:?} that does not decode as {type_name}: {error}"
+        );
+    }
+
+    pub(crate) fn subscribe(&self, topic: &str) -> mpsc::UnboundedReceiver<Envelope> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.state()
+            .subscribers
+            .entry(topic.to_owned())
+            .or_default()
+            .push(tx);
+        rx
+    }
+
+    /// Hands a message to this process's subscribers of `topic`.
+    pub(crate) fn deliver(&self, from: Peer, topic: &str, payload: Arc<[u8]>) {
+        let mut state = self.state();
+        if let Some(subscribers) = state.subscribers.get_mut(topic) {
+            let envelope = Envelope { from, payload };
+            subscribers.retain(|subscriber| subscriber.send(envelope.clone()).is_ok());
+        }
+    }
+
+    /// Worker: sends a message to the master.
+    pub(crate) fn send_to_master(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), ExchangeError> {
+        match &self.side {
+            Side::Worker(link) => {
+                link.send(&ToMaster::Exchange {
+                    topic: topic.to_owned(),
+                    payload,
+                });
+                Ok(())
+            }
+            Side::Master => {
+                self.deliver(Peer::Master, topic, payload.into());
+                Ok(())
+            }
+            Side::Single => {
+                self.deliver(Peer::Worker(WorkerId(0)), topic, payload.into());
+                Ok(())
+            }
+        }
+    }
+
+    /// Master: sends to every worker, and to the master's own subscribers.
+    pub(crate) fn broadcast(&self, topic: &str, payload: Vec<u8>) -> Result<(), ExchangeError> {
+        if let Side::Worker(_) = self.side {
+            return Err(ExchangeError::MasterOnly { what: "broadcast" });
+        }
+        let msg = ToWorker::Exchange {
+            topic: topic.to_owned(),
+            payload: payload.clone(),
+        };
+        if let Some(bytes) = encode_to_worker(&msg) {
+            for (_, out) in self.state().workers.values() {
+                let _ = out.send(Outgoing {
+                    bytes: bytes.clone(),
+                    ..Outgoing::default()
+                });
+            }
+        }
+        self.deliver(Peer::Master, topic, payload.into());
+        Ok(())
+    }
+
+    /// Master: sends to worker `id` only.
+    pub(crate) fn send_to_worker(
+        &self,
+        id: WorkerId,
+        topic: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), ExchangeError> {
+        match self.side {
+            Side::Worker(_) => Err(ExchangeError::MasterOnly { what: "send_to" }),
+            Side::Single if id == WorkerId(0) => {
+                self.deliver(Peer::Master, topic, payload.into());
+                Ok(())
+            }
+            Side::Single => Err(ExchangeError::UnknownWorker(id)),
+            Side::Master => {
+                let state = self.state();
+                let (_, out) = state
+                    .workers
+                    .get(&id)
+                    .ok_or(ExchangeError::UnknownWorker(id))?;
+                let msg = ToWorker::Exchange {
+                    topic: topic.to_owned(),
+                    payload,
+                };
+                if let Some(bytes) = encode_to_worker(&msg) {
+                    let _ = out.send(Outgoing {
+                        bytes,
+                        ..Outgoing::default()
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Registers the handler for requests on `topic`.
+    pub(crate) fn handle(
+        &self,
+        topic: &'static str,
+        handler: Handler,
+    ) -> Result<(), ExchangeError> {
+        if let Side::Worker(_) = self.side {
+            return Err(ExchangeError::MasterOnly { what: "handle" });
+        }
+        let mut state = self.state();
+        if state.handlers.contains_key(topic) {
+            return Err(ExchangeError::HandlerExists { topic });
+        }
+        state.handlers.insert(topic.to_owned(), handler);
+        Ok(())
+    }
+
+    /// Sends a request and waits for the encoded answer (no timeout here).
+    pub(crate) async fn request(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, ExchangeError> {
+        let handler_error = |message: String| ExchangeError::Handler {
+            topic: topic.to_owned(),
+            message,
+        };
+        match &self.side {
+            Side::Worker(link) => {
+                let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+                let (reply, answer) = oneshot::channel();
+                self.state().pending.insert(id, reply);
+                link.send(&ToMaster::Request {
+                    id,
+                    topic: topic.to_owned(),
+                    payload,
+                });
+                let _cleanup = PendingGuard { hub: self, id };
+                answer
+                    .await
+                    .map_err(|_| ExchangeError::Closed)?
+                    .map_err(handler_error)
+            }
+            Side::Master | Side::Single => {
+                let from = match self.side {
+                    Side::Single => Peer::Worker(WorkerId(0)),
+                    _ => Peer::Master,
+                };
+                let handler = self.state().handlers.get(topic).cloned();
+                let handler =
+                    handler.ok_or_else(|| handler_error("no handler is registered".into()))?;
+                handler(from, payload).await.map_err(handler_error)
+            }
+        }
+    }
+
+    /// Worker: the master answered request `id`.
+    pub(crate) fn complete(&self, id: u64, result: Result<Vec<u8>, String>) {
+        if let Some(reply) = self.state().pending.remove(&id) {
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Master: a worker's request; the handler runs in its own task and the answer goes
+    /// back to that worker.
+    pub(crate) fn on_request(
+        &'static self,
+        from: WorkerId,
+        generation: u32,
+        id: u64,
+        topic: String,
+        payload: Vec<u8>,
+    ) {
+        let handler = self.state().handlers.get(&topic).cloned();
+        tokio::spawn(async move {
+            let result = match handler {
+                Some(handler) => handler(Peer::Worker(from), payload).await,
+                None => Err(format!("the master has no handler for topic {topic:?}")),
+            };
+            let state = self.state();
+            match state.workers.get(&from) {
+                Some((current, out)) if *current == generation => {
+                    if let Some(bytes) = encode_to_worker(&ToWorker::Response { id, result }) {
+                        let _ = out.send(Outgoing {
+                            bytes,
+                            ..Outgoing::default()
+                        });
+                    }
+                }
+                _ => tracing::debug!(
+                    "worker {from} left before its request on {topic:?} was answered"
+                ),
+            }
+        });
+    }
+
+    /// Master: a worker completed its handshake. `welcome` is called with the current
+    /// app-scoped data while no publish can interleave, so the worker misses nothing.
+    pub(crate) fn attach_worker(
+        &self,
+        id: WorkerId,
+        generation: u32,
+        out: mpsc::UnboundedSender<Outgoing>,
+        welcome: impl FnOnce(Vec<(String, Vec<u8>)>),
+    ) {
+        let mut state = self.state();
+        let data = state
+            .data
+            .iter()
+            .map(|(topic, cell)| (topic.clone(), cell.bytes.to_vec()))
+            .collect();
+        welcome(data);
+        let newer = state
+            .workers
+            .get(&id)
+            .is_some_and(|(current, _)| *current > generation);
+        if !newer {
+            state.workers.insert(id, (generation, out));
+        }
+    }
+
+    /// Master: a worker process ended.
+    pub(crate) fn detach_worker(&self, id: WorkerId, generation: u32) {
+        let mut state = self.state();
+        if state
+            .workers
+            .get(&id)
+            .is_some_and(|(current, _)| *current == generation)
+        {
+            state.workers.remove(&id);
+        }
+    }
+
+    /// Sets the app-scoped data of `topic` (in this process; the master also sends it
+    /// to every worker).
+    pub(crate) fn set_data(
+        &self,
+        topic: &str,
+        bytes: Vec<u8>,
+        decoded: Option<Arc<dyn Any + Send + Sync>>,
+    ) {
+        let mut state = self.state();
+        let bytes: Arc<[u8]> = bytes.into();
+        if let Side::Master = self.side {
+            let msg = ToWorker::Data {
+                topic: topic.to_owned(),
+                payload: bytes.to_vec(),
+            };
+            if let Some(frame) = encode_to_worker(&msg) {
+                for (_, out) in state.workers.values() {
+                    let _ = out.send(Outgoing {
+                        bytes: frame.clone(),
+                        ..Outgoing::default()
+                    });
+                }
+            }
+        }
+        state
+            .data
+            .insert(topic.to_owned(), DataCell { bytes, decoded });
+        state
+            .data_versions
+            .entry(topic.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .send_modify(|version| *version += 1);
+    }
+
+    /// The current data of `topic`, decoded with `decode` unless already decoded as the
+    /// type `decode` produces.
+    pub(crate) fn data<T: Send + Sync + 'static>(
+        &self,
+        topic: &str,
+        decode: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> Option<Arc<T>> {
+        let mut state = self.state();
+        let cell = state.data.get_mut(topic)?;
+        if let Some(decoded) = cell
+            .decoded
+            .clone()
+            .and_then(|any| any.downcast::<T>().ok())
+        {
+            return Some(decoded);
+        }
+        let value = Arc::new(decode(&cell.bytes)?);
+        cell.decoded = Some(value.clone());
+        Some(value)
+    }
+
+    /// A receiver that changes whenever `topic`'s data does.
+    pub(crate) fn watch_data(&self, topic: &str) -> watch::Receiver<u64> {
+        self.state()
+            .data_versions
+            .entry(topic.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+}
+
+/// Forgets a pending request when its caller stops waiting (timeout, drop).
+struct PendingGuard<'a> {
+    hub: &'a Hub,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.hub.state().pending.remove(&self.id);
+    }
+}

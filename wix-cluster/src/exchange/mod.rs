@@ -1,0 +1,154 @@
+//! Typed messaging between the master and the workers, the seed's `Exchange(topic)`:
+//! publish/subscribe, request/response, and app-scoped data ([`AppData`]).
+//!
+//! `#[wix_cluster::exchange("topic")]` on a struct or enum derives serde for it and
+//! implements [`Exchange`], giving it `send`, `subscribe`, `broadcast`, `send_to`,
+//! `request` and `handle` (thin wrappers over the functions of this module).
+
+mod app_data;
+mod error;
+pub(crate) mod hub;
+mod subscription;
+
+use std::borrow::Borrow;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use app_data::AppData;
+pub use error::ExchangeError;
+use hub::hub;
+pub use subscription::Subscription;
+
+use crate::WorkerId;
+
+/// How long [`request`] waits for the master's answer (the original's 1000 ms).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Who sent a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Peer {
+    /// The master.
+    Master,
+    /// A worker (worker 0 in single-process mode).
+    Worker(WorkerId),
+}
+
+/// A message type bound to a topic. Implemented by `#[wix_cluster::exchange("topic")]`
+/// (which also derives serde); two types may not share a topic.
+pub trait Exchange: Serialize + DeserializeOwned + Send + 'static {
+    /// The topic: messages on other topics never reach this type's subscribers.
+    const TOPIC: &'static str;
+    /// What [`request`] on this type returns (`Self` unless the attribute says
+    /// `response = Type`).
+    type Response: Serialize + DeserializeOwned + Send + 'static;
+}
+
+fn encode<T: Exchange>(value: &T) -> Result<Vec<u8>, ExchangeError> {
+    postcard::to_allocvec(value).map_err(|e| ExchangeError::Encode {
+        topic: T::TOPIC,
+        message: e.to_string(),
+    })
+}
+
+/// Sends `msg` to the master's subscribers (from a worker; in the master or in
+/// single-process mode, to this process's subscribers).
+pub fn send<T: Exchange>(msg: &T) -> Result<(), ExchangeError> {
+    hub()?.send_to_master(T::TOPIC, encode(msg)?)
+}
+
+/// The messages on `T`'s topic that reach this process (see [`Subscription`]).
+pub fn subscribe<T: Exchange>() -> Result<Subscription<T>, ExchangeError> {
+    let hub = hub()?;
+    hub.claim::<T>(T::TOPIC)?;
+    Ok(Subscription {
+        rx: hub.subscribe(T::TOPIC),
+        hub,
+        _type: PhantomData,
+    })
+}
+
+/// Sends `msg` to every worker and to the master's own subscribers (master only).
+pub fn broadcast<T: Exchange>(msg: impl Borrow<T>) -> Result<(), ExchangeError> {
+    hub()?.broadcast(T::TOPIC, encode(msg.borrow())?)
+}
+
+/// Sends `msg` to worker `worker` only (master only).
+pub fn send_to<T: Exchange>(worker: WorkerId, msg: impl Borrow<T>) -> Result<(), ExchangeError> {
+    hub()?.send_to_worker(worker, T::TOPIC, encode(msg.borrow())?)
+}
+
+/// Asks the master's handler for `T`'s topic and waits up to
+/// [`DEFAULT_REQUEST_TIMEOUT`] for its answer.
+pub async fn request<T: Exchange>(query: impl Borrow<T>) -> Result<T::Response, ExchangeError> {
+    request_within(query, DEFAULT_REQUEST_TIMEOUT).await
+}
+
+/// [`request`] with a timeout of your choice.
+pub async fn request_within<T: Exchange>(
+    query: impl Borrow<T>,
+    timeout: Duration,
+) -> Result<T::Response, ExchangeError> {
+    let hub = hub()?;
+    let payload = encode(query.borrow())?;
+    let answer = tokio::time::timeout(timeout, hub.request(T::TOPIC, payload))
+        .await
+        .map_err(|_| ExchangeError::Timeout {
+            topic: T::TOPIC,
+            after: timeout,
+        })??;
+    postcard::from_bytes(&answer).map_err(|e| ExchangeError::Decode {
+        topic: T::TOPIC,
+        message: e.to_string(),
+    })
+}
+
+/// Registers the master's handler for requests on `T`'s topic: it gets the sender and
+/// the query, and returns the answer. One handler per topic (master, or single-process
+/// mode).
+pub fn handle<T, F, Fut>(handler: F) -> Result<(), ExchangeError>
+where
+    T: Exchange,
+    F: Fn(Peer, T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = T::Response> + Send + 'static,
+{
+    let hub = hub()?;
+    hub.claim::<T>(T::TOPIC)?;
+    let handler = Arc::new(handler);
+    hub.handle(
+        T::TOPIC,
+        Arc::new(move |from, payload: Vec<u8>| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                let query: T = postcard::from_bytes(&payload).map_err(|e| {
+                    hub.count_undecodable(T::TOPIC, std::any::type_name::<T>(), &e);
+                    format!("the query does not decode: {e}")
+                })?;
+                let answer = handler(from, query).await;
+                postcard::to_allocvec(&answer)
+                    .map_err(|e| format!("the answer does not encode: {e}"))
+            })
+        }),
+    )
+}
+
+/// Messages on any topic that failed to decode in this process since it started (they
+/// were logged and dropped).
+pub fn undecodable_messages() -> u64 {
+    hub().map_or(0, |hub| hub.undecodable())
+}
+
+/// Broadcasts raw bytes on `topic`, bypassing the types (see [`send_raw`]).
+pub(crate) fn broadcast_raw(topic: &str, payload: Vec<u8>) -> Result<(), ExchangeError> {
+    hub()?.broadcast(topic, payload)
+}
+
+/// Sends raw bytes as a message on `topic`, bypassing the types: for tests of what
+/// happens to a payload that does not decode. Reached through `__private`.
+pub(crate) fn send_raw(topic: &str, payload: Vec<u8>) -> Result<(), ExchangeError> {
+    hub()?.send_to_master(topic, payload)
+}
