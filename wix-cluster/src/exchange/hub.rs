@@ -298,14 +298,14 @@ impl Hub {
     }
 
     /// Master: a worker's request; the handler runs in its own task and the answer goes
-    /// back to that worker.
+    /// back on `reply`, that worker's channel.
     pub(crate) fn on_request(
         &'static self,
         from: WorkerId,
-        generation: u32,
         id: u64,
         topic: String,
         payload: Vec<u8>,
+        reply: mpsc::UnboundedSender<Outgoing>,
     ) {
         let handler = self.state().handlers.get(&topic).cloned();
         tokio::spawn(async move {
@@ -313,19 +313,18 @@ impl Hub {
                 Some(handler) => handler(Peer::Worker(from), payload).await,
                 None => Err(format!("the master has no handler for topic {topic:?}")),
             };
-            let state = self.state();
-            match state.workers.get(&from) {
-                Some((current, out)) if *current == generation => {
-                    if let Some(bytes) = encode_to_worker(&ToWorker::Response { id, result }) {
-                        let _ = out.send(Outgoing {
-                            bytes,
-                            ..Outgoing::default()
-                        });
-                    }
+            if let Some(bytes) = encode_to_worker(&ToWorker::Response { id, result }) {
+                if reply
+                    .send(Outgoing {
+                        bytes,
+                        ..Outgoing::default()
+                    })
+                    .is_err()
+                {
+                    tracing::debug!(
+                        "worker {from} left before its request on {topic:?} was answered"
+                    );
                 }
-                _ => tracing::debug!(
-                    "worker {from} left before its request on {topic:?} was answered"
-                ),
             }
         });
     }

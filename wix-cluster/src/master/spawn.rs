@@ -92,31 +92,19 @@ impl Spawner {
             .ok_or_else(|| io::Error::other("the worker exited before it could be tracked"))?;
         let stream = ipc::into_stream(ours)?;
 
-        let inbox = self.inbox.clone();
-        let mut reader = FrameReader::new(stream.clone());
-        tokio::spawn(async move {
-            loop {
-                let report = match reader.recv::<ToMaster>().await {
-                    Ok(Some(_)) if reader.take_fd().is_some() => {
-                        Inbound::Broken("sent a file descriptor".to_owned())
-                    }
-                    Ok(Some(msg)) => Inbound::Message(msg),
-                    Ok(None) => Inbound::Closed,
-                    Err(e) => Inbound::Broken(e.to_string()),
-                };
-                let last = !matches!(report, Inbound::Message(_));
-                if inbox.send((key, report)).is_err() || last {
-                    break;
-                }
-            }
-        });
-
-        let (out, writer) = FrameWriter::new(stream);
+        let (out, writer) = FrameWriter::new(stream.clone());
         tokio::spawn(async move {
             if let Err(e) = writer.run().await {
                 tracing::debug!("channel to worker {} failed: {e}", key.id);
             }
         });
+
+        tokio::spawn(read_worker(
+            FrameReader::new(stream),
+            key,
+            self.inbox.clone(),
+            out.clone(),
+        ));
 
         let inbox = self.inbox.clone();
         tokio::spawn(async move {
@@ -131,6 +119,46 @@ impl Spawner {
         });
 
         Ok(Spawned { pid, out })
+    }
+}
+
+/// Reads a worker's channel: the exchange's traffic goes straight to the hub (once the
+/// worker has said hello), everything else to the supervision loop.
+async fn read_worker(
+    mut reader: FrameReader,
+    key: Key,
+    inbox: mpsc::UnboundedSender<(Key, Inbound)>,
+    out: mpsc::UnboundedSender<Outgoing>,
+) {
+    let mut greeted = false;
+    loop {
+        let report = match reader.recv::<ToMaster>().await {
+            Ok(Some(_)) if reader.take_fd().is_some() => {
+                Inbound::Broken("sent a file descriptor".to_owned())
+            }
+            Ok(Some(ToMaster::Exchange { topic, payload })) if greeted => {
+                if let Ok(hub) = crate::exchange::hub::hub() {
+                    hub.deliver(crate::Peer::Worker(key.id), &topic, payload.into());
+                }
+                continue;
+            }
+            Ok(Some(ToMaster::Request { id, topic, payload })) if greeted => {
+                if let Ok(hub) = crate::exchange::hub::hub() {
+                    hub.on_request(key.id, id, topic, payload, out.clone());
+                }
+                continue;
+            }
+            Ok(Some(msg)) => {
+                greeted |= matches!(msg, ToMaster::Hello { .. });
+                Inbound::Message(msg)
+            }
+            Ok(None) => Inbound::Closed,
+            Err(e) => Inbound::Broken(e.to_string()),
+        };
+        let last = !matches!(report, Inbound::Message(_));
+        if inbox.send((key, report)).is_err() || last {
+            break;
+        }
     }
 }
 

@@ -78,16 +78,9 @@ impl Supervisor {
                 slot.last_heartbeat = std::time::Instant::now();
                 slot.requests = requests;
             }
-            Inbound::Message(ToMaster::Exchange { topic, payload }) => {
-                if let Ok(hub) = crate::exchange::hub::hub() {
-                    hub.deliver(crate::Peer::Worker(key.id), &topic, payload.into());
-                }
-            }
-            Inbound::Message(ToMaster::Request { id, topic, payload }) => {
-                if let Ok(hub) = crate::exchange::hub::hub() {
-                    hub.on_request(key.id, key.generation, id, topic, payload);
-                }
-            }
+            // The reader task hands these to the exchange hub directly once the worker
+            // has said hello; before that they were caught above.
+            Inbound::Message(ToMaster::Exchange { .. } | ToMaster::Request { .. }) => {}
             Inbound::Message(ToMaster::Recycle { reason }) => {
                 self.recycle(key, reason);
             }
