@@ -65,3 +65,69 @@ pub(crate) enum ToWorker {
     /// Stop: stop accepting, finish what is in flight, exit.
     Shutdown,
 }
+
+/// [`ToMaster::Exchange`] or [`ToWorker::Exchange`] from borrowed parts, encoded byte
+/// for byte as the owned message is (the tests check it), without copying the parts
+/// into an owned message first.
+pub(crate) struct ExchangeRef<'a> {
+    variant: u32,
+    topic: &'a str,
+    payload: &'a [u8],
+}
+
+impl<'a> ExchangeRef<'a> {
+    /// As [`ToMaster::Exchange`] (its index in the enum).
+    pub(crate) fn to_master(topic: &'a str, payload: &'a [u8]) -> Self {
+        ExchangeRef {
+            variant: 4,
+            topic,
+            payload,
+        }
+    }
+
+    /// As [`ToWorker::Exchange`] (its index in the enum).
+    pub(crate) fn to_worker(topic: &'a str, payload: &'a [u8]) -> Self {
+        ExchangeRef {
+            variant: 1,
+            topic,
+            payload,
+        }
+    }
+}
+
+impl Serialize for ExchangeRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStructVariant;
+        let mut variant =
+            serializer.serialize_struct_variant("Message", self.variant, "Exchange", 2)?;
+        variant.serialize_field("topic", self.topic)?;
+        variant.serialize_field("payload", self.payload)?;
+        variant.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn borrowed_exchange_messages_encode_as_the_owned_ones() {
+        let payload = vec![1, 2, 3, 250];
+        let to_master = ToMaster::Exchange {
+            topic: "metrics".into(),
+            payload: payload.clone(),
+        };
+        let to_worker = ToWorker::Exchange {
+            topic: "metrics".into(),
+            payload: payload.clone(),
+        };
+        assert_eq!(
+            postcard::to_allocvec(&ExchangeRef::to_master("metrics", &payload)).unwrap(),
+            postcard::to_allocvec(&to_master).unwrap()
+        );
+        assert_eq!(
+            postcard::to_allocvec(&ExchangeRef::to_worker("metrics", &payload)).unwrap(),
+            postcard::to_allocvec(&to_worker).unwrap()
+        );
+    }
+}

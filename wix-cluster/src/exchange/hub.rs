@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{ExchangeError, Peer};
 use crate::WorkerId;
-use crate::ipc::{self, Outgoing};
-use crate::protocol::{ToMaster, ToWorker};
+use crate::ipc::{self, Outbox};
+use crate::protocol::{ExchangeRef, ToMaster, ToWorker};
 use crate::worker::link::Link;
 
 /// One delivered message, still encoded (each subscriber decodes it as its type).
@@ -57,7 +57,7 @@ struct State {
     /// Bumped on every change of a topic's data.
     data_versions: HashMap<String, watch::Sender<u64>>,
     /// Master: the channel of the newest process of each slot.
-    workers: BTreeMap<WorkerId, (u32, mpsc::UnboundedSender<Outgoing>)>,
+    workers: BTreeMap<WorkerId, (u32, Outbox)>,
     /// Worker: requests waiting for the master's answer.
     pending: HashMap<u64, oneshot::Sender<Result<Vec<u8>, String>>>,
 }
@@ -79,7 +79,8 @@ pub(crate) fn hub() -> Result<&'static Hub, ExchangeError> {
     HUB.get().ok_or(ExchangeError::NotRunning)
 }
 
-fn encode_to_worker(msg: &ToWorker) -> Option<Vec<u8>> {
+/// One frame, encoded for sending to several workers.
+fn encode_to_worker(msg: &impl serde::Serialize) -> Option<Vec<u8>> {
     let mut bytes = Vec::new();
     match ipc::encode(msg, &mut bytes) {
         Ok(()) => Some(bytes),
@@ -154,28 +155,13 @@ impl Hub {
     }
 
     /// Worker: sends a message to the master.
-    pub(crate) fn send_to_master(
-        &self,
-        topic: &str,
-        payload: Vec<u8>,
-    ) -> Result<(), ExchangeError> {
+    pub(crate) fn send_to_master(&self, topic: &str, payload: &[u8]) -> Result<(), ExchangeError> {
         match &self.side {
-            Side::Worker(link) => {
-                link.send(&ToMaster::Exchange {
-                    topic: topic.to_owned(),
-                    payload,
-                });
-                Ok(())
-            }
-            Side::Master => {
-                self.deliver(Peer::Master, topic, payload.into());
-                Ok(())
-            }
-            Side::Single => {
-                self.deliver(Peer::Worker(WorkerId(0)), topic, payload.into());
-                Ok(())
-            }
+            Side::Worker(link) => link.send_exchange(topic, payload),
+            Side::Master => self.deliver(Peer::Master, topic, payload.into()),
+            Side::Single => self.deliver(Peer::Worker(WorkerId(0)), topic, payload.into()),
         }
+        Ok(())
     }
 
     /// Master: sends to every worker, and to the master's own subscribers.
@@ -183,16 +169,10 @@ impl Hub {
         if let Side::Worker(_) = self.side {
             return Err(ExchangeError::MasterOnly { what: "broadcast" });
         }
-        let msg = ToWorker::Exchange {
-            topic: topic.to_owned(),
-            payload: payload.clone(),
-        };
-        if let Some(bytes) = encode_to_worker(&msg) {
+        // Encoded once, for every worker.
+        if let Some(frame) = encode_to_worker(&ExchangeRef::to_worker(topic, &payload)) {
             for (_, out) in self.state().workers.values() {
-                let _ = out.send(Outgoing {
-                    bytes: bytes.clone(),
-                    ..Outgoing::default()
-                });
+                out.send_encoded(&frame);
             }
         }
         self.deliver(Peer::Master, topic, payload.into());
@@ -219,15 +199,9 @@ impl Hub {
                     .workers
                     .get(&id)
                     .ok_or(ExchangeError::UnknownWorker(id))?;
-                let msg = ToWorker::Exchange {
-                    topic: topic.to_owned(),
-                    payload,
-                };
-                if let Some(bytes) = encode_to_worker(&msg) {
-                    let _ = out.send(Outgoing {
-                        bytes,
-                        ..Outgoing::default()
-                    });
+                let msg = ExchangeRef::to_worker(topic, &payload);
+                if let Err(e) = out.send(&msg) {
+                    tracing::error!("cannot send a message on topic {topic:?} to worker {id}: {e}");
                 }
                 Ok(())
             }
@@ -305,7 +279,7 @@ impl Hub {
         id: u64,
         topic: String,
         payload: Vec<u8>,
-        reply: mpsc::UnboundedSender<Outgoing>,
+        reply: Outbox,
     ) {
         let handler = self.state().handlers.get(&topic).cloned();
         tokio::spawn(async move {
@@ -313,18 +287,8 @@ impl Hub {
                 Some(handler) => handler(Peer::Worker(from), payload).await,
                 None => Err(format!("the master has no handler for topic {topic:?}")),
             };
-            if let Some(bytes) = encode_to_worker(&ToWorker::Response { id, result }) {
-                if reply
-                    .send(Outgoing {
-                        bytes,
-                        ..Outgoing::default()
-                    })
-                    .is_err()
-                {
-                    tracing::debug!(
-                        "worker {from} left before its request on {topic:?} was answered"
-                    );
-                }
+            if let Err(e) = reply.send(&ToWorker::Response { id, result }) {
+                tracing::error!("cannot answer worker {from}'s request on {topic:?}: {e}");
             }
         });
     }
@@ -335,7 +299,7 @@ impl Hub {
         &self,
         id: WorkerId,
         generation: u32,
-        out: mpsc::UnboundedSender<Outgoing>,
+        out: Outbox,
         welcome: impl FnOnce(Vec<(String, Vec<u8>)>),
     ) {
         let mut state = self.state();
@@ -383,10 +347,7 @@ impl Hub {
             };
             if let Some(frame) = encode_to_worker(&msg) {
                 for (_, out) in state.workers.values() {
-                    let _ = out.send(Outgoing {
-                        bytes: frame.clone(),
-                        ..Outgoing::default()
-                    });
+                    out.send_encoded(&frame);
                 }
             }
         }

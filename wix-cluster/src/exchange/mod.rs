@@ -58,7 +58,29 @@ fn encode<T: Exchange>(value: &T) -> Result<Vec<u8>, ExchangeError> {
 /// Sends `msg` to the master's subscribers (from a worker; in the master or in
 /// single-process mode, to this process's subscribers).
 pub fn send<T: Exchange>(msg: &T) -> Result<(), ExchangeError> {
-    hub()?.send_to_master(T::TOPIC, encode(msg)?)
+    thread_local! {
+        /// Where messages are encoded on their way out: reused, so that sending costs
+        /// no allocation.
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let hub = hub()?;
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch
+            .try_borrow_mut()
+            .map_err(|_| ExchangeError::Encode {
+                topic: T::TOPIC,
+                message: "re-entered while encoding".into(),
+            })?;
+        scratch.clear();
+        let buffer = std::mem::take(&mut *scratch);
+        let buffer = postcard::to_extend(msg, buffer).map_err(|e| ExchangeError::Encode {
+            topic: T::TOPIC,
+            message: e.to_string(),
+        })?;
+        let sent = hub.send_to_master(T::TOPIC, &buffer);
+        *scratch = buffer;
+        sent
+    })
 }
 
 /// The messages on `T`'s topic that reach this process (see [`Subscription`]).
@@ -150,5 +172,5 @@ pub(crate) fn broadcast_raw(topic: &str, payload: Vec<u8>) -> Result<(), Exchang
 /// Sends raw bytes as a message on `topic`, bypassing the types: for tests of what
 /// happens to a payload that does not decode. Reached through `__private`.
 pub(crate) fn send_raw(topic: &str, payload: Vec<u8>) -> Result<(), ExchangeError> {
-    hub()?.send_to_master(topic, payload)
+    hub()?.send_to_master(topic, &payload)
 }

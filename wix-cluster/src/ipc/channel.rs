@@ -1,17 +1,21 @@
-//! The async ends of a worker's channel: a frame reader and a batching frame writer.
+//! The async ends of a worker's channel: a frame reader, and an outbox whose writer
+//! task batches frames.
 
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 
+use std::sync::{Mutex, MutexGuard};
+
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::Interest;
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, oneshot};
 
 use super::fd::{recv_with_fds, send_with_fd};
-use super::frame::{FrameBuffer, FrameError};
+use super::frame::{FrameBuffer, FrameError, encode};
 
 /// Bytes read per `recvmsg`.
 const READ_CHUNK: usize = 64 * 1024;
@@ -110,54 +114,185 @@ impl FrameReader {
     }
 }
 
-/// One frame to write, with the descriptor to pass alongside it, if any.
+/// The sending end of a channel: frames are encoded straight into one buffer, which a
+/// writer task ([`OutboxWriter`]) flushes, so that many frames leave in one write and
+/// no frame costs an allocation of its own. Cheap to clone; when the last clone is
+/// dropped, the writer flushes what is left and ends.
+#[derive(Clone)]
+pub(crate) struct Outbox {
+    handle: Arc<Handle>,
+}
+
+/// Closes the outbox when the last [`Outbox`] clone goes.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    wake: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 #[derive(Default)]
-pub(crate) struct Outgoing {
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) fd: Option<Arc<OwnedFd>>,
-    /// Told once everything queued before it (and its own bytes) is written.
-    pub(crate) written: Option<tokio::sync::oneshot::Sender<()>>,
+struct Pending {
+    bytes: Vec<u8>,
+    /// Descriptors to pass, each with the offset in `bytes` of the frame it goes with.
+    fds: Vec<(usize, Arc<OwnedFd>)>,
+    /// Told once everything before them is written.
+    acks: Vec<oneshot::Sender<()>>,
+    /// No more frames will come (every sender is gone), or the socket failed.
+    closed: bool,
 }
 
-/// Writes queued frames to a channel, coalescing everything queued into one write.
-pub(crate) struct FrameWriter {
-    stream: Arc<UnixStream>,
-    queue: mpsc::UnboundedReceiver<Outgoing>,
-}
-
-impl FrameWriter {
-    pub(crate) fn new(stream: Arc<UnixStream>) -> (mpsc::UnboundedSender<Outgoing>, Self) {
-        let (tx, queue) = mpsc::unbounded_channel();
-        (tx, FrameWriter { stream, queue })
+impl Outbox {
+    /// An outbox for `stream`, and the writer task's body.
+    pub(crate) fn new(stream: Arc<UnixStream>) -> (Outbox, OutboxWriter) {
+        let shared = Arc::new(Shared {
+            pending: Mutex::default(),
+            wake: Notify::new(),
+        });
+        let outbox = Outbox {
+            handle: Arc::new(Handle {
+                shared: shared.clone(),
+            }),
+        };
+        (outbox, OutboxWriter { stream, shared })
     }
 
-    /// Writes until every sender is gone and the queue is empty, or the socket fails.
-    pub(crate) async fn run(mut self) -> io::Result<()> {
-        let mut batch = Vec::with_capacity(READ_CHUNK);
-        let mut acks = Vec::new();
-        while let Some(first) = self.queue.recv().await {
-            let mut next = Some(first);
-            while let Some(out) = next.take() {
-                acks.extend(out.written);
-                if let Some(fd) = out.fd {
-                    // A descriptor travels with the first byte of its own frame.
-                    self.write(&batch, None).await?;
-                    batch.clear();
-                    self.write(&out.bytes, Some(&fd)).await?;
-                } else {
-                    batch.extend_from_slice(&out.bytes);
-                }
-                if batch.len() < READ_CHUNK {
-                    next = self.queue.try_recv().ok();
-                }
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    /// Queues `msg` as one frame. Dropped silently once the channel is closed (the
+    /// peer is going away, and that is noticed elsewhere).
+    pub(crate) fn send<T: Serialize>(&self, msg: &T) -> Result<(), FrameError> {
+        self.push(None, |bytes| encode(msg, bytes))
+    }
+
+    /// Queues `msg` as one frame with `fd` passed alongside it.
+    pub(crate) fn send_with_fd<T: Serialize>(
+        &self,
+        msg: &T,
+        fd: Arc<OwnedFd>,
+    ) -> Result<(), FrameError> {
+        self.push(Some(fd), |bytes| encode(msg, bytes))
+    }
+
+    /// Queues frames encoded already (the same broadcast frame for every worker).
+    pub(crate) fn send_encoded(&self, frames: &[u8]) {
+        let _ = self.push(None, |bytes| {
+            bytes.extend_from_slice(frames);
+            Ok(())
+        });
+    }
+
+    fn push(
+        &self,
+        fd: Option<Arc<OwnedFd>>,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), FrameError>,
+    ) -> Result<(), FrameError> {
+        let shared = self.shared();
+        let mut pending = shared.lock();
+        if pending.closed {
+            return Ok(());
+        }
+        let was_idle = pending.bytes.is_empty() && pending.acks.is_empty();
+        let offset = pending.bytes.len();
+        write(&mut pending.bytes)?;
+        if let Some(fd) = fd {
+            pending.fds.push((offset, fd));
+        }
+        drop(pending);
+        if was_idle {
+            shared.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Waits until everything queued so far is written (or the channel closed).
+    pub(crate) async fn flush(&self) {
+        let (ack, done) = oneshot::channel();
+        {
+            let mut pending = self.shared().lock();
+            if pending.closed {
+                return;
             }
-            self.write(&batch, None).await?;
+            pending.acks.push(ack);
+        }
+        self.shared().wake.notify_one();
+        let _ = done.await;
+    }
+}
+
+/// Writes what an [`Outbox`] collects.
+pub(crate) struct OutboxWriter {
+    stream: Arc<UnixStream>,
+    shared: Arc<Shared>,
+}
+
+impl OutboxWriter {
+    /// Writes until the outbox is closed and empty, or the socket fails (then the
+    /// outbox is closed).
+    pub(crate) async fn run(self) -> io::Result<()> {
+        let result = self.write_all_queued().await;
+        let mut pending = self.shared.lock();
+        pending.closed = true;
+        pending.bytes = Vec::new();
+        pending.fds.clear();
+        pending.acks.clear();
+        result
+    }
+
+    async fn write_all_queued(&self) -> io::Result<()> {
+        let mut batch = Vec::new();
+        let mut fds = Vec::new();
+        let mut acks = Vec::new();
+        loop {
+            let took = {
+                let mut pending = self.shared.lock();
+                if pending.bytes.is_empty() && pending.acks.is_empty() {
+                    if pending.closed {
+                        return Ok(());
+                    }
+                    false
+                } else {
+                    std::mem::swap(&mut pending.bytes, &mut batch);
+                    std::mem::swap(&mut pending.fds, &mut fds);
+                    std::mem::swap(&mut pending.acks, &mut acks);
+                    true
+                }
+            };
+            if !took {
+                self.shared.wake.notified().await;
+                continue;
+            }
+            // A descriptor travels with the first byte of its own frame.
+            let mut from = 0;
+            for (offset, fd) in fds.drain(..) {
+                self.write(&batch[from..offset], None).await?;
+                let end = frame_end(&batch, offset);
+                self.write(&batch[offset..end], Some(&fd)).await?;
+                from = end;
+            }
+            self.write(&batch[from..], None).await?;
             batch.clear();
             for ack in acks.drain(..) {
                 let _ = ack.send(());
             }
         }
-        Ok(())
     }
 
     async fn write(&self, mut bytes: &[u8], mut fd: Option<&OwnedFd>) -> io::Result<()> {
@@ -183,4 +318,13 @@ impl FrameWriter {
         }
         Ok(())
     }
+}
+
+/// Where the frame starting at `offset` ends.
+fn frame_end(bytes: &[u8], offset: usize) -> usize {
+    let len = bytes
+        .get(offset..offset + 4)
+        .and_then(|h| h.try_into().ok())
+        .map_or(0, |h: [u8; 4]| u32::from_le_bytes(h) as usize);
+    (offset + 4 + len).min(bytes.len())
 }

@@ -5,5 +5,5 @@ mod channel;
 mod fd;
 mod frame;
 
-pub(crate) use channel::{FrameReader, FrameWriter, Outgoing, into_stream, socketpair};
+pub(crate) use channel::{FrameReader, Outbox, into_stream, socketpair};
 pub(crate) use frame::encode;

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::WorkerId;
 use crate::event::ExitReason;
-use crate::ipc::{self, FrameReader, FrameWriter, Outgoing};
+use crate::ipc::{self, FrameReader, Outbox};
 use crate::protocol::ToMaster;
 use crate::role::{ENV_WORKER_MARKER, WorkerMarker};
 
@@ -44,7 +44,7 @@ pub(crate) struct Spawner {
 /// A started worker.
 pub(crate) struct Spawned {
     pub(crate) pid: u32,
-    pub(crate) out: mpsc::UnboundedSender<Outgoing>,
+    pub(crate) out: Outbox,
 }
 
 impl Spawner {
@@ -92,7 +92,7 @@ impl Spawner {
             .ok_or_else(|| io::Error::other("the worker exited before it could be tracked"))?;
         let stream = ipc::into_stream(ours)?;
 
-        let (out, writer) = FrameWriter::new(stream.clone());
+        let (out, writer) = Outbox::new(stream.clone());
         tokio::spawn(async move {
             if let Err(e) = writer.run().await {
                 tracing::debug!("channel to worker {} failed: {e}", key.id);
@@ -128,7 +128,7 @@ async fn read_worker(
     mut reader: FrameReader,
     key: Key,
     inbox: mpsc::UnboundedSender<(Key, Inbound)>,
-    out: mpsc::UnboundedSender<Outgoing>,
+    out: Outbox,
 ) {
     let mut greeted = false;
     loop {

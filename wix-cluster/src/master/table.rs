@@ -7,12 +7,10 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use tokio::sync::mpsc;
-
 use super::spawn::Key;
 pub(crate) use crate::WorkerState as State;
 use crate::event::WorkerRef;
-use crate::ipc::{self, Outgoing};
+use crate::ipc::Outbox;
 use crate::protocol::ToWorker;
 use crate::{WorkerId, WorkerInfo};
 
@@ -33,11 +31,11 @@ pub(crate) struct Slot {
     pub(crate) started_at: SystemTime,
     /// Requests served, as of the last heartbeat.
     pub(crate) requests: u64,
-    out: mpsc::UnboundedSender<Outgoing>,
+    out: Outbox,
 }
 
 impl Slot {
-    pub(crate) fn new(key: Key, pid: u32, out: mpsc::UnboundedSender<Outgoing>) -> Slot {
+    pub(crate) fn new(key: Key, pid: u32, out: Outbox) -> Slot {
         Slot {
             key,
             pid,
@@ -72,23 +70,18 @@ impl Slot {
     }
 
     /// The worker's outgoing queue (for the exchange hub).
-    pub(crate) fn outbox(&self) -> mpsc::UnboundedSender<Outgoing> {
+    pub(crate) fn outbox(&self) -> Outbox {
         self.out.clone()
     }
 
     /// Queues `msg` for the worker, with `fd` passed alongside.
     pub(crate) fn send(&self, msg: &ToWorker, fd: Option<Arc<OwnedFd>>) {
-        let mut bytes = Vec::new();
-        match ipc::encode(msg, &mut bytes) {
-            Ok(()) => {
-                // A closed queue means the worker is going; its exit is on its way.
-                let _ = self.out.send(Outgoing {
-                    bytes,
-                    fd,
-                    written: None,
-                });
-            }
-            Err(e) => tracing::error!("cannot send {msg:?} to {}: {e}", self.worker()),
+        let sent = match fd {
+            Some(fd) => self.out.send_with_fd(msg, fd),
+            None => self.out.send(msg),
+        };
+        if let Err(e) = sent {
+            tracing::error!("cannot send {msg:?} to {}: {e}", self.worker());
         }
     }
 

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use crate::ipc::{self, FrameReader, FrameWriter, Outgoing};
-use crate::protocol::{PROTOCOL_VERSION, ToMaster, ToWorker};
+use crate::ipc::{self, FrameReader, Outbox};
+use crate::protocol::{ExchangeRef, PROTOCOL_VERSION, ToMaster, ToWorker};
 
 /// How long the master has to answer the hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,7 +32,7 @@ pub(crate) struct Connected {
 }
 
 pub(crate) struct Link {
-    out: mpsc::UnboundedSender<Outgoing>,
+    out: Outbox,
     pending: Mutex<HashMap<u64, ListenReply>>,
     next_request: AtomicU64,
     ready_sent: AtomicBool,
@@ -44,7 +44,7 @@ impl Link {
     pub(crate) async fn connect(channel: OwnedFd) -> io::Result<Connected> {
         let stream = ipc::into_stream(channel)?;
         let mut reader = FrameReader::new(stream.clone());
-        let (out, writer) = FrameWriter::new(stream);
+        let (out, writer) = Outbox::new(stream);
         tokio::spawn(async move {
             if let Err(e) = writer.run().await {
                 tracing::debug!("channel to the master failed: {e}");
@@ -95,28 +95,23 @@ impl Link {
 
     /// Queues a message for the master. A closed channel is noticed by the reader.
     pub(crate) fn send(&self, msg: &ToMaster) {
-        let mut bytes = Vec::new();
-        match ipc::encode(msg, &mut bytes) {
-            Ok(()) => {
-                let _ = self.out.send(Outgoing {
-                    bytes,
-                    ..Outgoing::default()
-                });
-            }
-            Err(e) => tracing::error!("cannot send {msg:?} to the master: {e}"),
+        if let Err(e) = self.out.send(msg) {
+            tracing::error!("cannot send {msg:?} to the master: {e}");
+        }
+    }
+
+    /// Queues an exchange message for the master without copying it into an owned
+    /// [`ToMaster`] first.
+    pub(crate) fn send_exchange(&self, topic: &str, payload: &[u8]) {
+        let msg = ExchangeRef::to_master(topic, payload);
+        if let Err(e) = self.out.send(&msg) {
+            tracing::error!("cannot send a message on topic {topic:?} to the master: {e}");
         }
     }
 
     /// Waits (briefly) until everything queued so far is written to the master.
     pub(crate) async fn flush(&self) {
-        let (written, done) = oneshot::channel();
-        let flush = Outgoing {
-            written: Some(written),
-            ..Outgoing::default()
-        };
-        if self.out.send(flush).is_ok() {
-            let _ = tokio::time::timeout(FLUSH_TIMEOUT, done).await;
-        }
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, self.out.flush()).await;
     }
 
     /// Asks the master for the shared listener on `addr`.
