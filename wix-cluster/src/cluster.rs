@@ -100,12 +100,20 @@ impl ClusterBuilder {
         Fut::Output: AppResult,
     {
         let role = crate::role::detect();
-        let pid = std::process::id();
-        let who = match &role {
-            Ok(Role::Worker(marker)) => format!("worker={} pid={pid}", marker.id),
-            _ => format!("master pid={pid}"),
+        let identity = crate::logging::Identity {
+            worker: match &role {
+                Ok(Role::Worker(marker)) => Some((marker.id, marker.generation)),
+                _ => None,
+            },
+            pid: std::process::id(),
         };
-        crate::logging::init(who);
+        if let Err(format) = crate::logging::init(identity) {
+            tracing::error!(
+                "invalid {}={format:?}: expected text or json",
+                crate::logging::ENV_LOG_FORMAT
+            );
+            return ExitCode::from(2);
+        }
         let role = match role {
             Ok(role) => role,
             Err(e) => {

@@ -1,32 +1,89 @@
-//! The default `tracing` subscriber: `RUST_LOG` filtering (default `info`) to stderr,
-//! every line prefixed with the process's role, worker id and pid.
+//! The default `tracing` subscriber: `RUST_LOG` filtering (default `info`) to stderr, one
+//! line per event, every line saying which process wrote it.
+//!
+//! - text (default): each line starts with `[master pid=P]` or `[worker=N pid=P]`;
+//! - `WIX_CLUSTER_LOG_FORMAT=json`: tracing-subscriber's JSON objects, one per line,
+//!   each with `role`, `pid` and, from workers, `worker` and `generation`.
+//!
+//! Each line reaches stderr in one `write`, so lines from several processes sharing the
+//! terminal or pipe never interleave within a line.
 
 use std::fmt;
 
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::{Format, Writer};
+use tracing_subscriber::fmt::format::{Format, Json, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// Installs the subscriber unless the program installed its own first.
-/// `who` is the line prefix, e.g. `master pid=41` or `worker=2 pid=43`.
-pub(crate) fn init(who: String) {
+use crate::WorkerId;
+
+/// `WIX_CLUSTER_LOG_FORMAT`: `text` (default) or `json`.
+pub const ENV_LOG_FORMAT: &str = "WIX_CLUSTER_LOG_FORMAT";
+
+/// Which process writes the log.
+pub(crate) struct Identity {
+    /// The worker's slot and generation; `None` for the master (or the single process).
+    pub(crate) worker: Option<(WorkerId, u32)>,
+    pub(crate) pid: u32,
+}
+
+impl Identity {
+    fn prefix(&self) -> String {
+        match self.worker {
+            Some((id, _)) => format!("[worker={id} pid={}] ", self.pid),
+            None => format!("[master pid={}] ", self.pid),
+        }
+    }
+
+    /// The identity as the first members of a JSON object, each followed by a comma.
+    fn json_members(&self) -> String {
+        match self.worker {
+            Some((id, generation)) => format!(
+                "\"role\":\"worker\",\"worker\":{id},\"generation\":{generation},\"pid\":{},",
+                self.pid
+            ),
+            None => format!("\"role\":\"master\",\"pid\":{},", self.pid),
+        }
+    }
+}
+
+/// Installs the subscriber unless the program installed its own first. An unknown
+/// `WIX_CLUSTER_LOG_FORMAT` installs the text format and returns the value, for the
+/// caller to report as a configuration error.
+pub(crate) fn init(identity: Identity) -> Result<(), String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let format = std::env::var(ENV_LOG_FORMAT).unwrap_or_default();
+    if format.trim() == "json" {
+        let _already_set = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .event_format(WithIdentity {
+                members: identity.json_members(),
+                inner: tracing_subscriber::fmt::format().json(),
+            })
+            .try_init();
+        return Ok(());
+    }
     let _already_set = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .event_format(Prefixed {
-            who,
+            prefix: identity.prefix(),
             inner: Format::default(),
         })
         .try_init();
+    match format.trim() {
+        "" | "text" => Ok(()),
+        other => Err(other.to_owned()),
+    }
 }
 
-/// Writes `who` before the default format.
+/// Writes the process's prefix before the default text format.
 struct Prefixed {
-    who: String,
+    prefix: String,
     inner: Format,
 }
 
@@ -41,7 +98,38 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        write!(writer, "[{}] ", self.who)?;
+        writer.write_str(&self.prefix)?;
         self.inner.format_event(ctx, writer, event)
+    }
+}
+
+/// tracing-subscriber's JSON object with the process's identity as its first members.
+struct WithIdentity {
+    members: String,
+    inner: Format<Json>,
+}
+
+impl<S, N> FormatEvent<S, N> for WithIdentity
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut line = String::new();
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            Some(rest) => {
+                writer.write_char('{')?;
+                writer.write_str(&self.members)?;
+                writer.write_str(rest)
+            }
+            None => writer.write_str(&line),
+        }
     }
 }
