@@ -59,12 +59,19 @@ impl Program {
             .env("NO_COLOR", "1")
             .env_remove("WIX_CLUSTER_WORKERS")
             .env_remove("WIX_CLUSTER_SINGLE")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Program::spawn(command)
+    }
+
+    /// Starts `command` (for example a launcher that execs an example) in a process
+    /// group of its own, capturing its stdout and stderr like [`Program::start`].
+    pub fn spawn(mut command: Command) -> Program {
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let mut child = command.spawn().expect("start the example");
+        let mut child = command.spawn().expect("start the program");
         let log = Arc::new(Mutex::new(String::new()));
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");

@@ -1,5 +1,6 @@
-//! The listening sockets the master bound for its workers, kept open for the master's
-//! whole life so that queued connections survive any one worker.
+//! The listening sockets the master bound for its workers (or adopted from systemd's
+//! socket activation), kept open for the master's whole life so that queued
+//! connections survive any one worker.
 
 use std::collections::HashMap;
 use std::io;
@@ -11,6 +12,8 @@ use std::sync::Arc;
 pub(crate) struct Listeners {
     /// Keyed by the address asked for and by the address bound (they differ for port 0).
     by_addr: HashMap<SocketAddr, Bound>,
+    /// Sockets systemd passed in (`LISTEN_FDS`), handed out in place of binding.
+    activated: Vec<Bound>,
 }
 
 #[derive(Clone)]
@@ -20,10 +23,60 @@ pub(crate) struct Bound {
 }
 
 impl Listeners {
-    /// The socket for `requested`, bound on first use.
+    /// Adopts the TCP listeners systemd passed to this process (`LISTEN_FDS` with
+    /// `LISTEN_PID` naming it), and removes those variables so that workers do not see
+    /// them. Must run before any thread exists (it edits the environment).
+    pub(crate) fn adopt_activated() -> Listeners {
+        let mut listeners = Listeners::default();
+        let fds = match sd_notify::listen_fds() {
+            Ok(fds) => fds,
+            Err(e) => {
+                tracing::error!("ignoring systemd's sockets: {e}");
+                return listeners;
+            }
+        };
+        for fd in fds {
+            // SAFETY: systemd passed this descriptor to this process (LISTEN_PID is ours)
+            // for it to own; nothing else in the process knows it.
+            let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            let listener = std::net::TcpListener::from(owned);
+            let adopted = listener
+                .set_nonblocking(true)
+                .and_then(|()| listener.local_addr());
+            match adopted {
+                Ok(addr) => {
+                    tracing::info!("listening on {addr} (socket from systemd)");
+                    listeners.activated.push(Bound {
+                        addr,
+                        fd: Arc::new(OwnedFd::from(listener)),
+                    });
+                }
+                Err(e) => {
+                    tracing::error!("ignoring systemd's descriptor {fd}: not a TCP listener ({e})")
+                }
+            }
+        }
+        for name in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+            // SAFETY: called before the master starts its runtime or any thread.
+            unsafe { std::env::remove_var(name) };
+        }
+        listeners
+    }
+
+    /// The socket for `requested`: a socket from systemd with that address (or that
+    /// port, when either side's address is unspecified), else one bound on first use.
     pub(crate) fn get_or_bind(&mut self, requested: SocketAddr) -> io::Result<Bound> {
         if let Some(bound) = self.by_addr.get(&requested) {
             return Ok(bound.clone());
+        }
+        let activated = self.activated.iter().find(|bound| {
+            bound.addr == requested
+                || (bound.addr.port() == requested.port()
+                    && (bound.addr.ip().is_unspecified() || requested.ip().is_unspecified()))
+        });
+        if let Some(bound) = activated.cloned() {
+            self.by_addr.insert(requested, bound.clone());
+            return Ok(bound);
         }
         let listener = crate::listener::bind(requested)?;
         let addr = listener.local_addr()?;

@@ -5,6 +5,7 @@ mod handle;
 mod listeners;
 mod spawn;
 mod supervisor;
+mod systemd;
 mod table;
 
 pub(crate) use handle::Command;

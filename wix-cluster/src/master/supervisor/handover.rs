@@ -41,6 +41,11 @@ impl Handovers {
         self.active.iter().map(|h| h.deadline).min()
     }
 
+    /// Whether a rolling restart runs.
+    pub(super) fn rolling(&self) -> bool {
+        self.roll.is_some()
+    }
+
     pub(super) fn clear(&mut self) {
         self.active.clear();
         self.roll = None;

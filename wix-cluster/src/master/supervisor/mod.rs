@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use super::listeners::Listeners;
 use super::spawn::{Key, Spawner};
+use super::systemd::{Notifier, View};
 use super::table::{Slot, WorkerTable};
 use super::{Command, Master};
 use crate::WorkerId;
@@ -31,6 +32,7 @@ use stop::Stopping;
 
 /// Runs the master until the cluster stops; returns the process's exit code.
 pub(crate) fn run(config: &Config, plugins: Plugins) -> ExitCode {
+    let listeners = Listeners::adopt_activated();
     let runtime = match crate::runtime::master() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -38,7 +40,7 @@ pub(crate) fn run(config: &Config, plugins: Plugins) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(supervise(config, plugins));
+    let code = runtime.block_on(supervise(config, plugins, listeners));
     runtime.shutdown_background();
     code
 }
@@ -73,7 +75,7 @@ impl Signals {
     }
 }
 
-async fn supervise(config: &Config, plugins: Plugins) -> ExitCode {
+async fn supervise(config: &Config, plugins: Plugins, listeners: Listeners) -> ExitCode {
     let (master, mut commands) = Master::new(config);
     let (inbox_tx, mut inbox) = mpsc::unbounded_channel();
     let (timers_tx, mut timers) = mpsc::unbounded_channel();
@@ -108,17 +110,19 @@ async fn supervise(config: &Config, plugins: Plugins) -> ExitCode {
         spawner,
         timers: timers_tx,
         table: WorkerTable::default(),
-        listeners: Listeners::default(),
+        listeners,
         pending_respawns: Vec::new(),
         stopping: None,
         handovers: Handovers::default(),
         ever_ready: false,
+        notifier: Notifier::from_env(),
     };
     tracing::info!("master started; spawning {} workers", config.workers);
     for id in 1..=config.workers {
         sup.spawn(WorkerId(id as u32));
     }
 
+    let mut watchdog = sup.notifier.watchdog_interval().map(tokio::time::interval);
     loop {
         let drain_deadline = sup.stopping.as_ref().and_then(|stop| stop.deadline);
         let handover_deadline = sup.handovers.deadline();
@@ -146,15 +150,28 @@ async fn supervise(config: &Config, plugins: Plugins) -> ExitCode {
             _ = sleep_until(handover_deadline), if handover_deadline.is_some() => {
                 sup.on_handover_timeout();
             }
+            _ = tick(&mut watchdog), if watchdog.is_some() => {
+                sup.notifier.watchdog(sup.is_healthy());
+            }
         }
         // Plugins react to events by queueing commands; apply them before deciding
         // whether anything is left to supervise.
         while let Ok(command) = commands.try_recv() {
             sup.on_command(command);
         }
+        sup.notifier.update(sup.systemd_view());
         if let Some(code) = sup.finished() {
             return code;
         }
+    }
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -178,6 +195,7 @@ struct Supervisor {
     handovers: Handovers,
     /// Some worker has been ready at some point: start-up succeeded.
     ever_ready: bool,
+    notifier: Notifier,
 }
 
 impl Supervisor {
@@ -217,6 +235,28 @@ impl Supervisor {
                     super::spawn::signal(slot.pid, nix::sys::signal::Signal::SIGKILL);
                 }
             }
+        }
+    }
+
+    /// Workers that are ready and not on their way out.
+    fn ready_workers(&self) -> usize {
+        self.table
+            .iter()
+            .filter(|slot| slot.state == crate::WorkerState::Ready && !slot.retiring)
+            .count()
+    }
+
+    /// Serving, and not failing: what systemd's watchdog is told.
+    fn is_healthy(&self) -> bool {
+        self.stopping.is_none() && !self.master.is_failing() && self.ready_workers() > 0
+    }
+
+    fn systemd_view(&self) -> View {
+        View {
+            ready: self.ready_workers(),
+            desired: self.master.desired_workers(),
+            rolling: self.handovers.rolling(),
+            stopping: self.stopping.is_some(),
         }
     }
 

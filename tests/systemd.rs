@@ -1,0 +1,195 @@
+//! systemd integration for real: sd_notify messages on a socket the test binds, and
+//! socket activation through Debian's `systemd-socket-activate`.
+
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use wix_cluster_suite::{PATIENCE, Program, example_path, http_get, wait_until};
+
+/// Collects what the master sends to `NOTIFY_SOCKET`.
+struct NotifySocket {
+    path: std::path::PathBuf,
+    messages: Arc<Mutex<Vec<String>>>,
+}
+
+impl NotifySocket {
+    fn bind() -> NotifySocket {
+        let path = std::env::temp_dir().join(format!(
+            "wix-notify-{}-{:?}.sock",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(text);
+            }
+        });
+        NotifySocket { path, messages }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        self.messages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits for a message containing `needle`; returns its index.
+    fn wait_for(&self, needle: &str, program: &Program) -> usize {
+        let mut at = None;
+        let ok = wait_until(PATIENCE, || {
+            at = self.messages().iter().position(|m| m.contains(needle));
+            at.is_some()
+        });
+        assert!(
+            ok,
+            "no notification with {needle:?}: {:?}\nlog:\n{}",
+            self.messages(),
+            program.log()
+        );
+        at.unwrap_or_default()
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[test]
+fn the_master_notifies_ready_reloading_watchdog_and_stopping_in_order() {
+    let notify = NotifySocket::bind();
+    let path = notify.path.to_string_lossy().into_owned();
+    let env = [
+        ("NOTIFY_SOCKET", path.as_str()),
+        ("WATCHDOG_USEC", "400000"),
+        ("HOST", "127.0.0.1"),
+        ("PORT", "0"),
+        ("WIX_CLUSTER_WORKERS", "2"),
+    ];
+    let mut program = Program::start("hello", &env);
+    let ready = notify.wait_for("READY=1", &program);
+    assert!(
+        notify.messages()[ready].contains("STATUS=2 of 2 workers ready"),
+        "{:?}",
+        notify.messages()
+    );
+    // Half of WATCHDOG_USEC: pets every 200 ms while healthy.
+    let petted = wait_until(PATIENCE, || {
+        notify
+            .messages()
+            .iter()
+            .filter(|m| m.trim() == "WATCHDOG=1")
+            .count()
+            >= 3
+    });
+    assert!(petted, "{:?}", notify.messages());
+
+    program.signal(Signal::SIGHUP);
+    let reloading = notify.wait_for("RELOADING=1", &program);
+    assert!(
+        notify.messages()[reloading].contains("MONOTONIC_USEC="),
+        "{:?}",
+        notify.messages()
+    );
+    program.wait_for_log("rolling restart done");
+    let ready_again = wait_until(PATIENCE, || {
+        notify
+            .messages()
+            .iter()
+            .skip(reloading + 1)
+            .any(|m| m.contains("READY=1"))
+    });
+    assert!(
+        ready_again,
+        "no READY=1 after the reload: {:?}",
+        notify.messages()
+    );
+
+    program.signal(Signal::SIGTERM);
+    let stopping = notify.wait_for("STOPPING=1", &program);
+    assert!(
+        ready < reloading && reloading < stopping,
+        "{:?}",
+        notify.messages()
+    );
+    let status = program.wait_exit(PATIENCE).expect("exits");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn socket_activation_hands_systemds_socket_to_every_worker() {
+    // A free port for systemd-socket-activate to listen on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut command = Command::new("systemd-socket-activate");
+    command
+        .arg("--listen")
+        .arg(&addr)
+        .args([
+            "-E",
+            "HOST=127.0.0.1",
+            "-E",
+            &format!("PORT={port}"),
+            "-E",
+            "WIX_CLUSTER_WORKERS=2",
+        ])
+        .args([
+            "-E",
+            "RUST_LOG=info",
+            "-E",
+            "NO_COLOR=1",
+            "-E",
+            "WIX_CLUSTER_MANAGEMENT_ADDR=127.0.0.1:0",
+        ])
+        .arg(example_path("hello"));
+    let program = Program::spawn(command);
+    program.wait_for_log("Listening on");
+    // The first connection starts the service, which serves it from the passed socket.
+    let addr = addr.parse().expect("an address");
+    let mut served = None;
+    let ok = wait_until(PATIENCE, || {
+        served = http_get(addr, "/").ok().filter(|r| r.status == 200);
+        served.is_some()
+    });
+    assert!(ok, "log:\n{}", program.log());
+    program.wait_for_log(&format!("listening on {addr} (socket from systemd)"));
+    let both = wait_until(PATIENCE, || program.children().len() == 2);
+    assert!(both, "log:\n{}", program.log());
+    let mut pids = std::collections::HashSet::new();
+    wait_until(PATIENCE, || {
+        if let Ok(response) = http_get(addr, "/") {
+            pids.extend(
+                response
+                    .header("x-worker-pid")
+                    .and_then(|p| p.parse::<u32>().ok()),
+            );
+        }
+        pids.len() == 2
+    });
+    let children: std::collections::HashSet<u32> = program.children().into_iter().collect();
+    assert!(
+        pids.is_subset(&children) && !pids.is_empty(),
+        "{pids:?} vs {children:?}"
+    );
+    // The master bound nothing itself.
+    assert!(
+        !program.log().contains(&format!("listening on {addr}\n")),
+        "{}",
+        program.log()
+    );
+    std::thread::sleep(Duration::from_millis(100));
+}
