@@ -27,6 +27,7 @@ mod ipc;
 mod listener;
 mod logging;
 mod master;
+pub mod metrics;
 mod plugin;
 pub mod plugins;
 mod procfs;

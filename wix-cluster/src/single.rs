@@ -26,6 +26,7 @@ where
     let code = runtime.block_on(async {
         tracing::info!("running in single-process mode");
         crate::exchange::hub::install(crate::exchange::hub::Side::Single);
+        crate::metrics::start_collector();
         let (master, mut commands) = Master::new(config);
         for plugin in &plugins {
             if let Err(e) = plugin.on_master(&master).await {

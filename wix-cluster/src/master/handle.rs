@@ -144,6 +144,12 @@ impl Master {
         lock(&self.shared.counters).count(event);
     }
 
+    /// The custom metrics every worker sent ([`crate::metrics::counter`] and
+    /// [`crate::metrics::gauge`]), by worker and name.
+    pub fn custom_metrics(&self) -> crate::metrics::CustomMetrics {
+        crate::metrics::snapshot()
+    }
+
     /// The addresses the master bound for the app's listeners (the real ports).
     pub fn app_addrs(&self) -> Vec<SocketAddr> {
         lock(&self.shared.app_addrs).clone()

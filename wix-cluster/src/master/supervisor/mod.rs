@@ -94,6 +94,7 @@ async fn supervise(config: &Config, plugins: Plugins, listeners: Listeners) -> E
         }
     };
     crate::exchange::hub::install(crate::exchange::hub::Side::Master);
+    crate::metrics::start_collector();
     for plugin in &plugins {
         if let Err(e) = plugin.on_master(&master).await {
             tracing::error!(

@@ -1,0 +1,120 @@
+//! Custom metrics: workers count and measure, the master collects (the seed's "instead
+//! of each worker publishing stats by itself, collect and publish from master").
+//!
+//! A worker calls [`counter`] and [`gauge`]; each call travels over the exchange to
+//! the master, which keeps the latest value per worker ([`Master::custom_metrics`]) for
+//! the `Statsd` plugin and the management app. In single-process mode the one process
+//! is worker 0. Best effort: outside a cluster the calls do nothing.
+//!
+//! [`Master::custom_metrics`]: crate::Master::custom_metrics
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::WorkerId;
+use crate::exchange::{self, Exchange, Peer};
+
+/// One update from a worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Update {
+    name: String,
+    kind: Kind,
+    value: f64,
+}
+
+/// How a custom metric adds up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    /// Only grows; each update adds to it.
+    Counter,
+    /// A level; each update replaces it.
+    Gauge,
+}
+
+impl Exchange for Update {
+    const TOPIC: &'static str = "wix_cluster.metrics";
+    type Response = ();
+}
+
+/// Adds `by` to the counter `name` of this worker.
+pub fn counter(name: &str, by: u64) {
+    send(name, Kind::Counter, by as f64);
+}
+
+/// Sets the gauge `name` of this worker to `value`.
+pub fn gauge(name: &str, value: f64) {
+    send(name, Kind::Gauge, value);
+}
+
+fn send(name: &str, kind: Kind, value: f64) {
+    let update = Update {
+        name: name.to_owned(),
+        kind,
+        value,
+    };
+    if let Err(e) = exchange::send(&update) {
+        tracing::debug!("metric {name} not sent: {e}");
+    }
+}
+
+/// A custom metric's current value in one worker.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Value {
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// The counter's total, or the gauge's last value.
+    pub value: f64,
+}
+
+/// Every worker's custom metrics, by worker and name.
+pub type CustomMetrics = BTreeMap<WorkerId, BTreeMap<String, Value>>;
+
+static COLLECTED: OnceLock<Mutex<CustomMetrics>> = OnceLock::new();
+
+fn collected() -> &'static Mutex<CustomMetrics> {
+    COLLECTED.get_or_init(Mutex::default)
+}
+
+/// Starts collecting what workers send (the master, or the single process, once its
+/// exchange hub is installed).
+pub(crate) fn start_collector() {
+    let mut updates = match exchange::subscribe::<Update>() {
+        Ok(updates) => updates,
+        Err(e) => {
+            tracing::error!("custom metrics will not be collected: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while let Some((from, update)) = updates.recv().await {
+            let worker = match from {
+                Peer::Worker(id) => id,
+                Peer::Master => WorkerId(0),
+            };
+            let mut all = collected().lock().unwrap_or_else(|p| p.into_inner());
+            let entry = all
+                .entry(worker)
+                .or_default()
+                .entry(update.name)
+                .or_insert(Value {
+                    kind: update.kind,
+                    value: 0.0,
+                });
+            entry.kind = update.kind;
+            match update.kind {
+                Kind::Counter => entry.value += update.value,
+                Kind::Gauge => entry.value = update.value,
+            }
+        }
+    });
+}
+
+/// A copy of what was collected so far.
+pub(crate) fn snapshot() -> CustomMetrics {
+    collected()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+}
