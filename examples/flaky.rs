@@ -13,8 +13,11 @@
 //! - `CRASH_ON_START=1` — every worker's app fails before listening;
 //! - `IGNORE_SHUTDOWN=1` — the app never stops when asked (the master kills it after
 //!   the drain timeout);
-//! - `DRAIN_TIMEOUT_MS` (default 5000), `MAX_DEATHS` (default 10), `CYCLIC_POLICY`
-//!   (`degrade`, the default, or `exit`) — plugin settings.
+//! - `DRAIN_TIMEOUT_MS` (default 5000), `MAX_DEATHS` (default 10), `WITHIN_MS` (the
+//!   death window, default 10000), `CYCLIC_POLICY` (`degrade`, the default, or `exit`)
+//!   — plugin settings;
+//! - `START_DELAY_MS` (default 0) — every worker's app waits this long before listening
+//!   (a slow start, to watch readiness during a rolling restart).
 
 use std::time::Duration;
 
@@ -26,6 +29,10 @@ fn drain_timeout() -> Duration {
 
 fn max_deaths() -> usize {
     env_number("MAX_DEATHS", 10) as usize
+}
+
+fn within() -> Duration {
+    Duration::from_millis(env_number("WITHIN_MS", 10_000))
 }
 
 fn cyclic_policy() -> wix_cluster::plugins::CyclicPolicy {
@@ -58,7 +65,11 @@ async fn exit() -> &'static str {
 #[wix_cluster::main(
     workers = 2,
     plugins(
-        Respawn(max_deaths = max_deaths(), on_cyclic = cyclic_policy()),
+        Respawn(
+            max_deaths = max_deaths(),
+            within = within(),
+            on_cyclic = cyclic_policy()
+        ),
         Graceful(timeout = drain_timeout())
     )
 )]
@@ -68,6 +79,7 @@ async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
             "CRASH_ON_START is set, refusing to start",
         ));
     }
+    tokio::time::sleep(Duration::from_millis(env_number("START_DELAY_MS", 0))).await;
     let port: u16 = std::env::var("PORT")
         .ok()
         .and_then(|port| port.parse().ok())

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 /// A generous deadline for anything a test waits on (2-core CI machines are slow).
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
+/// What the master logs once its management app is bound, before the address.
+pub const MANAGEMENT_LINE: &str = "management app listening on ";
+
 /// The path of a built example, building it first (once per test process).
 pub fn example_path(name: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
@@ -52,13 +55,19 @@ pub struct Program {
 impl Program {
     /// Starts example `name` with `env` added, `RUST_LOG=info` unless given, in a
     /// process group of its own; stdout and stderr are captured into [`Program::log`].
+    /// The management app listens on a free loopback port unless `env` says otherwise
+    /// (so that tests running side by side never fight over 8084); read it with
+    /// [`Program::management_addr`].
     pub fn start(name: &str, env: &[(&str, &str)]) -> Program {
         let mut command = Command::new(example_path(name));
         command
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .env("WIX_CLUSTER_MANAGEMENT_ADDR", "127.0.0.1:0")
             .env_remove("WIX_CLUSTER_WORKERS")
             .env_remove("WIX_CLUSTER_SINGLE")
+            .env_remove("WIX_CLUSTER_ADMIN_TOKEN")
+            .env_remove("WIX_CLUSTER_MOUNT_POINT")
             .envs(env.iter().copied());
         Program::spawn(command)
     }
@@ -109,11 +118,32 @@ impl Program {
         found.unwrap_or_default()
     }
 
-    /// The address from the master's `listening on <addr>` line.
+    /// The app's address, from the master's `listening on <addr>` line.
     pub fn listening_addr(&self) -> SocketAddr {
-        let line = self.wait_for_log("listening on ");
+        self.logged_addr("listening on ", |line| !line.contains(MANAGEMENT_LINE))
+    }
+
+    /// The management app's address, from the `management app listening on <addr>` line.
+    pub fn management_addr(&self) -> SocketAddr {
+        self.logged_addr(MANAGEMENT_LINE, |_| true)
+    }
+
+    /// The address after `marker` in the first log line that has it and passes `keep`;
+    /// waits up to [`PATIENCE`] for it.
+    fn logged_addr(&self, marker: &str, keep: impl Fn(&str) -> bool) -> SocketAddr {
+        let mut found = None;
+        let ok = wait_until(PATIENCE, || {
+            found = self
+                .log()
+                .lines()
+                .find(|line| line.contains(marker) && keep(line))
+                .map(str::to_owned);
+            found.is_some()
+        });
+        assert!(ok, "no log line contains {marker:?}; log:\n{}", self.log());
+        let line = found.unwrap_or_default();
         let addr = line
-            .rsplit("listening on ")
+            .rsplit(marker)
             .next()
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_default();
@@ -245,13 +275,29 @@ impl Response {
 
 /// `GET path` on a new connection (`Connection: close`), with a 10 s timeout.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    http_request(addr, "GET", path, &[])
+}
+
+/// `method path` with `headers` and no body on a new connection (`Connection: close`),
+/// with a 10 s timeout.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if method != "GET" && method != "HEAD" {
+        request.push_str("Content-Length: 0\r\n");
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     parse_response(&raw)

@@ -161,13 +161,14 @@ fn app_data_is_there_before_the_app_and_refreshes_everywhere(mode: Mode) {
     assert!(refreshed, "log:\n{}", program.log());
     if mode == Mode::Cluster {
         // A worker spawned after the refresh has the current value before its app runs.
+        let before: HashSet<u32> = program.children().into_iter().collect();
         program.signal(Signal::SIGTTIN);
         let three = wait_until(PATIENCE, || program.children().len() == 3);
         assert!(three, "log:\n{}", program.log());
         let newcomer: HashSet<u32> = program
             .children()
             .into_iter()
-            .filter(|pid| !pids.contains(pid))
+            .filter(|pid| !before.contains(pid))
             .collect();
         let answers = from_each(addr, "/config", &newcomer);
         assert_eq!(

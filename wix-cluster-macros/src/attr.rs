@@ -7,6 +7,7 @@ use proc_macro2::{Group, Span, TokenStream};
 use quote::quote;
 use syn::meta::ParseNestedMeta;
 use syn::parse::{Parse, ParseStream, Parser};
+use syn::spanned::Spanned;
 use syn::{Attribute, Expr, FnArg, Ident, Lit, Path, Signature, Token, Visibility, token};
 
 use crate::errors::Errors;
@@ -35,6 +36,10 @@ pub(crate) struct Args {
     pub(crate) single_process: Option<Setting<SingleProcess>>,
     pub(crate) flavor: Option<Setting<Flavor>>,
     pub(crate) worker_threads: Option<Setting<usize>>,
+    /// `management = "127.0.0.1:8084"`, checked to be a socket address.
+    pub(crate) management: Option<Setting<String>>,
+    /// `management_page = admin_pages`: a function returning `axum::Router`.
+    pub(crate) management_page: Option<Setting<Path>>,
 }
 
 /// One argument's value, with the spans that generated code points back to.
@@ -100,15 +105,19 @@ enum Argument {
     SingleProcess,
     Flavor,
     WorkerThreads,
+    Management,
+    ManagementPage,
 }
 
 impl Argument {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 7] = [
         Self::Workers,
         Self::Plugins,
         Self::SingleProcess,
         Self::Flavor,
         Self::WorkerThreads,
+        Self::Management,
+        Self::ManagementPage,
     ];
 
     fn name(self) -> &'static str {
@@ -118,6 +127,8 @@ impl Argument {
             Self::SingleProcess => "single_process",
             Self::Flavor => "flavor",
             Self::WorkerThreads => "worker_threads",
+            Self::Management => "management",
+            Self::ManagementPage => "management_page",
         }
     }
 
@@ -129,6 +140,8 @@ impl Argument {
             Self::SingleProcess => "single_process = \"auto\"",
             Self::Flavor => "flavor = \"multi_thread\"",
             Self::WorkerThreads => "worker_threads = 2",
+            Self::Management => "management = \"127.0.0.1:8084\"",
+            Self::ManagementPage => "management_page = admin_pages",
         }
     }
 
@@ -223,10 +236,64 @@ impl ArgsReader<'_> {
                     ],
                 );
             }
+            Argument::Management => self.args.management = self.socket_address(&key, &value),
+            Argument::ManagementPage => self.args.management_page = self.function(&key, &value),
             // Read above: it takes `(...)`, not a value.
             Argument::Plugins => {}
         }
         Ok(())
+    }
+
+    /// Validates a string literal that must be a socket address (`"127.0.0.1:8084"`).
+    fn socket_address(&mut self, key: &Ident, value: &Expr) -> Option<Setting<String>> {
+        let Some(Lit::Str(lit)) = literal(value) else {
+            self.errors.spanned(
+                value,
+                format_args!(
+                    "`{key}` takes a string, an address like `{key} = \"127.0.0.1:8084\"`"
+                ),
+            );
+            return None;
+        };
+        let written = lit.value();
+        if written.trim().parse::<std::net::SocketAddr>().is_err() {
+            self.errors.at(
+                lit.span(),
+                format_args!(
+                    "`{key}` {written:?} is not an address: expected an IP address and a port, \
+                     like \"127.0.0.1:8084\" or \"0.0.0.0:0\""
+                ),
+            );
+            return None;
+        }
+        Some(Setting {
+            key: key.clone(),
+            value: written,
+            span: lit.span(),
+        })
+    }
+
+    /// Validates the name of a function (a path), called once at start-up.
+    fn function(&mut self, key: &Ident, value: &Expr) -> Option<Setting<Path>> {
+        let path = match value {
+            Expr::Path(expr) if expr.qself.is_none() => &expr.path,
+            Expr::Group(group) => return self.function(key, &group.expr),
+            _ => {
+                self.errors.spanned(
+                    value,
+                    format_args!(
+                        "`{key}` takes the name of a function returning `axum::Router`, like \
+                         `{key} = admin_pages`"
+                    ),
+                );
+                return None;
+            }
+        };
+        Some(Setting {
+            key: key.clone(),
+            value: path.clone(),
+            span: value.span(),
+        })
     }
 
     /// Reads the `= <expression>` after the name of an argument that takes a value.
@@ -650,6 +717,40 @@ mod tests {
         assert!(args.single_process.is_none());
         assert!(args.flavor.is_none());
         assert!(args.worker_threads.is_none());
+        assert!(args.management.is_none());
+        assert!(args.management_page.is_none());
+    }
+
+    #[test]
+    fn management_arguments_are_an_address_and_a_function() {
+        let (args, errors) = parse(quote!(
+            management = "127.0.0.1:0",
+            management_page = pages::admin
+        ));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            args.management.map(|m| m.value),
+            Some("127.0.0.1:0".to_owned())
+        );
+        let page = args.management_page.map(|p| path_to_string(&p.value));
+        assert_eq!(page.as_deref(), Some("pages::admin"));
+
+        let (args, errors) = parse(quote!(management = "localhost", management_page = admin()));
+        assert_eq!(
+            errors,
+            [
+                "`management` \"localhost\" is not an address: expected an IP address and a \
+                 port, like \"127.0.0.1:8084\" or \"0.0.0.0:0\"",
+                "`management_page` takes the name of a function returning `axum::Router`, like \
+                 `management_page = admin_pages`",
+            ]
+        );
+        assert!(args.management.is_none() && args.management_page.is_none());
+        let (_, errors) = parse(quote!(management = 8084));
+        assert_eq!(
+            errors,
+            ["`management` takes a string, an address like `management = \"127.0.0.1:8084\"`"]
+        );
     }
 
     #[test]
@@ -729,7 +830,7 @@ mod tests {
             errors,
             [
                 "unknown argument `threads`; expected `workers`, `plugins`, `single_process`, \
-                 `flavor` or `worker_threads`",
+                 `flavor`, `worker_threads`, `management` or `management_page`",
                 "`workers` must be at least 1",
                 "plugin `Respawn` listed more than once",
                 "`timeout` set multiple times",

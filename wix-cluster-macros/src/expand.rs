@@ -115,6 +115,8 @@ fn builder(args: &Args) -> TokenStream {
         single_process,
         flavor,
         worker_threads,
+        management,
+        management_page,
     } = args;
     let workers = workers.as_ref().map(count);
     let plugins = plugins.iter().map(plugin);
@@ -146,6 +148,19 @@ fn builder(args: &Args) -> TokenStream {
         )
     });
     let worker_threads = worker_threads.as_ref().map(count);
+    let management = management.as_ref().map(|setting| {
+        let mut addr = Literal::string(&setting.value);
+        addr.set_span(setting.span);
+        call(setting, addr)
+    });
+    let management_page = management_page.as_ref().map(|setting| {
+        let function = &setting.value;
+        call(setting, quote_spanned!(setting.span=> #function()))
+    });
+    // The program's version for the management app, read where the program is built.
+    let version = quote! {
+        .app_version(::core::option_env!("CARGO_PKG_VERSION").unwrap_or(""))
+    };
     quote! {
         ::wix_cluster::__private::Cluster::builder()
             #workers
@@ -153,6 +168,9 @@ fn builder(args: &Args) -> TokenStream {
             #single_process
             #flavor
             #worker_threads
+            #management
+            #management_page
+            #version
     }
 }
 
@@ -241,7 +259,9 @@ mod tests {
                 ),
                 single_process = "auto",
                 flavor = "multi_thread",
-                worker_threads = 2
+                worker_threads = 2,
+                management = "127.0.0.1:9090",
+                management_page = pages::admin
             ),
             quote!(
                 /// Docs.
@@ -266,7 +286,10 @@ mod tests {
                     .plugin(<my_mod::MyPlugin as ::core::default::Default>::default())
                     .single_process(::wix_cluster::__private::SingleProcess::Auto)
                     .flavor(::wix_cluster::__private::Flavor::MultiThread)
-                    .worker_threads(2))
+                    .worker_threads(2)
+                    .management("127.0.0.1:9090")
+                    .management_page(pages::admin())
+                    .app_version(::core::option_env!("CARGO_PKG_VERSION").unwrap_or("")))
                 .run(main)
             }
         };
@@ -294,6 +317,7 @@ mod tests {
                     .timeout(::core::time::Duration::from_nanos(1500000000))
                     .max_rss(536870912_u64)
                     .addr("localhost:9090"))
+                .app_version(::core::option_env!("CARGO_PKG_VERSION").unwrap_or(""))
         };
         assert_eq!(expanded.to_string(), expected.to_string());
     }
@@ -310,7 +334,8 @@ mod tests {
             fn main() -> ::std::process::ExitCode {
                 #[allow(dead_code)]
                 fn main(worker: wix_cluster::Worker) {}
-                let _ = ::wix_cluster::__private::Cluster::builder();
+                let _ = ::wix_cluster::__private::Cluster::builder()
+                    .app_version(::core::option_env!("CARGO_PKG_VERSION").unwrap_or(""));
                 ::std::process::ExitCode::FAILURE
             }
             ::core::compile_error! { "`workers` must be at least 1" }

@@ -77,6 +77,19 @@ use proc_macro::TokenStream;
 ///   literal, at least 1, allowed only with `flavor = "multi_thread"`. Default: Tokio's,
 ///   one per CPU core.
 ///
+/// - **`management = "ip:port"`**: where the master serves the management app (health,
+///   workers, stats, metrics, dashboard); a string literal checked at compile time to be
+///   an IP address and a port (`"0.0.0.0:9090"`, port 0 for any). Default:
+///   `"127.0.0.1:8084"`. `WIX_CLUSTER_MANAGEMENT_ADDR` overrides it.
+///
+/// - **`management_page = path::to::function`**: a function taking nothing and
+///   returning an `axum::Router`, whose routes the management app serves beside its
+///   built-in pages (the original's `addPage`). It is called once at start-up, in every
+///   process; only the master serves it. Default: none.
+///
+/// The expansion also passes the crate's `CARGO_PKG_VERSION` to the builder
+/// (`app_version`), which the management app shows.
+///
 /// ```ignore
 /// use std::time::Duration;
 ///
@@ -90,9 +103,15 @@ use proc_macro::TokenStream;
 ///     single_process = "never",
 ///     flavor = "multi_thread",
 ///     worker_threads = 2,
+///     management = "127.0.0.1:9090",
+///     management_page = admin_pages,
 /// )]
 /// async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
 ///     Ok(())
+/// }
+///
+/// fn admin_pages() -> axum::Router {
+///     axum::Router::new().route("/custom", axum::routing::get(|| async { "custom" }))
 /// }
 /// ```
 ///
@@ -101,10 +120,11 @@ use proc_macro::TokenStream;
 /// Every mistake is reported in the same compile, pointing at what is wrong: an unknown
 /// or repeated argument, a value of the wrong kind (`workers = "4"`), `workers = 0`, an
 /// unknown `flavor` or `single_process`, `worker_threads` without
-/// `flavor = "multi_thread"`, a plugin listed twice, a plugin setting's string that
-/// starts like a number but is not a duration or a size, and a function that is not
-/// `async fn main` with one argument. A plugin setting that does not exist is reported
-/// by rustc as a missing method, at the setting's name.
+/// `flavor = "multi_thread"`, a `management` string that is not an IP address and a
+/// port, a `management_page` that is not a function's name, a plugin listed twice, a
+/// plugin setting's string that starts like a number but is not a duration or a size,
+/// and a function that is not `async fn main` with one argument. A plugin setting that
+/// does not exist is reported by rustc as a missing method, at the setting's name.
 #[proc_macro_attribute]
 pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::main(args.into(), item.into()).into()

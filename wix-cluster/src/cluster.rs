@@ -3,11 +3,11 @@
 use std::future::Future;
 use std::process::ExitCode;
 
-use crate::Worker;
 use crate::app::AppResult;
 use crate::config::{Config, Flavor, Requested, SingleProcess};
 use crate::plugin::{Plugin, Plugins};
 use crate::role::Role;
+use crate::{ManagementApp, Worker};
 
 /// A cluster: a master process plus `workers` worker processes that run the app.
 ///
@@ -80,10 +80,52 @@ impl ClusterBuilder {
     }
 
     /// The management app's address. Default `127.0.0.1:8084`;
-    /// `WIX_CLUSTER_MANAGEMENT_ADDR` overrides it. The address is validated at start-up;
-    /// the management app itself is not served yet.
+    /// `WIX_CLUSTER_MANAGEMENT_ADDR` overrides it; port 0 picks a free port (the master
+    /// logs `management app listening on <addr>`). A bad address is an error at
+    /// start-up (exit code 2); an address that cannot be bound is logged and the
+    /// cluster runs without its management app.
     pub fn management(mut self, addr: impl Into<String>) -> Self {
         self.requested.management = Some(addr.into());
+        self
+    }
+
+    /// The management app's pages, mount point, admin token and sampling, all at once
+    /// (replacing what [`ClusterBuilder::management_page`],
+    /// [`ClusterBuilder::management_mount_point`] and [`ClusterBuilder::admin_token`]
+    /// set before). Default: [`ManagementApp::builder`]'s defaults.
+    pub fn management_app(mut self, app: ManagementApp) -> Self {
+        self.requested.management_app = app;
+        self
+    }
+
+    /// Mounts `router` in the management app beside the built-in pages (the original's
+    /// `addPage`). May be called several times; see [`ManagementAppBuilder::page`].
+    ///
+    /// [`ManagementAppBuilder::page`]: crate::ManagementAppBuilder::page
+    pub fn management_page(mut self, router: axum::Router) -> Self {
+        self.requested.management_app.pages.push(router);
+        self
+    }
+
+    /// A path prefixing every page of the management app, such as `/admin`. Default:
+    /// none; `WIX_CLUSTER_MOUNT_POINT` overrides it.
+    pub fn management_mount_point(mut self, path: impl Into<String>) -> Self {
+        self.requested.management_app.mount_point = Some(path.into());
+        self
+    }
+
+    /// The bearer token the management app's `POST /workers/restart` and
+    /// `POST /workers/scale` require. Default: none (they answer 403);
+    /// `WIX_CLUSTER_ADMIN_TOKEN` overrides it.
+    pub fn admin_token(mut self, token: impl Into<String>) -> Self {
+        self.requested.management_app.admin_token = Some(token.into());
+        self
+    }
+
+    /// The program's version, shown by the management app (`GET /`). The
+    /// `#[wix_cluster::main]` macro passes the crate's `CARGO_PKG_VERSION`. Default: none.
+    pub fn app_version(mut self, version: impl Into<String>) -> Self {
+        self.requested.app_version = Some(version.into());
         self
     }
 

@@ -10,6 +10,12 @@ pub const ENV_WORKERS: &str = "WIX_CLUSTER_WORKERS";
 pub const ENV_SINGLE: &str = "WIX_CLUSTER_SINGLE";
 /// `WIX_CLUSTER_MANAGEMENT_ADDR`: overrides the management app's address.
 pub const ENV_MANAGEMENT_ADDR: &str = "WIX_CLUSTER_MANAGEMENT_ADDR";
+/// `WIX_CLUSTER_ADMIN_TOKEN`: the bearer token the management app's `POST` actions
+/// require (overrides the program's; empty means none).
+pub const ENV_ADMIN_TOKEN: &str = "WIX_CLUSTER_ADMIN_TOKEN";
+/// `WIX_CLUSTER_MOUNT_POINT`: a path prefixing every page of the management app
+/// (overrides the program's).
+pub const ENV_MOUNT_POINT: &str = "WIX_CLUSTER_MOUNT_POINT";
 
 /// The worker count when neither the program nor the environment sets one (the
 /// original's default).
@@ -79,6 +85,8 @@ pub(crate) struct Requested {
     pub(crate) flavor: Flavor,
     pub(crate) worker_threads: Option<usize>,
     pub(crate) management: Option<String>,
+    pub(crate) management_app: crate::management::ManagementApp,
+    pub(crate) app_version: Option<String>,
 }
 
 impl Default for Requested {
@@ -89,6 +97,8 @@ impl Default for Requested {
             flavor: Flavor::CurrentThread,
             worker_threads: None,
             management: None,
+            management_app: crate::management::ManagementApp::default(),
+            app_version: None,
         }
     }
 }
@@ -100,8 +110,13 @@ pub(crate) struct Config {
     pub(crate) single_process: bool,
     pub(crate) flavor: Flavor,
     pub(crate) worker_threads: Option<usize>,
-    /// Where the management app will listen (the app itself is not served yet).
+    /// Where the management app listens.
     pub(crate) management: SocketAddr,
+    /// The management app's pages, mount point, token and sampling.
+    pub(crate) management_app: crate::management::ManagementConfig,
+    /// The program's version, shown by the management app (the macro passes the
+    /// crate's `CARGO_PKG_VERSION`).
+    pub(crate) app_version: Option<String>,
 }
 
 impl Config {
@@ -154,14 +169,55 @@ impl Config {
             .trim()
             .parse()
             .map_err(|_| ConfigError::new(setting, &raw, "an address such as 127.0.0.1:8084"))?;
+        let management_app = resolve_management_app(&requested.management_app, &var)?;
         Ok(Config {
             workers,
             single_process,
             flavor: requested.flavor,
             worker_threads: requested.worker_threads,
             management,
+            management_app,
+            app_version: requested.app_version.clone(),
         })
     }
+}
+
+/// The management app's settings with the environment's overrides applied.
+fn resolve_management_app(
+    app: &crate::management::ManagementApp,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<crate::management::ManagementConfig, ConfigError> {
+    use crate::management::settings::{
+        DEFAULT_SAMPLE_INTERVAL, check_sample_interval, normalize_mount_point,
+    };
+    let (setting, raw) = match var(ENV_MOUNT_POINT) {
+        Some(raw) => (ENV_MOUNT_POINT, raw),
+        None => (
+            "management mount_point",
+            app.mount_point.clone().unwrap_or_default(),
+        ),
+    };
+    let mount_point = normalize_mount_point(&raw)
+        .map_err(|expected| ConfigError::new(setting, &raw, expected))?;
+    let admin_token = var(ENV_ADMIN_TOKEN)
+        .or_else(|| app.admin_token.clone())
+        .filter(|token| !token.is_empty());
+    let sample_interval = check_sample_interval(
+        app.sample_interval.unwrap_or(DEFAULT_SAMPLE_INTERVAL),
+    )
+    .map_err(|expected| {
+        ConfigError::new(
+            "management sample_interval",
+            format!("{:?}", app.sample_interval.unwrap_or_default()),
+            expected,
+        )
+    })?;
+    Ok(crate::management::ManagementConfig {
+        pages: app.pages.clone(),
+        mount_point,
+        admin_token,
+        sample_interval,
+    })
 }
 
 /// Whether a debugger (anything using ptrace) is attached to this process.
@@ -238,5 +294,22 @@ mod tests {
     #[test]
     fn bad_management_address_is_rejected() {
         assert!(resolve(&[(ENV_MANAGEMENT_ADDR, "nowhere")]).is_err());
+    }
+
+    #[test]
+    fn management_app_settings_come_from_the_environment_first() {
+        let config = resolve(&[]).unwrap();
+        assert_eq!(config.management_app.mount_point, "");
+        assert_eq!(config.management_app.admin_token, None);
+        let config = resolve(&[(ENV_MOUNT_POINT, "/admin/"), (ENV_ADMIN_TOKEN, "t0k")]).unwrap();
+        assert_eq!(config.management_app.mount_point, "/admin");
+        assert_eq!(config.management_app.admin_token.as_deref(), Some("t0k"));
+        // An empty token is no token: the actions stay disabled.
+        let config = resolve(&[(ENV_ADMIN_TOKEN, "")]).unwrap();
+        assert_eq!(config.management_app.admin_token, None);
+        let err = resolve(&[(ENV_MOUNT_POINT, "admin")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("WIX_CLUSTER_MOUNT_POINT"), "{err}");
     }
 }

@@ -34,6 +34,7 @@ where
                 return ExitCode::FAILURE;
             }
         }
+        crate::management::start(&master, config);
         let worker = Worker::new(
             WorkerId(0),
             0,

@@ -104,6 +104,7 @@ async fn supervise(config: &Config, plugins: Plugins, listeners: Listeners) -> E
             return ExitCode::FAILURE;
         }
     }
+    crate::management::start(&master, config);
 
     let mut sup = Supervisor {
         plugins,

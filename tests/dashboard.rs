@@ -1,0 +1,182 @@
+//! The management app's dashboard in a real browser: Debian's headless Chromium
+//! (`/usr/bin/chromium`, which `.ci/run` installs when missing) driven over the DevTools
+//! protocol. The page loads, shows one row per worker, a screenshot is written under
+//! `target/`, and a killed worker's row changes within seconds without a reload.
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
+use headless_chrome::{Browser, LaunchOptions, Tab};
+use serde_json::Value;
+use wix_cluster_suite::{PATIENCE, Program, http_get, wait_until};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Headless Chromium with a fresh profile, quiet on this machine's closed network.
+fn chromium(profile: &Path) -> Browser {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: `apt-get install -y chromium` (.ci/run does it)"
+    );
+    let _ = std::fs::remove_dir_all(profile);
+    std::fs::create_dir_all(profile).expect("create the browser profile folder");
+    let args: Vec<&OsStr> = [
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
+    .iter()
+    .map(OsStr::new)
+    .collect();
+    let options = LaunchOptions::default_builder()
+        .path(Some(PathBuf::from(CHROMIUM)))
+        .headless(true)
+        .sandbox(false)
+        .window_size(Some((1400, 1000)))
+        .user_data_dir(Some(profile.to_path_buf()))
+        .args(args)
+        .idle_browser_timeout(Duration::from_secs(300))
+        .build()
+        .expect("browser options");
+    Browser::new(options).expect("start headless chromium")
+}
+
+/// Evaluates `expression` (which must produce a JSON string) in the page.
+fn eval_json(tab: &Tab, expression: &str) -> Value {
+    let result = tab
+        .evaluate(&format!("JSON.stringify({expression})"), false)
+        .unwrap_or_else(|e| panic!("evaluate {expression}: {e}"));
+    let text = result
+        .value
+        .as_ref()
+        .and_then(Value::as_str)
+        .unwrap_or("null")
+        .to_owned();
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// The worker table's rows as the page shows them: `[{pid, state}]`.
+fn rows(tab: &Tab) -> Vec<(u32, String)> {
+    let rows = eval_json(
+        tab,
+        "[...document.querySelectorAll('#workers tbody tr')]\
+         .map(r => ({ pid: Number(r.dataset.pid), state: r.dataset.state }))",
+    );
+    rows.as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|row| {
+            (
+                row["pid"].as_u64().unwrap_or(0) as u32,
+                row["state"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn live_pids(rows: &[(u32, String)]) -> BTreeSet<u32> {
+    rows.iter()
+        .filter(|(_, state)| state != "exited")
+        .map(|(pid, _)| *pid)
+        .collect()
+}
+
+fn screenshot(tab: &Tab, name: &str) -> PathBuf {
+    let png = tab
+        .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
+        .expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    assert!(png.len() > 10_000, "a blank page? {} bytes", png.len());
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&path, &png).expect("write the screenshot");
+    eprintln!("screenshot: {}", path.display());
+    path
+}
+
+#[test]
+fn dashboard_in_chromium_shows_every_worker_and_follows_a_kill_without_reload() {
+    let program = Program::start(
+        "management_page",
+        &[
+            ("PORT", "0"),
+            ("WIX_CLUSTER_WORKERS", "3"),
+            ("WIX_CLUSTER_ADMIN_TOKEN", "dashboard-token"),
+        ],
+    );
+    let management = program.management_addr();
+    let ready = wait_until(PATIENCE, || {
+        http_get(management, "/health/ready").is_ok_and(|r| r.status == 200)
+    });
+    assert!(ready, "log:\n{}", program.log());
+
+    let profile = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-chromium-profile");
+    let browser = chromium(&profile);
+    let tab = browser.new_tab().expect("a tab");
+    tab.set_default_timeout(PATIENCE);
+    tab.navigate_to(&format!("http://{management}/dashboard"))
+        .and_then(|tab| tab.wait_until_navigated())
+        .expect("load the dashboard");
+
+    // One row per worker, the master's children.
+    let children: BTreeSet<u32> = program.children().into_iter().collect();
+    let mut shown = Vec::new();
+    let all_shown = wait_until(PATIENCE, || {
+        shown = rows(&tab);
+        live_pids(&shown) == children && shown.len() == 3
+    });
+    assert!(all_shown, "rows {shown:?}, workers {children:?}");
+    assert!(shown.iter().all(|(_, state)| state == "ready"), "{shown:?}");
+    let title = eval_json(&tab, "document.getElementById('app-name').textContent");
+    assert_eq!(title, "management_page 0.0.0");
+    let admin_shown = eval_json(&tab, "!document.getElementById('admin').hidden");
+    assert_eq!(
+        admin_shown, true,
+        "the actions show when a token is configured"
+    );
+
+    // Let the charts get a few samples, then keep a picture of the page.
+    let charted = wait_until(PATIENCE, || {
+        eval_json(
+            &tab,
+            "document.querySelectorAll('#cpu-chart polyline, #rss-chart polyline').length",
+        )
+        .as_u64()
+            >= Some(6)
+    });
+    assert!(charted, "no chart lines drawn");
+    screenshot(&tab, "management-dashboard.png");
+
+    // Mark the page: a reload would lose the mark.
+    eval_json(&tab, "(window.__notReloaded = 'still here')");
+    let victim = *children.iter().next().expect("a worker");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill a worker");
+    let mut after = Vec::new();
+    let followed = wait_until(Duration::from_secs(8), || {
+        after = rows(&tab);
+        let victim_row = after.iter().find(|(pid, _)| *pid == victim);
+        let replaced = live_pids(&after).len() == 3 && !live_pids(&after).contains(&victim);
+        victim_row.is_none_or(|(_, state)| state == "exited") && replaced
+    });
+    assert!(
+        followed,
+        "the killed worker's row did not change within 8 s: {after:?}; log:\n{}",
+        program.log()
+    );
+    assert_eq!(
+        eval_json(&tab, "window.__notReloaded"),
+        "still here",
+        "the page was reloaded"
+    );
+    screenshot(&tab, "management-dashboard-after-kill.png");
+}

@@ -1,0 +1,642 @@
+//! The management app against running examples, over real HTTP: every page and its
+//! JSON fields, health under cyclic death and rolling restart, Prometheus metrics
+//! through a parser, the admin token rules, the mount point, single-process mode, and a
+//! management port that is taken.
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use wix_cluster_suite::{PATIENCE, Program, Response, http_get, http_request, wait_until};
+
+const TOKEN: &str = "s3cret-t0ken";
+
+fn start(example: &str, extra: &[(&str, &str)]) -> Program {
+    let mut env = vec![("PORT", "0")];
+    env.extend_from_slice(extra);
+    Program::start(example, &env)
+}
+
+fn get(addr: SocketAddr, path: &str) -> Response {
+    http_get(addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// `GET path`: the status and the body as JSON.
+fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
+    let response = get(addr, path);
+    let json = serde_json::from_str(&response.body)
+        .unwrap_or_else(|e| panic!("GET {path} is not JSON ({e}): {response:?}"));
+    (response.status, json)
+}
+
+fn post(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, Value) {
+    let bearer = token.map(|token| format!("Bearer {token}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|value| ("Authorization", value.as_str()))
+        .collect();
+    let response =
+        http_request(addr, "POST", path, &headers).unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    let json = serde_json::from_str(&response.body)
+        .unwrap_or_else(|e| panic!("POST {path} is not JSON ({e}): {response:?}"));
+    (response.status, json)
+}
+
+/// Waits until `/health/ready` answers 200.
+fn wait_ready(program: &Program, management: SocketAddr) {
+    let ready = wait_until(PATIENCE, || {
+        http_get(management, "/health/ready").is_ok_and(|r| r.status == 200)
+    });
+    assert!(ready, "never ready; log:\n{}", program.log());
+}
+
+/// The live (not exited) rows of `/workers`.
+fn live_rows(management: SocketAddr) -> Vec<Value> {
+    let (status, workers) = get_json(management, "/workers");
+    assert_eq!(status, 200);
+    workers["workers"]
+        .as_array()
+        .expect("a workers array")
+        .iter()
+        .filter(|row| row["state"] != "exited")
+        .cloned()
+        .collect()
+}
+
+fn now_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn pids(rows: &[Value]) -> BTreeSet<u32> {
+    rows.iter()
+        .filter_map(|row| row["pid"].as_u64())
+        .map(|pid| pid as u32)
+        .collect()
+}
+
+#[test]
+fn every_page_answers_with_its_documented_fields() {
+    let program = start("management_page", &[("WIX_CLUSTER_WORKERS", "2")]);
+    let management = program.management_addr();
+    let app = program.listening_addr();
+    wait_ready(&program, management);
+
+    // GET /: info.
+    let (status, info) = get_json(management, "/");
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["app"]["name"], "management_page");
+    assert_eq!(
+        info["app"]["version"], "0.0.0",
+        "the suite package's version"
+    );
+    assert_eq!(info["pid"], program.pid());
+    assert_eq!(info["mode"], "cluster");
+    let uptime = info["uptime_seconds"].as_f64().expect("uptime_seconds");
+    let started = info["started_at"].as_f64().expect("started_at");
+    assert!(uptime > 0.0 && uptime < 120.0, "{info}");
+    assert!((now_seconds() - uptime - started).abs() < 2.0, "{info}");
+    assert_eq!(info["workers"]["desired"], 2);
+    assert_eq!(info["workers"]["running"], 2);
+    assert_eq!(info["workers"]["ready"], 2);
+    assert_eq!(info["deaths"], 0);
+    assert_eq!(info["failing"], false);
+    assert_eq!(info["management_addr"], management.to_string());
+    assert_eq!(info["mount_point"], "");
+    assert_eq!(info["app_addrs"][0], app.to_string());
+    assert_eq!(info["admin_actions"], false);
+
+    // GET /workers: one row per worker process, with every field.
+    let (status, workers) = get_json(management, "/workers");
+    assert_eq!(status, 200);
+    assert_eq!(workers["desired"], 2);
+    let rows = workers["workers"].as_array().expect("workers").clone();
+    assert_eq!(rows.len(), 2, "{workers}");
+    let children: BTreeSet<u32> = program.children().into_iter().collect();
+    assert_eq!(pids(&rows), children);
+    for (row, id) in rows.iter().zip([1, 2]) {
+        assert_eq!(row["id"], id, "{row}");
+        assert_eq!(row["generation"], 0);
+        assert_eq!(row["restarts"], 0);
+        assert_eq!(row["state"], "ready");
+        assert!(row["started_at"].as_f64().is_some_and(|t| t >= started));
+        assert!(row["uptime_seconds"].as_f64().is_some_and(|t| t > 0.0));
+        assert!(row.get("rss_bytes").is_some() && row.get("cpu_seconds").is_some());
+        assert!(
+            row["heartbeat_age_ms"].as_u64().is_some_and(|ms| ms < 5000),
+            "{row}"
+        );
+        assert!(row["requests"].as_u64().is_some(), "{row}");
+        assert!(row["exited_at"].is_null());
+        assert!(row.get("cpu_percent").is_some(), "{row}");
+    }
+    // CPU % needs two samples (2 s apart); memory and CPU time one.
+    let mut last = Vec::new();
+    let sampled = wait_until(PATIENCE, || {
+        last = live_rows(management);
+        last.iter().all(|row| {
+            row["cpu_percent"].as_f64().is_some_and(|cpu| cpu >= 0.0)
+                && row["cpu_seconds"].as_f64().is_some_and(|cpu| cpu >= 0.0)
+                && row["rss_bytes"].as_u64().is_some_and(|rss| rss > 1_000_000)
+        })
+    });
+    assert!(sampled, "not sampled: {last:?}");
+
+    // Requests served through http::serve show up with the next heartbeat.
+    for _ in 0..5 {
+        assert_eq!(get(app, "/").status, 200);
+    }
+    let counted = wait_until(PATIENCE, || {
+        let served: u64 = live_rows(management)
+            .iter()
+            .filter_map(|row| row["requests"].as_u64())
+            .sum();
+        served >= 5
+    });
+    assert!(counted, "requests never counted");
+
+    // Health.
+    let (status, alive) = get_json(management, "/health/is_alive");
+    assert_eq!((status, &alive["status"]), (200, &Value::from("alive")));
+    assert_eq!(alive["failing"], false);
+    assert_eq!(alive["ready_workers"], 2);
+    let (status, ready) = get_json(management, "/health/ready");
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["ready"], 2);
+    assert_eq!(ready["desired"], 2);
+    let (status, deployment) = get_json(management, "/health/deployment/test");
+    assert_eq!(status, 200, "{deployment}");
+    assert_eq!(deployment["status"], "ok");
+    assert_eq!(deployment["app_status"], 200);
+    assert_eq!(
+        deployment["url"],
+        format!("http://{app}/health/is_alive"),
+        "{deployment}"
+    );
+
+    // Stats: counters and the latest sample per worker.
+    let (status, stats) = get_json(management, "/stats");
+    assert_eq!(status, 200);
+    assert_eq!(stats["sampled_every_ms"], 2000);
+    let counters = &stats["counters"];
+    for name in [
+        "forked",
+        "respawned",
+        "restarts",
+        "exited",
+        "died",
+        "failing",
+        "recycled",
+        "stalled",
+    ] {
+        assert!(counters[name].is_u64(), "counter {name}: {stats}");
+    }
+    assert_eq!(counters["forked"], 2);
+    assert_eq!(counters["died"], 0);
+    let stat_rows = stats["workers"].as_array().expect("workers");
+    assert_eq!(stat_rows.len(), 2);
+    for row in stat_rows {
+        assert!(row["custom"].is_object(), "{row}");
+        assert!(row["sampled_at"].as_f64().is_some(), "{row}");
+        assert!(row["rss_bytes"].as_u64().is_some_and(|rss| rss > 0));
+    }
+    let (status, history) = get_json(management, "/stats/history");
+    assert_eq!(status, 200);
+    assert_eq!(history["kept_seconds"], 300);
+    for worker in history["workers"].as_array().expect("workers") {
+        let samples = worker["samples"].as_array().expect("samples");
+        assert!(!samples.is_empty(), "{worker}");
+        let sample = &samples[0];
+        assert!(sample["t"].as_u64().is_some() && sample["rss_bytes"].as_u64().is_some());
+        assert!(sample["cpu_percent"].as_f64().is_some(), "{sample}");
+    }
+
+    // The program's own page, beside the built-in ones, served by the master.
+    let (status, custom) = get_json(management, "/custom");
+    assert_eq!(status, 200);
+    assert_eq!(custom["message"], "Hi from a custom management page");
+    assert_eq!(custom["served_by_pid"], program.pid());
+
+    // The dashboard is HTML with the worker table.
+    let dashboard = get(management, "/dashboard");
+    assert_eq!(dashboard.status, 200);
+    assert!(
+        dashboard
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/html"))
+    );
+    assert!(dashboard.body.contains("<table id=\"workers\">"));
+    assert!(dashboard.body.contains("const BASE = \"\";"));
+
+    assert_eq!(get(management, "/no/such/page").status, 404);
+}
+
+#[test]
+fn a_killed_worker_shows_as_exited_beside_its_replacement() {
+    let program = start("flaky", &[("WIX_CLUSTER_WORKERS", "2")]);
+    let management = program.management_addr();
+    wait_ready(&program, management);
+    let victim = live_rows(management)[0]["pid"].as_u64().expect("a pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill a worker");
+    let mut last = Value::Null;
+    let seen = wait_until(PATIENCE, || {
+        let (_, workers) = get_json(management, "/workers");
+        last = workers.clone();
+        let rows = workers["workers"].as_array().cloned().unwrap_or_default();
+        let exited = rows.iter().any(|row| {
+            row["pid"] == victim && row["state"] == "exited" && row["exited_at"].is_f64()
+        });
+        let replacement = rows
+            .iter()
+            .any(|row| row["id"] == 1 && row["generation"] == 1 && row["restarts"] == 1);
+        exited && replacement
+    });
+    assert!(seen, "{last}");
+    let (_, info) = get_json(management, "/");
+    assert_eq!(info["deaths"], 1, "{info}");
+}
+
+#[test]
+fn deployment_test_reports_why_the_app_is_not_alive() {
+    // flaky has no /health/is_alive: the app answers 404.
+    let program = start("flaky", &[]);
+    let management = program.management_addr();
+    wait_ready(&program, management);
+    let app = program.listening_addr();
+    let (status, body) = get_json(management, "/health/deployment/test");
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["status"], "failed");
+    assert_eq!(body["app_status"], 404);
+    assert_eq!(body["url"], format!("http://{app}/health/is_alive"));
+    assert!(
+        body["reason"].as_str().is_some_and(|r| r.contains("404")),
+        "{body}"
+    );
+}
+
+#[test]
+fn is_alive_turns_503_on_cyclic_death_and_200_after_recovery() {
+    let program = start(
+        "flaky",
+        &[
+            ("MAX_DEATHS", "2"),
+            ("WITHIN_MS", "4000"),
+            ("WIX_CLUSTER_WORKERS", "2"),
+        ],
+    );
+    let management = program.management_addr();
+    let app = program.listening_addr();
+    wait_ready(&program, management);
+    assert_eq!(get(management, "/health/is_alive").status, 200);
+
+    // Three deaths within the window: one more than MAX_DEATHS.
+    let cyclic = wait_until(PATIENCE, || {
+        let _ = http_get(app, "/exit"); // the worker dies answering
+        program.log().contains("cyclic death")
+    });
+    assert!(cyclic, "no cyclic death; log:\n{}", program.log());
+
+    let mut last = Value::Null;
+    let dead = wait_until(Duration::from_secs(10), || {
+        let (status, body) = get_json(management, "/health/is_alive");
+        last = body;
+        status == 503
+    });
+    assert!(dead, "is_alive stayed up: {last}; log:\n{}", program.log());
+    assert_eq!(last["status"], "dead");
+    assert_eq!(last["failing"], true, "{last}");
+    assert!(
+        last["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cyclic"))
+    );
+    let (_, info) = get_json(management, "/");
+    assert_eq!(info["failing"], true);
+    assert!(info["deaths"].as_u64().is_some_and(|d| d >= 3), "{info}");
+
+    // After the window a worker is retried; once it serves, the cluster is alive again.
+    let recovered = wait_until(PATIENCE, || {
+        let (status, body) = get_json(management, "/health/is_alive");
+        last = body;
+        status == 200
+    });
+    assert!(
+        recovered,
+        "never recovered: {last}; log:\n{}",
+        program.log()
+    );
+    assert_eq!(last["failing"], false);
+    program.wait_for_log("serves again after cyclic death");
+}
+
+#[test]
+fn ready_is_503_while_a_rolling_restart_is_mid_way_and_200_after() {
+    let program = start(
+        "flaky",
+        &[
+            ("WIX_CLUSTER_WORKERS", "2"),
+            ("START_DELAY_MS", "1500"),
+            ("WIX_CLUSTER_ADMIN_TOKEN", TOKEN),
+        ],
+    );
+    let management = program.management_addr();
+    wait_ready(&program, management);
+    let before = pids(&live_rows(management));
+
+    let (status, body) = post(management, "/workers/restart", Some(TOKEN));
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "rolling restart started");
+
+    let mut saw_not_ready = None;
+    let mut alive_statuses = HashSet::new();
+    let done = wait_until(PATIENCE, || {
+        let (status, ready) = get_json(management, "/health/ready");
+        if status == 503 && saw_not_ready.is_none() {
+            saw_not_ready = Some(ready);
+        }
+        // Old workers serve until their successors are ready: alive throughout.
+        alive_statuses.insert(get(management, "/health/is_alive").status);
+        let now = pids(&live_rows(management));
+        status == 200 && now.len() == 2 && now.is_disjoint(&before)
+    });
+    assert!(done, "the roll did not finish; log:\n{}", program.log());
+    let not_ready = saw_not_ready.expect("ready never answered 503 mid-roll");
+    assert_eq!(not_ready["status"], "not_ready");
+    assert_eq!(not_ready["desired"], 2);
+    assert!(
+        not_ready["ready"].as_u64().is_some_and(|n| n < 2),
+        "{not_ready}"
+    );
+    assert_eq!(alive_statuses, HashSet::from([200]));
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_with_one_series_per_worker() {
+    let program = start("management_page", &[("WIX_CLUSTER_WORKERS", "3")]);
+    let management = program.management_addr();
+    let app = program.listening_addr();
+    wait_ready(&program, management);
+    // Custom metrics: every worker sets `app_ready`, each `GET /` counts a `hits`.
+    for _ in 0..6 {
+        assert_eq!(get(app, "/").status, 200);
+    }
+    let mut stats = Value::Null;
+    let collected = wait_until(PATIENCE, || {
+        stats = get_json(management, "/stats").1;
+        let rows = stats["workers"].as_array().cloned().unwrap_or_default();
+        let hits: f64 = rows
+            .iter()
+            .filter_map(|row| row["custom"]["hits"].as_f64())
+            .sum();
+        let ready = rows
+            .iter()
+            .filter(|row| row["custom"]["app_ready"] == 1.0)
+            .count();
+        hits == 6.0 && ready == 3
+    });
+    assert!(collected, "custom metrics not in /stats: {stats}");
+    let response = get(management, "/metrics");
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/plain; version=0.0.4")
+    );
+    let scrape =
+        prometheus_parse::Scrape::parse(response.body.lines().map(|line| Ok(line.to_owned())))
+            .expect("Prometheus text format");
+
+    let series = |name: &str| -> Vec<&prometheus_parse::Sample> {
+        scrape.samples.iter().filter(|s| s.metric == name).collect()
+    };
+    let workers_of = |name: &str| -> BTreeSet<String> {
+        series(name)
+            .iter()
+            .filter_map(|s| s.labels.get("worker").map(str::to_owned))
+            .collect()
+    };
+    let all: BTreeSet<String> = ["1", "2", "3"].map(String::from).into();
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_start_time_seconds",
+        "wix_cluster_worker_requests_total",
+        "wix_cluster_worker_heartbeat_age_seconds",
+    ] {
+        assert_eq!(series(name).len(), 3, "{name}:\n{}", response.body);
+        assert_eq!(workers_of(name), all, "{name}");
+        assert!(scrape.docs.contains_key(name), "no HELP for {name}");
+    }
+    for sample in series("process_cpu_seconds_total") {
+        assert!(matches!(sample.value, prometheus_parse::Value::Counter(v) if v >= 0.0));
+    }
+    for sample in series("process_resident_memory_bytes") {
+        assert!(
+            matches!(sample.value, prometheus_parse::Value::Gauge(v) if v > 1_000_000.0),
+            "{sample:?}"
+        );
+    }
+    let now = now_seconds();
+    for sample in series("process_start_time_seconds") {
+        assert!(
+            matches!(sample.value, prometheus_parse::Value::Gauge(t) if t <= now && now - t < 120.0),
+            "{sample:?}"
+        );
+    }
+    let value = |name: &str| series(name).first().map(|s| s.value.clone());
+    assert_eq!(
+        value("wix_cluster_workers_forked_total"),
+        Some(prometheus_parse::Value::Counter(3.0))
+    );
+    assert_eq!(
+        value("wix_cluster_workers_died_total"),
+        Some(prometheus_parse::Value::Counter(0.0))
+    );
+    assert_eq!(
+        value("wix_cluster_workers_desired"),
+        Some(prometheus_parse::Value::Gauge(3.0))
+    );
+    assert_eq!(
+        value("wix_cluster_workers_ready"),
+        Some(prometheus_parse::Value::Gauge(3.0))
+    );
+    assert_eq!(
+        value("wix_cluster_failing"),
+        Some(prometheus_parse::Value::Gauge(0.0))
+    );
+
+    // Custom worker metrics: gauges as named, counters with `_total`, by worker.
+    assert_eq!(workers_of("app_ready"), all);
+    for sample in series("app_ready") {
+        assert_eq!(sample.value, prometheus_parse::Value::Gauge(1.0));
+    }
+    let hits: f64 = series("hits_total")
+        .iter()
+        .map(|sample| match sample.value {
+            prometheus_parse::Value::Counter(v) => v,
+            ref other => panic!("hits_total is not a counter: {other:?}"),
+        })
+        .sum();
+    assert_eq!(hits, 6.0);
+}
+
+#[test]
+fn admin_actions_are_403_without_a_configured_token() {
+    let program = start("flaky", &[]);
+    let management = program.management_addr();
+    wait_ready(&program, management);
+    for path in ["/workers/restart", "/workers/scale?count=3"] {
+        for token in [None, Some(TOKEN)] {
+            let (status, body) = post(management, path, token);
+            assert_eq!(status, 403, "{path} {token:?}: {body}");
+            assert!(
+                body["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("WIX_CLUSTER_ADMIN_TOKEN"))
+            );
+        }
+    }
+    let (_, info) = get_json(management, "/");
+    assert_eq!(info["admin_actions"], false);
+    assert_eq!(program.children().len(), 2, "nothing was scaled");
+}
+
+#[test]
+fn admin_actions_need_the_right_bearer_token_and_then_act() {
+    let program = start(
+        "flaky",
+        &[
+            ("WIX_CLUSTER_ADMIN_TOKEN", TOKEN),
+            ("WIX_CLUSTER_WORKERS", "2"),
+        ],
+    );
+    let management = program.management_addr();
+    wait_ready(&program, management);
+    for path in ["/workers/restart", "/workers/scale?count=3"] {
+        let (status, body) = post(management, path, None);
+        assert_eq!(status, 401, "{path}: {body}");
+        let (status, body) = post(management, path, Some("wrong"));
+        assert_eq!(status, 401, "{path}: {body}");
+        assert_eq!(body["error"], "wrong admin token");
+    }
+    let no_challenge = http_request(management, "POST", "/workers/restart", &[]).expect("POST");
+    assert_eq!(no_challenge.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(program.children().len(), 2, "a refused action acted");
+
+    let (status, body) = post(management, "/workers/scale?count=0", Some(TOKEN));
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post(management, "/workers/scale?count=many", Some(TOKEN));
+    assert_eq!(status, 400, "{body}");
+
+    let (status, body) = post(management, "/workers/scale?count=3", Some(TOKEN));
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        (body["from"].as_u64(), body["to"].as_u64()),
+        (Some(2), Some(3))
+    );
+    let scaled = wait_until(PATIENCE, || {
+        program.children().len() == 3
+            && http_get(management, "/health/ready").is_ok_and(|r| r.status == 200)
+    });
+    assert!(scaled, "not scaled to 3; log:\n{}", program.log());
+    let (_, info) = get_json(management, "/");
+    assert_eq!(info["workers"]["desired"], 3);
+    assert_eq!(info["admin_actions"], true);
+
+    let before = pids(&live_rows(management));
+    let (status, _) = post(management, "/workers/restart", Some(TOKEN));
+    assert_eq!(status, 202);
+    let restarted = wait_until(PATIENCE, || {
+        let now = pids(&live_rows(management));
+        now.len() == 3 && now.is_disjoint(&before)
+    });
+    assert!(restarted, "no rolling restart; log:\n{}", program.log());
+}
+
+#[test]
+fn the_mount_point_prefixes_every_page() {
+    let program = start("management_page", &[("WIX_CLUSTER_MOUNT_POINT", "/admin/")]);
+    let management = program.management_addr();
+    let ready = wait_until(PATIENCE, || {
+        http_get(management, "/admin/health/ready").is_ok_and(|r| r.status == 200)
+    });
+    assert!(ready, "log:\n{}", program.log());
+    let (status, info) = get_json(management, "/admin");
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["mount_point"], "/admin");
+    for path in [
+        "/admin/workers",
+        "/admin/stats",
+        "/admin/metrics",
+        "/admin/custom",
+    ] {
+        assert_eq!(get(management, path).status, 200, "{path}");
+    }
+    for path in ["/", "/workers", "/custom", "/dashboard"] {
+        assert_eq!(get(management, path).status, 404, "{path}");
+    }
+    let dashboard = get(management, "/admin/dashboard");
+    assert_eq!(dashboard.status, 200);
+    assert!(dashboard.body.contains("const BASE = \"/admin\";"));
+}
+
+#[test]
+fn single_process_mode_serves_the_management_app_for_its_one_process() {
+    let program = start(
+        "management_page",
+        &[
+            ("WIX_CLUSTER_SINGLE", "1"),
+            ("WIX_CLUSTER_ADMIN_TOKEN", TOKEN),
+        ],
+    );
+    let management = program.management_addr();
+    wait_ready(&program, management);
+    let (_, info) = get_json(management, "/");
+    assert_eq!(info["mode"], "single_process");
+    assert_eq!(info["workers"]["desired"], 1);
+    let rows = live_rows(management);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["id"], 0);
+    assert_eq!(rows[0]["pid"], program.pid());
+    assert_eq!(rows[0]["state"], "ready");
+    assert!(rows[0]["heartbeat_age_ms"].is_null() && rows[0]["requests"].is_null());
+    assert_eq!(get(management, "/health/is_alive").status, 200);
+    assert_eq!(get(management, "/health/deployment/test").status, 200);
+    let (status, body) = post(management, "/workers/scale?count=2", Some(TOKEN));
+    assert_eq!(status, 409, "{body}");
+}
+
+#[test]
+fn a_taken_management_port_is_logged_and_the_cluster_keeps_serving() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let program = start("flaky", &[("WIX_CLUSTER_MANAGEMENT_ADDR", &addr)]);
+    let app = program.listening_addr();
+    let line = program.wait_for_log("cannot start the management app");
+    assert!(line.contains("ERROR") && line.contains(&addr), "{line}");
+    let deadline = Instant::now() + PATIENCE;
+    let served = loop {
+        match http_get(app, "/") {
+            Ok(response) if response.status == 200 => break true,
+            _ if Instant::now() > deadline => break false,
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    assert!(served, "log:\n{}", program.log());
+    assert!(!program.log().contains("management app listening on"));
+}
+
+#[test]
+fn a_bad_mount_point_is_refused_at_start_up() {
+    let mut program = start("flaky", &[("WIX_CLUSTER_MOUNT_POINT", "admin")]);
+    let status = program.wait_exit(PATIENCE).expect("exits");
+    assert_eq!(status.code(), Some(2), "log:\n{}", program.log());
+    assert!(program.log().contains("WIX_CLUSTER_MOUNT_POINT"));
+}

@@ -1,0 +1,61 @@
+//! The management app: one HTTP server in the master (in the one process in
+//! single-process mode) with info, worker, health, stats, metrics and dashboard pages,
+//! two admin actions, and the user's own pages mounted beside them.
+//!
+//! One concept per file: `settings` (what the program configures), `server` (bind and
+//! serve), `routes` (the router and its shared context), `info`, `workers` (the worker
+//! table), `health`, `stats` (the sampler and its history), `metrics` (Prometheus),
+//! `dashboard` (the HTML page), `auth` (the bearer token and the actions it guards).
+
+mod auth;
+mod dashboard;
+mod health;
+mod info;
+mod metrics;
+mod routes;
+mod server;
+pub(crate) mod settings;
+mod stats;
+mod workers;
+
+use std::fmt;
+use std::time::Duration;
+
+pub use settings::{ManagementApp, ManagementAppBuilder};
+
+use crate::Master;
+use crate::config::Config;
+
+/// The management app's settings once the environment is applied.
+#[derive(Clone)]
+pub(crate) struct ManagementConfig {
+    /// User routers, mounted beside the built-in pages.
+    pub(crate) pages: Vec<axum::Router>,
+    /// `""` or a path such as `/admin`, without a trailing `/`.
+    pub(crate) mount_point: String,
+    /// The bearer token for the `POST` actions; `None` disables them.
+    pub(crate) admin_token: Option<String>,
+    /// How often workers are sampled.
+    pub(crate) sample_interval: Duration,
+}
+
+impl fmt::Debug for ManagementConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManagementConfig")
+            .field("pages", &self.pages.len())
+            .field("mount_point", &self.mount_point)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("sample_interval", &self.sample_interval)
+            .finish()
+    }
+}
+
+/// Starts the management app on `master.management_addr()`: the sampler and the
+/// server, as tasks of the current runtime. Returns at once; a failure to bind is
+/// logged and the cluster keeps running without the app.
+pub(crate) fn start(master: &Master, config: &Config) {
+    let stats = stats::Stats::new(config.management_app.sample_interval);
+    let ctx = routes::Ctx::new(master.clone(), config, stats);
+    let app = routes::router(ctx.clone(), config.management_app.pages.clone());
+    tokio::spawn(server::serve(master.management_addr(), ctx, app));
+}

@@ -1,0 +1,121 @@
+//! The management app's router: every built-in page, the user's pages behind them, the
+//! mount point in front; and [`Ctx`], what every page reads.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use super::stats::Stats;
+use super::{auth, dashboard, health, info, metrics, stats, workers};
+use crate::Master;
+use crate::config::Config;
+
+/// What every page reads. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    pub(crate) master: Master,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) about: Arc<About>,
+    /// The address the server really bound (port 0 resolved), once it has.
+    pub(crate) bound: Arc<OnceLock<SocketAddr>>,
+}
+
+/// Fixed facts about the program and the app's settings.
+pub(crate) struct About {
+    /// The executable's file name.
+    pub(crate) name: String,
+    /// The program's version, when known.
+    pub(crate) version: Option<String>,
+    /// `""` or `/admin`.
+    pub(crate) mount_point: String,
+    pub(crate) admin_token: Option<String>,
+}
+
+impl Ctx {
+    pub(crate) fn new(master: Master, config: &Config, stats: Arc<Stats>) -> Ctx {
+        let name = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.file_name()?.to_str().map(str::to_owned))
+            .or_else(|| std::env::args().next())
+            .unwrap_or_default();
+        let app = &config.management_app;
+        Ctx {
+            master,
+            stats,
+            about: Arc::new(About {
+                name,
+                version: config.app_version.clone().filter(|v| !v.is_empty()),
+                mount_point: app.mount_point.clone(),
+                admin_token: app.admin_token.clone(),
+            }),
+            bound: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The management app's address: the bound one once bound, the configured one before.
+    pub(crate) fn management_addr(&self) -> SocketAddr {
+        self.bound
+            .get()
+            .copied()
+            .unwrap_or_else(|| self.master.management_addr())
+    }
+}
+
+/// The whole app: built-in pages first, then each user page in the order given (the
+/// first router with a matching path answers; the last one's fallback, or a 404,
+/// answers the rest), all under the mount point.
+pub(crate) fn router(ctx: Ctx, pages: Vec<Router>) -> Router {
+    let mount_point = ctx.about.mount_point.clone();
+    let builtin = Router::new()
+        .route("/", get(info::page))
+        .route("/workers", get(workers::page))
+        .route("/workers/restart", post(auth::restart))
+        .route("/workers/scale", post(auth::scale))
+        .route("/health/is_alive", get(health::is_alive))
+        .route("/health/ready", get(health::ready))
+        .route("/health/deployment/test", get(health::deployment_test))
+        .route("/stats", get(stats::page))
+        .route("/stats/history", get(stats::history))
+        .route("/metrics", get(metrics::page))
+        .route("/dashboard", get(dashboard::page))
+        .with_state(ctx);
+    // Chained as fallbacks rather than merged: overlapping routes cannot panic, the
+    // earlier router simply wins.
+    let app = match pages
+        .into_iter()
+        .rev()
+        .reduce(|later, earlier| earlier.fallback_service(later))
+    {
+        Some(user) => builtin.fallback_service(user),
+        None => builtin.fallback(not_found),
+    };
+    if mount_point.is_empty() {
+        app
+    } else {
+        Router::new().nest(&mount_point, app).fallback(not_found)
+    }
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such page")
+}
+
+/// A JSON error body: `{"error": message}`.
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": message.into() })),
+    )
+        .into_response()
+}
+
+/// Seconds since the Unix epoch, as a float (Prometheus' and JavaScript's `/ 1000`).
+pub(crate) fn unix_seconds(time: std::time::SystemTime) -> f64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
