@@ -279,3 +279,75 @@ fn idle_keep_alive_connections_do_not_hold_a_draining_worker() {
         program.log()
     );
 }
+
+#[test]
+fn a_busy_keep_alive_connection_is_told_to_close_when_its_worker_drains() {
+    let program = flaky(&[]);
+    let addr = program.listening_addr();
+    settle(&program, 2);
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let first = keep_alive_get(&mut stream).expect("the first response");
+    assert!(!first.contains("connection: close"), "{first}");
+    // A rolling restart drains every worker, the one holding this connection too. A
+    // client that keeps the connection busy (as a load generator does) must be told
+    // `connection: close` in a response, never find the connection closed under its
+    // next request.
+    program.signal(Signal::SIGHUP);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut answered = 1;
+    loop {
+        let response = keep_alive_get(&mut stream).unwrap_or_else(|e| {
+            panic!(
+                "request {} on the keep-alive connection failed ({e}): closed without \
+                 `connection: close`; log:\n{}",
+                answered + 1,
+                program.log()
+            )
+        });
+        answered += 1;
+        if response.contains("\r\nconnection: close\r\n") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never told to close; log:\n{}",
+            program.log()
+        );
+    }
+    let mut rest = Vec::new();
+    use std::io::Read;
+    stream
+        .read_to_end(&mut rest)
+        .expect("the server closes the connection cleanly after that response");
+    assert!(rest.is_empty(), "{rest:?}");
+    program.wait_for_log("rolling restart done");
+}
+
+/// `GET /` on an open keep-alive connection; the response's head and body, lowercased.
+fn keep_alive_get(stream: &mut std::net::TcpStream) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    write!(stream, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if raw.len() >= end + 4 + length {
+                return Ok(text);
+            }
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+}

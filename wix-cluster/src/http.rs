@@ -1,7 +1,10 @@
 //! [`serve`]: an HTTP server loop for a worker that does the whole graceful drain.
 
 use std::error::Error as StdError;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -22,7 +25,10 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// 1. stops accepting and drops the listener (the master's copy keeps the queue, which
 ///    the other workers go on accepting from);
 /// 2. lets in-flight requests finish, closing each connection after its current
-///    response, and closes idle keep-alive connections at once;
+///    response (HTTP/1 responses from then on say `connection: close`, so that clients
+///    open a new connection, which another worker accepts, instead of sending their
+///    next request on one about to close), and closes the keep-alive connections
+///    still idle 100 ms after the stop;
 /// 3. returns when every connection is closed, or gives up on the rest just before the
 ///    drain timeout ([`Worker::drain_timeout`]) at which the master would kill the worker.
 ///
@@ -50,6 +56,7 @@ where
     let builder = auto::Builder::new(TokioExecutor::new());
     let stop = worker.shutdown();
     tokio::pin!(stop);
+    let share_the_queue = !worker.is_single_process();
     loop {
         let accepted = tokio::select! {
             _ = &mut stop => break,
@@ -79,6 +86,16 @@ where
                 tracing::debug!("connection ended with an error: {e}");
             }
         });
+        if share_the_queue {
+            // Every worker accepts from one kernel queue, and a burst of connections
+            // wakes them all; the first to run would otherwise take the whole burst
+            // before the others are scheduled (with 64 keep-alive connections opened
+            // at once, one worker of two often got all of them and the other none).
+            // Giving up the CPU after each accepted connection lets the woken siblings
+            // take their share. It costs one cheap system call per new connection and
+            // returns at once when nothing else is waiting for the CPU.
+            std::thread::yield_now();
+        }
     }
     drop(listener);
     // A connection accepted just before the stop may not have had its first request
@@ -94,25 +111,70 @@ where
     Ok(())
 }
 
-/// Counts every request for the worker (heartbeat stats and `max_requests`).
+/// Counts every request for the worker (heartbeat stats and `max_requests`), and once
+/// the worker is stopping marks HTTP/1 responses `connection: close`.
 struct Counted<S> {
     inner: S,
     worker: Worker,
 }
 
-impl<S, R> hyper::service::Service<R> for Counted<S>
+impl<S, ReqBody, ResBody> hyper::service::Service<Request<ReqBody>> for Counted<S>
 where
-    S: hyper::service::Service<R>,
+    S: hyper::service::Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = CloseWhenStopping<S::Future>;
 
-    fn call(&self, request: R) -> Self::Future {
+    fn call(&self, request: Request<ReqBody>) -> Self::Future {
         self.worker.count_request();
-        self.inner.call(request)
+        let http1 = request.version() <= http::Version::HTTP_11;
+        CloseWhenStopping {
+            inner: self.inner.call(request),
+            worker: http1.then(|| self.worker.clone()),
+        }
     }
 }
+
+/// A response future that adds `connection: close` to an HTTP/1 response produced
+/// while the worker is stopping. hyper closes a keep-alive connection after its current
+/// response when asked to shut down gracefully, but does not say so in the response:
+/// a client would send its next request on that connection and see it closed (a failed
+/// request, e.g. in a rolling restart under load). With the header the client knows,
+/// opens a new connection, and the shared queue hands it to a worker that is not
+/// stopping; hyper also closes the connection after such a response by itself.
+pub(crate) struct CloseWhenStopping<F> {
+    inner: F,
+    /// The worker, for HTTP/1 requests only (HTTP/2 has GOAWAY for this).
+    worker: Option<Worker>,
+}
+
+impl<F, B, E> Future for CloseWhenStopping<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `inner` is pinned structurally: it is never moved out of `self` nor
+        // given out unpinned, and `CloseWhenStopping` has no `Drop` impl; `worker` is
+        // only read.
+        let (inner, worker) = unsafe {
+            let this = self.get_unchecked_mut();
+            (Pin::new_unchecked(&mut this.inner), &this.worker)
+        };
+        let mut response = std::task::ready!(inner.poll(cx))?;
+        let stopping = worker.as_ref().is_some_and(Worker::is_shutting_down);
+        if stopping && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, CLOSE.clone());
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+static CLOSE: http::HeaderValue = http::HeaderValue::from_static("close");
 
 /// How long a stopping server keeps its open connections as they are before asking them
 /// to close (see the comment where it is used).

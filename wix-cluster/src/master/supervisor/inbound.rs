@@ -72,6 +72,7 @@ impl Supervisor {
                 slot.was_ready = true;
                 self.ever_ready = true;
                 tracing::debug!("{worker} is ready");
+                self.time_ready(key);
                 self.on_ready(key);
             }
             Inbound::Message(ToMaster::Heartbeat { requests }) => {
@@ -117,6 +118,7 @@ impl Supervisor {
             tracing::debug!("{worker} stopped ({reason})");
         } else {
             tracing::warn!("{worker} died unexpectedly ({reason})");
+            self.time_death(key.id);
             if !slot.was_ready && !self.ever_ready && self.stopping.is_none() {
                 let why = slot
                     .going_down

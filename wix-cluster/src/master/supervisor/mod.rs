@@ -9,6 +9,7 @@ mod commands;
 mod handover;
 mod inbound;
 mod stop;
+mod timing;
 
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
@@ -117,6 +118,7 @@ async fn supervise(config: &Config, plugins: Plugins, listeners: Listeners) -> E
         stopping: None,
         handovers: Handovers::default(),
         ever_ready: false,
+        timing: timing::Timing::default(),
         notifier: Notifier::from_env(),
     };
     tracing::info!("master started; spawning {} workers", config.workers);
@@ -197,6 +199,8 @@ struct Supervisor {
     handovers: Handovers,
     /// Some worker has been ready at some point: start-up succeeded.
     ever_ready: bool,
+    /// Start-up and replacement timings for the log.
+    timing: timing::Timing,
     notifier: Notifier,
 }
 
