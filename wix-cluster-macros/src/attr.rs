@@ -15,7 +15,7 @@ use crate::units::{self, Quantity};
 
 /// Plugins that may be named by their bare name, `plugins(Respawn)`; they live in
 /// `::wix_cluster::__private::plugins`.
-const BUILTIN_PLUGINS: [&str; 5] = ["Respawn", "Graceful", "LifecycleLog", "Stall", "Stats"];
+const BUILTIN_PLUGINS: [&str; 5] = ["Respawn", "Graceful", "LifecycleLog", "Stall", "Statsd"];
 
 /// How the function must look; quoted in the errors about the function.
 const EXPECTED_FN: &str = "`async fn main(worker: wix_cluster::Worker)`";
@@ -801,7 +801,7 @@ mod tests {
     fn only_bare_builtin_names_are_builtins() {
         let (args, errors) = parse(quote!(plugins(
             Stall,
-            Stats,
+            Statsd,
             LifecycleLog,
             crate::Respawn,
             ::other::Graceful,

@@ -39,7 +39,7 @@ use proc_macro::TokenStream;
 ///   order listed. Default: none. Each entry is a type implementing `Default` and
 ///   `wix_cluster::Plugin`, and each `key = value` calls the method `key` with `value` on
 ///   its default value: `Respawn(max_deaths = 5)` is `Respawn::default().max_deaths(5)`.
-///   The bare names `Respawn`, `Graceful`, `LifecycleLog`, `Stall` and `Stats` are the
+///   The bare names `Respawn`, `Graceful`, `LifecycleLog`, `Stall` and `Statsd` are the
 ///   built-in plugins, with no `use` needed; any other path, such as
 ///   `my_mod::MyPlugin`, names a type in scope (write `self::Respawn` for a type of your
 ///   own that has a built-in's name, and use a type alias for a generic type). Each
