@@ -171,10 +171,9 @@ fn app_data_is_there_before_the_app_and_refreshes_everywhere(mode: Mode) {
             .filter(|pid| !before.contains(pid))
             .collect();
         let answers = from_each(addr, "/config", &newcomer);
-        assert_eq!(
-            answers.values().next().map(String::as_str),
-            Some("start=2 now=2")
-        );
+        for pid in &newcomer {
+            assert_eq!(answers[pid], "start=2 now=2", "newcomer {pid}");
+        }
     }
 }
 
