@@ -62,7 +62,12 @@ fn lines_stay_whole_when_many_processes_write_at_once() {
     let env = [("WIX_CLUSTER_LOG_FORMAT", "json"), ("LINES", "500")];
     let program = Program::start("chatty", &env);
     // 4 workers x 500 tracing lines + 500 stdout lines each, written concurrently.
-    let all = wait_until(PATIENCE, || program.log().lines().count() >= 4 * 1000);
+    // Wait for every line of both kinds (the master logs lines of its own too).
+    let all = wait_until(PATIENCE, || {
+        let log = program.log();
+        log.matches("\"app\":\"chatty\"").count() >= 2000
+            && log.matches("chatty worker").count() >= 2000
+    });
     assert!(all, "only {} lines", program.log().lines().count());
     let lines = parse_all(&program.log());
     let app_lines = lines.iter().filter(|l| l["app"] == "chatty").count();
