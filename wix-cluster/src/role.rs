@@ -53,23 +53,32 @@ pub(crate) fn detect() -> Result<Role, String> {
     let generation: u32 = generation.parse().map_err(|_| bad())?;
     let fd: RawFd = fd.parse().map_err(|_| bad())?;
     let master_pid: u32 = master_pid.parse().map_err(|_| bad())?;
-    if !is_open(fd) {
-        return Err(format!("{}: descriptor {fd} is not open", bad()));
-    }
-    // SAFETY: the master passed this descriptor to us for exactly this purpose, it is
-    // open (checked above), and the marker is removed so it is adopted only once.
-    let channel = unsafe { OwnedFd::from_raw_fd(fd) };
-    // Programs the app starts must not inherit the channel.
-    let _ = nix::fcntl::fcntl(
-        &channel,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    );
+    let channel = adopt_fd(fd).map_err(|e| format!("{}: {e}", bad()))?;
     Ok(Role::Worker(WorkerMarker {
         id: WorkerId(id),
         generation,
         channel,
         master_pid,
     }))
+}
+
+/// Takes ownership of `fd`, a descriptor this process inherited on purpose (a channel
+/// named in an internal variable), and marks it close-on-exec so that programs this
+/// process starts do not inherit it. Each descriptor must be adopted at most once.
+pub(crate) fn adopt_fd(fd: RawFd) -> Result<OwnedFd, String> {
+    if !is_open(fd) {
+        return Err(format!("descriptor {fd} is not open"));
+    }
+    // SAFETY: the parent passed this descriptor to this process for exactly this
+    // purpose, it is open (checked above), and the variable naming it is removed
+    // before this is called, so it is adopted only once.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    nix::fcntl::fcntl(
+        &owned,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| format!("cannot mark descriptor {fd} close-on-exec: {e}"))?;
+    Ok(owned)
 }
 
 fn is_open(fd: RawFd) -> bool {

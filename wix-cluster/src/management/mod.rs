@@ -54,8 +54,21 @@ impl fmt::Debug for ManagementConfig {
 /// server, as tasks of the current runtime. Returns at once; a failure to bind is
 /// logged and the cluster keeps running without the app.
 pub(crate) fn start(master: &Master, config: &Config) {
+    if let Some(listener) = bind(master.management_addr()) {
+        start_on(listener, master, config);
+    }
+}
+
+/// Binds the management app's address; `None` (logged) when it cannot be bound.
+pub(crate) fn bind(addr: std::net::SocketAddr) -> Option<std::net::TcpListener> {
+    server::bind(addr)
+}
+
+/// Starts the management app on a socket bound already (or handed over by the master
+/// this one replaces).
+pub(crate) fn start_on(listener: std::net::TcpListener, master: &Master, config: &Config) {
     let stats = stats::Stats::new(config.management_app.sample_interval);
     let ctx = routes::Ctx::new(master.clone(), config, stats);
     let app = routes::router(ctx.clone(), config.management_app.pages.clone());
-    tokio::spawn(server::serve(master.management_addr(), ctx, app));
+    tokio::spawn(server::serve(listener, ctx, app));
 }

@@ -1,4 +1,5 @@
-//! Binds the management app's address and serves it for the life of the process.
+//! Binds the management app's address (or takes the socket an upgrade handed over) and
+//! serves it for the life of the process.
 
 use std::net::SocketAddr;
 
@@ -7,21 +8,37 @@ use tokio::net::TcpListener;
 
 use super::routes::Ctx;
 
-/// Binds `addr`, starts the sampler, and serves `app` until the runtime ends. A failure
-/// to bind is logged as an error and the cluster keeps running without its management
-/// app (and without sampling: nothing would read the samples).
-pub(crate) async fn serve(addr: SocketAddr, ctx: Ctx, app: Router) {
-    let listener = match TcpListener::bind(addr).await {
-        Ok(listener) => listener,
+/// Binds `addr` for the management app. A failure is logged as an error and the
+/// cluster keeps running without its management app.
+pub(crate) fn bind(addr: SocketAddr) -> Option<std::net::TcpListener> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(listener) => Some(listener),
         Err(e) => {
             tracing::error!(
                 "cannot start the management app on {addr}: {e}; the cluster runs without it \
                  (set WIX_CLUSTER_MANAGEMENT_ADDR to another address, port 0 for any)"
             );
+            None
+        }
+    }
+}
+
+/// Starts the sampler and serves `app` on `listener` until the runtime ends.
+pub(crate) async fn serve(listener: std::net::TcpListener, ctx: Ctx, app: Router) {
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(listener))
+    {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!("cannot serve the management app: {e}");
             return;
         }
     };
-    let bound = listener.local_addr().unwrap_or(addr);
+    let Ok(bound) = listener.local_addr() else {
+        tracing::error!("the management app's socket has no address");
+        return;
+    };
     let _ = ctx.bound.set(bound);
     tokio::spawn(super::stats::sample_forever(ctx.clone()));
     let prefix = &ctx.about.mount_point;

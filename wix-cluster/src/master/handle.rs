@@ -30,6 +30,8 @@ pub(crate) enum Command {
     Snapshot(oneshot::Sender<Vec<WorkerInfo>>),
     /// Stop every worker gracefully, then exit with `code`.
     Shutdown { code: u8 },
+    /// Start a new master and hand it the listening sockets.
+    Upgrade,
 }
 
 /// A handle on the master, given to plugin hooks. Cheap to clone; usable from any task.
@@ -220,6 +222,15 @@ impl Master {
     /// Stops every worker gracefully; the master then exits with `exit_code`.
     pub fn shutdown(&self, exit_code: u8) {
         let _ = self.commands.send(Command::Shutdown { code: exit_code });
+    }
+
+    /// Replaces this master without closing the port (also on SIGUSR2): starts a new
+    /// master from the program's binary on disk and hands it every listening socket;
+    /// once the new master's workers are all ready, this master drains its own workers
+    /// and exits 0. If the new master fails or is not ready within 60 s, this one keeps
+    /// serving and logs why. Ignored while an upgrade or a stop is in progress.
+    pub fn upgrade(&self) {
+        let _ = self.commands.send(Command::Upgrade);
     }
 
     /// How long a stopping worker has to exit before it is killed (default 5 s).

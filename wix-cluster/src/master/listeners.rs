@@ -63,6 +63,44 @@ impl Listeners {
         listeners
     }
 
+    /// Every socket, once each, with the addresses asked for that it answers: what an
+    /// upgrade hands to the new master.
+    pub(crate) fn handover(&self) -> Vec<(Vec<SocketAddr>, Bound)> {
+        let mut sockets: Vec<(Vec<SocketAddr>, Bound)> = Vec::new();
+        let all = self.by_addr.iter().map(|(key, bound)| (Some(*key), bound));
+        let unused = self.activated.iter().map(|bound| (None, bound));
+        for (key, bound) in all.chain(unused) {
+            let known = sockets
+                .iter_mut()
+                .find(|(_, seen)| Arc::ptr_eq(&seen.fd, &bound.fd));
+            let entry = match known {
+                Some(entry) => entry,
+                None => {
+                    sockets.push((Vec::new(), bound.clone()));
+                    let last = sockets.len() - 1;
+                    &mut sockets[last]
+                }
+            };
+            if let Some(key) = key {
+                entry.0.push(key);
+            }
+        }
+        sockets
+    }
+
+    /// Adopts a socket handed over by the master this one replaces, for the addresses
+    /// in `requested` (and its own); with none, it is kept like a socket from systemd.
+    pub(crate) fn adopt(&mut self, requested: Vec<SocketAddr>, bound: Bound) {
+        if requested.is_empty() {
+            self.activated.push(bound);
+            return;
+        }
+        self.by_addr.insert(bound.addr, bound.clone());
+        for key in requested {
+            self.by_addr.insert(key, bound.clone());
+        }
+    }
+
     /// The socket for `requested`: a socket from systemd with that address (or that
     /// port, when either side's address is unspecified), else one bound on first use.
     pub(crate) fn get_or_bind(&mut self, requested: SocketAddr) -> io::Result<Bound> {

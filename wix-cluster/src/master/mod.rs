@@ -7,6 +7,7 @@ mod spawn;
 mod supervisor;
 mod systemd;
 mod table;
+mod upgrade;
 
 pub(crate) use handle::Command;
 pub use handle::{ClusterCounters, Master};

@@ -59,6 +59,11 @@ impl Spawner {
         })
     }
 
+    /// The program and arguments workers are started from (resolved at start-up).
+    pub(crate) fn program(&self) -> (&std::path::Path, &[OsString]) {
+        (&self.exe, &self.args)
+    }
+
     pub(crate) fn spawn(&self, key: Key) -> io::Result<Spawned> {
         let (ours, theirs) = ipc::socketpair()?;
         let child_fd = theirs.as_raw_fd();

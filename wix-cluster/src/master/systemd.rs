@@ -24,6 +24,8 @@ pub(crate) struct Notifier {
     ready_sent: bool,
     reloading: bool,
     stopping: bool,
+    /// An upgrade handed the service to a new master: say nothing more.
+    handed_over: bool,
     status: String,
 }
 
@@ -49,8 +51,19 @@ impl Notifier {
         }
     }
 
+    /// An upgrade's new master `pid` is ready: it becomes the service's main process
+    /// (`MAINPID=`; the unit needs `NotifyAccess=all` for the new master's own
+    /// messages), and this master reports nothing more (no `STOPPING=1`).
+    pub(crate) fn handed_over(&mut self, pid: u32) {
+        if self.enabled && !self.handed_over {
+            let status = format!("handed over to the new master (pid {pid})");
+            self.send(&[NotifyState::MainPid(pid), NotifyState::Status(&status)]);
+        }
+        self.handed_over = true;
+    }
+
     pub(crate) fn update(&mut self, view: View) {
-        if !self.enabled {
+        if !self.enabled || self.handed_over {
             return;
         }
         let status = if view.stopping {
@@ -86,7 +99,7 @@ impl Notifier {
 
     /// `WATCHDOG=1`, sent only while the cluster is healthy.
     pub(crate) fn watchdog(&self, healthy: bool) {
-        if self.enabled && healthy {
+        if self.enabled && healthy && !self.handed_over {
             self.send(&[NotifyState::Watchdog]);
         }
     }

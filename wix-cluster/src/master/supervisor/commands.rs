@@ -47,6 +47,7 @@ impl Supervisor {
             Command::RollingRestart => self.start_roll(),
             Command::Scale { count } => self.scale(count),
             Command::Shutdown { code } => self.begin_stop(code),
+            Command::Upgrade => self.start_upgrade(),
             Command::Snapshot(_) => {}
         }
     }

@@ -3,16 +3,21 @@
 //!
 //! The loop's reactions are split by concern: `inbound` (what workers say and how they
 //! end), `commands` (what plugins and signals ask for), `handover` (successor first,
-//! then drain: rolling restarts and recycles), `stop` (shutting the cluster down).
+//! then drain: rolling restarts and recycles), `stop` (shutting the cluster down),
+//! `upgrade` (handing the sockets to a new master, SIGUSR2).
 
 mod commands;
 mod handover;
 mod inbound;
 mod stop;
 mod timing;
+mod upgrade;
 
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -23,17 +28,21 @@ use super::listeners::Listeners;
 use super::spawn::{Key, Spawner};
 use super::systemd::{Notifier, View};
 use super::table::{Slot, WorkerTable};
+use super::upgrade::{Predecessor, Report};
 use super::{Command, Master};
 use crate::WorkerId;
 use crate::config::Config;
 use crate::event::LifecycleEvent;
+use crate::ipc::Outbox;
 use crate::plugin::Plugins;
 use handover::Handovers;
 use stop::Stopping;
+use upgrade::Upgrading;
 
 /// Runs the master until the cluster stops; returns the process's exit code.
 pub(crate) fn run(config: &Config, plugins: Plugins) -> ExitCode {
     let listeners = Listeners::adopt_activated();
+    let predecessor = Predecessor::take_from_env();
     let runtime = match crate::runtime::master() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -41,7 +50,7 @@ pub(crate) fn run(config: &Config, plugins: Plugins) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(supervise(config, plugins, listeners));
+    let code = runtime.block_on(supervise(config, plugins, listeners, predecessor));
     runtime.shutdown_background();
     code
 }
@@ -62,6 +71,7 @@ struct Signals {
     hup: tokio::signal::unix::Signal,
     ttin: tokio::signal::unix::Signal,
     ttou: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -72,14 +82,21 @@ impl Signals {
             hup: signal(SignalKind::hangup())?,
             ttin: signal(SignalKind::from_raw(nix::libc::SIGTTIN))?,
             ttou: signal(SignalKind::from_raw(nix::libc::SIGTTOU))?,
+            usr2: signal(SignalKind::user_defined2())?,
         })
     }
 }
 
-async fn supervise(config: &Config, plugins: Plugins, listeners: Listeners) -> ExitCode {
+async fn supervise(
+    config: &Config,
+    plugins: Plugins,
+    mut listeners: Listeners,
+    predecessor: Option<Predecessor>,
+) -> ExitCode {
     let (master, mut commands) = Master::new(config);
     let (inbox_tx, mut inbox) = mpsc::unbounded_channel();
     let (timers_tx, mut timers) = mpsc::unbounded_channel();
+    let (upgrade_tx, mut upgrade_reports) = mpsc::unbounded_channel();
     let spawner = match Spawner::new(inbox_tx) {
         Ok(spawner) => spawner,
         Err(e) => {
@@ -94,6 +111,20 @@ async fn supervise(config: &Config, plugins: Plugins, listeners: Listeners) -> E
             return ExitCode::FAILURE;
         }
     };
+    let (predecessor, inherited_management) = match predecessor {
+        None => (None, None),
+        Some(predecessor) => {
+            let old = predecessor.pid();
+            tracing::info!("taking over from the old master (pid {old})");
+            match predecessor.receive(&mut listeners).await {
+                Ok(inherited) => (Some(inherited.answer), inherited.management),
+                Err(e) => {
+                    tracing::error!("cannot take the old master's sockets: {e}; binding them anew");
+                    (None, None)
+                }
+            }
+        }
+    };
     crate::exchange::hub::install(crate::exchange::hub::Side::Master);
     crate::metrics::start_collector();
     for plugin in &plugins {
@@ -105,7 +136,12 @@ async fn supervise(config: &Config, plugins: Plugins, listeners: Listeners) -> E
             return ExitCode::FAILURE;
         }
     }
-    crate::management::start(&master, config);
+    let management_listener =
+        inherited_management.or_else(|| crate::management::bind(master.management_addr()));
+    let management = management_listener.as_ref().and_then(handover_copy);
+    if let Some(listener) = management_listener {
+        crate::management::start_on(listener, &master, config);
+    }
 
     let mut sup = Supervisor {
         plugins,
@@ -120,6 +156,10 @@ async fn supervise(config: &Config, plugins: Plugins, listeners: Listeners) -> E
         ever_ready: false,
         timing: timing::Timing::default(),
         notifier: Notifier::from_env(),
+        upgrading: None,
+        predecessor,
+        upgrade_reports: upgrade_tx,
+        management,
     };
     tracing::info!("master started; spawning {} workers", config.workers);
     for id in 1..=config.workers {
@@ -130,15 +170,21 @@ async fn supervise(config: &Config, plugins: Plugins, listeners: Listeners) -> E
     loop {
         let drain_deadline = sup.stopping.as_ref().and_then(|stop| stop.deadline);
         let handover_deadline = sup.handovers.deadline();
+        let upgrade_deadline = sup.upgrading.as_ref().map(Upgrading::deadline);
         tokio::select! {
             Some((key, inbound)) = inbox.recv() => sup.on_inbound(key, inbound),
             Some(command) = commands.recv() => sup.on_command(command),
             Some(timer) = timers.recv() => sup.on_timer(timer),
+            Some(report) = upgrade_reports.recv() => sup.on_upgrade_report(report),
             _ = signals.term.recv() => sup.on_stop_signal("SIGTERM"),
             _ = signals.int.recv() => sup.on_stop_signal("SIGINT"),
             _ = signals.hup.recv() => {
                 tracing::info!("SIGHUP: rolling restart");
                 sup.on_command(Command::RollingRestart);
+            }
+            _ = signals.usr2.recv() => {
+                tracing::info!("SIGUSR2: upgrading the master");
+                sup.on_command(Command::Upgrade);
             }
             _ = signals.ttin.recv() => {
                 let count = sup.master.desired_workers() + 1;
@@ -154,6 +200,9 @@ async fn supervise(config: &Config, plugins: Plugins, listeners: Listeners) -> E
             _ = sleep_until(handover_deadline), if handover_deadline.is_some() => {
                 sup.on_handover_timeout();
             }
+            _ = sleep_until(upgrade_deadline), if upgrade_deadline.is_some() => {
+                sup.on_upgrade_timeout();
+            }
             _ = tick(&mut watchdog), if watchdog.is_some() => {
                 sup.notifier.watchdog(sup.is_healthy());
             }
@@ -163,9 +212,22 @@ async fn supervise(config: &Config, plugins: Plugins, listeners: Listeners) -> E
         while let Ok(command) = commands.try_recv() {
             sup.on_command(command);
         }
+        sup.answer_predecessor();
         sup.notifier.update(sup.systemd_view());
         if let Some(code) = sup.finished() {
             return code;
+        }
+    }
+}
+
+/// A copy of the management app's socket to hand over on an upgrade.
+fn handover_copy(listener: &std::net::TcpListener) -> Option<(SocketAddr, Arc<OwnedFd>)> {
+    let addr = listener.local_addr().ok()?;
+    match listener.try_clone() {
+        Ok(copy) => Some((addr, Arc::new(OwnedFd::from(copy)))),
+        Err(e) => {
+            tracing::warn!("an upgrade will not keep the management app's socket: {e}");
+            None
         }
     }
 }
@@ -202,6 +264,13 @@ struct Supervisor {
     /// Start-up and replacement timings for the log.
     timing: timing::Timing,
     notifier: Notifier,
+    /// A new master started by an upgrade, not ready yet.
+    upgrading: Option<Upgrading>,
+    /// On a new master: the channel to the old one, until this one is ready.
+    predecessor: Option<Outbox>,
+    upgrade_reports: mpsc::UnboundedSender<Report>,
+    /// The management app's socket, for an upgrade to hand over.
+    management: Option<(SocketAddr, Arc<OwnedFd>)>,
 }
 
 impl Supervisor {

@@ -37,6 +37,7 @@ impl Supervisor {
         });
         self.pending_respawns.clear();
         self.handovers.clear();
+        self.abandon_upgrade();
         for slot in self.table.iter_mut() {
             slot.retire();
         }

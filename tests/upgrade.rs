@@ -1,0 +1,242 @@
+//! Master upgrade without closing the port (SIGUSR2): the running master starts a new
+//! master from the binary on disk and hands it the listening sockets; once the new
+//! master's workers are ready, the old one drains and exits. Under continuous load no
+//! request may fail; a new master that cannot start leaves the old one serving.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use wix_cluster_suite::{
+    Load, PATIENCE, Program, children_of, example_path, http_get, is_alive, wait_until,
+};
+
+/// A copy of the `hello` example in a folder of its own, so that the test can replace
+/// the binary on disk as a deployment would.
+struct Deployed {
+    dir: PathBuf,
+    binary: PathBuf,
+}
+
+impl Deployed {
+    fn hello(test: &str) -> Deployed {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("upgrade-{test}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the deployment folder");
+        let binary = dir.join("hello");
+        let deployed = Deployed { dir, binary };
+        deployed.replace_with(&example_path("hello"));
+        deployed
+    }
+
+    /// Replaces the binary the way deployments do: a new file renamed over the old one
+    /// (the running program keeps its own, now unlinked, file).
+    fn replace_with(&self, source: &Path) {
+        let staged = self.dir.join("hello.new");
+        std::fs::copy(source, &staged).expect("copy the new binary");
+        std::fs::rename(&staged, &self.binary).expect("rename the new binary into place");
+    }
+
+    /// Replaces the binary with a program that fails at once.
+    fn replace_with_failing(&self) {
+        let staged = self.dir.join("hello.new");
+        std::fs::write(&staged, "#!/bin/sh\necho 'broken build' >&2\nexit 3\n")
+            .expect("write the failing binary");
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(&staged, mode).expect("make it executable");
+        std::fs::rename(&staged, &self.binary).expect("rename the failing binary into place");
+    }
+
+    /// Starts the deployed binary with 2 workers on a free loopback port.
+    fn start(&self) -> Program {
+        let mut command = Command::new(&self.binary);
+        command
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("WIX_CLUSTER_WORKERS", "2")
+            .env("WIX_CLUSTER_MANAGEMENT_ADDR", "127.0.0.1:0")
+            .env_remove("WIX_CLUSTER_SINGLE");
+        Program::spawn(command)
+    }
+}
+
+impl Drop for Deployed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits until `master` has `n` live children and returns them.
+fn workers_of(master: u32, n: usize, program: &Program) -> Vec<u32> {
+    let mut workers = Vec::new();
+    let ok = wait_until(PATIENCE, || {
+        workers = children_of(master);
+        workers.len() == n
+    });
+    assert!(
+        ok,
+        "master {master} has workers {workers:?}, expected {n}; log:\n{}",
+        program.log()
+    );
+    workers
+}
+
+/// The pid in the old master's `upgraded: the new master (pid N) ...` line.
+fn new_master_pid(program: &Program) -> u32 {
+    let line = program.wait_for_log("upgraded: the new master (pid ");
+    line.split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"))
+}
+
+/// Connects to `addr` every few milliseconds until stopped; counts refusals.
+struct ConnectProbe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, Vec<String>)>,
+}
+
+impl ConnectProbe {
+    fn start(addr: std::net::SocketAddr) -> ConnectProbe {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut connects = 0;
+            let mut refused = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+                    Ok(_) => connects += 1,
+                    Err(e) => refused.push(e.to_string()),
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (connects, refused)
+        });
+        ConnectProbe { stop, thread }
+    }
+
+    fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("probe thread")
+    }
+}
+
+#[test]
+fn master_upgrade_under_load_changes_the_master_pid_never_refuses_and_fails_no_request() {
+    let deployed = Deployed::hello("under-load");
+    let mut program = deployed.start();
+    let old_master = program.pid();
+    let old_workers = workers_of(old_master, 2, &program);
+    let addr = program.listening_addr();
+    let management = program.management_addr();
+    assert_eq!(http_get(addr, "/").map(|r| r.status).ok(), Some(200));
+
+    // A new build lands on disk; the running master must start that one.
+    deployed.replace_with(&example_path("hello"));
+
+    let load = Load::start(addr, 4, "/");
+    let probe = ConnectProbe::start(addr);
+    std::thread::sleep(Duration::from_millis(500));
+    program.signal(Signal::SIGUSR2);
+
+    let new_master = new_master_pid(&program);
+    assert_ne!(new_master, old_master, "the master pid must change");
+    let status = program
+        .wait_exit(PATIENCE)
+        .unwrap_or_else(|| panic!("the old master did not exit; log:\n{}", program.log()));
+    assert!(status.success(), "the old master exited with {status}");
+    assert!(
+        is_alive(new_master),
+        "the new master is gone; log:\n{}",
+        program.log()
+    );
+    let new_workers = workers_of(new_master, 2, &program);
+    assert!(
+        old_workers.iter().all(|pid| !is_alive(*pid)),
+        "old workers {old_workers:?} outlived the old master; log:\n{}",
+        program.log()
+    );
+
+    // The new cluster serves for a while under the same load.
+    let served_by_new = wait_until(PATIENCE, || {
+        http_get(addr, "/")
+            .ok()
+            .and_then(|r| {
+                r.header("x-worker-pid")
+                    .and_then(|pid| pid.parse::<u32>().ok())
+            })
+            .is_some_and(|pid| new_workers.contains(&pid))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let report = load.stop();
+    let (connects, refused) = probe.stop();
+    assert!(
+        served_by_new,
+        "no new worker answered; log:\n{}",
+        program.log()
+    );
+    assert!(
+        report.failed.is_empty(),
+        "requests failed during the upgrade: {report}; log:\n{}",
+        program.log()
+    );
+    assert!(report.ok > 50, "too little load went through: {report}");
+    assert!(
+        refused.is_empty(),
+        "the port refused {} of {} connections: {refused:?}",
+        refused.len(),
+        connects as usize + refused.len()
+    );
+    assert!(
+        report.served_by.iter().any(|pid| old_workers.contains(pid))
+            && report.served_by.iter().any(|pid| new_workers.contains(pid)),
+        "the load should have been served by old and new workers: {:?} (old {old_workers:?}, \
+         new {new_workers:?})",
+        report.served_by
+    );
+
+    // The management app kept its address and is now the new master's.
+    let info = http_get(management, "/").expect("management app after the upgrade");
+    assert_eq!(info.status, 200);
+    assert!(
+        info.body.contains(&format!("\"pid\":{new_master}")),
+        "management app should be served by the new master {new_master}: {}",
+        info.body
+    );
+}
+
+#[test]
+fn a_new_master_that_fails_to_start_leaves_the_old_one_serving() {
+    let deployed = Deployed::hello("failing");
+    let program = deployed.start();
+    let master = program.pid();
+    let workers = workers_of(master, 2, &program);
+    let addr = program.listening_addr();
+
+    deployed.replace_with_failing();
+    let load = Load::start(addr, 2, "/");
+    program.signal(Signal::SIGUSR2);
+    let line = program.wait_for_log("upgrade failed");
+    assert!(
+        line.contains("exit code 3") && line.contains("keeps serving"),
+        "the failure should say why: {line}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let report = load.stop();
+
+    assert!(is_alive(master), "the old master must keep running");
+    assert_eq!(
+        workers_of(master, 2, &program),
+        workers,
+        "the old workers must keep running"
+    );
+    assert!(
+        report.failed.is_empty() && report.ok > 0,
+        "the old master must keep serving: {report}"
+    );
+    assert_eq!(http_get(addr, "/").map(|r| r.status).ok(), Some(200));
+}

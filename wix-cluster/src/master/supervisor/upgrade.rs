@@ -1,0 +1,147 @@
+//! Upgrading the master (SIGUSR2, `Master::upgrade`), as the loop sees it: the old
+//! master starts the new one and drains once it is ready, or keeps serving when it is
+//! not; the new master answers once its own workers are ready. The mechanism (the
+//! process and the handover channel) is `master::upgrade`.
+
+use nix::sys::signal::Signal;
+use tokio::time::Instant;
+
+use super::Supervisor;
+use crate::master::spawn;
+use crate::master::upgrade::{self, Report, Successor};
+
+/// A new master started and not yet ready.
+pub(super) struct Upgrading {
+    successor: Successor,
+    deadline: Instant,
+    /// Why its channel closed, when it did before `Ready`.
+    lost: Option<String>,
+}
+
+impl Upgrading {
+    pub(super) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+impl Supervisor {
+    pub(super) fn start_upgrade(&mut self) {
+        if let Some(upgrading) = &self.upgrading {
+            tracing::warn!(
+                "already upgrading: the new master (pid {}) is starting",
+                upgrading.successor.pid
+            );
+            return;
+        }
+        if self.predecessor.is_some() {
+            tracing::warn!(
+                "cannot upgrade yet: this master is still taking over from the old one \
+                 (its workers are not all ready)"
+            );
+            return;
+        }
+        let (exe, args) = self.spawner.program();
+        let management = self.management.clone();
+        match upgrade::start(
+            exe,
+            args,
+            &self.listeners,
+            management,
+            self.upgrade_reports.clone(),
+        ) {
+            Ok(successor) => {
+                tracing::info!(
+                    "upgrading: started a new master (pid {}) from {}; this master serves \
+                     until its workers are ready",
+                    successor.pid,
+                    exe.display()
+                );
+                self.upgrading = Some(Upgrading {
+                    successor,
+                    deadline: Instant::now() + upgrade::READY_TIMEOUT,
+                    lost: None,
+                });
+            }
+            Err(e) => {
+                tracing::error!(
+                    "upgrade failed: cannot start a new master: {e}; this master keeps serving"
+                );
+            }
+        }
+    }
+
+    pub(super) fn on_upgrade_report(&mut self, report: Report) {
+        let Some(upgrading) = &mut self.upgrading else {
+            tracing::debug!("after the upgrade: {report:?}");
+            return;
+        };
+        let successor = upgrading.successor.pid;
+        match report {
+            Report::Ready { pid, workers } if pid == successor => {
+                tracing::info!(
+                    "upgraded: the new master (pid {pid}) has {workers} workers ready; \
+                     this master drains its workers and exits"
+                );
+                self.upgrading = None;
+                self.notifier.handed_over(pid);
+                self.begin_stop(0);
+            }
+            Report::Lost { pid, why } if pid == successor => {
+                tracing::debug!("the new master (pid {pid}): {why}");
+                upgrading.lost = Some(why);
+            }
+            Report::Exited { pid, reason } if pid == successor => {
+                let lost = upgrading
+                    .lost
+                    .take()
+                    .map(|why| format!(" ({why})"))
+                    .unwrap_or_default();
+                tracing::error!(
+                    "upgrade failed: the new master (pid {pid}) ended with {reason} before \
+                     its workers were ready{lost}; this master keeps serving"
+                );
+                self.upgrading = None;
+            }
+            other => tracing::debug!("from an earlier upgrade: {other:?}"),
+        }
+    }
+
+    /// The new master took too long: ask it to stop (it drains its workers).
+    pub(super) fn on_upgrade_timeout(&mut self) {
+        if let Some(upgrading) = self.upgrading.take() {
+            let pid = upgrading.successor.pid;
+            tracing::error!(
+                "upgrade failed: the new master (pid {pid}) did not get its workers ready \
+                 within {:?}; stopping it, this master keeps serving",
+                upgrade::READY_TIMEOUT
+            );
+            spawn::signal(pid, Signal::SIGTERM);
+        }
+    }
+
+    /// Stops a new master that has not taken over (the cluster is stopping).
+    pub(super) fn abandon_upgrade(&mut self) {
+        if let Some(upgrading) = self.upgrading.take() {
+            let pid = upgrading.successor.pid;
+            tracing::warn!("the cluster is stopping: stopping the new master (pid {pid}) too");
+            spawn::signal(pid, Signal::SIGTERM);
+        }
+    }
+
+    /// On the new master: once every desired worker is ready, tells the old master,
+    /// which then drains its own.
+    pub(super) fn answer_predecessor(&mut self) {
+        if self.stopping.is_some() {
+            self.predecessor = None;
+            return;
+        }
+        let ready = self.ready_workers();
+        if ready == 0 || ready < self.master.desired_workers() {
+            return;
+        }
+        if let Some(answer) = self.predecessor.take() {
+            tracing::info!("{ready} workers ready; telling the old master to step down");
+            upgrade::answer_ready(&answer, ready);
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Master upgrade without closing the port (SIGUSR2, [`Master::upgrade`]).
+//!
+//! The old master starts a new master from the binary on disk, with one end of a fresh
+//! Unix socket named in [`ENV_UPGRADE`]. Over it, the old master hands every listening
+//! socket (the app's and the management app's) with `SCM_RIGHTS`; the new master adopts
+//! them in place of binding, spawns its workers (which accept from the same kernel
+//! queues at once) and answers `Ready` once all of them are ready. Only then does the
+//! old master drain its own workers and exit. The port is never closed: some process
+//! holds each socket all along.
+//!
+//! The new master is not tied to the old one's life (no parent-death signal), stays in
+//! its process group, and inherits its environment and arguments.
+//!
+//! [`Master::upgrade`]: crate::Master::upgrade
+
+use std::ffi::OsString;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::listeners::{Bound, Listeners};
+use crate::event::ExitReason;
+use crate::ipc::{self, FrameReader, Outbox};
+
+/// The internal variable naming the new master's end of the upgrade channel:
+/// `<fd>:<old master pid>`.
+pub(crate) const ENV_UPGRADE: &str = "__WIX_CLUSTER_UPGRADE";
+
+/// How long the new master has to get every worker ready before the old master gives
+/// up on it (and asks it to stop).
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the new master waits for the old one to hand its sockets over.
+const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Old master -> new master.
+#[derive(Debug, Serialize, Deserialize)]
+enum Handing {
+    /// An app listener (its descriptor travels with the frame), with the addresses
+    /// workers asked for that it answers (several for port 0: the one asked and the one
+    /// bound; none for a socket from systemd no worker asked for yet).
+    Listener {
+        requested: Vec<SocketAddr>,
+        addr: SocketAddr,
+    },
+    /// The management app's listener (its descriptor travels with the frame).
+    Management { addr: SocketAddr },
+    /// Every socket has been handed.
+    Done,
+}
+
+/// New master -> old master.
+#[derive(Debug, Serialize, Deserialize)]
+enum Answer {
+    /// Every desired worker of the new master is ready.
+    Ready { pid: u32, workers: usize },
+}
+
+/// What the old master's loop hears about the new master.
+#[derive(Debug)]
+pub(crate) enum Report {
+    Ready {
+        pid: u32,
+        workers: usize,
+    },
+    /// The channel of the new master `pid` closed or broke before `Ready`.
+    Lost {
+        pid: u32,
+        why: String,
+    },
+    /// The new master `pid` ended.
+    Exited {
+        pid: u32,
+        reason: ExitReason,
+    },
+}
+
+/// The old master's side: a new master started and handed the sockets.
+pub(crate) struct Successor {
+    pub(crate) pid: u32,
+    /// Kept so that the channel stays open until the upgrade ends.
+    _out: Outbox,
+}
+
+/// Starts the new master from `exe` with `args` and hands it `listeners` and the
+/// management app's socket; its reports arrive on `reports`.
+pub(crate) fn start(
+    exe: &Path,
+    args: &[OsString],
+    listeners: &Listeners,
+    management: Option<(SocketAddr, Arc<OwnedFd>)>,
+    reports: mpsc::UnboundedSender<Report>,
+) -> io::Result<Successor> {
+    let (ours, theirs) = ipc::socketpair()?;
+    let child_fd = theirs.as_raw_fd();
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .args(args)
+        .env(ENV_UPGRADE, format!("{child_fd}:{}", std::process::id()))
+        .stdin(Stdio::null());
+    // SAFETY: runs in the child between fork and exec and makes one async-signal-safe
+    // system call on a value copied in.
+    unsafe {
+        command.pre_exec(move || {
+            // Let the new master's end of the channel survive exec (in the child only).
+            if nix::libc::fcntl(child_fd, nix::libc::F_SETFD, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn()?;
+    drop(theirs);
+    let pid = child
+        .id()
+        .ok_or_else(|| io::Error::other("the new master exited before it could be tracked"))?;
+    let stream = ipc::into_stream(ours)?;
+    let (out, writer) = Outbox::new(stream.clone());
+    tokio::spawn(async move {
+        if let Err(e) = writer.run().await {
+            tracing::debug!("upgrade channel to the new master failed: {e}");
+        }
+    });
+    for (requested, bound) in listeners.handover() {
+        let msg = Handing::Listener {
+            requested,
+            addr: bound.addr,
+        };
+        out.send_with_fd(&msg, bound.fd).map_err(broken)?;
+    }
+    if let Some((addr, fd)) = management {
+        out.send_with_fd(&Handing::Management { addr }, fd)
+            .map_err(broken)?;
+    }
+    out.send(&Handing::Done).map_err(broken)?;
+
+    let answers = reports.clone();
+    tokio::spawn(async move {
+        let mut reader = FrameReader::new(stream);
+        let report = match reader.recv::<Answer>().await {
+            Ok(Some(Answer::Ready { pid, workers })) => Report::Ready { pid, workers },
+            Ok(None) => Report::Lost {
+                pid,
+                why: "it closed the upgrade channel".to_owned(),
+            },
+            Err(e) => Report::Lost {
+                pid,
+                why: format!("its upgrade channel broke: {e}"),
+            },
+        };
+        let _ = answers.send(report);
+    });
+    tokio::spawn(async move {
+        let reason = match child.wait().await {
+            Ok(status) => ExitReason::from(status),
+            Err(e) => {
+                tracing::error!("cannot wait for the new master (pid {pid}): {e}");
+                ExitReason::Code(-1)
+            }
+        };
+        let _ = reports.send(Report::Exited { pid, reason });
+    });
+    Ok(Successor { pid, _out: out })
+}
+
+/// The new master's side: the channel to the master it replaces.
+pub(crate) struct Predecessor {
+    fd: OwnedFd,
+    pid: u32,
+}
+
+/// What the new master received.
+pub(crate) struct Inherited {
+    /// The channel, to answer `Ready` on.
+    pub(crate) answer: Outbox,
+    /// The management app's socket, if the old master had one.
+    pub(crate) management: Option<std::net::TcpListener>,
+}
+
+impl Predecessor {
+    /// Reads and removes [`ENV_UPGRADE`]: `Some` when this process is a new master
+    /// started by an upgrade. Must run before any thread exists (it edits the
+    /// environment). A bad value is logged and ignored (the master binds its own).
+    pub(crate) fn take_from_env() -> Option<Predecessor> {
+        let raw = std::env::var_os(ENV_UPGRADE)?;
+        // SAFETY: called by the master before it starts its runtime or any thread.
+        unsafe { std::env::remove_var(ENV_UPGRADE) };
+        let raw = raw.to_string_lossy();
+        let parsed = raw
+            .split_once(':')
+            .and_then(|(fd, pid)| Some((fd.parse::<RawFd>().ok()?, pid.parse::<u32>().ok()?)));
+        let Some((fd, pid)) = parsed else {
+            tracing::error!("ignoring the invalid internal variable {ENV_UPGRADE}={raw:?}");
+            return None;
+        };
+        match crate::role::adopt_fd(fd) {
+            Ok(fd) => Some(Predecessor { fd, pid }),
+            Err(e) => {
+                tracing::error!("ignoring {ENV_UPGRADE}={raw:?}: {e}");
+                None
+            }
+        }
+    }
+
+    /// The old master's pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Receives the old master's sockets into `listeners`.
+    pub(crate) async fn receive(self, listeners: &mut Listeners) -> io::Result<Inherited> {
+        let stream = ipc::into_stream(self.fd)?;
+        let mut reader = FrameReader::new(stream.clone());
+        let mut management = None;
+        let receiving = async {
+            loop {
+                let msg = reader.recv::<Handing>().await.map_err(broken)?;
+                match msg {
+                    None => {
+                        return Err(io::Error::other(
+                            "the old master closed the channel before handing every socket",
+                        ));
+                    }
+                    Some(Handing::Listener { requested, addr }) => {
+                        let fd = announced_fd(&mut reader)?;
+                        tracing::info!("listening on {addr} (socket from the old master)");
+                        listeners.adopt(
+                            requested,
+                            Bound {
+                                addr,
+                                fd: Arc::new(fd),
+                            },
+                        );
+                    }
+                    Some(Handing::Management { addr }) => {
+                        let listener = std::net::TcpListener::from(announced_fd(&mut reader)?);
+                        tracing::debug!("management app socket {addr} from the old master");
+                        management = Some(listener);
+                    }
+                    Some(Handing::Done) => return Ok(()),
+                }
+            }
+        };
+        tokio::time::timeout(RECEIVE_TIMEOUT, receiving)
+            .await
+            .map_err(|_| io::Error::other("the old master handed nothing in time"))??;
+        let (answer, writer) = Outbox::new(stream);
+        tokio::spawn(async move {
+            if let Err(e) = writer.run().await {
+                tracing::debug!("upgrade channel to the old master failed: {e}");
+            }
+        });
+        Ok(Inherited { answer, management })
+    }
+}
+
+/// The descriptor sent with the frame just read.
+fn announced_fd(reader: &mut FrameReader) -> io::Result<OwnedFd> {
+    reader
+        .take_fd()
+        .ok_or_else(|| io::Error::other("a socket was announced without its descriptor"))
+}
+
+fn broken(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Tells the old master that every desired worker of this one is ready.
+pub(crate) fn answer_ready(answer: &Outbox, workers: usize) {
+    let ready = Answer::Ready {
+        pid: std::process::id(),
+        workers,
+    };
+    if let Err(e) = answer.send(&ready) {
+        tracing::error!("cannot tell the old master that this one is ready: {e}");
+    }
+}
