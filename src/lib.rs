@@ -105,12 +105,18 @@ impl Program {
 
     /// Waits for a log line containing `needle`; panics with the log after [`PATIENCE`].
     pub fn wait_for_log(&self, needle: &str) -> String {
+        self.wait_for_line(needle, |_| true)
+    }
+
+    /// The first log line that contains `needle` and passes `keep`; waits up to
+    /// [`PATIENCE`] for it, then panics with the log.
+    fn wait_for_line(&self, needle: &str, keep: impl Fn(&str) -> bool) -> String {
         let mut found = None;
         let ok = wait_until(PATIENCE, || {
             found = self
                 .log()
                 .lines()
-                .find(|l| l.contains(needle))
+                .find(|line| line.contains(needle) && keep(line))
                 .map(str::to_owned);
             found.is_some()
         });
@@ -131,17 +137,7 @@ impl Program {
     /// The address after `marker` in the first log line that has it and passes `keep`;
     /// waits up to [`PATIENCE`] for it.
     fn logged_addr(&self, marker: &str, keep: impl Fn(&str) -> bool) -> SocketAddr {
-        let mut found = None;
-        let ok = wait_until(PATIENCE, || {
-            found = self
-                .log()
-                .lines()
-                .find(|line| line.contains(marker) && keep(line))
-                .map(str::to_owned);
-            found.is_some()
-        });
-        assert!(ok, "no log line contains {marker:?}; log:\n{}", self.log());
-        let line = found.unwrap_or_default();
+        let line = self.wait_for_line(marker, keep);
         let addr = line
             .rsplit(marker)
             .next()
@@ -156,10 +152,52 @@ impl Program {
         children_of(self.pid())
     }
 
+    /// Waits up to [`PATIENCE`] until the master has exactly `n` live children (its
+    /// workers) and returns them, as seen when the count was reached; panics with the
+    /// children it has and the log otherwise.
+    pub fn wait_for_workers(&self, n: usize) -> Vec<u32> {
+        let mut workers = Vec::new();
+        let reached = wait_until(PATIENCE, || {
+            workers = self.children();
+            workers.len() == n
+        });
+        assert!(
+            reached,
+            "expected {n} workers, have {workers:?}; log:\n{}",
+            self.log()
+        );
+        workers
+    }
+
+    /// Waits up to [`PATIENCE`] until process `pid` (a worker, say) is gone: exited, or
+    /// a zombie; panics with the log otherwise.
+    pub fn wait_until_gone(&self, pid: u32) {
+        let gone = wait_until(PATIENCE, || !is_alive(pid));
+        assert!(gone, "process {pid} is still alive; log:\n{}", self.log());
+    }
+
+    /// Requests `GET path` on `addr` until it answers 200 and returns that response;
+    /// panics with the last answer and the log after [`PATIENCE`].
+    pub fn wait_for_200(&self, addr: SocketAddr, path: &str) -> Response {
+        let mut last = None;
+        let ok = wait_until(PATIENCE, || {
+            let response = http_get(addr, path);
+            let served = response.as_ref().is_ok_and(|r| r.status == 200);
+            last = Some(response);
+            served
+        });
+        match last {
+            Some(Ok(response)) if ok => response,
+            last => panic!(
+                "GET {path} on {addr} never answered 200, last {last:?}; log:\n{}",
+                self.log()
+            ),
+        }
+    }
+
     /// Sends `signal` to the master.
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
-        nix::sys::signal::kill(pid, signal).expect("signal the master");
+        send_signal(self.pid(), signal);
     }
 
     /// Waits up to `timeout` for the master to exit.
@@ -170,6 +208,24 @@ impl Program {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.status
+    }
+
+    /// Waits up to [`PATIENCE`] for the master to exit and asserts that it exited with
+    /// `code`; panics with the log when it did not exit, or exited otherwise.
+    pub fn assert_exits_with(&mut self, code: i32) {
+        let status = self.wait_exit(PATIENCE);
+        let Some(status) = status else {
+            panic!(
+                "the master did not exit within {PATIENCE:?}; log:\n{}",
+                self.log()
+            );
+        };
+        assert_eq!(
+            status.code(),
+            Some(code),
+            "the master exited with {status}; log:\n{}",
+            self.log()
+        );
     }
 }
 
@@ -207,52 +263,62 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Sends `signal` to process `pid` (a worker, say); panics when it cannot.
+pub fn send_signal(pid: u32, signal: nix::sys::signal::Signal) {
+    let target = nix::unistd::Pid::from_raw(pid as i32);
+    nix::sys::signal::kill(target, signal)
+        .unwrap_or_else(|e| panic!("send {signal} to {pid}: {e}"));
+}
+
 /// Whether `pid` is a live process (not a zombie).
 pub fn is_alive(pid: u32) -> bool {
-    proc_stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
+    proc_stat(pid).is_some_and(|stat| stat.is_live())
 }
 
 /// Live processes whose parent is `parent`.
 pub fn children_of(parent: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| {
-            proc_stat(pid)
-                .is_some_and(|(state, ppid)| ppid == parent && state != 'Z' && state != 'X')
-        })
-        .collect()
+    live_processes(|stat| stat.ppid == parent)
 }
 
 /// Every live process in `pid`'s process group (the master's, for a [`Program`]).
 pub fn group_members(group: u32) -> Vec<u32> {
+    live_processes(|stat| stat.pgrp == group)
+}
+
+/// The live processes whose `/proc/<pid>/stat` passes `keep`.
+fn live_processes(keep: impl Fn(&ProcStat) -> bool) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| {
-            let pgrp = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    let rest = stat.rsplit_once(')')?.1.to_owned();
-                    rest.split_whitespace().nth(2)?.parse::<u32>().ok()
-                });
-            pgrp == Some(group) && is_alive(pid)
-        })
+        .filter(|&pid| proc_stat(pid).is_some_and(|stat| stat.is_live() && keep(&stat)))
         .collect()
 }
 
-/// State letter and parent pid from `/proc/<pid>/stat`.
-fn proc_stat(pid: u32) -> Option<(char, u32)> {
+/// The fields the kit reads from `/proc/<pid>/stat`.
+struct ProcStat {
+    state: char,
+    ppid: u32,
+    pgrp: u32,
+}
+
+impl ProcStat {
+    /// Neither a zombie nor dead.
+    fn is_live(&self) -> bool {
+        self.state != 'Z' && self.state != 'X'
+    }
+}
+
+/// State letter, parent pid and process group from `/proc/<pid>/stat`.
+fn proc_stat(pid: u32) -> Option<ProcStat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = stat.rsplit_once(')')?.1;
     let mut fields = rest.split_whitespace();
     let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
+    let pgrp = fields.next()?.parse().ok()?;
+    Some(ProcStat { state, ppid, pgrp })
 }
 
 /// A parsed HTTP/1.1 response.
@@ -333,7 +399,7 @@ pub struct Load {
     threads: Vec<std::thread::JoinHandle<LoadReport>>,
 }
 
-/// What a [`Load`] saw.
+/// What a [`Load`] saw. Displays as `<ok> ok, <n> failed: <what failed>`.
 #[derive(Debug, Default, Clone)]
 pub struct LoadReport {
     pub ok: u64,
@@ -341,6 +407,18 @@ pub struct LoadReport {
     pub failed: Vec<String>,
     /// The `x-worker-pid`s (or pid bodies) that answered.
     pub served_by: HashSet<u32>,
+}
+
+impl std::fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ok, {} failed: {:?}",
+            self.ok,
+            self.failed.len(),
+            self.failed
+        )
+    }
 }
 
 impl Load {

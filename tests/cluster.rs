@@ -16,13 +16,7 @@ fn hello(extra: &[(&str, &str)]) -> Program {
 
 /// Waits until the master has exactly `n` children, and they stay `n` for a moment.
 fn assert_children(program: &Program, n: usize) -> Vec<u32> {
-    let settled = wait_until(PATIENCE, || program.children().len() == n);
-    assert!(
-        settled,
-        "expected {n} workers, have {:?}; log:\n{}",
-        program.children(),
-        program.log()
-    );
+    program.wait_for_workers(n);
     std::thread::sleep(Duration::from_millis(300));
     let children = program.children();
     assert_eq!(children.len(), n, "log:\n{}", program.log());
@@ -125,8 +119,7 @@ fn sigterm_stops_every_worker_gracefully_and_the_master_exits_0() {
     let workers = assert_children(&program, 2);
     http_get(addr, "/").expect("served before the stop");
     program.signal(Signal::SIGTERM);
-    let status = program.wait_exit(PATIENCE).expect("the master exits");
-    assert_eq!(status.code(), Some(0), "log:\n{}", program.log());
+    program.assert_exits_with(0);
     for pid in &workers {
         assert!(!is_alive(*pid), "worker {pid} outlived the master");
     }
@@ -159,8 +152,7 @@ fn sigkill_of_the_master_leaves_no_worker_after_1s() {
 fn bad_worker_count_exits_2_with_one_clear_line_and_spawns_nothing() {
     for bad in ["abc", "0"] {
         let mut program = hello(&[("WIX_CLUSTER_WORKERS", bad)]);
-        let status = program.wait_exit(PATIENCE).expect("the master exits");
-        assert_eq!(status.code(), Some(2), "WIX_CLUSTER_WORKERS={bad}");
+        program.assert_exits_with(2);
         let log = program.log();
         let lines: Vec<&str> = log.lines().collect();
         assert_eq!(lines.len(), 1, "one line, got:\n{log}");
@@ -187,12 +179,8 @@ fn a_worker_sending_garbage_is_dropped_while_the_others_keep_serving() {
         .parse()
         .expect("a pid");
     assert!(workers.contains(&culprit));
-    let dropped = wait_until(PATIENCE, || !is_alive(culprit));
-    assert!(
-        dropped,
-        "the misbehaving worker was not dropped; log:\n{}",
-        program.log()
-    );
+    // The misbehaving worker is dropped.
+    program.wait_until_gone(culprit);
     program.wait_for_log("dropping it");
 
     // The master and the other worker never stopped serving.
@@ -241,8 +229,7 @@ fn a_custom_plugin_notices_every_fork() {
 #[test]
 fn a_failing_master_plugin_stops_start_up_before_any_worker() {
     let mut program = Program::start("failing_plugin", &[]);
-    let status = program.wait_exit(PATIENCE).expect("the master exits");
-    assert_eq!(status.code(), Some(1), "log:\n{}", program.log());
+    program.assert_exits_with(1);
     let log = program.log();
     assert!(
         log.contains(
@@ -256,9 +243,5 @@ fn a_failing_master_plugin_stops_start_up_before_any_worker() {
     // The same program with the setting present starts its workers.
     let program = Program::start("failing_plugin", &[("GREETING", "hi")]);
     program.wait_for_log("greeting: hi");
-    assert!(
-        wait_until(PATIENCE, || program.children().len() == 2),
-        "log:\n{}",
-        program.log()
-    );
+    program.wait_for_workers(2);
 }

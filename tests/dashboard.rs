@@ -11,7 +11,7 @@ use std::time::Duration;
 use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
 use headless_chrome::{Browser, LaunchOptions, Tab};
 use serde_json::Value;
-use wix_cluster_suite::{PATIENCE, Program, http_get, wait_until};
+use wix_cluster_suite::{PATIENCE, Program, send_signal, wait_until};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -111,10 +111,7 @@ fn dashboard_in_chromium_shows_every_worker_and_follows_a_kill_without_reload() 
         ],
     );
     let management = program.management_addr();
-    let ready = wait_until(PATIENCE, || {
-        http_get(management, "/health/ready").is_ok_and(|r| r.status == 200)
-    });
-    assert!(ready, "log:\n{}", program.log());
+    program.wait_for_200(management, "/health/ready");
 
     let profile = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-chromium-profile");
     let browser = chromium(&profile);
@@ -156,11 +153,7 @@ fn dashboard_in_chromium_shows_every_worker_and_follows_a_kill_without_reload() 
     // Mark the page: a reload would lose the mark.
     eval_json(&tab, "(window.__notReloaded = 'still here')");
     let victim = *children.iter().next().expect("a worker");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(victim as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill a worker");
+    send_signal(victim, nix::sys::signal::Signal::SIGKILL);
     let mut after = Vec::new();
     let followed = wait_until(Duration::from_secs(8), || {
         after = rows(&tab);

@@ -21,8 +21,7 @@ fn probe(mode: Mode) -> (Program, SocketAddr) {
     let program = Program::start("exchange_probe", &env);
     let addr = program.listening_addr();
     if mode == Mode::Cluster {
-        let both = wait_until(PATIENCE, || program.children().len() == 2);
-        assert!(both, "log:\n{}", program.log());
+        program.wait_for_workers(2);
     }
     (program, addr)
 }
@@ -163,10 +162,8 @@ fn app_data_is_there_before_the_app_and_refreshes_everywhere(mode: Mode) {
         // A worker spawned after the refresh has the current value before its app runs.
         let before: HashSet<u32> = program.children().into_iter().collect();
         program.signal(Signal::SIGTTIN);
-        let three = wait_until(PATIENCE, || program.children().len() == 3);
-        assert!(three, "log:\n{}", program.log());
         let newcomer: HashSet<u32> = program
-            .children()
+            .wait_for_workers(3)
             .into_iter()
             .filter(|pid| !before.contains(pid))
             .collect();

@@ -11,12 +11,6 @@ fn runaway(extra: &[(&str, &str)]) -> Program {
     Program::start("runaway", &env)
 }
 
-fn settle(program: &Program, n: usize) -> HashSet<u32> {
-    let ok = wait_until(PATIENCE, || program.children().len() == n);
-    assert!(ok, "expected {n} workers; log:\n{}", program.log());
-    program.children().into_iter().collect()
-}
-
 fn pid_of(addr: std::net::SocketAddr, path: &str) -> u32 {
     let response = http_get(addr, path).expect("served");
     assert_eq!(response.status, 200, "{response:?}");
@@ -27,7 +21,7 @@ fn pid_of(addr: std::net::SocketAddr, path: &str) -> u32 {
 fn a_blocked_worker_is_detected_and_replaced_while_the_others_keep_serving() {
     let program = runaway(&[("STALL_TIMEOUT_MS", "2000")]);
     let addr = program.listening_addr();
-    let before = settle(&program, 2);
+    let before: HashSet<u32> = program.wait_for_workers(2).into_iter().collect();
     let blocked_at = Instant::now();
     // This request never completes: its worker is killed.
     std::thread::spawn(move || http_get(addr, "/block?ms=600000"));
@@ -60,23 +54,33 @@ fn a_blocked_worker_is_detected_and_replaced_while_the_others_keep_serving() {
     assert!(took < Duration::from_secs(15), "took {took:?}");
 }
 
+/// Starts `runaway` with `env`, makes a worker misbehave with `GET path`, and checks that
+/// a guard recycles it: the worker dies, the master logs `reason`, and the cluster is
+/// back to 2 workers.
+fn assert_recycled(env: &[(&str, &str)], path: &str, reason: &str) {
+    let program = runaway(env);
+    let addr = program.listening_addr();
+    program.wait_for_workers(2);
+    let misbehaving = pid_of(addr, path);
+    program.wait_until_gone(misbehaving);
+    program.wait_for_log(reason);
+    program.wait_for_workers(2);
+}
+
 #[test]
 fn a_cpu_hog_is_recycled_with_the_cpu_guard_on() {
-    let program = runaway(&[("CPU_PERCENT", "50"), ("CPU_FOR_MS", "2000")]);
-    let addr = program.listening_addr();
-    settle(&program, 2);
-    let hog = pid_of(addr, "/hog");
-    let gone = wait_until(PATIENCE, || !is_alive(hog));
-    assert!(gone, "the hog was not recycled; log:\n{}", program.log());
-    program.wait_for_log("CPU above 50% for");
-    settle(&program, 2);
+    assert_recycled(
+        &[("CPU_PERCENT", "50"), ("CPU_FOR_MS", "2000")],
+        "/hog",
+        "CPU above 50% for",
+    );
 }
 
 #[test]
 fn a_cpu_hog_is_left_alone_with_the_cpu_guard_off() {
     let program = runaway(&[]);
     let addr = program.listening_addr();
-    settle(&program, 2);
+    program.wait_for_workers(2);
     let hog = pid_of(addr, "/hog");
     // Longer than the guard's window in the test above, with a margin.
     std::thread::sleep(Duration::from_secs(5));
@@ -86,21 +90,18 @@ fn a_cpu_hog_is_left_alone_with_the_cpu_guard_off() {
 
 #[test]
 fn a_worker_past_max_rss_is_recycled() {
-    let program = runaway(&[("MAX_RSS_MB", "100")]);
-    let addr = program.listening_addr();
-    settle(&program, 2);
-    let bloated = pid_of(addr, "/alloc?mb=150");
-    let gone = wait_until(PATIENCE, || !is_alive(bloated));
-    assert!(gone, "log:\n{}", program.log());
-    program.wait_for_log("is above max_rss 104857600 bytes");
-    settle(&program, 2);
+    assert_recycled(
+        &[("MAX_RSS_MB", "100")],
+        "/alloc?mb=150",
+        "is above max_rss 104857600 bytes",
+    );
 }
 
 #[test]
 fn max_requests_recycles_workers_without_failing_a_request() {
     let program = runaway(&[("MAX_REQUESTS", "50"), ("MAX_REQUESTS_JITTER", "0")]);
     let addr = program.listening_addr();
-    let first = settle(&program, 2);
+    let first = program.wait_for_workers(2);
     let load = Load::start(addr, 4, "/");
     let recycled_all = wait_until(PATIENCE, || {
         program
@@ -111,11 +112,7 @@ fn max_requests_recycles_workers_without_failing_a_request() {
     });
     std::thread::sleep(Duration::from_millis(500));
     let report = load.stop();
-    eprintln!(
-        "max_requests under load: {} ok, {} failed",
-        report.ok,
-        report.failed.len()
-    );
+    eprintln!("max_requests under load: {report}");
     assert!(recycled_all, "log:\n{}", program.log());
     assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
     assert!(

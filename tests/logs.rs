@@ -25,12 +25,13 @@ fn json_logs_are_one_object_per_line_with_worker_id_generation_and_pid() {
     ];
     let mut program = Program::start("hello", &env);
     program.wait_for_log("\"message\":\"listening on ");
-    let ok = wait_until(PATIENCE, || program.children().len() == 2);
-    assert!(ok, "log:\n{}", program.log());
-    let workers: HashSet<u64> = program.children().into_iter().map(u64::from).collect();
+    let workers: HashSet<u64> = program
+        .wait_for_workers(2)
+        .into_iter()
+        .map(u64::from)
+        .collect();
     program.signal(Signal::SIGTERM);
-    let status = program.wait_exit(PATIENCE).expect("the master exits");
-    assert_eq!(status.code(), Some(0));
+    program.assert_exits_with(0);
 
     let lines = parse_all(&program.log());
     let master_pid = u64::from(program.pid());
@@ -82,8 +83,7 @@ fn lines_stay_whole_when_many_processes_write_at_once() {
 #[test]
 fn an_unknown_log_format_exits_2_before_anything_starts() {
     let mut program = Program::start("hello", &[("WIX_CLUSTER_LOG_FORMAT", "yaml")]);
-    let status = program.wait_exit(PATIENCE).expect("exits");
-    assert_eq!(status.code(), Some(2));
+    program.assert_exits_with(2);
     let log = program.log();
     assert!(
         log.contains("invalid WIX_CLUSTER_LOG_FORMAT=\"yaml\": expected text or json"),

@@ -5,10 +5,12 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use wix_cluster_suite::{PATIENCE, Program, Response, http_get, http_request, wait_until};
+use wix_cluster_suite::{
+    PATIENCE, Program, Response, http_get, http_request, send_signal, wait_until,
+};
 
 const TOKEN: &str = "s3cret-t0ken";
 
@@ -43,14 +45,6 @@ fn post(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, Value) {
     (response.status, json)
 }
 
-/// Waits until `/health/ready` answers 200.
-fn wait_ready(program: &Program, management: SocketAddr) {
-    let ready = wait_until(PATIENCE, || {
-        http_get(management, "/health/ready").is_ok_and(|r| r.status == 200)
-    });
-    assert!(ready, "never ready; log:\n{}", program.log());
-}
-
 /// The live (not exited) rows of `/workers`.
 fn live_rows(management: SocketAddr) -> Vec<Value> {
     let (status, workers) = get_json(management, "/workers");
@@ -83,7 +77,7 @@ fn every_page_answers_with_its_documented_fields() {
     let program = start("management_page", &[("WIX_CLUSTER_WORKERS", "2")]);
     let management = program.management_addr();
     let app = program.listening_addr();
-    wait_ready(&program, management);
+    program.wait_for_200(management, "/health/ready");
 
     // GET /: info.
     let (status, info) = get_json(management, "/");
@@ -239,13 +233,9 @@ fn every_page_answers_with_its_documented_fields() {
 fn a_killed_worker_shows_as_exited_beside_its_replacement() {
     let program = start("flaky", &[("WIX_CLUSTER_WORKERS", "2")]);
     let management = program.management_addr();
-    wait_ready(&program, management);
-    let victim = live_rows(management)[0]["pid"].as_u64().expect("a pid") as i32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(victim),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill a worker");
+    program.wait_for_200(management, "/health/ready");
+    let victim = live_rows(management)[0]["pid"].as_u64().expect("a pid") as u32;
+    send_signal(victim, nix::sys::signal::Signal::SIGKILL);
     let mut last = Value::Null;
     let seen = wait_until(PATIENCE, || {
         let (_, workers) = get_json(management, "/workers");
@@ -269,7 +259,7 @@ fn deployment_test_reports_why_the_app_is_not_alive() {
     // flaky has no /health/is_alive: the app answers 404.
     let program = start("flaky", &[]);
     let management = program.management_addr();
-    wait_ready(&program, management);
+    program.wait_for_200(management, "/health/ready");
     let app = program.listening_addr();
     let (status, body) = get_json(management, "/health/deployment/test");
     assert_eq!(status, 500, "{body}");
@@ -294,7 +284,7 @@ fn is_alive_turns_503_on_cyclic_death_and_200_after_recovery() {
     );
     let management = program.management_addr();
     let app = program.listening_addr();
-    wait_ready(&program, management);
+    program.wait_for_200(management, "/health/ready");
     assert_eq!(get(management, "/health/is_alive").status, 200);
 
     // Three deaths within the window: one more than MAX_DEATHS.
@@ -348,7 +338,7 @@ fn ready_is_503_while_a_rolling_restart_is_mid_way_and_200_after() {
         ],
     );
     let management = program.management_addr();
-    wait_ready(&program, management);
+    program.wait_for_200(management, "/health/ready");
     let before = pids(&live_rows(management));
 
     let (status, body) = post(management, "/workers/restart", Some(TOKEN));
@@ -383,7 +373,7 @@ fn metrics_parse_as_prometheus_text_with_one_series_per_worker() {
     let program = start("management_page", &[("WIX_CLUSTER_WORKERS", "3")]);
     let management = program.management_addr();
     let app = program.listening_addr();
-    wait_ready(&program, management);
+    program.wait_for_200(management, "/health/ready");
     // Custom metrics: every worker sets `app_ready`, each `GET /` counts a `hits`.
     for _ in 0..6 {
         assert_eq!(get(app, "/").status, 200);
@@ -451,26 +441,27 @@ fn metrics_parse_as_prometheus_text_with_one_series_per_worker() {
         );
     }
     let value = |name: &str| series(name).first().map(|s| s.value.clone());
-    assert_eq!(
-        value("wix_cluster_workers_forked_total"),
-        Some(prometheus_parse::Value::Counter(3.0))
-    );
-    assert_eq!(
-        value("wix_cluster_workers_died_total"),
-        Some(prometheus_parse::Value::Counter(0.0))
-    );
-    assert_eq!(
-        value("wix_cluster_workers_desired"),
-        Some(prometheus_parse::Value::Gauge(3.0))
-    );
-    assert_eq!(
-        value("wix_cluster_workers_ready"),
-        Some(prometheus_parse::Value::Gauge(3.0))
-    );
-    assert_eq!(
-        value("wix_cluster_failing"),
-        Some(prometheus_parse::Value::Gauge(0.0))
-    );
+    for (name, expected) in [
+        (
+            "wix_cluster_workers_forked_total",
+            prometheus_parse::Value::Counter(3.0),
+        ),
+        (
+            "wix_cluster_workers_died_total",
+            prometheus_parse::Value::Counter(0.0),
+        ),
+        (
+            "wix_cluster_workers_desired",
+            prometheus_parse::Value::Gauge(3.0),
+        ),
+        (
+            "wix_cluster_workers_ready",
+            prometheus_parse::Value::Gauge(3.0),
+        ),
+        ("wix_cluster_failing", prometheus_parse::Value::Gauge(0.0)),
+    ] {
+        assert_eq!(value(name), Some(expected), "{name}");
+    }
 
     // Custom worker metrics: gauges as named, counters with `_total`, by worker.
     assert_eq!(workers_of("app_ready"), all);
@@ -491,7 +482,7 @@ fn metrics_parse_as_prometheus_text_with_one_series_per_worker() {
 fn admin_actions_are_403_without_a_configured_token() {
     let program = start("flaky", &[]);
     let management = program.management_addr();
-    wait_ready(&program, management);
+    program.wait_for_200(management, "/health/ready");
     for path in ["/workers/restart", "/workers/scale?count=3"] {
         for token in [None, Some(TOKEN)] {
             let (status, body) = post(management, path, token);
@@ -518,7 +509,7 @@ fn admin_actions_need_the_right_bearer_token_and_then_act() {
         ],
     );
     let management = program.management_addr();
-    wait_ready(&program, management);
+    program.wait_for_200(management, "/health/ready");
     for path in ["/workers/restart", "/workers/scale?count=3"] {
         let (status, body) = post(management, path, None);
         assert_eq!(status, 401, "{path}: {body}");
@@ -564,10 +555,7 @@ fn admin_actions_need_the_right_bearer_token_and_then_act() {
 fn the_mount_point_prefixes_every_page() {
     let program = start("management_page", &[("WIX_CLUSTER_MOUNT_POINT", "/admin/")]);
     let management = program.management_addr();
-    let ready = wait_until(PATIENCE, || {
-        http_get(management, "/admin/health/ready").is_ok_and(|r| r.status == 200)
-    });
-    assert!(ready, "log:\n{}", program.log());
+    program.wait_for_200(management, "/admin/health/ready");
     let (status, info) = get_json(management, "/admin");
     assert_eq!(status, 200, "{info}");
     assert_eq!(info["mount_point"], "/admin");
@@ -597,7 +585,7 @@ fn single_process_mode_serves_the_management_app_for_its_one_process() {
         ],
     );
     let management = program.management_addr();
-    wait_ready(&program, management);
+    program.wait_for_200(management, "/health/ready");
     let (_, info) = get_json(management, "/");
     assert_eq!(info["mode"], "single_process");
     assert_eq!(info["workers"]["desired"], 1);
@@ -621,22 +609,13 @@ fn a_taken_management_port_is_logged_and_the_cluster_keeps_serving() {
     let app = program.listening_addr();
     let line = program.wait_for_log("cannot start the management app");
     assert!(line.contains("ERROR") && line.contains(&addr), "{line}");
-    let deadline = Instant::now() + PATIENCE;
-    let served = loop {
-        match http_get(app, "/") {
-            Ok(response) if response.status == 200 => break true,
-            _ if Instant::now() > deadline => break false,
-            _ => std::thread::sleep(Duration::from_millis(50)),
-        }
-    };
-    assert!(served, "log:\n{}", program.log());
+    program.wait_for_200(app, "/");
     assert!(!program.log().contains("management app listening on"));
 }
 
 #[test]
 fn a_bad_mount_point_is_refused_at_start_up() {
     let mut program = start("flaky", &[("WIX_CLUSTER_MOUNT_POINT", "admin")]);
-    let status = program.wait_exit(PATIENCE).expect("exits");
-    assert_eq!(status.code(), Some(2), "log:\n{}", program.log());
+    program.assert_exits_with(2);
     assert!(program.log().contains("WIX_CLUSTER_MOUNT_POINT"));
 }

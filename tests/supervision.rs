@@ -5,24 +5,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use wix_cluster_suite::{Load, PATIENCE, Program, http_get, is_alive, wait_until};
+use wix_cluster_suite::{Load, PATIENCE, Program, http_get, is_alive, send_signal, wait_until};
 
 fn flaky(extra: &[(&str, &str)]) -> Program {
     let mut env = vec![("PORT", "0"), ("WIX_CLUSTER_WORKERS", "2")];
     env.extend_from_slice(extra);
     Program::start("flaky", &env)
-}
-
-/// Waits until the master has `n` children and returns them.
-fn settle(program: &Program, n: usize) -> HashSet<u32> {
-    let ok = wait_until(PATIENCE, || program.children().len() == n);
-    assert!(
-        ok,
-        "expected {n} workers, have {:?}; log:\n{}",
-        program.children(),
-        program.log()
-    );
-    program.children().into_iter().collect()
 }
 
 fn pid_of(response: std::io::Result<wix_cluster_suite::Response>) -> u32 {
@@ -35,13 +23,12 @@ fn pid_of(response: std::io::Result<wix_cluster_suite::Response>) -> u32 {
 fn kill_9_of_a_worker_under_load_is_replaced_and_the_port_keeps_serving() {
     let program = flaky(&[]);
     let addr = program.listening_addr();
-    let before = settle(&program, 2);
+    let before: HashSet<u32> = program.wait_for_workers(2).into_iter().collect();
     let load = Load::start(addr, 4, "/");
     std::thread::sleep(Duration::from_millis(500));
 
     let victim = *before.iter().next().expect("a worker");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL)
-        .expect("kill");
+    send_signal(victim, Signal::SIGKILL);
     let replaced = wait_until(PATIENCE, || {
         let now: HashSet<u32> = program.children().into_iter().collect();
         now.len() == 2 && !now.contains(&victim)
@@ -57,12 +44,7 @@ fn kill_9_of_a_worker_under_load_is_replaced_and_the_port_keeps_serving() {
         "the replacement never served; log:\n{}",
         program.log()
     );
-    eprintln!(
-        "kill -9 under load: {} ok, {} failed: {:?}",
-        report.ok,
-        report.failed.len(),
-        report.failed
-    );
+    eprintln!("kill -9 under load: {report}");
     // Only requests in flight on the killed worker may fail: at most one per client.
     assert!(report.failed.len() <= 4, "{:?}", report.failed);
     assert!(report.ok > 0);
@@ -98,7 +80,7 @@ fn crash_on_start_gives_up_with_the_apps_error_and_exits_non_zero() {
 fn a_panicking_worker_is_replaced_at_once_and_drains() {
     let program = flaky(&[]);
     let addr = program.listening_addr();
-    let before = settle(&program, 2);
+    let before: HashSet<u32> = program.wait_for_workers(2).into_iter().collect();
     // The panic kills the request it happened in; the worker announces it is going down.
     let _ = http_get(addr, "/die");
     program.wait_for_log("is going down: panicked at");
@@ -118,21 +100,17 @@ fn a_panicking_worker_is_replaced_at_once_and_drains() {
 fn rolling_restart_under_load_changes_every_pid_and_fails_no_request() {
     let program = flaky(&[]);
     let addr = program.listening_addr();
-    let before = settle(&program, 2);
+    let before: HashSet<u32> = program.wait_for_workers(2).into_iter().collect();
     let load = Load::start(addr, 4, "/");
     std::thread::sleep(Duration::from_millis(500));
     program.signal(Signal::SIGHUP);
     program.wait_for_log("rolling restart done");
-    let after = settle(&program, 2);
+    let after: HashSet<u32> = program.wait_for_workers(2).into_iter().collect();
     // Keep the load on until a new worker has served.
     let served = wait_until(PATIENCE, || after.contains(&pid_of(http_get(addr, "/"))));
     std::thread::sleep(Duration::from_millis(300));
     let report = load.stop();
-    eprintln!(
-        "rolling restart under load: {} ok, {} failed",
-        report.ok,
-        report.failed.len()
-    );
+    eprintln!("rolling restart under load: {report}");
     assert!(served);
     assert!(
         after.is_disjoint(&before),
@@ -153,7 +131,7 @@ fn rolling_restart_under_load_changes_every_pid_and_fails_no_request() {
 fn sigterm_lets_a_slow_request_finish_then_the_master_exits_0() {
     let mut program = flaky(&[]);
     let addr = program.listening_addr();
-    settle(&program, 2);
+    program.wait_for_workers(2);
     let slow = std::thread::spawn(move || http_get(addr, "/slow?ms=2000"));
     std::thread::sleep(Duration::from_millis(500));
     program.signal(Signal::SIGTERM);
@@ -162,8 +140,7 @@ fn sigterm_lets_a_slow_request_finish_then_the_master_exits_0() {
         .expect("client thread")
         .expect("the slow request completes");
     assert_eq!(response.status, 200);
-    let status = program.wait_exit(PATIENCE).expect("the master exits");
-    assert_eq!(status.code(), Some(0), "log:\n{}", program.log());
+    program.assert_exits_with(0);
     assert!(
         !program.log().contains("did not stop within"),
         "{}",
@@ -175,10 +152,9 @@ fn sigterm_lets_a_slow_request_finish_then_the_master_exits_0() {
 fn a_worker_that_ignores_shutdown_is_killed_after_the_timeout() {
     let mut program = flaky(&[("IGNORE_SHUTDOWN", "1"), ("DRAIN_TIMEOUT_MS", "1000")]);
     program.listening_addr();
-    let workers = settle(&program, 2);
+    let workers = program.wait_for_workers(2);
     program.signal(Signal::SIGTERM);
-    let status = program.wait_exit(PATIENCE).expect("the master exits");
-    assert_eq!(status.code(), Some(0), "log:\n{}", program.log());
+    program.assert_exits_with(0);
     program.wait_for_log("did not stop within 1s; killing it");
     for pid in workers {
         assert!(!is_alive(pid));
@@ -189,17 +165,17 @@ fn a_worker_that_ignores_shutdown_is_killed_after_the_timeout() {
 fn sigttin_and_sigttou_scale_the_worker_count() {
     let program = flaky(&[]);
     let addr = program.listening_addr();
-    settle(&program, 2);
+    program.wait_for_workers(2);
     program.signal(Signal::SIGTTIN);
-    settle(&program, 3);
+    program.wait_for_workers(3);
     program.signal(Signal::SIGTTOU);
-    settle(&program, 2);
+    program.wait_for_workers(2);
     program.signal(Signal::SIGTTOU);
-    settle(&program, 1);
+    program.wait_for_workers(1);
     // Never below one.
     program.signal(Signal::SIGTTOU);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(settle(&program, 1).len(), 1);
+    program.wait_for_workers(1);
     pid_of(http_get(addr, "/"));
 }
 
@@ -207,7 +183,7 @@ fn sigttin_and_sigttou_scale_the_worker_count() {
 fn cyclic_death_with_the_default_policy_keeps_survivors_serving() {
     let program = flaky(&[("MAX_DEATHS", "2")]);
     let addr = program.listening_addr();
-    settle(&program, 2);
+    program.wait_for_workers(2);
     // Three unannounced deaths in a row: more than 2 within 10 s.
     for _ in 0..3 {
         let _ = http_get(addr, "/exit");
@@ -215,27 +191,20 @@ fn cyclic_death_with_the_default_policy_keeps_survivors_serving() {
     }
     program.wait_for_log("cyclic death: 3 worker deaths within 10s");
     assert!(is_alive(program.pid()), "the master must keep running");
-    let serving = wait_until(PATIENCE, || {
-        http_get(addr, "/").is_ok_and(|r| r.status == 200)
-    });
-    assert!(
-        serving,
-        "survivors must keep serving; log:\n{}",
-        program.log()
-    );
+    // Survivors keep serving.
+    program.wait_for_200(addr, "/");
 }
 
 #[test]
 fn cyclic_death_with_the_exit_policy_stops_the_cluster_non_zero() {
     let mut program = flaky(&[("MAX_DEATHS", "2"), ("CYCLIC_POLICY", "exit")]);
     let addr = program.listening_addr();
-    settle(&program, 2);
+    program.wait_for_workers(2);
     for _ in 0..3 {
         let _ = http_get(addr, "/exit");
         std::thread::sleep(Duration::from_millis(300));
     }
-    let status = program.wait_exit(PATIENCE).expect("the master exits");
-    assert_eq!(status.code(), Some(1), "log:\n{}", program.log());
+    program.assert_exits_with(1);
     program.wait_for_log("policy Exit: stopping the cluster");
 }
 
@@ -244,7 +213,7 @@ fn idle_keep_alive_connections_do_not_hold_a_draining_worker() {
     use std::io::{Read, Write};
     let mut program = flaky(&[("DRAIN_TIMEOUT_MS", "60000")]);
     let addr = program.listening_addr();
-    settle(&program, 2);
+    program.wait_for_workers(2);
     // Keep-alive connections, each with one answered request, then idle.
     let mut idle: Vec<std::net::TcpStream> = (0..4)
         .map(|_| {
@@ -269,10 +238,8 @@ fn idle_keep_alive_connections_do_not_hold_a_draining_worker() {
             "the connection was not closed cleanly: {closed:?}"
         );
     }
-    let status = program
-        .wait_exit(PATIENCE)
-        .expect("the master exits well before the drain timeout");
-    assert_eq!(status.code(), Some(0), "log:\n{}", program.log());
+    // Well before the drain timeout: PATIENCE is half of it.
+    program.assert_exits_with(0);
     assert!(
         !program.log().contains("drain timed out"),
         "{}",
@@ -284,7 +251,7 @@ fn idle_keep_alive_connections_do_not_hold_a_draining_worker() {
 fn a_busy_keep_alive_connection_is_told_to_close_when_its_worker_drains() {
     let program = flaky(&[]);
     let addr = program.listening_addr();
-    settle(&program, 2);
+    program.wait_for_workers(2);
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))

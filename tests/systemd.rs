@@ -123,8 +123,7 @@ fn the_master_notifies_ready_reloading_watchdog_and_stopping_in_order() {
         "{:?}",
         notify.messages()
     );
-    let status = program.wait_exit(PATIENCE).expect("exits");
-    assert_eq!(status.code(), Some(0));
+    program.assert_exits_with(0);
 }
 
 #[test]
@@ -160,15 +159,9 @@ fn socket_activation_hands_systemds_socket_to_every_worker() {
     program.wait_for_log("Listening on");
     // The first connection starts the service, which serves it from the passed socket.
     let addr = addr.parse().expect("an address");
-    let mut served = None;
-    let ok = wait_until(PATIENCE, || {
-        served = http_get(addr, "/").ok().filter(|r| r.status == 200);
-        served.is_some()
-    });
-    assert!(ok, "log:\n{}", program.log());
+    program.wait_for_200(addr, "/");
     program.wait_for_log(&format!("listening on {addr} (socket from systemd)"));
-    let both = wait_until(PATIENCE, || program.children().len() == 2);
-    assert!(both, "log:\n{}", program.log());
+    program.wait_for_workers(2);
     let mut pids = std::collections::HashSet::new();
     wait_until(PATIENCE, || {
         if let Ok(response) = http_get(addr, "/") {
