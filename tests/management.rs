@@ -369,6 +369,52 @@ fn ready_is_503_while_a_rolling_restart_is_mid_way_and_200_after() {
 }
 
 #[test]
+fn ready_turns_503_at_the_stop_signal_while_workers_still_serve_through_the_drain_delay() {
+    let mut program = start(
+        "hello",
+        &[
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("WIX_CLUSTER_WORKERS", "2"),
+            ("WIX_CLUSTER_DRAIN_DELAY", "3s"),
+        ],
+    );
+    let management = program.management_addr();
+    let app = program.listening_addr();
+    program.wait_for_200(management, "/health/ready");
+    let workers = program.wait_for_workers(2);
+
+    program.signal(nix::sys::signal::Signal::SIGTERM);
+    let mut stopping = Value::Null;
+    let flipped = wait_until(PATIENCE, || {
+        let (status, body) = get_json(management, "/health/ready");
+        stopping = body;
+        status == 503
+    });
+    assert!(flipped, "ready never turned 503; log:\n{}", program.log());
+    assert_eq!(stopping["status"], "stopping", "{stopping}");
+    // Not ready, yet every worker still accepts: the orchestrator stops sending
+    // traffic before any worker stops accepting.
+    for _ in 0..10 {
+        let served = get(app, "/");
+        assert_eq!(
+            served.status, 200,
+            "the app must serve during the drain delay"
+        );
+    }
+    let still: BTreeSet<u32> = program.children().into_iter().collect();
+    let before: BTreeSet<u32> = workers.into_iter().collect();
+    assert_eq!(still, before, "no worker may stop during the delay");
+    assert!(
+        !program.log().contains("asked this worker to stop"),
+        "workers were asked to stop before the delay was over; log:\n{}",
+        program.log()
+    );
+    program.wait_for_log("asked this worker to stop");
+    program.assert_exits_with(0);
+}
+
+#[test]
 fn metrics_parse_as_prometheus_text_with_one_series_per_worker() {
     let program = start("management_page", &[("WIX_CLUSTER_WORKERS", "3")]);
     let management = program.management_addr();

@@ -13,6 +13,9 @@ pub const ENV_MANAGEMENT_ADDR: &str = "WIX_CLUSTER_MANAGEMENT_ADDR";
 /// `WIX_CLUSTER_ADMIN_TOKEN`: the bearer token the management app's `POST` actions
 /// require (overrides the program's; empty means none).
 pub const ENV_ADMIN_TOKEN: &str = "WIX_CLUSTER_ADMIN_TOKEN";
+/// `WIX_CLUSTER_DRAIN_DELAY`: how long the cluster reports not ready before its workers
+/// start draining on a stop (overrides `Graceful(delay = ..)`): `500ms`, `5s` or `0`.
+pub const ENV_DRAIN_DELAY: &str = "WIX_CLUSTER_DRAIN_DELAY";
 /// `WIX_CLUSTER_MOUNT_POINT`: a path prefixing every page of the management app
 /// (overrides the program's).
 pub const ENV_MOUNT_POINT: &str = "WIX_CLUSTER_MOUNT_POINT";
@@ -117,6 +120,8 @@ pub(crate) struct Config {
     /// The program's version, shown by the management app (the macro passes the
     /// crate's `CARGO_PKG_VERSION`).
     pub(crate) app_version: Option<String>,
+    /// `WIX_CLUSTER_DRAIN_DELAY`, when set: wins over `Graceful`'s delay.
+    pub(crate) drain_delay: Option<Duration>,
 }
 
 impl Config {
@@ -170,6 +175,16 @@ impl Config {
             .parse()
             .map_err(|_| ConfigError::new(setting, &raw, "an address such as 127.0.0.1:8084"))?;
         let management_app = resolve_management_app(&requested.management_app, &var)?;
+        let drain_delay = match var(ENV_DRAIN_DELAY) {
+            None => None,
+            Some(raw) => Some(parse_delay(&raw).ok_or_else(|| {
+                ConfigError::new(
+                    ENV_DRAIN_DELAY,
+                    &raw,
+                    "a duration in ms or s such as 500ms or 5s, at most 1h",
+                )
+            })?),
+        };
         Ok(Config {
             workers,
             single_process,
@@ -178,8 +193,24 @@ impl Config {
             management,
             management_app,
             app_version: requested.app_version.clone(),
+            drain_delay,
         })
     }
+}
+
+/// `500ms`, `5s`, `0`: a whole number of milliseconds or seconds, at most an hour.
+fn parse_delay(raw: &str) -> Option<Duration> {
+    let raw = raw.trim();
+    let delay = if let Some(ms) = raw.strip_suffix("ms") {
+        Duration::from_millis(ms.parse().ok()?)
+    } else if let Some(s) = raw.strip_suffix('s') {
+        Duration::from_secs(s.parse().ok()?)
+    } else if raw == "0" {
+        Duration::ZERO
+    } else {
+        return None;
+    };
+    (delay <= Duration::from_secs(3600)).then_some(delay)
 }
 
 /// The management app's settings with the environment's overrides applied.
@@ -311,5 +342,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("WIX_CLUSTER_MOUNT_POINT"), "{err}");
+    }
+
+    #[test]
+    fn drain_delay_accepts_ms_s_and_zero_and_rejects_the_rest() {
+        let delay = |raw: &str| resolve(&[(ENV_DRAIN_DELAY, raw)]).map(|c| c.drain_delay);
+        assert_eq!(delay("500ms"), Ok(Some(Duration::from_millis(500))));
+        assert_eq!(delay(" 5s "), Ok(Some(Duration::from_secs(5))));
+        assert_eq!(delay("0"), Ok(Some(Duration::ZERO)));
+        assert_eq!(resolve(&[]).map(|c| c.drain_delay), Ok(None));
+        for bad in ["5", "five s", "-1s", "2h", "7200s", "1.5s", ""] {
+            let err = delay(bad).expect_err(bad).to_string();
+            assert!(err.contains("WIX_CLUSTER_DRAIN_DELAY"), "{err}");
+        }
     }
 }

@@ -70,14 +70,21 @@ pub(crate) async fn is_alive(State(ctx): State<Ctx>) -> Response {
 }
 
 /// `GET /health/ready`: 200 when as many slots as desired have a ready newest worker;
-/// 503 while starting, mid rolling restart, scaling up, or stopping.
+/// 503 while starting, mid rolling restart, scaling up, and from the moment a stop
+/// begins (its drain delay included, while workers still serve).
 pub(crate) async fn ready(State(ctx): State<Ctx>) -> Response {
     let tracked = workers::observe(&ctx).await;
     let ready = ready_count(&tracked);
     let desired = ctx.master.desired_workers();
-    let is_ready = ready >= desired && ready > 0;
+    let stopping = ctx.master.is_stopping();
+    let is_ready = ready >= desired && ready > 0 && !stopping;
+    let status = match (is_ready, stopping) {
+        (true, _) => "ready",
+        (false, true) => "stopping",
+        (false, false) => "not_ready",
+    };
     let body = json!({
-        "status": if is_ready { "ready" } else { "not_ready" },
+        "status": status,
         "ready": ready,
         "desired": desired,
     });

@@ -92,7 +92,9 @@ struct Shared {
     single_process: bool,
     management: SocketAddr,
     drain_timeout: Mutex<Duration>,
+    drain_delay: Mutex<Duration>,
     failing: AtomicBool,
+    stopping: AtomicBool,
 }
 
 impl Master {
@@ -112,7 +114,9 @@ impl Master {
                 single_process: config.single_process,
                 management: config.management,
                 drain_timeout: Mutex::new(crate::config::DEFAULT_DRAIN_TIMEOUT),
+                drain_delay: Mutex::new(Duration::ZERO),
                 failing: AtomicBool::new(false),
+                stopping: AtomicBool::new(false),
             }),
         };
         (master, receiver)
@@ -236,6 +240,27 @@ impl Master {
     /// How long a stopping worker has to exit before it is killed (default 5 s).
     pub fn drain_timeout(&self) -> Duration {
         *lock(&self.shared.drain_timeout)
+    }
+
+    /// How long a stop reports not ready, workers still serving, before they drain
+    /// (default 0; `Graceful(delay = ..)`; `WIX_CLUSTER_DRAIN_DELAY` wins over both).
+    pub fn drain_delay(&self) -> Duration {
+        *lock(&self.shared.drain_delay)
+    }
+
+    /// Sets [`Master::drain_delay`].
+    pub fn set_drain_delay(&self, delay: Duration) {
+        *lock(&self.shared.drain_delay) = delay;
+    }
+
+    /// Whether the cluster is stopping (from the stop signal on, the drain delay
+    /// included): the management app's `/health/ready` answers 503.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_stopping(&self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
     }
 
     /// Sets [`Master::drain_timeout`].

@@ -46,7 +46,7 @@ impl Supervisor {
             Command::Abort { worker, reason } => self.abort(key_of(worker), reason),
             Command::RollingRestart => self.start_roll(),
             Command::Scale { count } => self.scale(count),
-            Command::Shutdown { code } => self.begin_stop(code),
+            Command::Shutdown { code } => self.begin_stop_after_delay(code),
             Command::Upgrade => self.start_upgrade(),
             Command::Snapshot(_) => {}
         }

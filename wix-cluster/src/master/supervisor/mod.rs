@@ -160,6 +160,7 @@ async fn supervise(
         predecessor,
         upgrade_reports: upgrade_tx,
         management,
+        drain_delay_override: config.drain_delay,
     };
     tracing::info!("master started; spawning {} workers", config.workers);
     for id in 1..=config.workers {
@@ -169,6 +170,7 @@ async fn supervise(
     let mut watchdog = sup.notifier.watchdog_interval().map(tokio::time::interval);
     loop {
         let drain_deadline = sup.stopping.as_ref().and_then(|stop| stop.deadline);
+        let drain_at = sup.stopping.as_ref().and_then(|stop| stop.drain_at);
         let handover_deadline = sup.handovers.deadline();
         let upgrade_deadline = sup.upgrading.as_ref().map(Upgrading::deadline);
         tokio::select! {
@@ -196,6 +198,7 @@ async fn supervise(
                 tracing::info!("SIGTTOU: scaling to {} workers", count.max(1));
                 sup.on_command(Command::Scale { count });
             }
+            _ = sleep_until(drain_at), if drain_at.is_some() => sup.drain_now(),
             _ = sleep_until(drain_deadline), if drain_deadline.is_some() => sup.on_drain_timeout(),
             _ = sleep_until(handover_deadline), if handover_deadline.is_some() => {
                 sup.on_handover_timeout();
@@ -271,6 +274,8 @@ struct Supervisor {
     upgrade_reports: mpsc::UnboundedSender<Report>,
     /// The management app's socket, for an upgrade to hand over.
     management: Option<(SocketAddr, Arc<OwnedFd>)>,
+    /// `WIX_CLUSTER_DRAIN_DELAY`, winning over `Master::drain_delay`.
+    drain_delay_override: Option<Duration>,
 }
 
 impl Supervisor {

@@ -1,4 +1,10 @@
 //! Stopping the cluster: SIGTERM / SIGINT, `Master::shutdown`, start-up failure.
+//!
+//! A stop asked from outside first reports not ready for the drain delay (workers keep
+//! serving, so that load balancers stop sending traffic first), then asks every worker
+//! to drain and kills those still there after the drain timeout.
+
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
@@ -8,7 +14,10 @@ use crate::master::spawn;
 
 pub(super) struct Stopping {
     pub(super) code: u8,
-    /// When still-running workers get killed; `None` once they have been.
+    /// When the workers are asked to drain; `None` once they have been.
+    pub(super) drain_at: Option<Instant>,
+    /// When still-running workers get killed; `None` before the drain and once they
+    /// have been.
     pub(super) deadline: Option<Instant>,
 }
 
@@ -22,22 +31,53 @@ impl Supervisor {
             return;
         }
         tracing::info!("{name}: stopping {} workers gracefully", self.table.len());
-        self.begin_stop(0);
+        self.begin_stop_after_delay(0);
     }
 
-    /// Asks every worker to drain; the master exits with `code` once all are gone.
+    /// A stop asked from outside (a signal, `Master::shutdown`): not ready for the drain
+    /// delay, then drain.
+    pub(super) fn begin_stop_after_delay(&mut self, code: u8) {
+        let delay = self
+            .drain_delay_override
+            .unwrap_or(self.master.drain_delay());
+        self.stop(code, delay);
+    }
+
+    /// Asks every worker to drain now; the master exits with `code` once all are gone.
     pub(super) fn begin_stop(&mut self, code: u8) {
+        self.stop(code, Duration::ZERO);
+    }
+
+    fn stop(&mut self, code: u8, delay: Duration) {
         if self.stopping.is_some() {
             return;
         }
-        let timeout = self.master.drain_timeout();
+        self.master.set_stopping();
         self.stopping = Some(Stopping {
             code,
-            deadline: Some(Instant::now() + timeout),
+            drain_at: None,
+            deadline: None,
         });
         self.pending_respawns.clear();
         self.handovers.clear();
         self.abandon_upgrade();
+        if delay.is_zero() {
+            self.drain_now();
+        } else {
+            tracing::info!("not ready from now on; workers keep serving for {delay:?}, then drain");
+            if let Some(stop) = &mut self.stopping {
+                stop.drain_at = Some(Instant::now() + delay);
+            }
+        }
+    }
+
+    /// The drain delay is over (or there is none): every worker drains.
+    pub(super) fn drain_now(&mut self) {
+        let timeout = self.master.drain_timeout();
+        if let Some(stop) = &mut self.stopping {
+            stop.drain_at = None;
+            stop.deadline = Some(Instant::now() + timeout);
+        }
         for slot in self.table.iter_mut() {
             slot.retire();
         }
