@@ -3,8 +3,9 @@
 //!     cargo run --example hello          # then: curl -i localhost:8080
 //!
 //! `PORT` (default 8080) and `HOST` (default 0.0.0.0) choose the address; port 0 picks
-//! a free one (the master logs it). Each response names the worker that served it in
-//! the `x-worker-id` and `x-worker-pid` headers.
+//! a free one (the master logs it). Under systemd's socket activation, `SOCKET_NAME`
+//! picks the passed socket by its name (`FileDescriptorName=`) instead. Each response
+//! names the worker that served it in the `x-worker-id` and `x-worker-pid` headers.
 
 use axum::{Router, routing::get};
 
@@ -20,7 +21,10 @@ async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
         })?,
         Err(_) => 8080,
     };
-    let listener = worker.listen((host.as_str(), port)).await?;
+    let listener = match std::env::var("SOCKET_NAME") {
+        Ok(name) => worker.listen_named(&name).await?,
+        Err(_) => worker.listen((host.as_str(), port)).await?,
+    };
 
     let served_by = [
         ("x-worker-id", worker.id().to_string()),

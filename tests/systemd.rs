@@ -126,42 +126,38 @@ fn the_master_notifies_ready_reloading_watchdog_and_stopping_in_order() {
     program.assert_exits_with(0);
 }
 
-#[test]
-fn socket_activation_hands_systemds_socket_to_every_worker() {
-    // A free port for systemd-socket-activate to listen on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// A free loopback port for `systemd-socket-activate` to listen on.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+        .port()
+}
+
+/// `hello` started by Debian's `systemd-socket-activate` listening on `addr`, with 2
+/// workers, the socket named `fdname` when given, and `env` added.
+fn socket_activated(addr: &str, fdname: Option<&str>, env: &[&str]) -> Program {
     let mut command = Command::new("systemd-socket-activate");
-    command
-        .arg("--listen")
-        .arg(&addr)
-        .args([
-            "-E",
-            "HOST=127.0.0.1",
-            "-E",
-            &format!("PORT={port}"),
-            "-E",
-            "WIX_CLUSTER_WORKERS=2",
-        ])
-        .args([
-            "-E",
-            "RUST_LOG=info",
-            "-E",
-            "NO_COLOR=1",
-            "-E",
-            "WIX_CLUSTER_MANAGEMENT_ADDR=127.0.0.1:0",
-        ])
-        .arg(example_path("hello"));
-    let program = Program::spawn(command);
-    program.wait_for_log("Listening on");
-    // The first connection starts the service, which serves it from the passed socket.
-    let addr = addr.parse().expect("an address");
-    program.wait_for_200(addr, "/");
-    program.wait_for_log(&format!("listening on {addr} (socket from systemd)"));
-    program.wait_for_workers(2);
+    command.arg("--listen").arg(addr);
+    if let Some(name) = fdname {
+        command.arg(format!("--fdname={name}"));
+    }
+    let defaults = [
+        "WIX_CLUSTER_WORKERS=2",
+        "RUST_LOG=info",
+        "NO_COLOR=1",
+        "WIX_CLUSTER_MANAGEMENT_ADDR=127.0.0.1:0",
+    ];
+    for var in defaults.iter().chain(env) {
+        command.args(["-E", var]);
+    }
+    command.arg(example_path("hello"));
+    Program::spawn(command)
+}
+
+/// The worker pids that answer `GET /` on `addr`, until both of 2 workers have (or
+/// [`PATIENCE`] is over).
+fn serving_workers(addr: std::net::SocketAddr) -> std::collections::HashSet<u32> {
     let mut pids = std::collections::HashSet::new();
     wait_until(PATIENCE, || {
         if let Ok(response) = http_get(addr, "/") {
@@ -173,6 +169,24 @@ fn socket_activation_hands_systemds_socket_to_every_worker() {
         }
         pids.len() == 2
     });
+    pids
+}
+
+#[test]
+fn socket_activation_hands_systemds_socket_to_every_worker() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let port_env = format!("PORT={port}");
+    let program = socket_activated(&addr, None, &["HOST=127.0.0.1", &port_env]);
+    program.wait_for_log("Listening on");
+    // The first connection starts the service, which serves it from the passed socket.
+    let addr = addr.parse().expect("an address");
+    program.wait_for_200(addr, "/");
+    program.wait_for_log(&format!(
+        "listening on {addr} (socket \"unknown\" from systemd)"
+    ));
+    program.wait_for_workers(2);
+    let pids = serving_workers(addr);
     let children: std::collections::HashSet<u32> = program.children().into_iter().collect();
     assert!(
         pids.is_subset(&children) && !pids.is_empty(),
@@ -185,4 +199,39 @@ fn socket_activation_hands_systemds_socket_to_every_worker() {
         program.log()
     );
     std::thread::sleep(Duration::from_millis(100));
+}
+
+#[test]
+fn workers_find_systemds_socket_by_its_listen_fdnames_name() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    // PORT names another port: only the name can lead the workers to the socket.
+    let program = socket_activated(
+        &addr,
+        Some("web"),
+        &["HOST=127.0.0.1", "PORT=1", "SOCKET_NAME=web"],
+    );
+    program.wait_for_log("Listening on");
+    let addr = addr.parse().expect("an address");
+    program.wait_for_200(addr, "/");
+    program.wait_for_log(&format!(
+        "listening on {addr} (socket \"web\" from systemd)"
+    ));
+    let workers: std::collections::HashSet<u32> = program.wait_for_workers(2).into_iter().collect();
+    let pids = serving_workers(addr);
+    assert_eq!(pids, workers, "both workers must serve the named socket");
+}
+
+#[test]
+fn an_unknown_socket_name_fails_the_start_with_the_names_there_are() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut program = socket_activated(&addr, Some("web"), &["SOCKET_NAME=api"]);
+    program.wait_for_log("Listening on");
+    // systemd-socket-activate starts the program on the first connection.
+    let _ = std::net::TcpStream::connect(&addr);
+    let line = program.wait_for_log("failed to start app");
+    assert!(
+        line.contains("no socket named \"api\"") && line.contains("[\"web\"]"),
+        "the error should name the socket asked for and those there are: {line}"
+    );
+    program.assert_exits_with(1);
 }

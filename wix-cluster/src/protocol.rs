@@ -5,17 +5,37 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the messages below. Master and worker are the
-/// same binary, so a mismatch means a binary was replaced under a running master.
-pub(crate) const PROTOCOL_VERSION: u32 = 2;
+/// same binary, so a mismatch means a binary was replaced under a running master (a
+/// rolling restart onto a build that speaks another version stops at its first
+/// worker; a master upgrade, SIGUSR2, is the way to deploy such a build).
+pub(crate) const PROTOCOL_VERSION: u32 = 3;
+
+/// What a worker asks the master to listen on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum ListenOn {
+    /// An address (bound once by the master, or a socket from systemd with it).
+    Addr(SocketAddr),
+    /// A socket from systemd's socket activation, by its `LISTEN_FDNAMES` name.
+    Name(String),
+}
+
+impl std::fmt::Display for ListenOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenOn::Addr(addr) => addr.fmt(f),
+            ListenOn::Name(name) => write!(f, "the socket named {name:?}"),
+        }
+    }
+}
 
 /// Worker -> master.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ToMaster {
     /// First message on a new channel.
     Hello { version: u32, pid: u32 },
-    /// Asks for the shared listening socket for `addr`; answered by
-    /// [`ToWorker::Listener`] (with the descriptor) or [`ToWorker::ListenFailed`].
-    Listen { request: u64, addr: SocketAddr },
+    /// Asks for the shared listening socket `on`; answered by [`ToWorker::Listener`]
+    /// (with the descriptor) or [`ToWorker::ListenFailed`].
+    Listen { request: u64, on: ListenOn },
     /// The app holds a listener and accepts connections.
     Ready,
     /// The worker's event loop is alive; `requests` served so far by its HTTP helper.

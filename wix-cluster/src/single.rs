@@ -16,6 +16,8 @@ where
     Fut: Future,
     Fut::Output: AppResult,
 {
+    // Sockets from systemd's socket activation, adopted before any thread exists.
+    let sockets = crate::master::listeners::Listeners::adopt_activated();
     let runtime = match crate::runtime::worker(config) {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -40,6 +42,7 @@ where
             0,
             None,
             Some(master.clone()),
+            Some(sockets),
             master.drain_timeout(),
         );
         if let Err(e) = stop_on_signals(worker.clone(), true) {

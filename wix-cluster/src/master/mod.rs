@@ -2,7 +2,7 @@
 //! events to plugins, and stops everything gracefully on SIGTERM / SIGINT.
 
 mod handle;
-mod listeners;
+pub(crate) mod listeners;
 mod spawn;
 mod supervisor;
 mod systemd;

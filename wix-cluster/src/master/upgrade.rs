@@ -49,6 +49,8 @@ enum Handing {
     Listener {
         requested: Vec<SocketAddr>,
         addr: SocketAddr,
+        /// Its `LISTEN_FDNAMES` name, for a socket from systemd.
+        name: Option<String>,
     },
     /// The management app's listener (its descriptor travels with the frame).
     Management { addr: SocketAddr },
@@ -132,6 +134,7 @@ pub(crate) fn start(
         let msg = Handing::Listener {
             requested,
             addr: bound.addr,
+            name: bound.name.clone(),
         };
         out.send_with_fd(&msg, bound.fd).map_err(broken)?;
     }
@@ -228,7 +231,11 @@ impl Predecessor {
                             "the old master closed the channel before handing every socket",
                         ));
                     }
-                    Some(Handing::Listener { requested, addr }) => {
+                    Some(Handing::Listener {
+                        requested,
+                        addr,
+                        name,
+                    }) => {
                         let fd = announced_fd(&mut reader)?;
                         tracing::info!("listening on {addr} (socket from the old master)");
                         listeners.adopt(
@@ -236,6 +243,7 @@ impl Predecessor {
                             Bound {
                                 addr,
                                 fd: Arc::new(fd),
+                                name,
                             },
                         );
                     }

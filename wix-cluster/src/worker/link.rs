@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::ipc::{self, FrameReader, Outbox};
-use crate::protocol::{ExchangeRef, PROTOCOL_VERSION, ToMaster, ToWorker};
+use crate::protocol::{ExchangeRef, ListenOn, PROTOCOL_VERSION, ToMaster, ToWorker};
 
 /// How long the master has to answer the hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -114,12 +113,12 @@ impl Link {
         let _ = tokio::time::timeout(FLUSH_TIMEOUT, self.out.flush()).await;
     }
 
-    /// Asks the master for the shared listener on `addr`.
-    pub(crate) async fn listen(&self, addr: SocketAddr) -> io::Result<OwnedFd> {
+    /// Asks the master for the shared listener `on`.
+    pub(crate) async fn listen(&self, on: ListenOn) -> io::Result<OwnedFd> {
         let request = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
         self.pending_requests().insert(request, reply);
-        self.send(&ToMaster::Listen { request, addr });
+        self.send(&ToMaster::Listen { request, on });
         let fd = answer
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the master went away"))??;

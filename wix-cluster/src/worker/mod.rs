@@ -15,6 +15,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::WorkerId;
+use crate::master::listeners::Listeners;
+use crate::protocol::ListenOn;
 use link::Link;
 
 /// The app's handle on its worker: who it is, the shared listeners, and when to stop.
@@ -31,6 +33,9 @@ struct Inner {
     link: Option<Arc<Link>>,
     /// The in-process master handle, in single-process mode only.
     local_master: Option<crate::Master>,
+    /// The process's own listening sockets (bound, or from systemd), in single-process
+    /// mode only.
+    local_sockets: Option<std::sync::Mutex<Listeners>>,
     stop: watch::Sender<bool>,
     drain_timeout: Duration,
     /// Requests served by the HTTP helper.
@@ -45,6 +50,7 @@ impl Worker {
         generation: u32,
         link: Option<Arc<Link>>,
         local_master: Option<crate::Master>,
+        local_sockets: Option<Listeners>,
         drain_timeout: Duration,
     ) -> Worker {
         Worker {
@@ -53,6 +59,7 @@ impl Worker {
                 generation,
                 link,
                 local_master,
+                local_sockets: local_sockets.map(std::sync::Mutex::new),
                 stop: watch::Sender::new(false),
                 drain_timeout,
                 requests: AtomicU64::new(0),
@@ -86,26 +93,40 @@ impl Worker {
     ///
     /// The master binds `addr` once (port 0 picks one ephemeral port for all workers),
     /// keeps the socket, and hands each worker the same descriptor, so all workers
-    /// accept from one kernel queue. In single-process mode this binds directly.
+    /// accept from one kernel queue. Under systemd's socket activation, a socket systemd
+    /// passed with that address (or port, when either address is unspecified) is used
+    /// in place of binding. In single-process mode the process binds it itself.
     pub async fn listen(&self, addr: impl std::net::ToSocketAddrs) -> io::Result<TcpListener> {
         let addr = crate::listener::resolve(addr)?;
-        match &self.inner.link {
-            None => {
-                let listener = crate::listener::bind(addr)?;
-                let bound = listener.local_addr()?;
-                tracing::info!("listening on {bound}");
+        self.listen_on(ListenOn::Addr(addr)).await
+    }
+
+    /// The listener systemd's socket activation passed under `name`
+    /// (`FileDescriptorName=` in the `.socket` unit, seen as `LISTEN_FDNAMES`), shared by
+    /// every worker like [`Worker::listen`]'s. Never binds: without a socket of that name
+    /// it is an error naming the sockets there are.
+    pub async fn listen_named(&self, name: &str) -> io::Result<TcpListener> {
+        self.listen_on(ListenOn::Name(name.to_owned())).await
+    }
+
+    async fn listen_on(&self, on: ListenOn) -> io::Result<TcpListener> {
+        let fd = match (&self.inner.link, &self.inner.local_sockets) {
+            (Some(link), _) => link.listen(on).await?,
+            (None, Some(sockets)) => {
+                let bound = sockets
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .get(&on)?;
                 if let Some(master) = &self.inner.local_master {
-                    master.add_app_addr(bound);
+                    master.add_app_addr(bound.addr);
                 }
-                Ok(listener)
+                bound.fd.try_clone()?
             }
-            Some(link) => {
-                let fd = link.listen(addr).await?;
-                let std = std::net::TcpListener::from(fd);
-                std.set_nonblocking(true)?;
-                TcpListener::from_std(std)
-            }
-        }
+            (None, None) => return Err(io::Error::other("this worker cannot listen")),
+        };
+        let std = std::net::TcpListener::from(fd);
+        std.set_nonblocking(true)?;
+        TcpListener::from_std(std)
     }
 
     /// Resolves when the worker should stop: the master asked (cluster shutdown), or

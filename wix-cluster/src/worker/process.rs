@@ -76,6 +76,7 @@ where
         marker.generation,
         Some(link.clone()),
         None,
+        None,
         drain_timeout,
     );
     // The exchange works, and the app-scoped data is there, before any plugin or app

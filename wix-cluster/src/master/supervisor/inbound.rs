@@ -47,24 +47,22 @@ impl Supervisor {
                 self.drop_worker(key, "spoke before its hello");
             }
             Inbound::Message(ToMaster::Hello { .. }) => self.drop_worker(key, "said hello twice"),
-            Inbound::Message(ToMaster::Listen { request, addr }) => {
-                match self.listeners.get_or_bind(addr) {
-                    Ok(bound) => {
-                        self.master.add_app_addr(bound.addr);
-                        let msg = ToWorker::Listener {
-                            request,
-                            addr: bound.addr,
-                        };
-                        slot.send(&msg, Some(bound.fd));
-                        self.emit(LifecycleEvent::Listening(worker, bound.addr));
-                    }
-                    Err(e) => {
-                        tracing::error!("cannot listen on {addr} for {worker}: {e}");
-                        let error = format!("the master cannot listen on {addr}: {e}");
-                        slot.send(&ToWorker::ListenFailed { request, error }, None);
-                    }
+            Inbound::Message(ToMaster::Listen { request, on }) => match self.listeners.get(&on) {
+                Ok(bound) => {
+                    self.master.add_app_addr(bound.addr);
+                    let msg = ToWorker::Listener {
+                        request,
+                        addr: bound.addr,
+                    };
+                    slot.send(&msg, Some(bound.fd));
+                    self.emit(LifecycleEvent::Listening(worker, bound.addr));
                 }
-            }
+                Err(e) => {
+                    tracing::error!("cannot listen on {on} for {worker}: {e}");
+                    let error = format!("the master cannot listen on {on}: {e}");
+                    slot.send(&ToWorker::ListenFailed { request, error }, None);
+                }
+            },
             Inbound::Message(ToMaster::Ready) => {
                 if slot.state == State::Online {
                     slot.state = State::Ready;
