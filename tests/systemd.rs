@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use wix_cluster_suite::{PATIENCE, Program, example_path, http_get, wait_until};
+use wix_cluster_suite::{PATIENCE, Program, example_path, http_get, is_alive, wait_until};
 
 /// Collects what the master sends to `NOTIFY_SOCKET`.
 struct NotifySocket {
@@ -124,6 +124,50 @@ fn the_master_notifies_ready_reloading_watchdog_and_stopping_in_order() {
         notify.messages()
     );
     program.assert_exits_with(0);
+}
+
+#[test]
+fn a_master_upgrade_makes_the_new_master_the_main_pid_without_stopping() {
+    let notify = NotifySocket::bind();
+    let path = notify.path.to_string_lossy().into_owned();
+    let env = [
+        ("NOTIFY_SOCKET", path.as_str()),
+        ("HOST", "127.0.0.1"),
+        ("PORT", "0"),
+        ("WIX_CLUSTER_WORKERS", "2"),
+    ];
+    let mut program = Program::start("hello", &env);
+    notify.wait_for("READY=1", &program);
+    program.signal(Signal::SIGUSR2);
+    let at = notify.wait_for("MAINPID=", &program);
+    let message = notify.messages()[at].clone();
+    let new_master: u32 = message
+        .lines()
+        .find_map(|line| line.strip_prefix("MAINPID="))
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {message:?}"));
+    assert_ne!(new_master, program.pid());
+    assert!(
+        is_alive(new_master),
+        "MAINPID names a live process; log:\n{}",
+        program.log()
+    );
+    program.assert_exits_with(0);
+    let messages = notify.messages();
+    // The new master said READY=1 itself before it was named; the old one never
+    // said STOPPING=1 (systemd would take the service for stopping).
+    assert!(
+        messages[..at]
+            .iter()
+            .filter(|m| m.contains("READY=1"))
+            .count()
+            >= 2,
+        "{messages:?}"
+    );
+    assert!(
+        !messages.iter().any(|m| m.contains("STOPPING=1")),
+        "{messages:?}"
+    );
 }
 
 /// A free loopback port for `systemd-socket-activate` to listen on.

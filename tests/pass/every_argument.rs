@@ -19,7 +19,7 @@ mod my_plugins {
     workers = 4,
     plugins(
         Respawn(max_deaths = 5, within = "30s"),
-        Graceful(timeout = "1.5s"),
+        Graceful(timeout = "1.5s", delay = "250ms"),
         LifecycleLog,
         my_plugins::Metrics(prefix = "app"),
     ),
