@@ -127,17 +127,24 @@ fn the_master_notifies_ready_reloading_watchdog_and_stopping_in_order() {
 }
 
 #[test]
-fn a_master_upgrade_makes_the_new_master_the_main_pid_without_stopping() {
+fn a_master_upgrade_makes_the_new_master_the_main_pid_and_its_watchdog() {
     let notify = NotifySocket::bind();
-    let path = notify.path.to_string_lossy().into_owned();
-    let env = [
-        ("NOTIFY_SOCKET", path.as_str()),
-        ("HOST", "127.0.0.1"),
-        ("PORT", "0"),
-        ("WIX_CLUSTER_WORKERS", "2"),
-    ];
-    let mut program = Program::start("hello", &env);
+    // As systemd does: WATCHDOG_PID names the main process (the shell execs hello).
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\""])
+        .arg(example_path("hello"))
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("WIX_CLUSTER_WORKERS", "2")
+        .env("WIX_CLUSTER_MANAGEMENT_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+    let mut program = Program::spawn(command);
     notify.wait_for("READY=1", &program);
+    notify.wait_for("WATCHDOG=1", &program);
     program.signal(Signal::SIGUSR2);
     let at = notify.wait_for("MAINPID=", &program);
     let message = notify.messages()[at].clone();
@@ -153,6 +160,25 @@ fn a_master_upgrade_makes_the_new_master_the_main_pid_without_stopping() {
         program.log()
     );
     program.assert_exits_with(0);
+    // With the old master gone, the watchdog is still petted: by the new master.
+    let petted_before = notify
+        .messages()
+        .iter()
+        .filter(|m| m.trim() == "WATCHDOG=1")
+        .count();
+    let petted = wait_until(PATIENCE, || {
+        notify
+            .messages()
+            .iter()
+            .filter(|m| m.trim() == "WATCHDOG=1")
+            .count()
+            >= petted_before + 3
+    });
+    assert!(
+        petted,
+        "the new master does not pet the watchdog: {:?}",
+        notify.messages()
+    );
     let messages = notify.messages();
     // The new master said READY=1 itself before it was named; the old one never
     // said STOPPING=1 (systemd would take the service for stopping).

@@ -107,6 +107,12 @@ pub(crate) fn start(
         .args(args)
         .env(ENV_UPGRADE, format!("{child_fd}:{}", std::process::id()))
         .stdin(Stdio::null());
+    // systemd's watchdog names the main process in WATCHDOG_PID; the new master is
+    // about to become it, so it must take the watchdog as its own.
+    let own_pid = std::process::id().to_string();
+    if std::env::var("WATCHDOG_PID").is_ok_and(|pid| pid == own_pid) {
+        command.env_remove("WATCHDOG_PID");
+    }
     // SAFETY: runs in the child between fork and exec and makes one async-signal-safe
     // system call on a value copied in.
     unsafe {
