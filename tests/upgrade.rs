@@ -94,31 +94,51 @@ fn new_master_pid(program: &Program) -> u32 {
         .unwrap_or_else(|| panic!("no pid in {line:?}"))
 }
 
-/// Connects to `addr` every few milliseconds until stopped; counts refusals.
-struct ConnectProbe {
+/// Runs `check` every few milliseconds on a thread of its own until stopped; counts
+/// the successes and keeps every failure.
+struct Probe {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<(u64, Vec<String>)>,
 }
 
-impl ConnectProbe {
-    fn start(addr: std::net::SocketAddr) -> ConnectProbe {
+impl Probe {
+    fn start(check: impl Fn() -> Result<(), String> + Send + 'static) -> Probe {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
-            let mut connects = 0;
-            let mut refused = Vec::new();
+            let mut passed = 0;
+            let mut failed = Vec::new();
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
-                    Ok(_) => connects += 1,
-                    Err(e) => refused.push(e.to_string()),
+                match check() {
+                    Ok(()) => passed += 1,
+                    Err(e) => failed.push(e),
                 }
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(Duration::from_millis(3));
             }
-            (connects, refused)
+            (passed, failed)
         });
-        ConnectProbe { stop, thread }
+        Probe { stop, thread }
     }
 
+    /// Connections to `addr`: a refusal fails.
+    fn connect(addr: std::net::SocketAddr) -> Probe {
+        Probe::start(move || {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// `GET /health/ready` on the management app: anything but 200 fails.
+    fn readiness(management: std::net::SocketAddr) -> Probe {
+        Probe::start(move || match http_get(management, "/health/ready") {
+            Ok(r) if r.status == 200 => Ok(()),
+            Ok(r) => Err(format!("{} {}", r.status, r.body)),
+            Err(e) => Err(e.to_string()),
+        })
+    }
+
+    /// Stops it: (successes, failures).
     fn stop(self) -> (u64, Vec<String>) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.thread.join().expect("probe thread")
@@ -139,7 +159,8 @@ fn master_upgrade_under_load_changes_the_master_pid_never_refuses_and_fails_no_r
     deployed.replace_with(&example_path("hello"));
 
     let load = Load::start(addr, 4, "/");
-    let probe = ConnectProbe::start(addr);
+    let probe = Probe::connect(addr);
+    let readiness = Probe::readiness(management);
     std::thread::sleep(Duration::from_millis(500));
     program.signal(Signal::SIGUSR2);
 
@@ -174,6 +195,7 @@ fn master_upgrade_under_load_changes_the_master_pid_never_refuses_and_fails_no_r
     std::thread::sleep(Duration::from_millis(500));
     let report = load.stop();
     let (connects, refused) = probe.stop();
+    let (ready, not_ready) = readiness.stop();
     assert!(
         served_by_new,
         "no new worker answered; log:\n{}",
@@ -197,6 +219,12 @@ fn master_upgrade_under_load_changes_the_master_pid_never_refuses_and_fails_no_r
         "the load should have been served by old and new workers: {:?} (old {old_workers:?}, \
          new {new_workers:?})",
         report.served_by
+    );
+
+    // Readiness never dropped: the old master answered until the new one was ready.
+    assert!(
+        not_ready.is_empty() && ready > 0,
+        "/health/ready answered 200 {ready} times, otherwise: {not_ready:?}"
     );
 
     // The management app kept its address and is now the new master's.

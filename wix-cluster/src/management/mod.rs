@@ -55,7 +55,8 @@ impl fmt::Debug for ManagementConfig {
 /// logged and the cluster keeps running without the app.
 pub(crate) fn start(master: &Master, config: &Config) {
     if let Some(listener) = bind(master.management_addr()) {
-        start_on(listener, master, config);
+        // Dropping the handle leaves it serving for the life of the process.
+        drop(start_on(listener, master, config));
     }
 }
 
@@ -66,9 +67,28 @@ pub(crate) fn bind(addr: std::net::SocketAddr) -> Option<std::net::TcpListener> 
 
 /// Starts the management app on a socket bound already (or handed over by the master
 /// this one replaces).
-pub(crate) fn start_on(listener: std::net::TcpListener, master: &Master, config: &Config) {
+pub(crate) fn start_on(
+    listener: std::net::TcpListener,
+    master: &Master,
+    config: &Config,
+) -> Serving {
     let stats = stats::Stats::new(config.management_app.sample_interval);
     let ctx = routes::Ctx::new(master.clone(), config, stats);
     let app = routes::router(ctx.clone(), config.management_app.pages.clone());
-    tokio::spawn(server::serve(listener, ctx, app));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(server::serve(listener, ctx, app, stopped));
+    Serving { stop }
+}
+
+/// A running management app; dropping this leaves it serving.
+pub(crate) struct Serving {
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Serving {
+    /// Accepts no more connections (after a master upgrade, the new master's app
+    /// answers on the same socket).
+    pub(crate) fn stop_accepting(&self) {
+        let _ = self.stop.send(true);
+    }
 }

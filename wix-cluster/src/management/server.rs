@@ -23,8 +23,14 @@ pub(crate) fn bind(addr: SocketAddr) -> Option<std::net::TcpListener> {
     }
 }
 
-/// Starts the sampler and serves `app` on `listener` until the runtime ends.
-pub(crate) async fn serve(listener: std::net::TcpListener, ctx: Ctx, app: Router) {
+/// Starts the sampler and serves `app` on `listener` until the runtime ends or `stop`
+/// turns true (then it accepts nothing more).
+pub(crate) async fn serve(
+    listener: std::net::TcpListener,
+    ctx: Ctx,
+    app: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let listener = match listener
         .set_nonblocking(true)
         .and_then(|()| TcpListener::from_std(listener))
@@ -45,7 +51,16 @@ pub(crate) async fn serve(listener: std::net::TcpListener, ctx: Ctx, app: Router
     tracing::info!(
         "management app listening on {bound} (dashboard: http://{bound}{prefix}/dashboard)"
     );
-    if let Err(e) = axum::serve(listener, app).await {
+    let stopped = async move {
+        // Without a sender left, nothing will ask: serve on.
+        if stop.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stopped)
+        .await
+    {
         tracing::error!("the management app stopped serving: {e}");
     }
 }

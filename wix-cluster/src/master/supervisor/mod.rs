@@ -139,8 +139,16 @@ async fn supervise(
     let management_listener =
         inherited_management.or_else(|| crate::management::bind(master.management_addr()));
     let management = management_listener.as_ref().and_then(handover_copy);
+    // A new master's management app starts once its workers are ready: until then the
+    // old master's answers on the shared socket (ready, not "starting").
+    let mut management_app = ManagementApp::Off;
     if let Some(listener) = management_listener {
-        crate::management::start_on(listener, &master, config);
+        let (master, config) = (master.clone(), config.clone());
+        let start = move || crate::management::start_on(listener, &master, &config);
+        management_app = ManagementApp::Deferred(Box::new(start));
+        if predecessor.is_none() {
+            management_app.start();
+        }
     }
 
     let mut sup = Supervisor {
@@ -161,6 +169,7 @@ async fn supervise(
         upgrade_reports: upgrade_tx,
         management,
         drain_delay_override: config.drain_delay,
+        management_app,
     };
     tracing::info!("master started; spawning {} workers", config.workers);
     for id in 1..=config.workers {
@@ -276,6 +285,31 @@ struct Supervisor {
     management: Option<(SocketAddr, Arc<OwnedFd>)>,
     /// `WIX_CLUSTER_DRAIN_DELAY`, winning over `Master::drain_delay`.
     drain_delay_override: Option<Duration>,
+    /// The management app, stopped once an upgrade hands its socket over.
+    management_app: ManagementApp,
+}
+
+/// The master's management app.
+enum ManagementApp {
+    Off,
+    /// Started once this (new) master's workers are ready.
+    Deferred(Box<dyn FnOnce() -> crate::management::Serving + Send>),
+    Serving(crate::management::Serving),
+}
+
+impl ManagementApp {
+    fn start(&mut self) {
+        *self = match std::mem::replace(self, ManagementApp::Off) {
+            ManagementApp::Deferred(start) => ManagementApp::Serving(start()),
+            other => other,
+        };
+    }
+
+    fn stop_accepting(&self) {
+        if let ManagementApp::Serving(app) = self {
+            app.stop_accepting();
+        }
+    }
 }
 
 impl Supervisor {

@@ -84,6 +84,9 @@ impl Supervisor {
                 );
                 self.upgrading = None;
                 self.notifier.handed_over(pid);
+                // The new master's management app answers on the same socket; this
+                // one would only report itself stopping.
+                self.management_app.stop_accepting();
                 self.begin_stop(0);
             }
             Report::Lost { pid, why } if pid == successor => {
@@ -142,6 +145,7 @@ impl Supervisor {
         if let Some(answer) = self.predecessor.take() {
             tracing::info!("{ready} workers ready; telling the old master to step down");
             upgrade::answer_ready(&answer, ready);
+            self.management_app.start();
         }
     }
 }
