@@ -3,15 +3,14 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use tokio::sync::mpsc;
 
+use super::reexec::{self, Started};
 use crate::WorkerId;
 use crate::event::ExitReason;
-use crate::ipc::{self, FrameReader, Outbox};
+use crate::ipc::{FrameReader, Outbox};
 use crate::protocol::ToMaster;
 use crate::role::{ENV_WORKER_MARKER, WorkerMarker};
 
@@ -65,44 +64,23 @@ impl Spawner {
     }
 
     pub(crate) fn spawn(&self, key: Key) -> io::Result<Spawned> {
-        let (ours, theirs) = ipc::socketpair()?;
-        let child_fd = theirs.as_raw_fd();
         let mut command = tokio::process::Command::new(&self.exe);
-        command
-            .args(&self.args)
-            .env(
-                ENV_WORKER_MARKER,
-                WorkerMarker::encode(key.id, key.generation, child_fd, self.master_pid),
-            )
-            .stdin(Stdio::null());
-        // SAFETY: runs in the child between fork and exec, and only makes two
-        // async-signal-safe system calls on values copied in.
-        unsafe {
-            command.pre_exec(move || {
-                // Let the child's end of the channel survive exec (in the child only).
-                if nix::libc::fcntl(child_fd, nix::libc::F_SETFD, 0) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-                if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL, 0, 0, 0) == -1
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = command.spawn()?;
-        drop(theirs);
-        let pid = child
-            .id()
-            .ok_or_else(|| io::Error::other("the worker exited before it could be tracked"))?;
-        let stream = ipc::into_stream(ours)?;
-
-        let (out, writer) = Outbox::new(stream.clone());
-        tokio::spawn(async move {
-            if let Err(e) = writer.run().await {
-                tracing::debug!("channel to worker {} failed: {e}", key.id);
-            }
-        });
+        command.args(&self.args);
+        let master_pid = self.master_pid;
+        let what = format!("worker {}", key.id);
+        let started = reexec::start(
+            command,
+            ENV_WORKER_MARKER,
+            |fd| WorkerMarker::encode(key.id, key.generation, fd, master_pid),
+            true,
+            what.clone(),
+        )?;
+        let Started {
+            pid,
+            child,
+            stream,
+            out,
+        } = started;
 
         tokio::spawn(read_worker(
             FrameReader::new(stream),
@@ -113,13 +91,7 @@ impl Spawner {
 
         let inbox = self.inbox.clone();
         tokio::spawn(async move {
-            let reason = match child.wait().await {
-                Ok(status) => ExitReason::from(status),
-                Err(e) => {
-                    tracing::error!("cannot wait for worker {} (pid {pid}): {e}", key.id);
-                    ExitReason::Code(-1)
-                }
-            };
+            let reason = reexec::exit_reason(child, pid, &what).await;
             let _ = inbox.send((key, Inbound::Exited(reason)));
         });
 

@@ -16,9 +16,8 @@
 use std::ffi::OsString;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::listeners::{Bound, Listeners};
+use super::reexec::{self, Started};
 use crate::event::ExitReason;
 use crate::ipc::{self, FrameReader, Outbox};
 
@@ -100,42 +100,27 @@ pub(crate) fn start(
     management: Option<(SocketAddr, Arc<OwnedFd>)>,
     reports: mpsc::UnboundedSender<Report>,
 ) -> io::Result<Successor> {
-    let (ours, theirs) = ipc::socketpair()?;
-    let child_fd = theirs.as_raw_fd();
     let mut command = tokio::process::Command::new(exe);
-    command
-        .args(args)
-        .env(ENV_UPGRADE, format!("{child_fd}:{}", std::process::id()))
-        .stdin(Stdio::null());
+    command.args(args);
     // systemd's watchdog names the main process in WATCHDOG_PID; the new master is
     // about to become it, so it must take the watchdog as its own.
-    let own_pid = std::process::id().to_string();
-    if std::env::var("WATCHDOG_PID").is_ok_and(|pid| pid == own_pid) {
+    let own_pid = std::process::id();
+    if std::env::var("WATCHDOG_PID").is_ok_and(|pid| pid == own_pid.to_string()) {
         command.env_remove("WATCHDOG_PID");
     }
-    // SAFETY: runs in the child between fork and exec and makes one async-signal-safe
-    // system call on a value copied in.
-    unsafe {
-        command.pre_exec(move || {
-            // Let the new master's end of the channel survive exec (in the child only).
-            if nix::libc::fcntl(child_fd, nix::libc::F_SETFD, 0) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = command.spawn()?;
-    drop(theirs);
-    let pid = child
-        .id()
-        .ok_or_else(|| io::Error::other("the new master exited before it could be tracked"))?;
-    let stream = ipc::into_stream(ours)?;
-    let (out, writer) = Outbox::new(stream.clone());
-    tokio::spawn(async move {
-        if let Err(e) = writer.run().await {
-            tracing::debug!("upgrade channel to the new master failed: {e}");
-        }
-    });
+    // Not tied to this master's life: it is to outlive it.
+    let Started {
+        pid,
+        child,
+        stream,
+        out,
+    } = reexec::start(
+        command,
+        ENV_UPGRADE,
+        |fd| format!("{fd}:{own_pid}"),
+        false,
+        "the new master".to_owned(),
+    )?;
     for (requested, bound) in listeners.handover() {
         let msg = Handing::Listener {
             requested,
@@ -167,13 +152,7 @@ pub(crate) fn start(
         let _ = answers.send(report);
     });
     tokio::spawn(async move {
-        let reason = match child.wait().await {
-            Ok(status) => ExitReason::from(status),
-            Err(e) => {
-                tracing::error!("cannot wait for the new master (pid {pid}): {e}");
-                ExitReason::Code(-1)
-            }
-        };
+        let reason = reexec::exit_reason(child, pid, "the new master").await;
         let _ = reports.send(Report::Exited { pid, reason });
     });
     Ok(Successor { pid, _out: out })
