@@ -224,8 +224,9 @@ async fn supervise(
         while let Ok(command) = commands.try_recv() {
             sup.on_command(command);
         }
-        sup.answer_predecessor();
+        // systemd hears READY=1 from a new master before the old one names it MAINPID.
         sup.notifier.update(sup.systemd_view());
+        sup.answer_predecessor();
         if let Some(code) = sup.finished() {
             return code;
         }
