@@ -138,12 +138,32 @@ impl Drop for Handle {
 struct Shared {
     pending: Mutex<Pending>,
     wake: Notify,
+    stream: Arc<UnixStream>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Writes what `pending` holds (one frame, no descriptor) straight to the socket if
+    /// it takes it now, and keeps whatever it does not take for the writer. Called with
+    /// the lock held and the writer idle, so nothing can be written before or between.
+    fn write_inline(&self, pending: &mut Pending) {
+        debug_assert!(pending.fds.is_empty() && pending.acks.is_empty());
+        let sock = self.stream.as_raw_fd();
+        let bytes = &pending.bytes;
+        let sent = self.stream.try_io(Interest::WRITABLE, || send(sock, bytes));
+        // On `WouldBlock`, `Interrupted` or an error, the writer retries (and reports).
+        if let Ok(n) = sent {
+            pending.bytes.drain(..n.min(pending.bytes.len()));
+        }
+    }
+}
+
+fn send(sock: std::os::fd::RawFd, bytes: &[u8]) -> io::Result<usize> {
+    nix::sys::socket::send(sock, bytes, nix::sys::socket::MsgFlags::MSG_NOSIGNAL)
+        .map_err(io::Error::from)
 }
 
 #[derive(Default)]
@@ -155,6 +175,9 @@ struct Pending {
     acks: Vec<oneshot::Sender<()>>,
     /// No more frames will come (every sender is gone), or the socket failed.
     closed: bool,
+    /// The writer task is parked with nothing in hand, and nothing was queued or written
+    /// since: the next frame may be written inline, by its sender (see [`Outbox::push`]).
+    writer_idle: bool,
 }
 
 impl Outbox {
@@ -163,6 +186,7 @@ impl Outbox {
         let shared = Arc::new(Shared {
             pending: Mutex::default(),
             wake: Notify::new(),
+            stream: stream.clone(),
         });
         let outbox = Outbox {
             handle: Arc::new(Handle {
@@ -212,8 +236,15 @@ impl Outbox {
         let was_idle = pending.bytes.is_empty() && pending.acks.is_empty();
         let offset = pending.bytes.len();
         write(&mut pending.bytes)?;
+        // The first frame after a quiet spell goes out now, from here, rather than
+        // waiting for the writer task to be scheduled; the frames that follow it before
+        // the writer has run again are batched by the writer as before.
+        let inline = was_idle && fd.is_none() && std::mem::take(&mut pending.writer_idle);
         if let Some(fd) = fd {
             pending.fds.push((offset, fd));
+        }
+        if inline {
+            shared.write_inline(&mut pending);
         }
         drop(pending);
         if was_idle {
@@ -267,8 +298,10 @@ impl OutboxWriter {
                     if pending.closed {
                         return Ok(());
                     }
+                    pending.writer_idle = true;
                     false
                 } else {
+                    pending.writer_idle = false;
                     std::mem::swap(&mut pending.bytes, &mut batch);
                     std::mem::swap(&mut pending.fds, &mut fds);
                     std::mem::swap(&mut pending.acks, &mut acks);
@@ -301,10 +334,7 @@ impl OutboxWriter {
             self.stream.writable().await?;
             let sent = self.stream.try_io(Interest::WRITABLE, || match fd {
                 Some(fd) => send_with_fd(sock, bytes, fd.as_fd()),
-                None => {
-                    nix::sys::socket::send(sock, bytes, nix::sys::socket::MsgFlags::MSG_NOSIGNAL)
-                        .map_err(io::Error::from)
-                }
+                None => send(sock, bytes),
             });
             match sent {
                 Ok(n) => {
@@ -327,4 +357,123 @@ fn frame_end(bytes: &[u8], offset: usize) -> usize {
         .and_then(|h| h.try_into().ok())
         .map_or(0, |h: [u8; 4]| u32::from_le_bytes(h) as usize);
     (offset + 4 + len).min(bytes.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Msg = (u32, Vec<u8>);
+
+    /// An outbox on one end of a fresh socketpair (its writer spawned), and a reader on
+    /// the other.
+    fn pair() -> (Outbox, FrameReader) {
+        let (ours, theirs) = socketpair().unwrap();
+        let (outbox, writer) = Outbox::new(into_stream(ours).unwrap());
+        tokio::spawn(writer.run());
+        (outbox, FrameReader::new(into_stream(theirs).unwrap()))
+    }
+
+    /// Lets the writer task run until it parks.
+    async fn settle() {
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Bytes waiting in the reader's socket, read without taking them.
+    fn waiting(reader: &FrameReader) -> usize {
+        let mut buf = [0u8; 4096];
+        nix::sys::socket::recv(
+            reader.stream.as_raw_fd(),
+            &mut buf,
+            nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        )
+        .unwrap_or(0)
+    }
+
+    fn msg(n: u32, len: usize) -> Msg {
+        (n, vec![n as u8; len])
+    }
+
+    #[tokio::test]
+    async fn a_frame_on_an_idle_outbox_is_written_inline_and_later_ones_queue_behind_it() {
+        let (outbox, mut reader) = pair();
+        settle().await;
+        outbox.send(&msg(1, 3)).unwrap();
+        // Written before the writer task had a chance to run.
+        let first = waiting(&reader);
+        assert!(first > 0);
+        outbox.send(&msg(2, 3)).unwrap();
+        outbox.send_encoded(&{
+            let mut frame = Vec::new();
+            encode(&msg(3, 3), &mut frame).unwrap();
+            frame
+        });
+        // Queued for the writer, which has not run yet.
+        assert_eq!(waiting(&reader), first);
+        settle().await;
+        outbox.send(&msg(4, 3)).unwrap();
+        outbox.flush().await;
+        for n in 1..=4 {
+            assert_eq!(reader.recv::<Msg>().await.unwrap(), Some(msg(n, 3)));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_descriptor_queued_behind_inline_bytes_goes_with_its_own_frame() {
+        let (outbox, reader) = pair();
+        settle().await;
+        let (fd, _keep) = socketpair().unwrap();
+        let fd = Arc::new(fd);
+        outbox.send(&msg(1, 1)).unwrap();
+        outbox.send(&msg(2, 1)).unwrap();
+        outbox.send_with_fd(&msg(3, 1), fd.clone()).unwrap();
+        outbox.send(&msg(4, 1)).unwrap();
+        outbox.flush().await;
+        // A frame with a descriptor never goes inline, even on an idle outbox.
+        settle().await;
+        let before = waiting(&reader);
+        outbox.send_with_fd(&msg(5, 1), fd).unwrap();
+        assert_eq!(waiting(&reader), before);
+        outbox.send(&msg(6, 1)).unwrap();
+        outbox.flush().await;
+        // Read frame by frame: each descriptor arrives with the first byte of its own
+        // frame, not earlier (with inline bytes) and not later.
+        let sock = reader.stream.as_raw_fd();
+        for n in 1..=6 {
+            let mut expected = Vec::new();
+            encode(&msg(n, 1), &mut expected).unwrap();
+            let mut got = vec![0; expected.len()];
+            let mut fds = Vec::new();
+            let mut read = 0;
+            while read < got.len() {
+                read += recv_with_fds(sock, &mut got[read..], &mut fds).unwrap();
+            }
+            assert_eq!(got, expected, "frame {n}");
+            assert_eq!(fds.len(), usize::from(n == 3 || n == 5), "frame {n}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_inline_write_the_socket_takes_only_part_of_is_finished_by_the_writer() {
+        let (outbox, mut reader) = pair();
+        settle().await;
+        // Larger than the socket's buffer: the inline write is partial.
+        let big = msg(1, 900 * 1024);
+        outbox.send(&big).unwrap();
+        assert!(waiting(&reader) > 0);
+        outbox.send(&msg(2, 10)).unwrap();
+        let read = tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                got.push(reader.recv::<Msg>().await.unwrap().unwrap());
+            }
+            got
+        });
+        settle().await;
+        outbox.send(&msg(3, 10)).unwrap();
+        let got = read.await.unwrap();
+        assert_eq!(got, vec![big, msg(2, 10), msg(3, 10)]);
+    }
 }

@@ -61,8 +61,12 @@ pub(crate) fn encode<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), Fra
 /// Splits a byte stream into frames and decodes them.
 #[derive(Default)]
 pub(crate) struct FrameBuffer {
+    /// Initialized storage: `buf[start..end]` is read and not yet decoded; what follows
+    /// `end` is room for the next read (zeroed once, when the buffer grows, not on
+    /// every read).
     buf: Vec<u8>,
     start: usize,
+    end: usize,
 }
 
 impl FrameBuffer {
@@ -73,24 +77,25 @@ impl FrameBuffer {
         chunk: usize,
         read: impl FnOnce(&mut [u8]) -> std::io::Result<usize>,
     ) -> std::io::Result<usize> {
-        if self.start == self.buf.len() {
-            self.buf.clear();
+        if self.start == self.end {
             self.start = 0;
-        } else if self.start > self.buf.capacity() / 2 {
-            self.buf.drain(..self.start);
+            self.end = 0;
+        } else if self.start > self.buf.len() / 2 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
-        let len = self.buf.len();
-        self.buf.resize(len + chunk, 0);
-        let result = read(&mut self.buf[len..]);
-        let n = *result.as_ref().unwrap_or(&0);
-        self.buf.truncate(len + n.min(chunk));
+        if self.buf.len() < self.end + chunk {
+            self.buf.resize(self.end + chunk, 0);
+        }
+        let result = read(&mut self.buf[self.end..self.end + chunk]);
+        self.end += (*result.as_ref().unwrap_or(&0)).min(chunk);
         result
     }
 
     /// Decodes the next complete frame, if one is buffered.
     pub(crate) fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
-        let pending = &self.buf[self.start..];
+        let pending = &self.buf[self.start..self.end];
         let Some(header) = pending.first_chunk::<HEADER>() else {
             return Ok(None);
         };
