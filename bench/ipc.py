@@ -26,7 +26,8 @@ def run(cmd, env=None):
 
 def ours(messages):
     env = dict(os.environ, RUST_LOG="info", IPC_MSGS=str(messages), PINGS="1000")
-    text = run([os.path.join(ROOT, "target", "release", "examples", "ipc_bench")], env)
+    target = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target")
+    text = run([os.path.join(target, "release", "examples", "ipc_bench")], env)
     rate = re.search(r"msgs_per_s=(\d+)", text)
     lat = re.search(r"p50_us=([\d.]+) p99_us=([\d.]+)", text)
     if not rate or not lat:
@@ -50,8 +51,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--no-build", action="store_true", help="use the ipc_bench already built")
     args = parser.parse_args()
-    subprocess.run(["cargo", "build", "--quiet", "--release", "--example", "ipc_bench"], cwd=ROOT, check=True)
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--quiet", "--release", "--example", "ipc_bench"], cwd=ROOT, check=True)
     ours_rate, ours_p50, ours_p99, node_rate = [], [], [], []
     for i in range(args.pairs):
         rate, p50, p99 = ours(args.messages)
