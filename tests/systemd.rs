@@ -43,6 +43,14 @@ impl NotifySocket {
             .clone()
     }
 
+    /// How many messages are exactly `message` (surrounding whitespace aside).
+    fn count(&self, message: &str) -> usize {
+        self.messages()
+            .iter()
+            .filter(|m| m.trim() == message)
+            .count()
+    }
+
     /// Waits for a message containing `needle`; returns its index.
     fn wait_for(&self, needle: &str, program: &Program) -> usize {
         let mut at = None;
@@ -85,14 +93,7 @@ fn the_master_notifies_ready_reloading_watchdog_and_stopping_in_order() {
         notify.messages()
     );
     // Half of WATCHDOG_USEC: pets every 200 ms while healthy.
-    let petted = wait_until(PATIENCE, || {
-        notify
-            .messages()
-            .iter()
-            .filter(|m| m.trim() == "WATCHDOG=1")
-            .count()
-            >= 3
-    });
+    let petted = wait_until(PATIENCE, || notify.count("WATCHDOG=1") >= 3);
     assert!(petted, "{:?}", notify.messages());
 
     program.signal(Signal::SIGHUP);
@@ -161,19 +162,8 @@ fn a_master_upgrade_makes_the_new_master_the_main_pid_and_its_watchdog() {
     );
     program.assert_exits_with(0);
     // With the old master gone, the watchdog is still petted: by the new master.
-    let petted_before = notify
-        .messages()
-        .iter()
-        .filter(|m| m.trim() == "WATCHDOG=1")
-        .count();
-    let petted = wait_until(PATIENCE, || {
-        notify
-            .messages()
-            .iter()
-            .filter(|m| m.trim() == "WATCHDOG=1")
-            .count()
-            >= petted_before + 3
-    });
+    let petted_before = notify.count("WATCHDOG=1");
+    let petted = wait_until(PATIENCE, || notify.count("WATCHDOG=1") >= petted_before + 3);
     assert!(
         petted,
         "the new master does not pet the watchdog: {:?}",
