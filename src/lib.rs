@@ -34,6 +34,11 @@ pub fn example_path(name: &str) -> PathBuf {
         command
             .args(["build", "--quiet", "--example", name, "--manifest-path"])
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(is_set_for_tests) {
+                command.env_remove(key);
+            }
+        }
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             command.arg("--release");
         }
@@ -42,6 +47,25 @@ pub fn example_path(name: &str) -> PathBuf {
         built.push(name.to_owned());
     }
     profile_dir.join("examples").join(name)
+}
+
+/// Whether cargo or nextest set `var` for the test process, not the shell that ran
+/// them. The build of an example must not see these: build scripts (ring's, for one)
+/// rerun when `CARGO_MANIFEST_DIR` appears or goes, so each alternation between the
+/// test build and this one would rebuild half the dependency tree.
+fn is_set_for_tests(var: &str) -> bool {
+    const PREFIXES: [&str; 4] = ["CARGO_PKG_", "CARGO_BIN_EXE_", "NEXTEST", "__NEXTEST"];
+    const NAMES: [&str; 8] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    NAMES.contains(&var) || PREFIXES.iter().any(|prefix| var.starts_with(prefix))
 }
 
 /// A running example. Dropping it kills its whole process group (master and workers),
