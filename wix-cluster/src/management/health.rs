@@ -49,6 +49,11 @@ pub(crate) async fn is_alive(State(ctx): State<Ctx>) -> Response {
     let tracked = workers::observe(&ctx).await;
     let serving = tracked.iter().filter(|known| is_ready(known)).count();
     let failing = ctx.master.is_failing();
+    // After the observation, which waits on the master: the handover may have come
+    // meanwhile.
+    if let Some(successor) = ctx.master.handed_over_to() {
+        return handed_over(successor);
+    }
     let reason = if failing {
         Some("the cluster is failing: cyclic worker death was detected")
     } else if serving == 0 {
@@ -71,12 +76,19 @@ pub(crate) async fn is_alive(State(ctx): State<Ctx>) -> Response {
 
 /// `GET /health/ready`: 200 when as many slots as desired have a ready newest worker;
 /// 503 while starting, mid rolling restart, scaling up, and from the moment a stop
-/// begins (its drain delay included, while workers still serve).
+/// begins (its drain delay included, while workers still serve). A master that handed
+/// the cluster over answers for its successor (see [`handed_over`]).
 pub(crate) async fn ready(State(ctx): State<Ctx>) -> Response {
     let tracked = workers::observe(&ctx).await;
     let ready = ready_count(&tracked);
     let desired = ctx.master.desired_workers();
+    // Stopping first: a master that hands over is marked so before it stops, so a stop
+    // seen here with no successor seen after it is a stop of the service. And after
+    // the observation, which waits on the master.
     let stopping = ctx.master.is_stopping();
+    if let Some(successor) = ctx.master.handed_over_to() {
+        return handed_over(successor);
+    }
     let is_ready = ready >= desired && ready > 0 && !stopping;
     let status = match (is_ready, stopping) {
         (true, _) => "ready",
@@ -94,6 +106,19 @@ pub(crate) async fn ready(State(ctx): State<Ctx>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// What an old master's health pages answer once a master upgrade handed the cluster to
+/// `successor`: 200 `{"status": "handed_over", "successor": pid}`. The new master said
+/// its workers are all ready, and serves the same sockets; a probe that reached the old
+/// master's management app in the instant before it stopped accepting must not see the
+/// old one's drain as the service going down.
+fn handed_over(successor: u32) -> Response {
+    let body = json!({
+        "status": "handed_over",
+        "successor": successor,
+    });
+    (StatusCode::OK, Json(body)).into_response()
 }
 
 /// `GET /health/deployment/test`: asks the app for its own `/health/is_alive` through

@@ -76,13 +76,14 @@ pub(crate) fn start_on(
     let ctx = routes::Ctx::new(master.clone(), config, stats);
     let app = routes::router(ctx.clone(), config.management_app.pages.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(server::serve(listener, ctx, app, stopped));
-    Serving { stop }
+    let task = tokio::spawn(server::serve(listener, ctx, app, stopped));
+    Serving { stop, task }
 }
 
 /// A running management app; dropping this leaves it serving.
 pub(crate) struct Serving {
     stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Serving {
@@ -90,5 +91,14 @@ impl Serving {
     /// answers on the same socket).
     pub(crate) fn stop_accepting(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// Stops accepting and waits, at most `within`, for the requests it accepted
+    /// already to be answered (a master about to exit after an upgrade).
+    pub(crate) async fn finish(self, within: Duration) {
+        self.stop_accepting();
+        if tokio::time::timeout(within, self.task).await.is_err() {
+            tracing::debug!("the management app still had connections after {within:?}");
+        }
     }
 }

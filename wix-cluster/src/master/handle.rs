@@ -1,7 +1,7 @@
 //! [`Master`]: what plugins (and later the management app) may ask of the master.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -95,6 +95,8 @@ struct Shared {
     drain_delay: Mutex<Duration>,
     failing: AtomicBool,
     stopping: AtomicBool,
+    /// The pid of the master an upgrade handed the cluster to; 0 before.
+    successor: AtomicU32,
 }
 
 impl Master {
@@ -117,6 +119,7 @@ impl Master {
                 drain_delay: Mutex::new(Duration::ZERO),
                 failing: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
+                successor: AtomicU32::new(0),
             }),
         };
         (master, receiver)
@@ -256,11 +259,28 @@ impl Master {
     /// Whether the cluster is stopping (from the stop signal on, the drain delay
     /// included): the management app's `/health/ready` answers 503.
     pub fn is_stopping(&self) -> bool {
-        self.shared.stopping.load(Ordering::Relaxed)
+        // Acquire, paired with `set_stopping`: a reader that sees the stop sees the
+        // successor a handover set before it.
+        self.shared.stopping.load(Ordering::Acquire)
     }
 
     pub(crate) fn set_stopping(&self) {
-        self.shared.stopping.store(true, Ordering::Relaxed);
+        self.shared.stopping.store(true, Ordering::Release);
+    }
+
+    /// The pid of the new master this one handed the cluster to (a master upgrade,
+    /// SIGUSR2), once that master's workers are ready. From then on this master only
+    /// drains its own workers; the management app's health pages answer for the new
+    /// one, which serves the same sockets.
+    pub fn handed_over_to(&self) -> Option<u32> {
+        match self.shared.successor.load(Ordering::Relaxed) {
+            0 => None,
+            pid => Some(pid),
+        }
+    }
+
+    pub(crate) fn set_handed_over_to(&self, pid: u32) {
+        self.shared.successor.store(pid, Ordering::Relaxed);
     }
 
     /// Sets [`Master::drain_timeout`].

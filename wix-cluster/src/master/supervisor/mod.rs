@@ -228,6 +228,7 @@ async fn supervise(
         sup.notifier.update(sup.systemd_view());
         sup.answer_predecessor();
         if let Some(code) = sup.finished() {
+            sup.management_app.finish().await;
             return code;
         }
     }
@@ -296,6 +297,8 @@ enum ManagementApp {
     /// Started once this (new) master's workers are ready.
     Deferred(Box<dyn FnOnce() -> crate::management::Serving + Send>),
     Serving(crate::management::Serving),
+    /// Stopped accepting: an upgrade handed its socket to the new master.
+    HandedOver(crate::management::Serving),
 }
 
 impl ManagementApp {
@@ -306,12 +309,28 @@ impl ManagementApp {
         };
     }
 
-    fn stop_accepting(&self) {
-        if let ManagementApp::Serving(app) = self {
-            app.stop_accepting();
+    fn stop_accepting(&mut self) {
+        *self = match std::mem::replace(self, ManagementApp::Off) {
+            ManagementApp::Serving(app) => {
+                app.stop_accepting();
+                ManagementApp::HandedOver(app)
+            }
+            other => other,
+        };
+    }
+
+    /// Before the master exits: a management app that stopped accepting at an upgrade
+    /// answers the requests it had accepted (the new master's answers the rest).
+    async fn finish(self) {
+        if let ManagementApp::HandedOver(app) = self {
+            app.finish(HANDED_OVER_REQUESTS_TIMEOUT).await;
         }
     }
 }
+
+/// How long an old master waits, before it exits, for its management app to answer the
+/// requests it accepted before the handover.
+const HANDED_OVER_REQUESTS_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Supervisor {
     fn spawn(&mut self, id: WorkerId) -> Option<Key> {

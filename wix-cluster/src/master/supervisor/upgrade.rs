@@ -83,6 +83,8 @@ impl Supervisor {
                      this master drains its workers and exits"
                 );
                 self.upgrading = None;
+                // Before the stop: the health pages answer for the new master from now.
+                self.master.set_handed_over_to(pid);
                 self.notifier.handed_over(pid);
                 // The new master's management app answers on the same socket; this
                 // one would only report itself stopping.
