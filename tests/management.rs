@@ -415,6 +415,45 @@ fn ready_turns_503_at_the_stop_signal_while_workers_still_serve_through_the_drai
 }
 
 #[test]
+fn single_process_mode_turns_ready_503_at_the_stop_signal_and_serves_through_the_drain_delay() {
+    let mut program = start(
+        "hello",
+        &[
+            ("HOST", "127.0.0.1"),
+            ("WIX_CLUSTER_SINGLE", "1"),
+            ("WIX_CLUSTER_DRAIN_DELAY", "3s"),
+        ],
+    );
+    let management = program.management_addr();
+    let app = program.listening_addr();
+    program.wait_for_200(management, "/health/ready");
+
+    program.signal(nix::sys::signal::Signal::SIGTERM);
+    let mut stopping = Value::Null;
+    let flipped = wait_until(PATIENCE, || {
+        let (status, body) = get_json(management, "/health/ready");
+        stopping = body;
+        status == 503
+    });
+    assert!(flipped, "ready never turned 503; log:\n{}", program.log());
+    assert_eq!(stopping["status"], "stopping", "{stopping}");
+    for _ in 0..10 {
+        assert_eq!(
+            get(app, "/").status,
+            200,
+            "the app must serve during the drain delay"
+        );
+    }
+    assert!(
+        !program.log().contains("draining: stopped accepting"),
+        "the app drained before the delay was over; log:\n{}",
+        program.log()
+    );
+    program.wait_for_log("draining: stopped accepting");
+    program.assert_exits_with(0);
+}
+
+#[test]
 fn metrics_parse_as_prometheus_text_with_one_series_per_worker() {
     let program = start("management_page", &[("WIX_CLUSTER_WORKERS", "3")]);
     let management = program.management_addr();

@@ -3,11 +3,16 @@
 
 use std::future::Future;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 
 use crate::app::AppResult;
 use crate::config::Config;
+use crate::master::Command;
 use crate::plugin::Plugins;
-use crate::worker::process::{run_app, stop_on_signals};
+use crate::worker::process::run_app;
 use crate::{Master, Worker, WorkerId};
 
 pub(crate) fn run<F, Fut>(config: &Config, plugins: Plugins, app: F) -> ExitCode
@@ -29,7 +34,7 @@ where
         tracing::info!("running in single-process mode");
         crate::exchange::hub::install(crate::exchange::hub::Side::Single);
         crate::metrics::start_collector();
-        let (master, mut commands) = Master::new(config);
+        let (master, commands) = Master::new(config);
         for plugin in &plugins {
             if let Err(e) = plugin.on_master(&master).await {
                 tracing::error!("plugin {} failed to start: {e}", plugin.name());
@@ -45,22 +50,75 @@ where
             Some(sockets),
             master.drain_timeout(),
         );
-        if let Err(e) = stop_on_signals(worker.clone(), true) {
-            tracing::error!("cannot watch SIGTERM/SIGINT: {e}");
-            return ExitCode::FAILURE;
-        }
-        // There are no other processes to manage: a shutdown request stops the app,
-        // anything else is moot.
-        let stopper = worker.clone();
-        tokio::spawn(async move {
-            while let Some(command) = commands.recv().await {
-                if let crate::master::Command::Shutdown { .. } = command {
-                    stopper.begin_shutdown();
-                }
+        let delay = config.drain_delay.unwrap_or(master.drain_delay());
+        let asked = match stop_requests(commands) {
+            Ok(asked) => asked,
+            Err(e) => {
+                tracing::error!("cannot watch SIGTERM/SIGINT: {e}");
+                return ExitCode::FAILURE;
             }
-        });
+        };
+        tokio::spawn(stop(asked, master, worker.clone(), delay));
         run_app(&plugins, worker, app).await
     });
     runtime.shutdown_background();
     code
+}
+
+/// What asks the one process to stop: SIGTERM, SIGINT (a Ctrl-C reaches only it), or
+/// [`Master::shutdown`]. Every other command is moot: there are no other processes.
+struct StopRequests {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    commands: mpsc::UnboundedReceiver<Command>,
+}
+
+fn stop_requests(commands: mpsc::UnboundedReceiver<Command>) -> std::io::Result<StopRequests> {
+    Ok(StopRequests {
+        term: signal(SignalKind::terminate())?,
+        int: signal(SignalKind::interrupt())?,
+        commands,
+    })
+}
+
+impl StopRequests {
+    /// The next request, by name; pending forever once nothing can ask any more.
+    async fn next(&mut self) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return "SIGTERM",
+                _ = self.int.recv() => return "SIGINT",
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown { .. }) => return "a shutdown request",
+                    Some(_) => {}
+                    // No handle left: only the signals can still ask.
+                    None => return self.signal().await,
+                },
+            }
+        }
+    }
+
+    async fn signal(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// As a master does: at the first request `/health/ready` answers 503 at once, the app
+/// keeps serving for the drain delay (a second request cuts it short), then drains.
+async fn stop(mut asked: StopRequests, master: Master, worker: Worker, delay: Duration) {
+    let why = asked.next().await;
+    master.set_stopping();
+    if delay.is_zero() {
+        tracing::info!("{why}: stopping gracefully");
+    } else {
+        tracing::info!("{why}: not ready from now on; serving for {delay:?}, then draining");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            again = asked.next() => tracing::info!("{again} during the drain delay: draining now"),
+        }
+    }
+    worker.going_down(format!("got {why}"));
 }

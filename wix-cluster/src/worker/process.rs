@@ -91,7 +91,7 @@ where
             .read_loop(reader, move || on_stop.begin_shutdown()),
     );
     tokio::spawn(heartbeat(worker.clone()));
-    if let Err(e) = stop_on_signals(worker.clone(), false) {
+    if let Err(e) = stop_on_signals(worker.clone()) {
         tracing::warn!("cannot watch SIGTERM/SIGINT: {e}");
     }
     super::panic::install_hook(worker.clone());
@@ -145,25 +145,19 @@ async fn heartbeat(worker: Worker) {
     }
 }
 
-/// SIGTERM (and SIGINT with `interrupt`) starts a graceful stop instead of killing the
-/// process. A worker under a master ignores SIGINT: a Ctrl-C in a terminal reaches every
-/// process of the group, and the master coordinates the stop.
-pub(crate) fn stop_on_signals(worker: Worker, interrupt: bool) -> std::io::Result<()> {
+/// SIGTERM starts a graceful stop instead of killing the process. A worker ignores
+/// SIGINT: a Ctrl-C in a terminal reaches every process of the group, and the master
+/// coordinates the stop.
+fn stop_on_signals(worker: Worker) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
-    // Registering SIGINT replaces its default action (exit) even when it is ignored.
-    let mut int = signal(SignalKind::interrupt())?;
+    // Registering SIGINT replaces its default action (exit); its deliveries are dropped.
+    let int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
-        loop {
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
-            if name == "SIGINT" && !interrupt {
-                continue;
-            }
+        let _ignored = int;
+        while term.recv().await.is_some() {
             if !worker.is_shutting_down() {
-                tracing::info!("{name}: stopping gracefully");
-                worker.going_down(format!("got {name}"));
+                tracing::info!("SIGTERM: stopping gracefully");
+                worker.going_down("got SIGTERM".to_owned());
             }
         }
     });
