@@ -368,6 +368,31 @@ fn ready_is_503_while_a_rolling_restart_is_mid_way_and_200_after() {
     assert_eq!(alive_statuses, HashSet::from([200]));
 }
 
+/// SIGTERM, then waits for `/health/ready` to answer 503 `"stopping"`.
+fn sigterm_then_see_ready_turn_stopping(program: &Program, management: SocketAddr) {
+    program.signal(nix::sys::signal::Signal::SIGTERM);
+    let mut stopping = Value::Null;
+    let flipped = wait_until(PATIENCE, || {
+        let (status, body) = get_json(management, "/health/ready");
+        stopping = body;
+        status == 503
+    });
+    assert!(flipped, "ready never turned 503; log:\n{}", program.log());
+    assert_eq!(stopping["status"], "stopping", "{stopping}");
+}
+
+/// Not ready, yet the app still accepts: the orchestrator stops sending traffic before
+/// anything stops accepting.
+fn assert_serves_through_the_drain_delay(app: SocketAddr) {
+    for _ in 0..10 {
+        assert_eq!(
+            get(app, "/").status,
+            200,
+            "the app must serve during the drain delay"
+        );
+    }
+}
+
 #[test]
 fn ready_turns_503_at_the_stop_signal_while_workers_still_serve_through_the_drain_delay() {
     let mut program = start(
@@ -384,24 +409,8 @@ fn ready_turns_503_at_the_stop_signal_while_workers_still_serve_through_the_drai
     program.wait_for_200(management, "/health/ready");
     let workers = program.wait_for_workers(2);
 
-    program.signal(nix::sys::signal::Signal::SIGTERM);
-    let mut stopping = Value::Null;
-    let flipped = wait_until(PATIENCE, || {
-        let (status, body) = get_json(management, "/health/ready");
-        stopping = body;
-        status == 503
-    });
-    assert!(flipped, "ready never turned 503; log:\n{}", program.log());
-    assert_eq!(stopping["status"], "stopping", "{stopping}");
-    // Not ready, yet every worker still accepts: the orchestrator stops sending
-    // traffic before any worker stops accepting.
-    for _ in 0..10 {
-        let served = get(app, "/");
-        assert_eq!(
-            served.status, 200,
-            "the app must serve during the drain delay"
-        );
-    }
+    sigterm_then_see_ready_turn_stopping(&program, management);
+    assert_serves_through_the_drain_delay(app);
     let still: BTreeSet<u32> = program.children().into_iter().collect();
     let before: BTreeSet<u32> = workers.into_iter().collect();
     assert_eq!(still, before, "no worker may stop during the delay");
@@ -428,22 +437,8 @@ fn single_process_mode_turns_ready_503_at_the_stop_signal_and_serves_through_the
     let app = program.listening_addr();
     program.wait_for_200(management, "/health/ready");
 
-    program.signal(nix::sys::signal::Signal::SIGTERM);
-    let mut stopping = Value::Null;
-    let flipped = wait_until(PATIENCE, || {
-        let (status, body) = get_json(management, "/health/ready");
-        stopping = body;
-        status == 503
-    });
-    assert!(flipped, "ready never turned 503; log:\n{}", program.log());
-    assert_eq!(stopping["status"], "stopping", "{stopping}");
-    for _ in 0..10 {
-        assert_eq!(
-            get(app, "/").status,
-            200,
-            "the app must serve during the drain delay"
-        );
-    }
+    sigterm_then_see_ready_turn_stopping(&program, management);
+    assert_serves_through_the_drain_delay(app);
     assert!(
         !program.log().contains("draining: stopped accepting"),
         "the app drained before the delay was over; log:\n{}",
