@@ -128,6 +128,42 @@ fn rolling_restart_under_load_changes_every_pid_and_fails_no_request() {
 }
 
 #[test]
+fn ready_timeout_gives_up_on_a_slow_successor_and_the_old_workers_keep_serving() {
+    // Every worker takes 3 s to listen; a successor may take 1 s.
+    let program = flaky(&[
+        ("START_DELAY_MS", "3000"),
+        ("WIX_CLUSTER_READY_TIMEOUT", "1s"),
+    ]);
+    let addr = program.listening_addr();
+    let before: HashSet<u32> = program.wait_for_workers(2).into_iter().collect();
+    program.wait_for_log("all 2 workers ready");
+    program.signal(Signal::SIGHUP);
+    let line = program.wait_for_log("rolling restart stopped at");
+    assert!(
+        line.contains("not ready within 1s") && line.contains("the old workers keep serving"),
+        "{line}"
+    );
+    // The late successor is killed; the old workers are the cluster again.
+    let back = wait_until(PATIENCE, || {
+        program.children().into_iter().collect::<HashSet<u32>>() == before
+    });
+    assert!(
+        back,
+        "children {:?}, before {before:?}; log:\n{}",
+        program.children(),
+        program.log()
+    );
+    for _ in 0..10 {
+        assert!(before.contains(&pid_of(http_get(addr, "/"))));
+    }
+    assert!(
+        !program.log().contains("rolling restart done"),
+        "{}",
+        program.log()
+    );
+}
+
+#[test]
 fn sigterm_lets_a_slow_request_finish_then_the_master_exits_0() {
     let mut program = flaky(&[]);
     let addr = program.listening_addr();

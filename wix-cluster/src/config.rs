@@ -16,6 +16,10 @@ pub const ENV_ADMIN_TOKEN: &str = "WIX_CLUSTER_ADMIN_TOKEN";
 /// `WIX_CLUSTER_DRAIN_DELAY`: how long the cluster reports not ready before its workers
 /// start draining on a stop (overrides `Graceful(delay = ..)`): `500ms`, `5s` or `0`.
 pub const ENV_DRAIN_DELAY: &str = "WIX_CLUSTER_DRAIN_DELAY";
+/// `WIX_CLUSTER_READY_TIMEOUT`: how long a new process may take to become ready before
+/// it is given up on — a worker's successor (rolling restart, recycle) and a new master
+/// with all its workers (upgrade): `500ms` or `90s`, more than 0, at most 1 h.
+pub const ENV_READY_TIMEOUT: &str = "WIX_CLUSTER_READY_TIMEOUT";
 /// `WIX_CLUSTER_MOUNT_POINT`: a path prefixing every page of the management app
 /// (overrides the program's).
 pub const ENV_MOUNT_POINT: &str = "WIX_CLUSTER_MOUNT_POINT";
@@ -27,6 +31,13 @@ pub const DEFAULT_WORKERS: usize = 2;
 pub const DEFAULT_MANAGEMENT_ADDR: &str = "127.0.0.1:8084";
 /// How long a stopping worker has to exit before the master kills it.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a worker's successor has to become ready unless `WIX_CLUSTER_READY_TIMEOUT`
+/// says otherwise.
+pub const DEFAULT_SUCCESSOR_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a new master has to get all its workers ready unless
+/// `WIX_CLUSTER_READY_TIMEOUT` says otherwise (it starts them all at once, after its
+/// own start-up).
+pub const DEFAULT_UPGRADE_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// When the app runs in one process instead of a master and workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -122,9 +133,22 @@ pub(crate) struct Config {
     pub(crate) app_version: Option<String>,
     /// `WIX_CLUSTER_DRAIN_DELAY`, when set: wins over `Graceful`'s delay.
     pub(crate) drain_delay: Option<Duration>,
+    /// `WIX_CLUSTER_READY_TIMEOUT`, when set: replaces both ready timeouts.
+    pub(crate) ready_timeout: Option<Duration>,
 }
 
 impl Config {
+    /// How long a worker's successor has to become ready.
+    pub(crate) fn successor_ready_timeout(&self) -> Duration {
+        self.ready_timeout
+            .unwrap_or(DEFAULT_SUCCESSOR_READY_TIMEOUT)
+    }
+
+    /// How long a new master has to get its workers ready.
+    pub(crate) fn upgrade_ready_timeout(&self) -> Duration {
+        self.ready_timeout.unwrap_or(DEFAULT_UPGRADE_READY_TIMEOUT)
+    }
+
     /// Applies the environment (`var` reads a variable) to what the builder asked for.
     pub(crate) fn resolve(
         requested: &Requested,
@@ -185,6 +209,20 @@ impl Config {
                 )
             })?),
         };
+        let ready_timeout = match var(ENV_READY_TIMEOUT) {
+            None => None,
+            Some(raw) => Some(
+                parse_delay(&raw)
+                    .filter(|timeout| !timeout.is_zero())
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            ENV_READY_TIMEOUT,
+                            &raw,
+                            "a duration in ms or s such as 500ms or 90s, more than 0, at most 1h",
+                        )
+                    })?,
+            ),
+        };
         Ok(Config {
             workers,
             single_process,
@@ -194,6 +232,7 @@ impl Config {
             management_app,
             app_version: requested.app_version.clone(),
             drain_delay,
+            ready_timeout,
         })
     }
 }
@@ -354,6 +393,24 @@ mod tests {
         for bad in ["5", "five s", "-1s", "2h", "7200s", "1.5s", ""] {
             let err = delay(bad).expect_err(bad).to_string();
             assert!(err.contains("WIX_CLUSTER_DRAIN_DELAY"), "{err}");
+        }
+    }
+
+    #[test]
+    fn ready_timeout_replaces_both_defaults_and_rejects_zero_and_the_rest() {
+        let config = resolve(&[]).unwrap();
+        assert_eq!(config.successor_ready_timeout(), Duration::from_secs(30));
+        assert_eq!(config.upgrade_ready_timeout(), Duration::from_secs(60));
+        let config = resolve(&[(ENV_READY_TIMEOUT, "90s")]).unwrap();
+        assert_eq!(config.successor_ready_timeout(), Duration::from_secs(90));
+        assert_eq!(config.upgrade_ready_timeout(), Duration::from_secs(90));
+        let config = resolve(&[(ENV_READY_TIMEOUT, "500ms")]).unwrap();
+        assert_eq!(config.successor_ready_timeout(), Duration::from_millis(500));
+        for bad in ["0", "0s", "0ms", "30", "2h", "soon", ""] {
+            let err = resolve(&[(ENV_READY_TIMEOUT, bad)])
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("WIX_CLUSTER_READY_TIMEOUT"), "{err}");
         }
     }
 }

@@ -33,10 +33,6 @@ use crate::ipc::{self, FrameReader, Outbox};
 /// `<fd>:<old master pid>`.
 pub(crate) const ENV_UPGRADE: &str = "__WIX_CLUSTER_UPGRADE";
 
-/// How long the new master has to get every worker ready before the old master gives
-/// up on it (and asks it to stop).
-pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// How long the new master waits for the old one to hand its sockets over.
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
 

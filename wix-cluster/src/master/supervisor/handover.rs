@@ -2,7 +2,6 @@
 //! and a recycle (a guard, or a worker's own request) replaces one worker this way.
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
@@ -10,9 +9,6 @@ use tokio::time::Instant;
 use super::Supervisor;
 use crate::event::{ExitReason, LifecycleEvent};
 use crate::master::spawn::{self, Key};
-
-/// How long a successor has to become ready before the handover is abandoned.
-pub(super) const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Purpose {
@@ -118,7 +114,7 @@ impl Supervisor {
         self.handovers.active.push(Handover {
             old,
             new,
-            deadline: Instant::now() + READY_TIMEOUT,
+            deadline: Instant::now() + self.successor_ready_timeout,
             purpose,
         });
         true
@@ -158,7 +154,10 @@ impl Supervisor {
                 slot.retiring = true;
                 spawn::signal(slot.pid, Signal::SIGKILL);
             }
-            let why = format!("its successor was not ready within {READY_TIMEOUT:?}");
+            let why = format!(
+                "its successor was not ready within {:?}",
+                self.successor_ready_timeout
+            );
             self.abandon(handover, &why);
         }
     }

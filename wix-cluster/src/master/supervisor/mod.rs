@@ -169,6 +169,8 @@ async fn supervise(
         upgrade_reports: upgrade_tx,
         management,
         drain_delay_override: config.drain_delay,
+        successor_ready_timeout: config.successor_ready_timeout(),
+        upgrade_ready_timeout: config.upgrade_ready_timeout(),
         management_app,
     };
     tracing::info!("master started; spawning {} workers", config.workers);
@@ -287,6 +289,10 @@ struct Supervisor {
     management: Option<(SocketAddr, Arc<OwnedFd>)>,
     /// `WIX_CLUSTER_DRAIN_DELAY`, winning over `Master::drain_delay`.
     drain_delay_override: Option<Duration>,
+    /// How long a worker's successor has to become ready (`WIX_CLUSTER_READY_TIMEOUT`).
+    successor_ready_timeout: Duration,
+    /// How long a new master has to get its workers ready (`WIX_CLUSTER_READY_TIMEOUT`).
+    upgrade_ready_timeout: Duration,
     /// The management app, stopped once an upgrade hands its socket over.
     management_app: ManagementApp,
 }

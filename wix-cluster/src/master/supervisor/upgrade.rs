@@ -58,7 +58,7 @@ impl Supervisor {
                 );
                 self.upgrading = Some(Upgrading {
                     successor,
-                    deadline: Instant::now() + upgrade::READY_TIMEOUT,
+                    deadline: Instant::now() + self.upgrade_ready_timeout,
                     lost: None,
                 });
             }
@@ -118,7 +118,7 @@ impl Supervisor {
             tracing::error!(
                 "upgrade failed: the new master (pid {pid}) did not get its workers ready \
                  within {:?}; stopping it, this master keeps serving",
-                upgrade::READY_TIMEOUT
+                self.upgrade_ready_timeout
             );
             spawn::signal(pid, Signal::SIGTERM);
         }
