@@ -82,7 +82,7 @@ fn stop_requests(commands: mpsc::UnboundedReceiver<Command>) -> std::io::Result<
 }
 
 impl StopRequests {
-    /// The next request, by name; pending forever once nothing can ask any more.
+    /// The next request, by name.
     async fn next(&mut self) -> &'static str {
         loop {
             tokio::select! {
