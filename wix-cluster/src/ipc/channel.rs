@@ -3,19 +3,18 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use std::sync::{Mutex, MutexGuard};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::Interest;
-use tokio::net::UnixStream;
 use tokio::sync::{Notify, oneshot};
 
 use super::fd::{recv_with_fds, send_with_fd};
 use super::frame::{FrameBuffer, FrameError, encode};
+use super::stream::{Stream, WritableWatch};
 
 /// Bytes read per `recvmsg`.
 const READ_CHUNK: usize = 64 * 1024;
@@ -34,10 +33,8 @@ pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Wraps one end of a channel for tokio.
-pub(crate) fn into_stream(fd: OwnedFd) -> io::Result<Arc<UnixStream>> {
-    let std = std::os::unix::net::UnixStream::from(fd);
-    std.set_nonblocking(true)?;
-    Ok(Arc::new(UnixStream::from_std(std)?))
+pub(crate) fn into_stream(fd: OwnedFd) -> io::Result<Arc<Stream>> {
+    Ok(Arc::new(Stream::new(fd)?))
 }
 
 /// Why a channel stopped yielding frames.
@@ -60,14 +57,14 @@ impl std::fmt::Display for ReadError {
 
 /// Reads frames (and any descriptors sent with them) from a channel.
 pub(crate) struct FrameReader {
-    stream: Arc<UnixStream>,
+    stream: Arc<Stream>,
     buffer: FrameBuffer,
     fds: VecDeque<OwnedFd>,
     scratch_fds: Vec<OwnedFd>,
 }
 
 impl FrameReader {
-    pub(crate) fn new(stream: Arc<UnixStream>) -> Self {
+    pub(crate) fn new(stream: Arc<Stream>) -> Self {
         FrameReader {
             stream,
             buffer: FrameBuffer::default(),
@@ -95,20 +92,20 @@ impl FrameReader {
     }
 
     async fn fill(&mut self) -> io::Result<usize> {
-        let sock = self.stream.as_raw_fd();
+        let sock = self.stream.fd();
         loop {
-            self.stream.readable().await?;
+            let mut ready = self.stream.readable().await?;
             let buffer = &mut self.buffer;
             let fds = &mut self.scratch_fds;
-            let read = self.stream.try_io(Interest::READABLE, || {
-                buffer.read_with(READ_CHUNK, |spare| recv_with_fds(sock, spare, fds))
-            });
+            // `WouldBlock` clears the readiness, and the loop waits for the next edge.
+            let read = ready
+                .try_io(|_| buffer.read_with(READ_CHUNK, |spare| recv_with_fds(sock, spare, fds)));
             self.fds.extend(self.scratch_fds.drain(..));
             match read {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Ok(Ok(n)) => return Ok(n),
+                Err(_would_block) => continue,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(e)) => return Err(e),
             }
         }
     }
@@ -138,7 +135,7 @@ impl Drop for Handle {
 struct Shared {
     pending: Mutex<Pending>,
     wake: Notify,
-    stream: Arc<UnixStream>,
+    stream: Arc<Stream>,
 }
 
 impl Shared {
@@ -151,9 +148,7 @@ impl Shared {
     /// the lock held and the writer idle, so nothing can be written before or between.
     fn write_inline(&self, pending: &mut Pending) {
         debug_assert!(pending.fds.is_empty() && pending.acks.is_empty());
-        let sock = self.stream.as_raw_fd();
-        let bytes = &pending.bytes;
-        let sent = self.stream.try_io(Interest::WRITABLE, || send(sock, bytes));
+        let sent = send(self.stream.fd(), &pending.bytes);
         // On `WouldBlock`, `Interrupted` or an error, the writer retries (and reports).
         if let Ok(n) = sent {
             pending.bytes.drain(..n.min(pending.bytes.len()));
@@ -182,7 +177,7 @@ struct Pending {
 
 impl Outbox {
     /// An outbox for `stream`, and the writer task's body.
-    pub(crate) fn new(stream: Arc<UnixStream>) -> (Outbox, OutboxWriter) {
+    pub(crate) fn new(stream: Arc<Stream>) -> (Outbox, OutboxWriter) {
         let shared = Arc::new(Shared {
             pending: Mutex::default(),
             wake: Notify::new(),
@@ -270,7 +265,7 @@ impl Outbox {
 
 /// Writes what an [`Outbox`] collects.
 pub(crate) struct OutboxWriter {
-    stream: Arc<UnixStream>,
+    stream: Arc<Stream>,
     shared: Arc<Shared>,
 }
 
@@ -291,6 +286,8 @@ impl OutboxWriter {
         let mut batch = Vec::new();
         let mut fds = Vec::new();
         let mut acks = Vec::new();
+        // Held from the first `WouldBlock` of a busy spell until the writer parks.
+        let mut watch = None;
         loop {
             let took = {
                 let mut pending = self.shared.lock();
@@ -309,18 +306,20 @@ impl OutboxWriter {
                 }
             };
             if !took {
+                watch = None;
                 self.shared.wake.notified().await;
                 continue;
             }
             // A descriptor travels with the first byte of its own frame.
             let mut from = 0;
             for (offset, fd) in fds.drain(..) {
-                self.write(&batch[from..offset], None).await?;
+                self.write(&mut watch, &batch[from..offset], None).await?;
                 let end = frame_end(&batch, offset);
-                self.write(&batch[offset..end], Some(&fd)).await?;
+                self.write(&mut watch, &batch[offset..end], Some(&fd))
+                    .await?;
                 from = end;
             }
-            self.write(&batch[from..], None).await?;
+            self.write(&mut watch, &batch[from..], None).await?;
             batch.clear();
             for ack in acks.drain(..) {
                 let _ = ack.send(());
@@ -328,20 +327,34 @@ impl OutboxWriter {
         }
     }
 
-    async fn write(&self, mut bytes: &[u8], mut fd: Option<&OwnedFd>) -> io::Result<()> {
-        let sock = self.stream.as_raw_fd();
+    /// Writes `bytes` (with `fd` passed alongside the first of them), waiting for room
+    /// through `watch`, which it registers on the first `WouldBlock`.
+    async fn write<'s>(
+        &'s self,
+        watch: &mut Option<WritableWatch<'s>>,
+        mut bytes: &[u8],
+        mut fd: Option<&OwnedFd>,
+    ) -> io::Result<()> {
+        let sock = self.stream.fd();
         while !bytes.is_empty() {
-            self.stream.writable().await?;
-            let sent = self.stream.try_io(Interest::WRITABLE, || match fd {
+            let sent = match fd {
                 Some(fd) => send_with_fd(sock, bytes, fd.as_fd()),
                 None => send(sock, bytes),
-            });
+            };
             match sent {
                 Ok(n) => {
                     bytes = &bytes[n..];
                     fd = None;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let watch = match watch {
+                        Some(watch) => watch,
+                        None => watch.insert(self.stream.watch_writable()?),
+                    };
+                    // Room again (or an edge from before the `WouldBlock`: then the
+                    // next send says so, and this waits for the next edge).
+                    watch.writable().await?.clear_ready();
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
@@ -385,7 +398,7 @@ mod tests {
     fn waiting(reader: &FrameReader) -> usize {
         let mut buf = [0u8; 4096];
         nix::sys::socket::recv(
-            reader.stream.as_raw_fd(),
+            reader.stream.fd(),
             &mut buf,
             nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
         )
@@ -440,7 +453,7 @@ mod tests {
         outbox.flush().await;
         // Read frame by frame: each descriptor arrives with the first byte of its own
         // frame, not earlier (with inline bytes) and not later.
-        let sock = reader.stream.as_raw_fd();
+        let sock = reader.stream.fd();
         for n in 1..=6 {
             let mut expected = Vec::new();
             encode(&msg(n, 1), &mut expected).unwrap();

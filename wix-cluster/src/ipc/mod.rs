@@ -4,6 +4,8 @@
 mod channel;
 mod fd;
 mod frame;
+mod stream;
 
 pub(crate) use channel::{FrameReader, Outbox, into_stream, socketpair};
 pub(crate) use frame::encode;
+pub(crate) use stream::Stream;

@@ -6,7 +6,6 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::process::Stdio;
 use std::sync::Arc;
 
-use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
 use crate::event::ExitReason;
@@ -16,7 +15,7 @@ use crate::ipc::{self, Outbox};
 pub(crate) struct Started {
     pub(crate) pid: u32,
     pub(crate) child: Child,
-    pub(crate) stream: Arc<UnixStream>,
+    pub(crate) stream: Arc<ipc::Stream>,
     /// Frames to the process, written by a task of their own.
     pub(crate) out: Outbox,
 }
