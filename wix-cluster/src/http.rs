@@ -177,8 +177,8 @@ where
 static CLOSE: http::HeaderValue = http::HeaderValue::from_static("close");
 
 /// How long a stopping server keeps its open connections as they are before asking them
-/// to close (see the comment where it is used).
-const SETTLE: Duration = Duration::from_millis(100);
+/// to close (see the comment where it is used; the management app waits as long).
+pub(crate) const SETTLE: Duration = Duration::from_millis(100);
 
 /// The part of the drain timeout the server spends waiting for connections, leaving
 /// the worker time to exit on its own before the master kills it.
@@ -187,7 +187,7 @@ fn drain_budget(timeout: Duration) -> Duration {
 }
 
 /// Accept errors that concern one connection only.
-fn is_per_connection(e: &io::Error) -> bool {
+pub(crate) fn is_per_connection(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionRefused

@@ -3,14 +3,16 @@
 //! two admin actions, and the user's own pages mounted beside them.
 //!
 //! One concept per file: `settings` (what the program configures), `server` (bind and
-//! serve), `routes` (the router and its shared context), `info`, `workers` (the worker
-//! table), `health`, `stats` (the sampler and its history), `metrics` (Prometheus),
-//! `dashboard` (the HTML page), `auth` (the bearer token and the actions it guards).
+//! serve), `listener` (stops accepting at an upgrade's handover), `routes` (the router
+//! and its shared context), `info`, `workers` (the worker table), `health`, `stats` (the
+//! sampler and its history), `metrics` (Prometheus), `dashboard` (the HTML page), `auth`
+//! (the bearer token and the actions it guards).
 
 mod auth;
 mod dashboard;
 mod health;
 mod info;
+mod listener;
 mod metrics;
 mod routes;
 mod server;

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use super::listener::StopsAccepting;
 use super::routes::Ctx;
 
 /// Binds `addr` for the management app. A failure is logged as an error and the
@@ -24,7 +25,7 @@ pub(crate) fn bind(addr: SocketAddr) -> Option<std::net::TcpListener> {
 }
 
 /// Starts the sampler and serves `app` on `listener` until the runtime ends or `stop`
-/// turns true (then it accepts nothing more).
+/// turns true (then it accepts nothing more, and answers what it accepted).
 pub(crate) async fn serve(
     listener: std::net::TcpListener,
     ctx: Ctx,
@@ -51,11 +52,21 @@ pub(crate) async fn serve(
     tracing::info!(
         "management app listening on {bound} (dashboard: http://{bound}{prefix}/dashboard)"
     );
+    let listener = match StopsAccepting::new(listener, stop.clone()) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!("cannot serve the management app: {e}");
+            return;
+        }
+    };
     let stopped = async move {
         // Without a sender left, nothing will ask: serve on.
         if stop.wait_for(|stop| *stop).await.is_err() {
             std::future::pending::<()>().await;
         }
+        // The listener stopped at once; the connections it accepted just before get a
+        // moment to deliver their request before axum closes the idle ones.
+        tokio::time::sleep(crate::http::SETTLE).await;
     };
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(stopped)
