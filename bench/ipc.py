@@ -72,8 +72,8 @@ def main():
 this {cpus}-core machine; 2 workers each send {args.messages:,} small messages
 (`{{ evt: "req.per.second", value: i }}`) to the master, timed from the first received to
 the last (Node's peer measures the same way). Broadcast: the master sends 1,000 pings
-1 ms apart to both workers, each stamped with the machine's monotonic clock; the workers
-measure the one-way latency. Median (min–max).
+to both workers, each after a 1 ms sleep (about 2 ms apart: the timer rounds up) and
+stamped with the machine's monotonic clock; the workers measure the one-way latency. Median (min–max).
 
 | what | wix-cluster | Node cluster | ratio | target |
 |---|---|---|---|---|

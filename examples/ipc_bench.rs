@@ -6,8 +6,9 @@
 //! 1. Each worker sends `IPC_MSGS` (default 200000) small messages,
 //!    `{ evt: "req.per.second", value: i }`, to the master as fast as it can; the master
 //!    times the first to the last and prints `ipc msgs=.. secs=.. msgs_per_s=..`.
-//! 2. The master broadcasts `PINGS` (default 1000) pings, 1 ms apart, each stamped with
-//!    the monotonic clock (shared by all processes of the machine); every worker
+//! 2. The master broadcasts `PINGS` (default 1000) pings, each after a 1 ms sleep
+//!    (about 2 ms apart: tokio's timer rounds up), each stamped with the monotonic
+//!    clock (shared by all processes of the machine); every worker
 //!    measures each ping's one-way latency and reports back; the master prints
 //!    `broadcast pings=.. p50_us=.. p99_us=..` and stops the cluster.
 
