@@ -87,7 +87,7 @@ impl Supervisor {
                 self.master.set_handed_over_to(pid);
                 self.notifier.handed_over(pid);
                 // The new master's management app answers on the same socket; this
-                // one would only report itself stopping.
+                // one answers only what it accepted already (as `handed_over`).
                 self.management_app.stop_accepting();
                 self.begin_stop(0);
             }
