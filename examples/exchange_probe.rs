@@ -7,6 +7,9 @@
 //! `/notes`, `/others`, `/config`, `/add?a=&b=`, `/slow?ms=`, `/undecodable`,
 //! `/ask/broadcast?text=`, `/ask/other?text=`, `/ask/send-to?worker=&text=`,
 //! `/ask/refresh`, `/ask/garbage`, `/garbage`.
+//!
+//! `FAIL_FROM_GENERATION=N`: a worker of generation N or later fails right after its
+//! handshake, before it listens (a successor that never becomes ready).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -151,6 +154,12 @@ struct SendTo {
 
 #[wix_cluster::main(workers = 2, plugins(ProbeMaster, Respawn, Graceful))]
 async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
+    let fail_from = std::env::var("FAIL_FROM_GENERATION")
+        .ok()
+        .and_then(|generation| generation.parse::<u32>().ok());
+    if fail_from.is_some_and(|generation| worker.generation() >= generation) {
+        return Err(std::io::Error::other("FAIL_FROM_GENERATION: failing on purpose"));
+    }
     // The app-scoped data is there before the app starts.
     let config_at_start = AppData::<Config>::get()
         .ok()

@@ -219,3 +219,51 @@ in_both_modes!(
     app_data_is_there_before_the_app_and_refreshes_everywhere,
     corrupted_payloads_are_dropped_and_counted,
 );
+
+/// A rolling restart whose first successor completes its handshake and then fails: the
+/// roll stops, and the old workers (one of them shared its slot with the failed
+/// successor for a moment) still get broadcasts and app data.
+#[test]
+fn after_a_failed_handover_the_old_workers_still_get_broadcasts_and_app_data() {
+    let program = Program::start(
+        "exchange_probe",
+        &[
+            ("PORT", "0"),
+            ("WIX_CLUSTER_WORKERS", "2"),
+            ("FAIL_FROM_GENERATION", "1"),
+        ],
+    );
+    let addr = program.listening_addr();
+    let pids: HashSet<u32> = program.wait_for_workers(2).into_iter().collect();
+    program.signal(Signal::SIGHUP);
+    program.wait_for_log("rolling restart stopped");
+    program.wait_for_workers(2);
+    assert_eq!(
+        program.children().into_iter().collect::<HashSet<u32>>(),
+        pids,
+        "the old workers keep serving; log:\n{}",
+        program.log()
+    );
+    get(addr, "/ask/broadcast?text=after-the-failed-handover");
+    let reached = wait_until(PATIENCE, || {
+        from_each(addr, "/notes", &pids)
+            .values()
+            .all(|notes| notes.split(',').any(|n| n == "after-the-failed-handover"))
+    });
+    assert!(reached, "a broadcast missed a worker; log:\n{}", program.log());
+    get(addr, "/ask/refresh");
+    let refreshed = wait_until(PATIENCE, || {
+        from_each(addr, "/config", &pids)
+            .values()
+            .all(|answer| answer.ends_with("now=2"))
+    });
+    assert!(refreshed, "app data missed a worker; log:\n{}", program.log());
+    // `send_to` reaches the slot whose successor failed.
+    get(addr, "/ask/send-to?worker=1&text=slot-one");
+    let delivered = wait_until(PATIENCE, || {
+        from_each(addr, "/notes", &pids)
+            .values()
+            .any(|notes| notes.split(',').any(|n| n == "slot-one"))
+    });
+    assert!(delivered, "send_to missed slot 1; log:\n{}", program.log());
+}

@@ -56,8 +56,10 @@ struct State {
     data: HashMap<String, DataCell>,
     /// Bumped on every change of a topic's data.
     data_versions: HashMap<String, watch::Sender<u64>>,
-    /// Master: the channel of the newest process of each slot.
-    workers: BTreeMap<WorkerId, (u32, Outbox)>,
+    /// Master: the channel of every worker process that completed its handshake and
+    /// has not ended, by slot and generation. A slot mid-handover has two: both get
+    /// broadcasts and app data, `send_to` reaches the newest.
+    workers: BTreeMap<(WorkerId, u32), Outbox>,
     /// Worker: requests waiting for the master's answer.
     pending: HashMap<u64, oneshot::Sender<Result<Vec<u8>, String>>>,
 }
@@ -171,7 +173,7 @@ impl Hub {
         }
         // Encoded once, for every worker.
         if let Some(frame) = encode_to_worker(&ExchangeRef::to_worker(topic, &payload)) {
-            for (_, out) in self.state().workers.values() {
+            for out in self.state().workers.values() {
                 out.send_encoded(&frame);
             }
         }
@@ -197,7 +199,8 @@ impl Hub {
                 let state = self.state();
                 let (_, out) = state
                     .workers
-                    .get(&id)
+                    .range((id, 0)..=(id, u32::MAX))
+                    .next_back()
                     .ok_or(ExchangeError::UnknownWorker(id))?;
                 let msg = ExchangeRef::to_worker(topic, &payload);
                 if let Err(e) = out.send(&msg) {
@@ -309,25 +312,12 @@ impl Hub {
             .map(|(topic, cell)| (topic.clone(), cell.bytes.to_vec()))
             .collect();
         welcome(data);
-        let newer = state
-            .workers
-            .get(&id)
-            .is_some_and(|(current, _)| *current > generation);
-        if !newer {
-            state.workers.insert(id, (generation, out));
-        }
+        state.workers.insert((id, generation), out);
     }
 
     /// Master: a worker process ended.
     pub(crate) fn detach_worker(&self, id: WorkerId, generation: u32) {
-        let mut state = self.state();
-        if state
-            .workers
-            .get(&id)
-            .is_some_and(|(current, _)| *current == generation)
-        {
-            state.workers.remove(&id);
-        }
+        self.state().workers.remove(&(id, generation));
     }
 
     /// Sets the app-scoped data of `topic` (in this process; the master also sends it
@@ -346,7 +336,7 @@ impl Hub {
                 payload: bytes.to_vec(),
             };
             if let Some(frame) = encode_to_worker(&msg) {
-                for (_, out) in state.workers.values() {
+                for out in state.workers.values() {
                     out.send_encoded(&frame);
                 }
             }
