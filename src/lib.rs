@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -83,7 +83,13 @@ impl Program {
     /// (so that tests running side by side never fight over 8084); read it with
     /// [`Program::management_addr`].
     pub fn start(name: &str, env: &[(&str, &str)]) -> Program {
-        let mut command = Command::new(example_path(name));
+        Program::start_path(&example_path(name), env)
+    }
+
+    /// Starts the program at `path` (a deployed copy of an example, say; the path is
+    /// executed as given, links and all) like [`Program::start`].
+    pub fn start_path(path: &Path, env: &[(&str, &str)]) -> Program {
+        let mut command = Command::new(path);
         command
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -92,6 +98,8 @@ impl Program {
             .env_remove("WIX_CLUSTER_SINGLE")
             .env_remove("WIX_CLUSTER_ADMIN_TOKEN")
             .env_remove("WIX_CLUSTER_MOUNT_POINT")
+            .env_remove("WIX_CLUSTER_WATCH")
+            .env_remove("NOTIFY_SOCKET")
             .envs(env.iter().copied());
         Program::spawn(command)
     }
@@ -304,6 +312,94 @@ pub fn children_of(parent: u32) -> Vec<u32> {
     live_processes(|stat| stat.ppid == parent)
 }
 
+/// Zombie processes whose parent is `parent` (exited, not reaped).
+pub fn zombies_of(parent: u32) -> Vec<u32> {
+    all_processes()
+        .into_iter()
+        .filter(|&pid| proc_stat(pid).is_some_and(|stat| stat.state == 'Z' && stat.ppid == parent))
+        .collect()
+}
+
+/// The file process `pid` runs (`/proc/<pid>/exe`, as the kernel resolved it at exec).
+pub fn exe_of(pid: u32) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default()
+}
+
+/// How many descriptors process `pid` has open.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())
+}
+
+/// Resident memory of process `pid`, in bytes (`VmRSS`).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The environment process `pid` started with (`/proc/<pid>/environ`), as
+/// `NAME=value` strings.
+pub fn environ_of(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|&byte| byte == 0)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| String::from_utf8_lossy(entry).into_owned())
+        .collect()
+}
+
+/// A folder of a test's own, `<base>/<name>` (a test passes
+/// `env!("CARGO_TARGET_TMPDIR")`), emptied when made and removed on drop.
+pub struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(base: &str, name: &str) -> Scratch {
+        let dir = Path::new(base).join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the test's folder");
+        Scratch { dir }
+    }
+
+    /// `relative` inside the folder.
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.join(relative)
+    }
+
+    /// Puts a copy of `source` at `relative` the way deployments do: a new file
+    /// renamed over the old one (a running program keeps its own, now unlinked, file).
+    pub fn deploy(&self, source: &Path, relative: &str) -> PathBuf {
+        let target = self.path(relative);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).expect("create the release folder");
+        }
+        let staged = target.with_extension("staged");
+        std::fs::copy(source, &staged).expect("copy the binary");
+        std::fs::rename(&staged, &target).expect("rename the binary into place");
+        target
+    }
+
+    /// Points the symlink `relative` at `target`, atomically (a new link renamed over
+    /// the old one), as release tools switch `current`.
+    pub fn link(&self, relative: &str, target: &str) {
+        let link = self.path(relative);
+        let staged = self.path(&format!("{relative}.staged"));
+        let _ = std::fs::remove_file(&staged);
+        std::os::unix::fs::symlink(target, &staged).expect("make the link");
+        std::fs::rename(&staged, &link).expect("switch the link");
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Every live process in `pid`'s process group (the master's, for a [`Program`]).
 pub fn group_members(group: u32) -> Vec<u32> {
     live_processes(|stat| stat.pgrp == group)
@@ -311,12 +407,19 @@ pub fn group_members(group: u32) -> Vec<u32> {
 
 /// The live processes whose `/proc/<pid>/stat` passes `keep`.
 fn live_processes(keep: impl Fn(&ProcStat) -> bool) -> Vec<u32> {
+    all_processes()
+        .into_iter()
+        .filter(|&pid| proc_stat(pid).is_some_and(|stat| stat.is_live() && keep(&stat)))
+        .collect()
+}
+
+/// Every pid in `/proc`.
+fn all_processes() -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| proc_stat(pid).is_some_and(|stat| stat.is_live() && keep(&stat)))
         .collect()
 }
 

@@ -93,6 +93,16 @@ pub enum LifecycleEvent {
         /// How long it has been silent, in words.
         reason: String,
     },
+    /// The master could not start a process for the slot (the system is short of
+    /// processes, memory or descriptors, or the program cannot be executed). `worker`
+    /// has pid 0 and the generation the process would have had. `Respawn` retries it
+    /// with the slot's backoff and counts it toward cyclic death like a death.
+    SpawnFailed {
+        /// The slot (pid 0: there is no process).
+        worker: WorkerRef,
+        /// The operating system's error, in words.
+        error: String,
+    },
     /// The worker's channel to the master closed.
     Disconnect(WorkerRef),
     /// The worker process ended.
@@ -120,12 +130,14 @@ impl LifecycleEvent {
             LifecycleEvent::Exit { worker, .. }
             | LifecycleEvent::Failing { worker, .. }
             | LifecycleEvent::Recycled { worker, .. }
-            | LifecycleEvent::Stalled { worker, .. } => *worker,
+            | LifecycleEvent::Stalled { worker, .. }
+            | LifecycleEvent::SpawnFailed { worker, .. } => *worker,
         }
     }
 
     /// The event's name: `fork`, `online`, `listening`, `failing`, `recycled`,
-    /// `stalled`, `disconnect`, `exit` (Node's `cluster` names, plus ours).
+    /// `stalled`, `spawn_failed`, `disconnect`, `exit` (Node's `cluster` names, plus
+    /// ours).
     pub fn name(&self) -> &'static str {
         match self {
             LifecycleEvent::Fork(_) => "fork",
@@ -134,6 +146,7 @@ impl LifecycleEvent {
             LifecycleEvent::Failing { .. } => "failing",
             LifecycleEvent::Recycled { .. } => "recycled",
             LifecycleEvent::Stalled { .. } => "stalled",
+            LifecycleEvent::SpawnFailed { .. } => "spawn_failed",
             LifecycleEvent::Disconnect(_) => "disconnect",
             LifecycleEvent::Exit { .. } => "exit",
         }

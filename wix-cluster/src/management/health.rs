@@ -95,10 +95,13 @@ pub(crate) async fn ready(State(ctx): State<Ctx>) -> Response {
         (false, true) => "stopping",
         (false, false) => "not_ready",
     };
+    // A cluster short of workers because it cannot start them says why.
+    let spawn_error = (!is_ready).then(|| ctx.master.spawn_error()).flatten();
     let body = json!({
         "status": status,
         "ready": ready,
         "desired": desired,
+        "spawn_error": spawn_error,
     });
     let status = if is_ready {
         StatusCode::OK

@@ -8,7 +8,7 @@
 //! custom worker metrics (`wix_cluster::metrics`) under their own sanitized names,
 //! counters with `_total` appended (unless already there), gauges as they are, labelled
 //! by slot. For the cluster:
-//! `wix_cluster_workers_{forked,respawned,exited,died,failing,recycled,stalled}_total`,
+//! `wix_cluster_workers_{forked,respawned,exited,died,failing,recycled,stalled,spawn_failed}_total`,
 //! `wix_cluster_workers_desired`, `wix_cluster_workers_ready`, `wix_cluster_failing`.
 
 use std::collections::BTreeMap;
@@ -195,6 +195,11 @@ fn fill(registry: &Registry, ctx: &Ctx, tracked: &[Tracked]) -> prometheus::Resu
             "stalled",
             "Workers killed for a late heartbeat.",
             counters.stalled,
+        ),
+        (
+            "spawn_failed",
+            "Attempts to start a worker process that failed.",
+            counters.spawn_failed,
         ),
     ] {
         let counter = add(

@@ -264,6 +264,7 @@ pub(crate) async fn page(State(ctx): State<Ctx>) -> Json<Value> {
             "failing": counters.failing,
             "recycled": counters.recycled,
             "stalled": counters.stalled,
+            "spawn_failed": counters.spawn_failed,
         },
         "workers": workers,
     }))

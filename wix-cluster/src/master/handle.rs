@@ -59,6 +59,9 @@ pub struct ClusterCounters {
     pub recycled: u64,
     /// Workers killed for a late heartbeat.
     pub stalled: u64,
+    /// Attempts to start a worker process that failed (see
+    /// [`LifecycleEvent::SpawnFailed`]).
+    pub spawn_failed: u64,
 }
 
 impl ClusterCounters {
@@ -79,6 +82,7 @@ impl ClusterCounters {
             LifecycleEvent::Failing { .. } => self.failing += 1,
             LifecycleEvent::Recycled { .. } => self.recycled += 1,
             LifecycleEvent::Stalled { .. } => self.stalled += 1,
+            LifecycleEvent::SpawnFailed { .. } => self.spawn_failed += 1,
             _ => {}
         }
     }
@@ -97,6 +101,9 @@ struct Shared {
     stopping: AtomicBool,
     /// The pid of the master an upgrade handed the cluster to; 0 before.
     successor: AtomicU32,
+    /// Why the latest attempt to start a worker failed, while the cluster is short of
+    /// its desired count because of it.
+    spawn_error: Mutex<Option<String>>,
 }
 
 impl Master {
@@ -120,6 +127,7 @@ impl Master {
                 failing: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
                 successor: AtomicU32::new(0),
+                spawn_error: Mutex::new(None),
             }),
         };
         (master, receiver)
@@ -281,6 +289,17 @@ impl Master {
 
     pub(crate) fn set_handed_over_to(&self, pid: u32) {
         self.shared.successor.store(pid, Ordering::Relaxed);
+    }
+
+    /// Why the latest attempt to start a worker failed, while the cluster has fewer
+    /// workers than desired because of it (`None` once every desired worker runs).
+    /// The management app's `/health/ready` and dashboard show it.
+    pub fn spawn_error(&self) -> Option<String> {
+        lock(&self.shared.spawn_error).clone()
+    }
+
+    pub(crate) fn set_spawn_error(&self, error: Option<String>) {
+        *lock(&self.shared.spawn_error) = error;
     }
 
     /// Sets [`Master::drain_timeout`].

@@ -3,6 +3,7 @@
 
 mod handle;
 pub(crate) mod listeners;
+mod program;
 mod reexec;
 mod spawn;
 mod supervisor;

@@ -1,12 +1,11 @@
 //! Starting a worker: re-exec of this program with the worker marker and one end of a
 //! fresh channel, plus the tasks that carry the worker's frames and exit to the loop.
 
-use std::ffi::OsString;
 use std::io;
-use std::path::PathBuf;
 
 use tokio::sync::mpsc;
 
+use super::program::{self, Fallback, Program};
 use super::reexec::{self, Started};
 use crate::WorkerId;
 use crate::event::ExitReason;
@@ -34,8 +33,7 @@ pub(crate) enum Inbound {
 
 /// How to start this program again as a worker.
 pub(crate) struct Spawner {
-    exe: PathBuf,
-    args: Vec<OsString>,
+    program: Program,
     master_pid: u32,
     inbox: mpsc::UnboundedSender<(Key, Inbound)>,
 }
@@ -47,25 +45,43 @@ pub(crate) struct Spawned {
 }
 
 impl Spawner {
-    /// Resolves this program's path once, at start-up, so that a binary replaced on
-    /// disk later is not half-used.
-    pub(crate) fn new(inbox: mpsc::UnboundedSender<(Key, Inbound)>) -> io::Result<Spawner> {
-        Ok(Spawner {
-            exe: std::env::current_exe()?,
-            args: std::env::args_os().skip(1).collect(),
+    /// Workers are started from `program` (resolved once, at start-up).
+    pub(crate) fn new(program: Program, inbox: mpsc::UnboundedSender<(Key, Inbound)>) -> Spawner {
+        Spawner {
+            program,
             master_pid: std::process::id(),
             inbox,
-        })
+        }
     }
 
-    /// The program and arguments workers are started from (resolved at start-up).
-    pub(crate) fn program(&self) -> (&std::path::Path, &[OsString]) {
-        (&self.exe, &self.args)
+    /// The program workers are started from.
+    pub(crate) fn program(&self) -> &Program {
+        &self.program
     }
 
-    pub(crate) fn spawn(&self, key: Key) -> io::Result<Spawned> {
-        let mut command = tokio::process::Command::new(&self.exe);
-        command.args(&self.args);
+    /// Starts the worker `key` from the program path; when that cannot be executed and
+    /// `fallback` allows it, from the running image (with a warning).
+    pub(crate) fn spawn(&self, key: Key, fallback: Fallback) -> io::Result<Spawned> {
+        match self.start(key, false) {
+            Err(e) if fallback == Fallback::RunningImage && program::cannot_execute(&e) => {
+                tracing::warn!(
+                    "cannot execute {} ({e}); starting worker {} from the running image instead",
+                    self.program.path().display(),
+                    key.id
+                );
+                self.start(key, true)
+            }
+            started => started,
+        }
+    }
+
+    fn start(&self, key: Key, running_image: bool) -> io::Result<Spawned> {
+        let mut command = self.program.command(running_image);
+        // Secrets and systemd's notification socket are the master's: the workers, and
+        // the programs an app starts, never see them.
+        command
+            .env_remove(crate::config::ENV_ADMIN_TOKEN)
+            .env_remove("NOTIFY_SOCKET");
         let master_pid = self.master_pid;
         let what = format!("worker {}", key.id);
         let started = reexec::start(

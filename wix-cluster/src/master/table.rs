@@ -113,6 +113,16 @@ impl WorkerTable {
         key
     }
 
+    /// Gives back `key`, the latest from [`WorkerTable::next_key`], when no process
+    /// could be started with it: generations count processes.
+    pub(crate) fn forget_key(&mut self, key: Key) {
+        if let Some(generation) = self.generations.get_mut(&key.id) {
+            if *generation == key.generation + 1 {
+                *generation = key.generation;
+            }
+        }
+    }
+
     pub(crate) fn insert(&mut self, slot: Slot) {
         self.procs.insert(slot.key, slot);
     }

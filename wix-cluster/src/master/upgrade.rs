@@ -13,11 +13,9 @@
 //!
 //! [`Master::upgrade`]: crate::Master::upgrade
 
-use std::ffi::OsString;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::listeners::{Bound, Listeners};
+use super::program::Program;
 use super::reexec::{self, Started};
 use crate::event::ExitReason;
 use crate::ipc::{self, FrameReader, Outbox};
@@ -87,17 +86,15 @@ pub(crate) struct Successor {
     _out: Outbox,
 }
 
-/// Starts the new master from `exe` with `args` and hands it `listeners` and the
+/// Starts the new master from `program`'s path and hands it `listeners` and the
 /// management app's socket; its reports arrive on `reports`.
 pub(crate) fn start(
-    exe: &Path,
-    args: &[OsString],
+    program: &Program,
     listeners: &Listeners,
     management: Option<(SocketAddr, Arc<OwnedFd>)>,
     reports: mpsc::UnboundedSender<Report>,
 ) -> io::Result<Successor> {
-    let mut command = tokio::process::Command::new(exe);
-    command.args(args);
+    let mut command = program.command(false);
     // systemd's watchdog names the main process in WATCHDOG_PID; the new master is
     // about to become it, so it must take the watchdog as its own.
     let own_pid = std::process::id();

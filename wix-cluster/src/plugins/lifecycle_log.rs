@@ -27,6 +27,9 @@ impl Plugin for LifecycleLog {
                 };
                 tracing::info!(target: "wix_cluster::lifecycle", event = "exit", "{worker} exited {how} ({reason})")
             }
+            LifecycleEvent::SpawnFailed { error, .. } => {
+                tracing::info!(target: "wix_cluster::lifecycle", event = "spawn_failed", "worker {} could not be started: {error}", worker.id)
+            }
             other => {
                 let name = other.name();
                 tracing::info!(target: "wix_cluster::lifecycle", event = name, "{worker} {name}")

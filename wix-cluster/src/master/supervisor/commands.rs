@@ -7,6 +7,7 @@ use nix::sys::signal::Signal;
 use super::{Supervisor, Timer};
 use crate::event::LifecycleEvent;
 use crate::master::Command;
+use crate::master::program::Fallback;
 use crate::master::spawn::{self, Key};
 use crate::{WorkerId, WorkerRef};
 
@@ -67,7 +68,8 @@ impl Supervisor {
     pub(super) fn on_respawn_due(&mut self, id: WorkerId) {
         self.pending_respawns.retain(|pending| *pending != id);
         if self.stopping.is_none() && self.table.current(id).is_none() && self.is_desired(id) {
-            self.spawn(id);
+            // A failure is retried by `Respawn` (logged and counted either way).
+            let _ = self.spawn(id, Fallback::RunningImage);
         }
     }
 
@@ -82,7 +84,7 @@ impl Supervisor {
         let occupied = self.table.occupied();
         for id in (1..=count).map(|id| WorkerId(id as u32)) {
             if !occupied.contains(&id) && !self.pending_respawns.contains(&id) {
-                self.spawn(id);
+                let _ = self.spawn(id, Fallback::RunningImage);
             }
         }
         for slot in self.table.iter_mut() {

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::Supervisor;
 use crate::event::{ExitReason, LifecycleEvent};
+use crate::master::program::Fallback;
 use crate::master::spawn::{self, Key};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,12 +79,17 @@ impl Supervisor {
             if self.handovers.replacing(old) {
                 continue;
             }
-            if self.start_handover(old, Purpose::Roll) {
-                return;
+            match self.start_handover(old, Purpose::Roll) {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(
+                        "rolling restart stopped: cannot start a successor for worker {id} \
+                         ({e}); the old workers keep serving"
+                    );
+                    self.handovers.roll = None;
+                    return;
+                }
             }
-            tracing::error!("rolling restart stopped: cannot start a successor for worker {id}");
-            self.handovers.roll = None;
-            return;
         }
         if self.handovers.roll.take().is_some() {
             tracing::info!("rolling restart done");
@@ -104,20 +110,26 @@ impl Supervisor {
         let worker = slot.worker();
         tracing::info!("recycling {worker}: {reason}");
         self.emit(LifecycleEvent::Recycled { worker, reason });
-        self.start_handover(key, Purpose::Recycle);
+        if let Err(e) = self.start_handover(key, Purpose::Recycle) {
+            tracing::error!("recycling {worker} failed: {e}; it keeps serving");
+        }
     }
 
-    fn start_handover(&mut self, old: Key, purpose: Purpose) -> bool {
-        let Some(new) = self.spawn(old.id) else {
-            return false;
+    /// Starts `old`'s successor. A rolling restart runs the program on disk or
+    /// nothing (that is what it is for); a recycle may use the running image.
+    fn start_handover(&mut self, old: Key, purpose: Purpose) -> Result<(), String> {
+        let fallback = match purpose {
+            Purpose::Roll => Fallback::Never,
+            Purpose::Recycle => Fallback::RunningImage,
         };
+        let new = self.spawn(old.id, fallback)?;
         self.handovers.active.push(Handover {
             old,
             new,
             deadline: Instant::now() + self.successor_ready_timeout,
             purpose,
         });
-        true
+        Ok(())
     }
 
     /// `key` became ready: if it is a successor, its predecessor drains now.

@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::listeners::Listeners;
+use super::program::{Fallback, Program};
 use super::spawn::{Key, Spawner};
 use super::systemd::{Notifier, View};
 use super::table::{Slot, WorkerTable};
@@ -97,8 +98,8 @@ async fn supervise(
     let (inbox_tx, mut inbox) = mpsc::unbounded_channel();
     let (timers_tx, mut timers) = mpsc::unbounded_channel();
     let (upgrade_tx, mut upgrade_reports) = mpsc::unbounded_channel();
-    let spawner = match Spawner::new(inbox_tx) {
-        Ok(spawner) => spawner,
+    let spawner = match Program::of_this_process() {
+        Ok(program) => Spawner::new(program, inbox_tx),
         Err(e) => {
             tracing::error!("cannot find this program's executable to spawn workers: {e}");
             return ExitCode::FAILURE;
@@ -175,7 +176,8 @@ async fn supervise(
     };
     tracing::info!("master started; spawning {} workers", config.workers);
     for id in 1..=config.workers {
-        sup.spawn(WorkerId(id as u32));
+        // A failure is retried by `Respawn` (logged and counted either way).
+        let _ = sup.spawn(WorkerId(id as u32), Fallback::RunningImage);
     }
 
     let mut watchdog = sup.notifier.watchdog_interval().map(tokio::time::interval);
@@ -226,6 +228,7 @@ async fn supervise(
         while let Ok(command) = commands.try_recv() {
             sup.on_command(command);
         }
+        sup.refresh_spawn_error();
         // systemd hears READY=1 from a new master before the old one names it MAINPID.
         sup.notifier.update(sup.systemd_view());
         sup.answer_predecessor();
@@ -339,21 +342,46 @@ impl ManagementApp {
 const HANDED_OVER_REQUESTS_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Supervisor {
-    fn spawn(&mut self, id: WorkerId) -> Option<Key> {
+    /// Starts a process in slot `id`; `fallback` says whether it may come from the
+    /// running image when the program path cannot be executed. A failure is logged,
+    /// counted and emitted (`Respawn` retries it) and returned in words.
+    fn spawn(&mut self, id: WorkerId, fallback: Fallback) -> Result<Key, String> {
         let key = self.table.next_key(id);
-        match self.spawner.spawn(key) {
+        match self.spawner.spawn(key, fallback) {
             Ok(spawned) => {
                 let slot = Slot::new(key, spawned.pid, spawned.out);
                 let worker = slot.worker();
                 self.table.insert(slot);
                 tracing::debug!("forked {worker}");
                 self.emit(LifecycleEvent::Fork(worker));
-                Some(key)
+                Ok(key)
             }
             Err(e) => {
-                tracing::error!("cannot spawn worker {id}: {e}");
-                None
+                self.table.forget_key(key);
+                let error = e.to_string();
+                tracing::error!("cannot spawn worker {id}: {error}");
+                self.master
+                    .set_spawn_error(Some(format!("cannot spawn worker {id}: {error}")));
+                let worker = crate::WorkerRef {
+                    id,
+                    generation: key.generation,
+                    pid: 0,
+                };
+                self.emit(LifecycleEvent::SpawnFailed {
+                    worker,
+                    error: error.clone(),
+                });
+                Err(error)
             }
+        }
+    }
+
+    /// Forgets the latest spawn error once every desired slot has a process again.
+    fn refresh_spawn_error(&self) {
+        if self.master.spawn_error().is_some()
+            && self.table.occupied().len() >= self.master.desired_workers()
+        {
+            self.master.set_spawn_error(None);
         }
     }
 

@@ -40,11 +40,10 @@ impl Supervisor {
             );
             return;
         }
-        let (exe, args) = self.spawner.program();
+        let program = self.spawner.program();
         let management = self.management.clone();
         match upgrade::start(
-            exe,
-            args,
+            program,
             &self.listeners,
             management,
             self.upgrade_reports.clone(),
@@ -54,7 +53,7 @@ impl Supervisor {
                     "upgrading: started a new master (pid {}) from {}; this master serves \
                      until its workers are ready",
                     successor.pid,
-                    exe.display()
+                    program.path().display()
                 );
                 self.upgrading = Some(Upgrading {
                     successor,

@@ -27,7 +27,8 @@ pub enum CyclicPolicy {
 
 /// Replaces every worker that dies without being asked to, in the same slot (with the
 /// next generation). A worker that announces it is going down (app error, panic,
-/// SIGTERM) is replaced at once while it drains.
+/// SIGTERM) is replaced at once while it drains. A worker process that could not be
+/// started ([`LifecycleEvent::SpawnFailed`]) is retried the same way.
 ///
 /// - Backoff: a slot whose workers keep dying young (within 10 s of their start) waits
 ///   0, then 100 ms, 200 ms, ... up to 10 s (each ±25% jitter) before its next respawn.
@@ -179,6 +180,11 @@ impl Plugin for Respawn {
                 }
             }
             LifecycleEvent::Failing { worker, .. } => self.on_death(*worker, true, master),
+            LifecycleEvent::SpawnFailed { worker, .. } => {
+                // A process that could not start died at birth: young, and counted.
+                self.lock().backoff.forked(worker.id, Instant::now());
+                self.on_death(*worker, false, master);
+            }
             LifecycleEvent::Exit {
                 worker,
                 requested: false,
