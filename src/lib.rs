@@ -232,6 +232,13 @@ impl Program {
         send_signal(self.pid(), signal);
     }
 
+    /// Sends `signal` to every process of the program's process group (master and
+    /// workers), as `kill -<SIG> -<pgid>` and `systemctl kill` do.
+    pub fn signal_group(&self, signal: nix::sys::signal::Signal) {
+        let group = nix::unistd::Pid::from_raw(-(self.pid() as i32));
+        nix::sys::signal::kill(group, signal).expect("signal the process group");
+    }
+
     /// Waits up to `timeout` for the master to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;

@@ -35,6 +35,7 @@ mod procfs;
 mod protocol;
 mod role;
 mod runtime;
+mod signals;
 mod single;
 mod worker;
 mod worker_id;

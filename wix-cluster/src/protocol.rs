@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// same binary, so a mismatch means a binary was replaced under a running master (a
 /// rolling restart onto a build that speaks another version stops at its first
 /// worker; a master upgrade, SIGUSR2, is the way to deploy such a build).
-pub(crate) const PROTOCOL_VERSION: u32 = 3;
+pub(crate) const PROTOCOL_VERSION: u32 = 4;
 
 /// What a worker asks the master to listen on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,8 +53,8 @@ pub(crate) enum ToMaster {
     /// the master starts its successor, then drains it.
     Recycle { reason: String },
     /// The worker is going down on its own (its app failed or panicked, or it got a
-    /// signal): the master replaces it now instead of after its exit.
-    GoingDown { reason: String },
+    /// signal: `signalled`): the master replaces it now instead of after its exit.
+    GoingDown { reason: String, signalled: bool },
 }
 
 /// Master -> worker.

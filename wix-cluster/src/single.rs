@@ -54,7 +54,7 @@ where
         let asked = match stop_requests(commands) {
             Ok(asked) => asked,
             Err(e) => {
-                tracing::error!("cannot watch SIGTERM/SIGINT: {e}");
+                tracing::error!("cannot watch signals: {e}");
                 return ExitCode::FAILURE;
             }
         };
@@ -65,17 +65,19 @@ where
     code
 }
 
-/// What asks the one process to stop: SIGTERM, SIGINT (a Ctrl-C reaches only it), or
-/// [`Master::shutdown`]. Every other command is moot: there are no other processes.
+/// What asks the one process to stop: SIGTERM, SIGQUIT, SIGINT (a Ctrl-C reaches only
+/// it), or [`Master::shutdown`]. Every other command is moot, and so are the master-only
+/// signals (ignored): there are no other processes.
 struct StopRequests {
-    term: tokio::signal::unix::Signal,
+    stop: crate::signals::StopSignals,
     int: tokio::signal::unix::Signal,
     commands: mpsc::UnboundedReceiver<Command>,
 }
 
 fn stop_requests(commands: mpsc::UnboundedReceiver<Command>) -> std::io::Result<StopRequests> {
+    crate::signals::ignore(&crate::signals::MASTER_ONLY)?;
     Ok(StopRequests {
-        term: signal(SignalKind::terminate())?,
+        stop: crate::signals::StopSignals::watch()?,
         int: signal(SignalKind::interrupt())?,
         commands,
     })
@@ -86,7 +88,7 @@ impl StopRequests {
     async fn next(&mut self) -> &'static str {
         loop {
             tokio::select! {
-                _ = self.term.recv() => return "SIGTERM",
+                name = self.stop.recv() => return name,
                 _ = self.int.recv() => return "SIGINT",
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown { .. }) => return "a shutdown request",
@@ -100,7 +102,7 @@ impl StopRequests {
 
     async fn signal(&mut self) -> &'static str {
         tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
+            name = self.stop.recv() => name,
             _ = self.int.recv() => "SIGINT",
         }
     }

@@ -206,9 +206,20 @@ impl Worker {
     /// Tells the master this worker is going down on its own, so that it starts a
     /// replacement now; then starts the drain.
     pub(crate) fn going_down(&self, reason: String) {
+        self.announce_going_down(reason, false);
+    }
+
+    /// [`Worker::going_down`] because of the signal `name` (SIGTERM, SIGQUIT): the
+    /// master waits a moment before replacing it, in case the signal was sent to the
+    /// whole process group and is about to stop the master too.
+    pub(crate) fn signalled_down(&self, name: &str) {
+        self.announce_going_down(format!("got {name}"), true);
+    }
+
+    fn announce_going_down(&self, reason: String, signalled: bool) {
         if let Some(link) = &self.inner.link {
             if !self.is_shutting_down() {
-                link.send(&crate::protocol::ToMaster::GoingDown { reason });
+                link.send(&crate::protocol::ToMaster::GoingDown { reason, signalled });
             }
         }
         self.begin_shutdown();

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::SignalKind;
 
 use super::Worker;
 use super::link::{Connected, Link};
@@ -92,7 +92,7 @@ where
     );
     tokio::spawn(heartbeat(worker.clone()));
     if let Err(e) = stop_on_signals(worker.clone()) {
-        tracing::warn!("cannot watch SIGTERM/SIGINT: {e}");
+        tracing::warn!("cannot watch signals: {e}");
     }
     super::panic::install_hook(worker.clone());
     let code = run_app(&plugins, worker.clone(), app).await;
@@ -145,19 +145,19 @@ async fn heartbeat(worker: Worker) {
     }
 }
 
-/// SIGTERM starts a graceful stop instead of killing the process. A worker ignores
-/// SIGINT: a Ctrl-C in a terminal reaches every process of the group, and the master
-/// coordinates the stop.
+/// SIGTERM and SIGQUIT start a graceful stop instead of killing the process. A worker
+/// ignores SIGINT (a Ctrl-C in a terminal reaches every process of the group, and the
+/// master coordinates the stop) and the master-only signals (see `crate::signals`).
 fn stop_on_signals(worker: Worker) -> std::io::Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    // Registering SIGINT replaces its default action (exit); its deliveries are dropped.
-    let int = signal(SignalKind::interrupt())?;
+    let mut stop = crate::signals::StopSignals::watch()?;
+    crate::signals::ignore(&[SignalKind::interrupt()])?;
+    crate::signals::ignore(&crate::signals::MASTER_ONLY)?;
     tokio::spawn(async move {
-        let _ignored = int;
-        while term.recv().await.is_some() {
+        loop {
+            let name = stop.recv().await;
             if !worker.is_shutting_down() {
-                tracing::info!("SIGTERM: stopping gracefully");
-                worker.going_down("got SIGTERM".to_owned());
+                tracing::info!("{name}: stopping gracefully");
+                worker.signalled_down(name);
             }
         }
     });

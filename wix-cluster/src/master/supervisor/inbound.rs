@@ -2,7 +2,13 @@
 
 use nix::sys::signal::Signal;
 
-use super::Supervisor;
+use super::{Supervisor, Timer};
+
+/// How long the master waits, when a worker says a signal (SIGTERM, SIGQUIT) is making
+/// it go down, for the same signal to reach the master itself before it replaces that
+/// worker: `kill -TERM -<pgid>` and `systemctl kill` signal every process of the group,
+/// which must be one stop of the cluster, not a round of replacements.
+const SIGNALLED_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 use crate::event::{ExitReason, LifecycleEvent};
 use crate::master::spawn::{self, Inbound, Key};
 use crate::master::table::State;
@@ -83,23 +89,43 @@ impl Supervisor {
             Inbound::Message(ToMaster::Recycle { reason }) => {
                 self.recycle(key, reason);
             }
-            Inbound::Message(ToMaster::GoingDown { reason }) => {
-                slot.going_down = Some(reason.clone());
+            Inbound::Message(ToMaster::GoingDown { reason, signalled }) => {
+                slot.going_down = Some(reason);
                 if slot.retiring || self.stopping.is_some() {
                     return;
                 }
                 slot.state = State::Draining;
-                if !slot.was_ready && !self.ever_ready {
-                    self.fail_start_up(&reason);
+                if signalled {
+                    // A signal sent to the whole process group reaches this master
+                    // too, a moment later: a stop then, not a worker to replace.
+                    self.schedule(SIGNALLED_GRACE, Timer::GoingDown(key));
                     return;
                 }
-                tracing::warn!("{worker} is going down: {reason}");
-                self.emit(LifecycleEvent::Failing { worker, reason });
+                self.on_going_down(key);
             }
             Inbound::Broken(reason) => self.drop_worker(key, &reason),
             Inbound::Closed => self.disconnect(key),
             Inbound::Exited(reason) => self.on_exit(key, reason),
         }
+    }
+
+    /// Worker `key` announced it is going down (after [`SIGNALLED_GRACE`] when a signal
+    /// made it): the start-up failed, or it is failing and gets replaced.
+    pub(super) fn on_going_down(&mut self, key: Key) {
+        let Some(slot) = self.table.get_mut(key) else {
+            return;
+        };
+        if slot.retiring || self.stopping.is_some() {
+            return;
+        }
+        let worker = slot.worker();
+        let reason = slot.going_down.clone().unwrap_or_default();
+        if !slot.was_ready && !self.ever_ready {
+            self.fail_start_up(&reason);
+            return;
+        }
+        tracing::warn!("{worker} is going down: {reason}");
+        self.emit(LifecycleEvent::Failing { worker, reason });
     }
 
     fn on_exit(&mut self, key: Key, reason: ExitReason) {

@@ -63,26 +63,31 @@ enum Timer {
     Respawn(WorkerId),
     /// An aborted worker's grace is over: SIGKILL it if it is still there.
     Kill(Key),
+    /// A worker a signal made go down: if the master was not signalled too, replace it.
+    GoingDown(Key),
 }
 
-/// The signals the master acts on.
+/// The signals the master acts on (see `crate::signals` for every signal's meaning).
 struct Signals {
-    term: tokio::signal::unix::Signal,
+    stop: crate::signals::StopSignals,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
     ttin: tokio::signal::unix::Signal,
     ttou: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
     usr2: tokio::signal::unix::Signal,
 }
 
 impl Signals {
     fn watch() -> std::io::Result<Signals> {
+        crate::signals::ignore(&[SignalKind::window_change()])?;
         Ok(Signals {
-            term: signal(SignalKind::terminate())?,
+            stop: crate::signals::StopSignals::watch()?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
             ttin: signal(SignalKind::from_raw(nix::libc::SIGTTIN))?,
             ttou: signal(SignalKind::from_raw(nix::libc::SIGTTOU))?,
+            usr1: signal(SignalKind::user_defined1())?,
             usr2: signal(SignalKind::user_defined2())?,
         })
     }
@@ -191,8 +196,11 @@ async fn supervise(
             Some(command) = commands.recv() => sup.on_command(command),
             Some(timer) = timers.recv() => sup.on_timer(timer),
             Some(report) = upgrade_reports.recv() => sup.on_upgrade_report(report),
-            _ = signals.term.recv() => sup.on_stop_signal("SIGTERM"),
+            name = signals.stop.recv() => sup.on_stop_signal(name),
             _ = signals.int.recv() => sup.on_stop_signal("SIGINT"),
+            _ = signals.usr1.recv() => {
+                tracing::info!("SIGUSR1: logs go to stderr, so there is nothing to reopen");
+            }
             _ = signals.hup.recv() => {
                 tracing::info!("SIGHUP: rolling restart");
                 sup.on_command(Command::RollingRestart);
@@ -397,6 +405,7 @@ impl Supervisor {
     fn on_timer(&mut self, timer: Timer) {
         match timer {
             Timer::Respawn(id) => self.on_respawn_due(id),
+            Timer::GoingDown(key) => self.on_going_down(key),
             Timer::Kill(key) => {
                 if let Some(slot) = self.table.get_mut(key) {
                     tracing::warn!("{} still there after SIGABRT; killing it", slot.worker());
