@@ -268,3 +268,29 @@ fn a_new_master_that_fails_to_start_leaves_the_old_one_serving() {
     );
     assert_eq!(http_get(addr, "/").map(|r| r.status).ok(), Some(200));
 }
+
+#[test]
+fn a_scaled_cluster_stays_scaled_across_an_upgrade() {
+    let deployed = Deployed::hello("scaled");
+    let mut program = deployed.start();
+    let old_master = program.pid();
+    workers_of(old_master, 2, &program);
+    program.signal(Signal::SIGTTIN);
+    workers_of(old_master, 3, &program);
+    program.signal(Signal::SIGTTIN);
+    workers_of(old_master, 4, &program);
+
+    program.signal(Signal::SIGUSR2);
+    let new_master = new_master_pid(&program);
+    let status = program
+        .wait_exit(PATIENCE)
+        .unwrap_or_else(|| panic!("the old master did not exit; log:\n{}", program.log()));
+    assert!(status.success(), "the old master exited with {status}");
+    workers_of(new_master, 4, &program);
+    program.wait_for_log("keeping what the old master changed at run time");
+    // And it is still 4 a moment later (nothing scales it back to the configured 2).
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(children_of(new_master).len(), 4, "log:\n{}", program.log());
+    let addr = program.listening_addr();
+    assert_eq!(http_get(addr, "/").map(|r| r.status).ok(), Some(200));
+}

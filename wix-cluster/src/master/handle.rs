@@ -88,8 +88,22 @@ impl ClusterCounters {
     }
 }
 
+/// What was changed at run time, after the plugins' start-up hooks: a master upgrade
+/// hands it to the new master, which applies it after its own plugins' hooks (so a
+/// scaled cluster stays scaled). What plugins set at start-up is the new build's own.
+/// The failing flag is not handed over: the new master's workers were all ready.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct RunTimeChanges {
+    pub(crate) workers: Option<usize>,
+    pub(crate) drain_delay: Option<Duration>,
+    pub(crate) drain_timeout: Option<Duration>,
+}
+
 struct Shared {
     started_at: SystemTime,
+    /// The plugins' start-up hooks have run: changes from now on are run-time changes.
+    running: AtomicBool,
+    changes: Mutex<RunTimeChanges>,
     counters: Mutex<ClusterCounters>,
     app_addrs: Mutex<Vec<SocketAddr>>,
     desired: AtomicUsize,
@@ -113,6 +127,8 @@ impl Master {
             commands,
             shared: Arc::new(Shared {
                 started_at: SystemTime::now(),
+                running: AtomicBool::new(false),
+                changes: Mutex::default(),
                 counters: Mutex::default(),
                 app_addrs: Mutex::default(),
                 desired: AtomicUsize::new(if config.single_process {
@@ -140,6 +156,37 @@ impl Master {
 
     pub(crate) fn set_desired_workers(&self, count: usize) {
         self.shared.desired.store(count, Ordering::Relaxed);
+        self.record(|changes| changes.workers = Some(count));
+    }
+
+    /// Start-up is over: later changes are handed to a new master by an upgrade.
+    pub(crate) fn set_running(&self) {
+        self.shared.running.store(true, Ordering::Relaxed);
+    }
+
+    fn record(&self, change: impl FnOnce(&mut RunTimeChanges)) {
+        if self.shared.running.load(Ordering::Relaxed) {
+            change(&mut lock(&self.shared.changes));
+        }
+    }
+
+    /// What was changed at run time, for an upgrade to hand over.
+    pub(crate) fn run_time_changes(&self) -> RunTimeChanges {
+        *lock(&self.shared.changes)
+    }
+
+    /// Applies what the old master changed at run time (a new master, after its
+    /// plugins' hooks); it counts as changed here too, for the next upgrade.
+    pub(crate) fn apply(&self, changes: RunTimeChanges) {
+        if let Some(workers) = changes.workers {
+            self.set_desired_workers(workers);
+        }
+        if let Some(delay) = changes.drain_delay {
+            self.set_drain_delay(delay);
+        }
+        if let Some(timeout) = changes.drain_timeout {
+            self.set_drain_timeout(timeout);
+        }
     }
 
     /// Whether the cluster runs as one process.
@@ -262,6 +309,7 @@ impl Master {
     /// Sets [`Master::drain_delay`].
     pub fn set_drain_delay(&self, delay: Duration) {
         *lock(&self.shared.drain_delay) = delay;
+        self.record(|changes| changes.drain_delay = Some(delay));
     }
 
     /// Whether the cluster is stopping (from the stop signal on, the drain delay
@@ -305,6 +353,7 @@ impl Master {
     /// Sets [`Master::drain_timeout`].
     pub fn set_drain_timeout(&self, timeout: Duration) {
         *lock(&self.shared.drain_timeout) = timeout;
+        self.record(|changes| changes.drain_timeout = Some(timeout));
     }
 
     /// Whether a plugin reported the cluster as failing (for example `Respawn` after

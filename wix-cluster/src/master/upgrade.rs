@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::listeners::{Bound, Listeners};
+use super::RunTimeChanges;
 use super::program::Program;
 use super::reexec::{self, Started};
 use crate::event::ExitReason;
@@ -49,6 +50,8 @@ enum Handing {
     },
     /// The management app's listener (its descriptor travels with the frame).
     Management { addr: SocketAddr },
+    /// What the old master changed at run time (a scaled worker count, ...).
+    Changes(RunTimeChanges),
     /// Every socket has been handed.
     Done,
 }
@@ -92,6 +95,7 @@ pub(crate) fn start(
     program: &Program,
     listeners: &Listeners,
     management: Option<(SocketAddr, Arc<OwnedFd>)>,
+    changes: RunTimeChanges,
     reports: mpsc::UnboundedSender<Report>,
 ) -> io::Result<Successor> {
     let mut command = program.command(false);
@@ -126,6 +130,7 @@ pub(crate) fn start(
         out.send_with_fd(&Handing::Management { addr }, fd)
             .map_err(broken)?;
     }
+    out.send(&Handing::Changes(changes)).map_err(broken)?;
     out.send(&Handing::Done).map_err(broken)?;
 
     let answers = reports.clone();
@@ -163,6 +168,8 @@ pub(crate) struct Inherited {
     pub(crate) answer: Outbox,
     /// The management app's socket, if the old master had one.
     pub(crate) management: Option<std::net::TcpListener>,
+    /// What the old master changed at run time.
+    pub(crate) changes: RunTimeChanges,
 }
 
 impl Predecessor {
@@ -200,6 +207,7 @@ impl Predecessor {
         let stream = ipc::into_stream(self.fd)?;
         let mut reader = FrameReader::new(stream.clone());
         let mut management = None;
+        let mut changes = RunTimeChanges::default();
         let receiving = async {
             loop {
                 let msg = reader.recv::<Handing>().await.map_err(broken)?;
@@ -230,6 +238,7 @@ impl Predecessor {
                         tracing::debug!("management app socket {addr} from the old master");
                         management = Some(listener);
                     }
+                    Some(Handing::Changes(handed)) => changes = handed,
                     Some(Handing::Done) => return Ok(()),
                 }
             }
@@ -243,7 +252,11 @@ impl Predecessor {
                 tracing::debug!("upgrade channel to the old master failed: {e}");
             }
         });
-        Ok(Inherited { answer, management })
+        Ok(Inherited {
+            answer,
+            management,
+            changes,
+        })
     }
 }
 

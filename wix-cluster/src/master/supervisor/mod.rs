@@ -117,16 +117,20 @@ async fn supervise(
             return ExitCode::FAILURE;
         }
     };
-    let (predecessor, inherited_management) = match predecessor {
-        None => (None, None),
+    let (predecessor, inherited_management, changes) = match predecessor {
+        None => (None, None, None),
         Some(predecessor) => {
             let old = predecessor.pid();
             tracing::info!("taking over from the old master (pid {old})");
             match predecessor.receive(&mut listeners).await {
-                Ok(inherited) => (Some(inherited.answer), inherited.management),
+                Ok(inherited) => (
+                    Some(inherited.answer),
+                    inherited.management,
+                    Some(inherited.changes),
+                ),
                 Err(e) => {
                     tracing::error!("cannot take the old master's sockets: {e}; binding them anew");
-                    (None, None)
+                    (None, None, None)
                 }
             }
         }
@@ -142,6 +146,13 @@ async fn supervise(
             return ExitCode::FAILURE;
         }
     }
+    if let Some(changes) = changes {
+        if changes != crate::master::RunTimeChanges::default() {
+            tracing::info!("keeping what the old master changed at run time: {changes:?}");
+        }
+        master.apply(changes);
+    }
+    master.set_running();
     let management_listener =
         inherited_management.or_else(|| crate::management::bind(master.management_addr()));
     let management = management_listener.as_ref().and_then(handover_copy);
@@ -179,8 +190,9 @@ async fn supervise(
         upgrade_ready_timeout: config.upgrade_ready_timeout(),
         management_app,
     };
-    tracing::info!("master started; spawning {} workers", config.workers);
-    for id in 1..=config.workers {
+    let workers = sup.master.desired_workers();
+    tracing::info!("master started; spawning {workers} workers");
+    for id in 1..=workers {
         // A failure is retried by `Respawn` (logged and counted either way).
         let _ = sup.spawn(WorkerId(id as u32), Fallback::RunningImage);
     }

@@ -46,6 +46,7 @@ impl Supervisor {
             program,
             &self.listeners,
             management,
+            self.master.run_time_changes(),
             self.upgrade_reports.clone(),
         ) {
             Ok(successor) => {
