@@ -158,7 +158,9 @@ async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
         .ok()
         .and_then(|generation| generation.parse::<u32>().ok());
     if fail_from.is_some_and(|generation| worker.generation() >= generation) {
-        return Err(std::io::Error::other("FAIL_FROM_GENERATION: failing on purpose"));
+        return Err(std::io::Error::other(
+            "FAIL_FROM_GENERATION: failing on purpose",
+        ));
     }
     // The app-scoped data is there before the app starts.
     let config_at_start = AppData::<Config>::get()

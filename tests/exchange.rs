@@ -250,14 +250,22 @@ fn after_a_failed_handover_the_old_workers_still_get_broadcasts_and_app_data() {
             .values()
             .all(|notes| notes.split(',').any(|n| n == "after-the-failed-handover"))
     });
-    assert!(reached, "a broadcast missed a worker; log:\n{}", program.log());
+    assert!(
+        reached,
+        "a broadcast missed a worker; log:\n{}",
+        program.log()
+    );
     get(addr, "/ask/refresh");
     let refreshed = wait_until(PATIENCE, || {
         from_each(addr, "/config", &pids)
             .values()
             .all(|answer| answer.ends_with("now=2"))
     });
-    assert!(refreshed, "app data missed a worker; log:\n{}", program.log());
+    assert!(
+        refreshed,
+        "app data missed a worker; log:\n{}",
+        program.log()
+    );
     // `send_to` reaches the slot whose successor failed.
     get(addr, "/ask/send-to?worker=1&text=slot-one");
     let delivered = wait_until(PATIENCE, || {

@@ -34,7 +34,12 @@ fn wait_for_new_workers(program: &Program, n: usize, old: &[u32]) -> Vec<u32> {
 fn assert_serves(program: &Program) {
     let addr = program.listening_addr();
     let response = http_get(addr, "/").expect("the app answers");
-    assert_eq!(response.status, 200, "{response:?}; log:\n{}", program.log());
+    assert_eq!(
+        response.status,
+        200,
+        "{response:?}; log:\n{}",
+        program.log()
+    );
 }
 
 #[test]
@@ -47,7 +52,11 @@ fn a_switched_current_link_deploys_the_new_release_and_respawns_survive_pruning(
     let program = Program::start_path(&scratch.path("current/app"), &ENV);
     let first = program.wait_for_workers(2);
     for pid in &first {
-        assert!(exe_of(*pid).ends_with("releases/1/app"), "{:?}", exe_of(*pid));
+        assert!(
+            exe_of(*pid).ends_with("releases/1/app"),
+            "{:?}",
+            exe_of(*pid)
+        );
     }
     assert_serves(&program);
 
@@ -97,7 +106,12 @@ fn with_the_program_file_gone_a_killed_worker_is_replaced_and_a_roll_stops_with_
     now.sort_unstable();
     let mut before = replaced.clone();
     before.sort_unstable();
-    assert_eq!(now, before, "the workers keep serving; log:\n{}", program.log());
+    assert_eq!(
+        now,
+        before,
+        "the workers keep serving; log:\n{}",
+        program.log()
+    );
     assert_serves(&program);
 
     // Not executable behaves the same for respawns: a file that is there but cannot run.
@@ -122,7 +136,12 @@ fn set_soft_nofile(pid: u32, soft: u64) -> u64 {
             &mut old,
         )
     };
-    assert_eq!(got, 0, "read the limit: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        got,
+        0,
+        "read the limit: {}",
+        std::io::Error::last_os_error()
+    );
     let new = nix::libc::rlimit {
         rlim_cur: soft,
         rlim_max: old.rlim_max,
@@ -158,7 +177,11 @@ fn a_spawn_that_fails_is_retried_until_the_cluster_has_its_workers_again() {
             .count()
             >= 2
     });
-    assert!(retried, "the spawn was not retried; log:\n{}", program.log());
+    assert!(
+        retried,
+        "the spawn was not retried; log:\n{}",
+        program.log()
+    );
     assert_eq!(program.children().len(), 1, "log:\n{}", program.log());
 
     set_soft_nofile(program.pid(), restore);
@@ -170,12 +193,16 @@ fn a_spawn_that_fails_is_retried_until_the_cluster_has_its_workers_again() {
     assert!(failed >= 2, "{stats}");
     let metrics = program.wait_for_200(management, "/metrics").body;
     assert!(
-        metrics
-            .lines()
-            .any(|line| line.starts_with("wix_cluster_workers_spawn_failed_total ")
-                && !line.ends_with(" 0")),
+        metrics.lines().any(
+            |line| line.starts_with("wix_cluster_workers_spawn_failed_total ")
+                && !line.ends_with(" 0")
+        ),
         "{metrics}"
     );
     let ready = program.wait_for_200(management, "/health/ready");
-    assert!(ready.body.contains("\"spawn_error\":null"), "{}", ready.body);
+    assert!(
+        ready.body.contains("\"spawn_error\":null"),
+        "{}",
+        ready.body
+    );
 }

@@ -22,7 +22,11 @@ fn sorted(mut pids: Vec<u32>) -> Vec<u32> {
 
 /// The master is alive, answers on the port with 200, and has exactly `workers`.
 fn assert_unchanged(program: &Program, addr: std::net::SocketAddr, workers: &[u32]) {
-    assert!(is_alive(program.pid()), "the master died; log:\n{}", program.log());
+    assert!(
+        is_alive(program.pid()),
+        "the master died; log:\n{}",
+        program.log()
+    );
     let response = http_get(addr, "/").expect("the port serves");
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(
@@ -48,7 +52,12 @@ fn sigusr1_and_sigwinch_to_the_master_change_nothing() {
 fn sigusr1_and_sigwinch_to_the_whole_group_change_nothing() {
     let (program, addr) = start();
     let workers = program.children();
-    for signal in [Signal::SIGUSR1, Signal::SIGWINCH, Signal::SIGTTIN, Signal::SIGUSR1] {
+    for signal in [
+        Signal::SIGUSR1,
+        Signal::SIGWINCH,
+        Signal::SIGTTIN,
+        Signal::SIGUSR1,
+    ] {
         program.signal_group(signal);
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -58,7 +67,11 @@ fn sigusr1_and_sigwinch_to_the_whole_group_change_nothing() {
     program.signal_group(Signal::SIGTTOU);
     program.wait_for_workers(2);
     assert_unchanged(&program, addr, &workers);
-    assert!(!program.log().contains("died unexpectedly"), "{}", program.log());
+    assert!(
+        !program.log().contains("died unexpectedly"),
+        "{}",
+        program.log()
+    );
 }
 
 #[test]
@@ -89,8 +102,14 @@ fn a_group_wide_stop_is_one_graceful_stop(signal: Signal) {
     let gone = wait_until(PATIENCE, || group_members(program.pid()).is_empty());
     assert!(gone, "left: {:?}", group_members(program.pid()));
     let log = program.log();
-    assert!(!log.contains("respawning worker"), "a worker was replaced:\n{log}");
-    assert!(!log.contains("is going down"), "a worker was failing:\n{log}");
+    assert!(
+        !log.contains("respawning worker"),
+        "a worker was replaced:\n{log}"
+    );
+    assert!(
+        !log.contains("is going down"),
+        "a worker was failing:\n{log}"
+    );
 }
 
 #[test]

@@ -17,6 +17,10 @@ use crate::units::{self, Quantity};
 /// `::wix_cluster::__private::plugins`.
 const BUILTIN_PLUGINS: [&str; 5] = ["Respawn", "Graceful", "LifecycleLog", "Stall", "Statsd"];
 
+/// The built-in plugins a cluster runs unless `without(...)` names them
+/// (`::wix_cluster::__private::DefaultPlugin`'s variants).
+const DEFAULT_PLUGINS: [&str; 3] = ["Respawn", "Graceful", "Stall"];
+
 /// How the function must look; quoted in the errors about the function.
 const EXPECTED_FN: &str = "`async fn main(worker: wix_cluster::Worker)`";
 
@@ -31,8 +35,10 @@ const EXPECTED_FN: &str = "`async fn main(worker: wix_cluster::Worker)`";
 /// type checker still sees the rest.
 #[derive(Default)]
 pub(crate) struct Args {
-    pub(crate) workers: Option<Setting<usize>>,
+    pub(crate) workers: Option<Setting<Workers>>,
     pub(crate) plugins: Vec<Plugin>,
+    /// `without(Respawn, Stall)`: default plugins turned off.
+    pub(crate) without: Vec<Ident>,
     pub(crate) single_process: Option<Setting<SingleProcess>>,
     pub(crate) flavor: Option<Setting<Flavor>>,
     pub(crate) worker_threads: Option<Setting<usize>>,
@@ -49,6 +55,14 @@ pub(crate) struct Setting<T> {
     pub(crate) value: T,
     /// Where the value was written (`4`, `"multi_thread"`).
     pub(crate) span: Span,
+}
+
+/// `workers = 4` or `workers = "auto"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Workers {
+    Count(usize),
+    /// As many as CPUs the process may use.
+    Auto,
 }
 
 /// `single_process = "auto" | "always" | "never"`.
@@ -102,6 +116,7 @@ pub(crate) enum SettingValue {
 enum Argument {
     Workers,
     Plugins,
+    Without,
     SingleProcess,
     Flavor,
     WorkerThreads,
@@ -110,9 +125,10 @@ enum Argument {
 }
 
 impl Argument {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::Workers,
         Self::Plugins,
+        Self::Without,
         Self::SingleProcess,
         Self::Flavor,
         Self::WorkerThreads,
@@ -124,6 +140,7 @@ impl Argument {
         match self {
             Self::Workers => "workers",
             Self::Plugins => "plugins",
+            Self::Without => "without",
             Self::SingleProcess => "single_process",
             Self::Flavor => "flavor",
             Self::WorkerThreads => "worker_threads",
@@ -137,6 +154,7 @@ impl Argument {
         match self {
             Self::Workers => "workers = 4",
             Self::Plugins => "plugins(Graceful, Respawn(max_deaths = 5))",
+            Self::Without => "without(Stall)",
             Self::SingleProcess => "single_process = \"auto\"",
             Self::Flavor => "flavor = \"multi_thread\"",
             Self::WorkerThreads => "worker_threads = 2",
@@ -209,11 +227,14 @@ impl ArgsReader<'_> {
         if argument == Argument::Plugins {
             return self.plugins(meta);
         }
+        if argument == Argument::Without {
+            return self.without(meta);
+        }
         let Some(value) = self.value(meta, argument)? else {
             return Ok(());
         };
         match argument {
-            Argument::Workers => self.args.workers = self.count(&key, &value),
+            Argument::Workers => self.args.workers = self.workers(&key, &value),
             Argument::WorkerThreads => self.args.worker_threads = self.count(&key, &value),
             Argument::SingleProcess => {
                 self.args.single_process = self.choice(
@@ -238,8 +259,8 @@ impl ArgsReader<'_> {
             }
             Argument::Management => self.args.management = self.socket_address(&key, &value),
             Argument::ManagementPage => self.args.management_page = self.function(&key, &value),
-            // Read above: it takes `(...)`, not a value.
-            Argument::Plugins => {}
+            // Read above: they take `(...)`, not a value.
+            Argument::Plugins | Argument::Without => {}
         }
         Ok(())
     }
@@ -315,6 +336,36 @@ impl ArgsReader<'_> {
         );
         skip_value(meta)?;
         Ok(None)
+    }
+
+    /// Validates `workers`: a count, or `"auto"`.
+    fn workers(&mut self, key: &Ident, value: &Expr) -> Option<Setting<Workers>> {
+        if let Some(Lit::Str(lit)) = literal(value) {
+            let written = lit.value();
+            if written.trim() == "auto" {
+                return Some(Setting {
+                    key: key.clone(),
+                    value: Workers::Auto,
+                    span: lit.span(),
+                });
+            }
+            if written.trim().parse::<usize>().is_err() {
+                self.errors.at(
+                    lit.span(),
+                    format_args!(
+                        "unknown `{key}` {written:?}; expected a number, like `{key} = 4`, \
+                         or \"auto\" (one per CPU the process may use)"
+                    ),
+                );
+                return None;
+            }
+        }
+        let count = self.count(key, value)?;
+        Some(Setting {
+            key: count.key,
+            value: Workers::Count(count.value),
+            span: count.span,
+        })
     }
 
     /// Validates a count (`workers`, `worker_threads`): an integer literal, at least 1.
@@ -406,6 +457,52 @@ impl ArgsReader<'_> {
             return skip_value(meta);
         }
         meta.parse_nested_meta(|entry| self.plugin(&entry))
+    }
+
+    /// Reads `without(...)`: default plugins, by name, turned off.
+    fn without(&mut self, meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
+        if !meta.input.peek(token::Paren) {
+            self.errors.spanned(
+                &meta.path,
+                format_args!(
+                    "expected `without(...)`, like `{}`",
+                    Argument::Without.example()
+                ),
+            );
+            return skip_value(meta);
+        }
+        meta.parse_nested_meta(|entry| {
+            let defaults = DEFAULT_PLUGINS.map(|name| format!("`{name}`"));
+            let name = path_to_string(&entry.path);
+            let ident = entry
+                .path
+                .get_ident()
+                .filter(|ident| DEFAULT_PLUGINS.iter().any(|default| *ident == default));
+            let Some(ident) = ident else {
+                self.errors.spanned(
+                    &entry.path,
+                    format_args!(
+                        "`{name}` is not a default plugin; `without(...)` turns off {}",
+                        alternatives(&defaults)
+                    ),
+                );
+                return skip_value(&entry);
+            };
+            if !entry.input.is_empty() && !entry.input.peek(Token![,]) {
+                self.errors.spanned(
+                    &entry.path,
+                    format_args!("`without(...)` takes plugin names only, like `without({name})`"),
+                );
+                return skip_value(&entry);
+            }
+            if self.args.without.contains(ident) {
+                self.errors
+                    .spanned(ident, format_args!("`{name}` listed more than once"));
+                return Ok(());
+            }
+            self.args.without.push(ident.clone());
+            Ok(())
+        })
     }
 
     /// Reads one entry of `plugins(...)`: `Path` or `Path(key = value, ...)`.
@@ -506,6 +603,28 @@ impl ArgsReader<'_> {
 
     /// Checks the combinations of arguments, once all are read.
     fn finish(mut self) -> Args {
+        let configured: Vec<String> = self
+            .args
+            .plugins
+            .iter()
+            .filter(|plugin| matches!(plugin.ty, PluginType::Builtin(_)))
+            .map(|plugin| plugin.ty.name())
+            .collect();
+        let mut without = std::mem::take(&mut self.args.without);
+        without.retain(|ident| {
+            let clash = configured.iter().any(|name| ident == name);
+            if clash {
+                self.errors.spanned(
+                    ident,
+                    format_args!(
+                        "`{ident}` is both configured in `plugins(...)` and turned off in \
+                         `without(...)`; keep one"
+                    ),
+                );
+            }
+            !clash
+        });
+        self.args.without = without;
         if let Some(threads) = &self.args.worker_threads {
             let flavor = self.args.flavor.as_ref().map(|flavor| flavor.value);
             // A `flavor` with a mistake has been reported already; don't guess at it.
@@ -767,7 +886,7 @@ mod tests {
             worker_threads = 2,
         ));
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(args.workers.map(|w| w.value), Some(4));
+        assert_eq!(args.workers.map(|w| w.value), Some(Workers::Count(4)));
         assert_eq!(
             args.single_process.map(|s| s.value),
             Some(SingleProcess::Never)
@@ -829,8 +948,9 @@ mod tests {
         assert_eq!(
             errors,
             [
-                "unknown argument `threads`; expected `workers`, `plugins`, `single_process`, \
-                 `flavor`, `worker_threads`, `management` or `management_page`",
+                "unknown argument `threads`; expected `workers`, `plugins`, `without`, \
+                 `single_process`, `flavor`, `worker_threads`, `management` or \
+                 `management_page`",
                 "`workers` must be at least 1",
                 "plugin `Respawn` listed more than once",
                 "`timeout` set multiple times",
@@ -860,7 +980,7 @@ mod tests {
         assert_eq!(errors.len(), 1);
         let (args, errors) = parse(quote!(workers = 16usize));
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(args.workers.map(|w| w.value), Some(16));
+        assert_eq!(args.workers.map(|w| w.value), Some(Workers::Count(16)));
     }
 
     #[test]
@@ -966,7 +1086,7 @@ mod tests {
     fn a_syntax_error_keeps_what_was_read_before_it() {
         let (args, errors) = parse(quote!(workers = 2, flavor = "multi_thread" 3));
         assert_eq!(errors.len(), 1);
-        assert_eq!(args.workers.map(|w| w.value), Some(2));
+        assert_eq!(args.workers.map(|w| w.value), Some(Workers::Count(2)));
     }
 
     #[test]
@@ -1016,5 +1136,29 @@ mod tests {
                 "#[wix_cluster::main] goes on the program's `async fn main(worker: wix_cluster::Worker)`"
             ]
         );
+    }
+
+    #[test]
+    fn workers_auto_and_without_are_read() {
+        let (args, errors) = parse(quote!(workers = "auto", without(Respawn, Stall)));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(args.workers.map(|w| w.value), Some(Workers::Auto));
+        let names: Vec<String> = args.without.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["Respawn", "Stall"]);
+    }
+
+    #[test]
+    fn without_rejects_what_is_not_a_default_and_what_is_also_configured() {
+        let (_, errors) = parse(quote!(without(Respwn, LifecycleLog)));
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].contains("`Respwn` is not a default plugin"),
+            "{errors:?}"
+        );
+        let (args, errors) = parse(quote!(plugins(Respawn), without(Respawn)));
+        assert!(errors[0].contains("both configured"), "{errors:?}");
+        assert!(args.without.is_empty());
+        let (_, errors) = parse(quote!(workers = "many"));
+        assert!(errors[0].contains("\"auto\""), "{errors:?}");
     }
 }

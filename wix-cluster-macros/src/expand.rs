@@ -8,7 +8,7 @@ use syn::spanned::Spanned;
 use syn::{Attribute, FnArg, Ident, ReturnType, Signature};
 
 use crate::attr::{
-    self, Args, Flavor, MainFn, Plugin, PluginType, Setting, SettingValue, SingleProcess,
+    self, Args, Flavor, MainFn, Plugin, PluginType, Setting, SettingValue, SingleProcess, Workers,
 };
 use crate::errors::Errors;
 use crate::units::Quantity;
@@ -112,14 +112,25 @@ fn builder(args: &Args) -> TokenStream {
     let Args {
         workers,
         plugins,
+        without,
         single_process,
         flavor,
         worker_threads,
         management,
         management_page,
     } = args;
-    let workers = workers.as_ref().map(count);
+    let workers = workers.as_ref().map(|setting| match setting.value {
+        Workers::Count(n) => count(&Setting {
+            key: setting.key.clone(),
+            value: n,
+            span: setting.span,
+        }),
+        Workers::Auto => quote_spanned!(setting.span=> .workers_auto()),
+    });
     let plugins = plugins.iter().map(plugin);
+    let without = without.iter().map(|ident| {
+        quote_spanned!(ident.span()=> .without(::wix_cluster::__private::DefaultPlugin::#ident))
+    });
     let single_process = single_process.as_ref().map(|setting| {
         let variant = Ident::new(
             match setting.value {
@@ -165,6 +176,7 @@ fn builder(args: &Args) -> TokenStream {
         ::wix_cluster::__private::Cluster::builder()
             #workers
             #(#plugins)*
+            #(#without)*
             #single_process
             #flavor
             #worker_threads

@@ -4,8 +4,11 @@ use std::future::Future;
 use std::process::ExitCode;
 
 use crate::app::AppResult;
-use crate::config::{Config, Flavor, Requested, SingleProcess};
+use std::any::TypeId;
+
+use crate::config::{Config, Flavor, Requested, SingleProcess, WorkerCount};
 use crate::plugin::{Plugin, Plugins};
+use crate::plugins::DefaultPlugin;
 use crate::role::Role;
 use crate::{ManagementApp, Worker};
 
@@ -32,8 +35,14 @@ use crate::{ManagementApp, Worker};
 pub struct Cluster;
 
 impl Cluster {
-    /// A builder with the defaults: 2 workers, no plugins, single process only when
-    /// `WIX_CLUSTER_SINGLE=1` or a debugger is attached, one-thread workers.
+    /// A builder with the defaults: 2 workers; the default plugins ([`Respawn`],
+    /// [`Graceful`], [`Stall`], see [`DefaultPlugin`]) with their defaults; single
+    /// process only when `WIX_CLUSTER_SINGLE=1` or a debugger is attached; one-thread
+    /// workers.
+    ///
+    /// [`Respawn`]: crate::plugins::Respawn
+    /// [`Graceful`]: crate::plugins::Graceful
+    /// [`Stall`]: crate::plugins::Stall
     pub fn builder() -> ClusterBuilder {
         ClusterBuilder::default()
     }
@@ -44,18 +53,41 @@ impl Cluster {
 pub struct ClusterBuilder {
     requested: Requested,
     plugins: Plugins,
+    /// The types of the plugins added, to leave out the defaults they configure.
+    named: Vec<TypeId>,
+    without: Vec<DefaultPlugin>,
 }
 
 impl ClusterBuilder {
     /// How many worker processes to run. Default 2; `WIX_CLUSTER_WORKERS` overrides it.
     pub fn workers(mut self, workers: usize) -> Self {
-        self.requested.workers = workers;
+        self.requested.workers = WorkerCount::Fixed(workers);
         self
     }
 
-    /// Adds a plugin; hooks run in the order plugins were added.
-    pub fn plugin(mut self, plugin: impl Plugin) -> Self {
+    /// As many workers as CPUs this process may use
+    /// ([`std::thread::available_parallelism`]: its CPU affinity and cgroup CPU quota,
+    /// as in a container with a CPU limit). `WIX_CLUSTER_WORKERS=auto` does the same.
+    pub fn workers_auto(mut self) -> Self {
+        self.requested.workers = WorkerCount::Auto;
+        self
+    }
+
+    /// Adds a plugin; hooks run in the order plugins were added, after the default
+    /// plugins' ([`DefaultPlugin`]). Adding a default plugin's type (such as
+    /// `Respawn::default().max_deaths(5)`) configures it: that one runs in its place.
+    pub fn plugin<P: Plugin>(mut self, plugin: P) -> Self {
+        self.named.push(TypeId::of::<P>());
         self.plugins.push(Box::new(plugin));
+        self
+    }
+
+    /// Turns a default plugin off: `.without(DefaultPlugin::Respawn)` leaves dead
+    /// workers dead (when none is left the master exits 1). May be called for each.
+    pub fn without(mut self, plugin: DefaultPlugin) -> Self {
+        if !self.without.contains(&plugin) {
+            self.without.push(plugin);
+        }
         self
     }
 
@@ -174,13 +206,25 @@ impl ClusterBuilder {
                 return ExitCode::from(2);
             }
         };
+        let plugins = self.plugins_with_defaults();
         match role {
-            Role::Worker(marker) => crate::worker::process::run(marker, &config, self.plugins, app),
-            Role::TopLevel if config.single_process => {
-                crate::single::run(&config, self.plugins, app)
-            }
-            Role::TopLevel => crate::master::run(&config, self.plugins),
+            Role::Worker(marker) => crate::worker::process::run(marker, &config, plugins, app),
+            Role::TopLevel if config.single_process => crate::single::run(&config, plugins, app),
+            Role::TopLevel => crate::master::run(&config, plugins),
         }
+    }
+
+    /// The default plugins neither named nor turned off, then the program's own.
+    fn plugins_with_defaults(self) -> Plugins {
+        let mut plugins: Plugins = DefaultPlugin::ALL
+            .into_iter()
+            .filter(|default| {
+                !self.without.contains(default) && !self.named.contains(&default.type_id())
+            })
+            .map(DefaultPlugin::instance)
+            .collect();
+        plugins.extend(self.plugins);
+        plugins
     }
 }
 
@@ -188,6 +232,7 @@ impl std::fmt::Debug for ClusterBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterBuilder")
             .field("requested", &self.requested)
+            .field("without", &self.without)
             .field(
                 "plugins",
                 &self.plugins.iter().map(|p| p.name()).collect::<Vec<_>>(),

@@ -91,10 +91,36 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// How many workers the program asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WorkerCount {
+    Fixed(usize),
+    /// As many as CPUs this process may use.
+    Auto,
+}
+
+impl WorkerCount {
+    /// `auto` or a whole number of workers, at least 1.
+    fn parse(raw: &str) -> Option<WorkerCount> {
+        match raw.trim() {
+            "auto" => Some(WorkerCount::Auto),
+            n => n.parse().ok().filter(|n| *n >= 1).map(WorkerCount::Fixed),
+        }
+    }
+
+    fn count(self) -> usize {
+        match self {
+            WorkerCount::Fixed(n) => n,
+            // Honours CPU affinity (taskset) and cgroup v2 quotas (a container's limit).
+            WorkerCount::Auto => std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
+}
+
 /// What the builder was given, before the environment is consulted.
 #[derive(Debug, Clone)]
 pub(crate) struct Requested {
-    pub(crate) workers: usize,
+    pub(crate) workers: WorkerCount,
     pub(crate) single_process: SingleProcess,
     pub(crate) flavor: Flavor,
     pub(crate) worker_threads: Option<usize>,
@@ -106,7 +132,7 @@ pub(crate) struct Requested {
 impl Default for Requested {
     fn default() -> Self {
         Requested {
-            workers: DEFAULT_WORKERS,
+            workers: WorkerCount::Fixed(DEFAULT_WORKERS),
             single_process: SingleProcess::Auto,
             flavor: Flavor::CurrentThread,
             worker_threads: None,
@@ -155,7 +181,7 @@ impl Config {
         var: impl Fn(&str) -> Option<String>,
         debugger_attached: impl FnOnce() -> bool,
     ) -> Result<Config, ConfigError> {
-        if requested.workers == 0 {
+        if requested.workers == WorkerCount::Fixed(0) {
             return Err(ConfigError::new("workers", 0, "at least 1"));
         }
         if requested.worker_threads == Some(0) {
@@ -163,17 +189,15 @@ impl Config {
         }
         let workers = match var(ENV_WORKERS) {
             None => requested.workers,
-            Some(raw) => match raw.trim().parse::<usize>() {
-                Ok(n) if n >= 1 => n,
-                _ => {
-                    return Err(ConfigError::new(
-                        ENV_WORKERS,
-                        raw,
-                        "a whole number of workers, at least 1",
-                    ));
-                }
-            },
-        };
+            Some(raw) => WorkerCount::parse(&raw).ok_or_else(|| {
+                ConfigError::new(
+                    ENV_WORKERS,
+                    &raw,
+                    "a whole number of workers, at least 1, or auto",
+                )
+            })?,
+        }
+        .count();
         let single_process = match var(ENV_SINGLE).as_deref().map(str::trim) {
             Some("1") => true,
             Some("0") => false,
@@ -330,6 +354,18 @@ mod tests {
     #[test]
     fn env_overrides_the_worker_count() {
         assert_eq!(resolve(&[(ENV_WORKERS, "7")]).unwrap().workers, 7);
+    }
+
+    #[test]
+    fn auto_is_the_cpus_this_process_may_use() {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(resolve(&[(ENV_WORKERS, "auto")]).unwrap().workers, cpus);
+        let requested = Requested {
+            workers: WorkerCount::Auto,
+            ..Requested::default()
+        };
+        let config = Config::resolve(&requested, |_| None, || false).unwrap();
+        assert_eq!(config.workers, cpus);
     }
 
     #[test]

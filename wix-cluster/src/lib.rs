@@ -62,6 +62,7 @@ pub mod __private {
     pub use crate::cluster::Cluster;
     pub use crate::config::{Flavor, SingleProcess};
     pub use crate::plugins;
+    pub use crate::plugins::DefaultPlugin;
     pub use serde;
 
     /// What `#[wix_cluster::exchange]`'s generated methods call.

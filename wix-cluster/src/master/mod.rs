@@ -11,6 +11,6 @@ mod systemd;
 mod table;
 mod upgrade;
 
-pub(crate) use handle::{Command, RunTimeChanges};
 pub use handle::{ClusterCounters, Master};
+pub(crate) use handle::{Command, RunTimeChanges};
 pub(crate) use supervisor::run;

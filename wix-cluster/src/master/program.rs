@@ -42,12 +42,8 @@ impl Program {
         let mut argv = std::env::args_os();
         let argv0 = argv.next().unwrap_or_default();
         let args = argv.collect();
-        let path = resolve(
-            &argv0,
-            std::env::var_os("PATH").as_deref(),
-            &start_dir()?,
-        )
-        .map_or_else(std::env::current_exe, Ok)?;
+        let path = resolve(&argv0, std::env::var_os("PATH").as_deref(), &start_dir()?)
+            .map_or_else(std::env::current_exe, Ok)?;
         Ok(Program { path, args })
     }
 
@@ -149,13 +145,24 @@ mod tests {
 
     #[test]
     fn a_bare_name_is_searched_on_path() {
-        let found = resolve(OsStr::new("sh"), Some(OsStr::new("/nonexistent:/bin")), Path::new("/"));
+        let found = resolve(
+            OsStr::new("sh"),
+            Some(OsStr::new("/nonexistent:/bin")),
+            Path::new("/"),
+        );
         assert_eq!(found, Some(PathBuf::from("/bin/sh")));
         assert_eq!(
-            resolve(OsStr::new("no-such-program-here"), Some(OsStr::new("/bin")), Path::new("/")),
+            resolve(
+                OsStr::new("no-such-program-here"),
+                Some(OsStr::new("/bin")),
+                Path::new("/")
+            ),
             None
         );
-        assert_eq!(resolve(OsStr::new(""), Some(OsStr::new("/bin")), Path::new("/")), None);
+        assert_eq!(
+            resolve(OsStr::new(""), Some(OsStr::new("/bin")), Path::new("/")),
+            None
+        );
     }
 
     #[test]

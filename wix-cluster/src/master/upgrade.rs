@@ -22,8 +22,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::listeners::{Bound, Listeners};
 use super::RunTimeChanges;
+use super::listeners::{Bound, Listeners};
 use super::program::Program;
 use super::reexec::{self, Started};
 use crate::event::ExitReason;

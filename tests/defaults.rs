@@ -1,0 +1,102 @@
+//! A cluster with no `plugins(...)` is a safe one: dead workers are replaced, a crash
+//! loop is detected, a stalled worker is killed (the `defaults` example, written as
+//! `#[wix_cluster::main(workers = 3)]`); `without(...)` turns a default off (the
+//! `without_respawn` example); `workers = "auto"` follows the CPUs the process may use.
+
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use wix_cluster_suite::{PATIENCE, Program, example_path, http_get, send_signal, wait_until};
+
+fn replaced(program: &Program, n: usize, gone: u32) -> Vec<u32> {
+    let mut workers = Vec::new();
+    let ok = wait_until(PATIENCE, || {
+        workers = program.children();
+        workers.len() == n && !workers.contains(&gone)
+    });
+    assert!(ok, "{workers:?}; log:\n{}", program.log());
+    workers
+}
+
+#[test]
+fn with_no_plugins_a_killed_worker_is_replaced() {
+    let program = Program::start("defaults", &[("PORT", "0")]);
+    let workers = program.wait_for_workers(3);
+    send_signal(workers[1], Signal::SIGKILL);
+    replaced(&program, 3, workers[1]);
+    let addr = program.listening_addr();
+    assert_eq!(http_get(addr, "/").map(|r| r.status).ok(), Some(200));
+}
+
+#[test]
+fn with_no_plugins_a_crash_loop_is_detected() {
+    let program = Program::start("defaults", &[("PORT", "0"), ("EXIT_AFTER_MS", "50")]);
+    let workers = program.wait_for_workers(3);
+    // The first generation lives; kill them so every slot loops.
+    for pid in workers {
+        send_signal(pid, Signal::SIGKILL);
+    }
+    let line = program.wait_for_log("cyclic death:");
+    assert!(line.contains("more than 10"), "{line}");
+    let management = program.management_addr();
+    let alive = http_get(management, "/health/is_alive").expect("management app");
+    assert_eq!(alive.status, 503, "{alive:?}");
+}
+
+#[test]
+fn with_no_plugins_a_stalled_worker_is_killed_and_replaced() {
+    let program = Program::start("defaults", &[("PORT", "0")]);
+    let workers = program.wait_for_workers(3);
+    let addr = program.listening_addr();
+    // Block every worker's loop for longer than the default heartbeat timeout (30 s);
+    // each is killed and replaced.
+    let blockers: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || http_get(addr, "/block?ms=60000")))
+        .collect();
+    let stalled = wait_until(Duration::from_secs(60), || {
+        program.log().contains("stalled: no heartbeat")
+    });
+    assert!(stalled, "no stall detected; log:\n{}", program.log());
+    let mut now = Vec::new();
+    let replaced = wait_until(PATIENCE, || {
+        now = program.children();
+        now.len() == 3 && now.iter().any(|pid| !workers.contains(pid))
+    });
+    assert!(replaced, "{now:?}; log:\n{}", program.log());
+    drop(blockers);
+}
+
+#[test]
+fn without_respawn_a_killed_worker_stays_dead() {
+    let program = Program::start("without_respawn", &[("PORT", "0")]);
+    let workers = program.wait_for_workers(3);
+    send_signal(workers[0], Signal::SIGKILL);
+    program.wait_until_gone(workers[0]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(program.children().len(), 2, "log:\n{}", program.log());
+    assert!(
+        !program.log().contains("respawning worker"),
+        "{}",
+        program.log()
+    );
+}
+
+#[test]
+fn workers_auto_under_a_one_cpu_affinity_runs_one_worker() {
+    let mut command = Command::new("taskset");
+    command
+        .args(["--cpu-list", "0"])
+        .arg(example_path("hello"))
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("WIX_CLUSTER_WORKERS", "auto")
+        .env("WIX_CLUSTER_MANAGEMENT_ADDR", "127.0.0.1:0");
+    let program = Program::spawn(command);
+    program.wait_for_log("master started; spawning 1 workers");
+    program.wait_for_workers(1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(program.children().len(), 1, "log:\n{}", program.log());
+}
