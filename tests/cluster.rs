@@ -245,3 +245,33 @@ fn a_failing_master_plugin_stops_start_up_before_any_worker() {
     program.wait_for_log("greeting: hi");
     program.wait_for_workers(2);
 }
+
+#[test]
+fn workers_never_see_the_admin_token_or_the_notify_socket() {
+    let program = hello(&[
+        ("WIX_CLUSTER_ADMIN_TOKEN", "s3cret-token"),
+        ("NOTIFY_SOCKET", "/nonexistent/notify.sock"),
+    ]);
+    let workers = assert_children(&program, 4);
+    for pid in &workers {
+        let environ = wix_cluster_suite::environ_of(*pid);
+        assert!(!environ.is_empty(), "cannot read worker {pid}'s environment");
+        assert!(
+            environ
+                .iter()
+                .all(|var| !var.starts_with("WIX_CLUSTER_ADMIN_TOKEN=")
+                    && !var.starts_with("NOTIFY_SOCKET=")),
+            "worker {pid} sees {environ:?}"
+        );
+    }
+    // The master kept what it needs: the token still guards the admin actions.
+    let management = program.management_addr();
+    let scale = wix_cluster_suite::http_request(
+        management,
+        "POST",
+        "/workers/scale?count=4",
+        &[("Authorization", "Bearer s3cret-token")],
+    )
+    .expect("management app");
+    assert_eq!(scale.status, 202, "{scale:?}");
+}

@@ -207,6 +207,15 @@ impl ClusterBuilder {
             }
         };
         let plugins = self.plugins_with_defaults();
+        if config.single_process {
+            // The token is the management app's, read above; nothing systemd-related
+            // runs in single-process mode. The app, and what it starts, never see them.
+            // SAFETY: still before any runtime or thread of ours exists.
+            unsafe {
+                std::env::remove_var(crate::config::ENV_ADMIN_TOKEN);
+                std::env::remove_var("NOTIFY_SOCKET");
+            }
+        }
         match role {
             Role::Worker(marker) => crate::worker::process::run(marker, &config, plugins, app),
             Role::TopLevel if config.single_process => crate::single::run(&config, plugins, app),
