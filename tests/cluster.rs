@@ -255,7 +255,10 @@ fn workers_never_see_the_admin_token_or_the_notify_socket() {
     let workers = assert_children(&program, 4);
     for pid in &workers {
         let environ = wix_cluster_suite::environ_of(*pid);
-        assert!(!environ.is_empty(), "cannot read worker {pid}'s environment");
+        assert!(
+            !environ.is_empty(),
+            "cannot read worker {pid}'s environment"
+        );
         assert!(
             environ
                 .iter()

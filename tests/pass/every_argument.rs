@@ -23,9 +23,11 @@ mod my_plugins {
         LifecycleLog,
         my_plugins::Metrics(prefix = "app"),
     ),
+    without(Stall),
     single_process = "always",
     flavor = "multi_thread",
     worker_threads = 2,
+    watch = false,
 )]
 async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
     let _ = worker;

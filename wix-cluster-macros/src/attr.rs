@@ -46,6 +46,8 @@ pub(crate) struct Args {
     pub(crate) management: Option<Setting<String>>,
     /// `management_page = admin_pages`: a function returning `axum::Router`.
     pub(crate) management_page: Option<Setting<Path>>,
+    /// `watch = true`: upgrade the cluster when the program file changes.
+    pub(crate) watch: Option<Setting<bool>>,
 }
 
 /// One argument's value, with the spans that generated code points back to.
@@ -122,10 +124,11 @@ enum Argument {
     WorkerThreads,
     Management,
     ManagementPage,
+    Watch,
 }
 
 impl Argument {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::Workers,
         Self::Plugins,
         Self::Without,
@@ -134,6 +137,7 @@ impl Argument {
         Self::WorkerThreads,
         Self::Management,
         Self::ManagementPage,
+        Self::Watch,
     ];
 
     fn name(self) -> &'static str {
@@ -146,6 +150,7 @@ impl Argument {
             Self::WorkerThreads => "worker_threads",
             Self::Management => "management",
             Self::ManagementPage => "management_page",
+            Self::Watch => "watch",
         }
     }
 
@@ -160,6 +165,7 @@ impl Argument {
             Self::WorkerThreads => "worker_threads = 2",
             Self::Management => "management = \"127.0.0.1:8084\"",
             Self::ManagementPage => "management_page = admin_pages",
+            Self::Watch => "watch = true",
         }
     }
 
@@ -259,6 +265,7 @@ impl ArgsReader<'_> {
             }
             Argument::Management => self.args.management = self.socket_address(&key, &value),
             Argument::ManagementPage => self.args.management_page = self.function(&key, &value),
+            Argument::Watch => self.args.watch = self.boolean(&key, &value),
             // Read above: they take `(...)`, not a value.
             Argument::Plugins | Argument::Without => {}
         }
@@ -290,6 +297,22 @@ impl ArgsReader<'_> {
         Some(Setting {
             key: key.clone(),
             value: written,
+            span: lit.span(),
+        })
+    }
+
+    /// Validates a `true` or `false` literal.
+    fn boolean(&mut self, key: &Ident, value: &Expr) -> Option<Setting<bool>> {
+        let Some(Lit::Bool(lit)) = literal(value) else {
+            self.errors.spanned(
+                value,
+                format_args!("`{key}` takes `true` or `false`, like `{key} = true`"),
+            );
+            return None;
+        };
+        Some(Setting {
+            key: key.clone(),
+            value: lit.value,
             span: lit.span(),
         })
     }
@@ -949,8 +972,8 @@ mod tests {
             errors,
             [
                 "unknown argument `threads`; expected `workers`, `plugins`, `without`, \
-                 `single_process`, `flavor`, `worker_threads`, `management` or \
-                 `management_page`",
+                 `single_process`, `flavor`, `worker_threads`, `management`, \
+                 `management_page` or `watch`",
                 "`workers` must be at least 1",
                 "plugin `Respawn` listed more than once",
                 "`timeout` set multiple times",

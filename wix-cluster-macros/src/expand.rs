@@ -118,6 +118,7 @@ fn builder(args: &Args) -> TokenStream {
         worker_threads,
         management,
         management_page,
+        watch,
     } = args;
     let workers = workers.as_ref().map(|setting| match setting.value {
         Workers::Count(n) => count(&Setting {
@@ -168,6 +169,10 @@ fn builder(args: &Args) -> TokenStream {
         let function = &setting.value;
         call(setting, quote_spanned!(setting.span=> #function()))
     });
+    let watch = watch.as_ref().map(|setting| {
+        let value = syn::LitBool::new(setting.value, setting.span);
+        call(setting, value)
+    });
     // The program's version for the management app, read where the program is built.
     let version = quote! {
         .app_version(::core::option_env!("CARGO_PKG_VERSION").unwrap_or(""))
@@ -182,6 +187,7 @@ fn builder(args: &Args) -> TokenStream {
             #worker_threads
             #management
             #management_page
+            #watch
             #version
     }
 }

@@ -154,6 +154,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// Watch mode, for development: the master watches its program file and, when a
+    /// build replaces it, upgrades the cluster to the new build without closing the
+    /// port (as SIGUSR2 does). Default off; `WIX_CLUSTER_WATCH` (`1` or `0`) overrides.
+    pub fn watch(mut self, watch: bool) -> Self {
+        self.requested.watch = watch;
+        self
+    }
+
     /// The program's version, shown by the management app (`GET /`). The
     /// `#[wix_cluster::main]` macro passes the crate's `CARGO_PKG_VERSION`. Default: none.
     pub fn app_version(mut self, version: impl Into<String>) -> Self {

@@ -20,6 +20,9 @@ pub const ENV_DRAIN_DELAY: &str = "WIX_CLUSTER_DRAIN_DELAY";
 /// it is given up on — a worker's successor (rolling restart, recycle) and a new master
 /// with all its workers (upgrade): `500ms` or `90s`, more than 0, at most 1 h.
 pub const ENV_READY_TIMEOUT: &str = "WIX_CLUSTER_READY_TIMEOUT";
+/// `WIX_CLUSTER_WATCH`: `1` turns watch mode on (the cluster upgrades itself when its
+/// program file changes), `0` off.
+pub const ENV_WATCH: &str = "WIX_CLUSTER_WATCH";
 /// `WIX_CLUSTER_MOUNT_POINT`: a path prefixing every page of the management app
 /// (overrides the program's).
 pub const ENV_MOUNT_POINT: &str = "WIX_CLUSTER_MOUNT_POINT";
@@ -127,6 +130,7 @@ pub(crate) struct Requested {
     pub(crate) management: Option<String>,
     pub(crate) management_app: crate::management::ManagementApp,
     pub(crate) app_version: Option<String>,
+    pub(crate) watch: bool,
 }
 
 impl Default for Requested {
@@ -139,6 +143,7 @@ impl Default for Requested {
             management: None,
             management_app: crate::management::ManagementApp::default(),
             app_version: None,
+            watch: false,
         }
     }
 }
@@ -161,6 +166,8 @@ pub(crate) struct Config {
     pub(crate) drain_delay: Option<Duration>,
     /// `WIX_CLUSTER_READY_TIMEOUT`, when set: replaces both ready timeouts.
     pub(crate) ready_timeout: Option<Duration>,
+    /// Watch mode: upgrade the cluster when the program file changes.
+    pub(crate) watch: bool,
 }
 
 impl Config {
@@ -247,7 +254,14 @@ impl Config {
                     })?,
             ),
         };
+        let watch = match var(ENV_WATCH).as_deref().map(str::trim) {
+            None => requested.watch,
+            Some("1") => true,
+            Some("0") => false,
+            Some(other) => return Err(ConfigError::new(ENV_WATCH, other, "1 or 0")),
+        };
         Ok(Config {
+            watch,
             workers,
             single_process,
             flavor: requested.flavor,
@@ -354,6 +368,32 @@ mod tests {
     #[test]
     fn env_overrides_the_worker_count() {
         assert_eq!(resolve(&[(ENV_WORKERS, "7")]).unwrap().workers, 7);
+    }
+
+    #[test]
+    fn watch_mode_comes_from_the_environment_then_the_program() {
+        assert!(!resolve(&[]).unwrap().watch);
+        assert!(resolve(&[(ENV_WATCH, "1")]).unwrap().watch);
+        let requested = Requested {
+            watch: true,
+            ..Requested::default()
+        };
+        assert!(
+            Config::resolve(&requested, |_| None, || false)
+                .unwrap()
+                .watch
+        );
+        assert!(
+            !Config::resolve(
+                &requested,
+                |n| (n == ENV_WATCH).then(|| "0".into()),
+                || false
+            )
+            .unwrap()
+            .watch
+        );
+        let err = resolve(&[(ENV_WATCH, "yes")]).unwrap_err().to_string();
+        assert!(err.contains("WIX_CLUSTER_WATCH"), "{err}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! events to plugins, and stops everything gracefully on SIGTERM / SIGINT.
 
 mod handle;
+mod keeper;
 pub(crate) mod listeners;
 mod program;
 mod reexec;
@@ -10,6 +11,7 @@ mod supervisor;
 mod systemd;
 mod table;
 mod upgrade;
+mod watch;
 
 pub use handle::{ClusterCounters, Master};
 pub(crate) use handle::{Command, RunTimeChanges};

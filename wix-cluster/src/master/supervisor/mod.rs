@@ -51,7 +51,12 @@ pub(crate) fn run(config: &Config, plugins: Plugins) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(supervise(config, plugins, listeners, predecessor));
+    // Watch mode: the first master outlives its handovers as their keeper.
+    let keeper = config.watch && predecessor.is_none();
+    if keeper {
+        super::keeper::become_subreaper();
+    }
+    let code = runtime.block_on(supervise(config, plugins, listeners, predecessor, keeper));
     runtime.shutdown_background();
     code
 }
@@ -98,6 +103,7 @@ async fn supervise(
     plugins: Plugins,
     mut listeners: Listeners,
     predecessor: Option<Predecessor>,
+    keeper: bool,
 ) -> ExitCode {
     let (master, mut commands) = Master::new(config);
     let (inbox_tx, mut inbox) = mpsc::unbounded_channel();
@@ -190,6 +196,12 @@ async fn supervise(
         upgrade_ready_timeout: config.upgrade_ready_timeout(),
         management_app,
     };
+    if config.watch {
+        super::watch::start(
+            sup.spawner.program().path().to_path_buf(),
+            sup.master.clone(),
+        );
+    }
     let workers = sup.master.desired_workers();
     tracing::info!("master started; spawning {workers} workers");
     for id in 1..=workers {
@@ -254,7 +266,10 @@ async fn supervise(
         sup.answer_predecessor();
         if let Some(code) = sup.finished() {
             sup.management_app.finish().await;
-            return code;
+            return match sup.master.handed_over_to() {
+                Some(successor) if keeper => super::keeper::keep(successor, upgrade_reports).await,
+                _ => code,
+            };
         }
     }
 }

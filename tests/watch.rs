@@ -1,0 +1,110 @@
+//! Watch mode, the development loop: the master watches its program file and, when a
+//! build replaces it, upgrades the cluster to the new build without closing the port; a
+//! build that fails to start leaves the old one serving. The process that was started
+//! stays (a keeper) while the cluster runs, as a terminal or `cargo run` expects.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use wix_cluster_suite::{
+    Load, PATIENCE, Program, Scratch, children_of, example_path, group_members, http_get,
+    wait_until,
+};
+
+const ENV: [(&str, &str); 4] = [
+    ("HOST", "127.0.0.1"),
+    ("PORT", "0"),
+    ("WIX_CLUSTER_WORKERS", "2"),
+    ("WIX_CLUSTER_WATCH", "1"),
+];
+
+#[test]
+fn rebuilding_the_binary_under_load_upgrades_the_cluster_with_no_failed_request() {
+    let scratch = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "watch-rebuild");
+    let binary = scratch.deploy(&example_path("hello"), "app");
+    let mut program = Program::start_path(&binary, &ENV);
+    let first = program.wait_for_workers(2);
+    let addr = program.listening_addr();
+    program.wait_for_log("watch mode: upgrading the cluster whenever");
+    assert_eq!(http_get(addr, "/").expect("serves").body, "Hi there");
+
+    let load = Load::start(addr, 4, "/");
+    std::thread::sleep(Duration::from_millis(500));
+    // "A rebuild": a new program lands on the path (flaky answers with its pid).
+    scratch.deploy(&example_path("flaky"), "app");
+    let mut body = String::new();
+    let new_code = wait_until(PATIENCE, || {
+        body = http_get(addr, "/").map(|r| r.body).unwrap_or_default();
+        body.parse::<u32>().is_ok()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let report = load.stop();
+    assert!(
+        new_code,
+        "the new build never answered (last {body:?}); log:\n{}",
+        program.log()
+    );
+    assert!(
+        report.failed.is_empty(),
+        "requests failed during the upgrade: {report}; log:\n{}",
+        program.log()
+    );
+    assert!(report.ok > 50, "too little load went through: {report}");
+
+    // The process that was started stays; the cluster runs in its new master.
+    let masters = children_of(program.pid());
+    assert_eq!(masters.len(), 1, "{masters:?}; log:\n{}", program.log());
+    let mut workers = Vec::new();
+    let rolled = wait_until(PATIENCE, || {
+        workers = children_of(masters[0]);
+        workers.len() == 2
+    });
+    assert!(rolled, "{workers:?}; log:\n{}", program.log());
+    assert!(
+        workers.iter().all(|pid| !first.contains(pid)),
+        "{workers:?} {first:?}"
+    );
+
+    // A SIGTERM to that process stops the whole cluster, exit 0.
+    program.signal(Signal::SIGTERM);
+    program.assert_exits_with(0);
+    let gone = wait_until(PATIENCE, || group_members(program.pid()).is_empty());
+    assert!(
+        gone,
+        "left: {:?}; log:\n{}",
+        group_members(program.pid()),
+        program.log()
+    );
+}
+
+#[test]
+fn a_build_that_fails_to_start_leaves_the_old_cluster_serving() {
+    let scratch = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "watch-broken");
+    let binary = scratch.deploy(&example_path("hello"), "app");
+    let program = Program::start_path(&binary, &ENV);
+    let workers = program.wait_for_workers(2);
+    let addr = program.listening_addr();
+    program.wait_for_log("watch mode: upgrading the cluster whenever");
+
+    let staged = scratch.path("broken");
+    std::fs::write(&staged, "#!/bin/sh\necho 'broken build' >&2\nexit 3\n").expect("write");
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&staged, mode).expect("chmod");
+    std::fs::rename(&staged, &binary).expect("rename into place");
+    let line = program.wait_for_log("upgrade failed");
+    assert!(line.contains("keeps serving"), "{line}");
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut now = program.children();
+    now.sort_unstable();
+    let mut before = workers.clone();
+    before.sort_unstable();
+    assert_eq!(now, before, "log:\n{}", program.log());
+    assert_eq!(http_get(addr, "/").expect("serves").body, "Hi there");
+    // Not retried while the file stays the same.
+    assert_eq!(
+        program.log().matches("upgrade failed").count(),
+        1,
+        "{}",
+        program.log()
+    );
+}
