@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use wix_cluster_suite::{
-    Load, PATIENCE, Program, children_of, open_fds, rss_bytes, send_signal, wait_until,
-    zombies_of,
+    Load, PATIENCE, Program, children_of, open_fds, rss_bytes, send_signal, wait_until, zombies_of,
 };
 
 /// How long the signals keep coming.
