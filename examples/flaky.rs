@@ -13,7 +13,7 @@
 //! - `CRASH_ON_START=1` — every worker's app fails before listening;
 //! - `IGNORE_SHUTDOWN=1` — the app never stops when asked (the master kills it after
 //!   the drain timeout);
-//! - `DRAIN_TIMEOUT_MS` (default 5000), `MAX_DEATHS` (default 10), `WITHIN_MS` (the
+//! - `DRAIN_TIMEOUT_MS` (default 5000; `forever` is `Duration::MAX`), `MAX_DEATHS` (default 10), `WITHIN_MS` (the
 //!   death window, default 10000), `CYCLIC_POLICY` (`degrade`, the default, or `exit`)
 //!   — plugin settings;
 //! - `START_DELAY_MS` (default 0) — every worker's app waits this long before listening
@@ -24,7 +24,10 @@ use std::time::Duration;
 use axum::{Router, extract::Query, routing::get};
 
 fn drain_timeout() -> Duration {
-    Duration::from_millis(env_number("DRAIN_TIMEOUT_MS", 5000))
+    match std::env::var("DRAIN_TIMEOUT_MS").as_deref() {
+        Ok("forever") => Duration::MAX,
+        _ => Duration::from_millis(env_number("DRAIN_TIMEOUT_MS", 5000)),
+    }
 }
 
 fn max_deaths() -> usize {

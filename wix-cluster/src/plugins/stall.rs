@@ -133,9 +133,12 @@ impl Plugin for Stall {
         if let Some(max) = self.max_requests {
             let jitter = match self.max_requests_jitter {
                 0 => 0,
-                jitter => pseudo_random(worker) % (jitter + 1),
+                // `0..=jitter`, for any jitter (u64::MAX included).
+                jitter => jitter
+                    .checked_add(1)
+                    .map_or(pseudo_random(worker), |span| pseudo_random(worker) % span),
             };
-            worker.set_max_requests(max + jitter);
+            worker.set_max_requests(max.saturating_add(jitter));
         }
         Ok(())
     }

@@ -126,7 +126,7 @@ impl Supervisor {
         self.handovers.active.push(Handover {
             old,
             new,
-            deadline: Instant::now() + self.successor_ready_timeout,
+            deadline: super::timing::deadline_after(self.successor_ready_timeout),
             purpose,
         });
         Ok(())

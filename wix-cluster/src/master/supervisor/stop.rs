@@ -66,7 +66,7 @@ impl Supervisor {
         } else {
             tracing::info!("not ready from now on; workers keep serving for {delay:?}, then drain");
             if let Some(stop) = &mut self.stopping {
-                stop.drain_at = Some(Instant::now() + delay);
+                stop.drain_at = Some(super::timing::deadline_after(delay));
             }
         }
     }
@@ -76,7 +76,7 @@ impl Supervisor {
         let timeout = self.master.drain_timeout();
         if let Some(stop) = &mut self.stopping {
             stop.drain_at = None;
-            stop.deadline = Some(Instant::now() + timeout);
+            stop.deadline = Some(super::timing::deadline_after(timeout));
         }
         for slot in self.table.iter_mut() {
             slot.retire();

@@ -62,3 +62,23 @@ impl Supervisor {
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
+
+/// `after` from now, for any `after` a setting may hold: a duration too long to add to
+/// the clock (`Duration::MAX` for "never") is a deadline about a century away.
+pub(super) fn deadline_after(after: std::time::Duration) -> tokio::time::Instant {
+    const CENTURY: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+    tokio::time::Instant::now() + after.min(CENTURY)
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+
+    #[test]
+    fn any_duration_makes_a_deadline_without_overflow() {
+        let now = tokio::time::Instant::now();
+        assert!(deadline_after(std::time::Duration::MAX) > now);
+        let soon = deadline_after(std::time::Duration::from_millis(5));
+        assert!(soon >= now + std::time::Duration::from_millis(5));
+    }
+}

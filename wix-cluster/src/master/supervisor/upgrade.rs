@@ -58,7 +58,7 @@ impl Supervisor {
                 );
                 self.upgrading = Some(Upgrading {
                     successor,
-                    deadline: Instant::now() + self.upgrade_ready_timeout,
+                    deadline: super::timing::deadline_after(self.upgrade_ready_timeout),
                     lost: None,
                 });
             }
