@@ -154,6 +154,24 @@ impl ClusterBuilder {
         self
     }
 
+    /// How long a connection to the app ([`crate::http::serve`]) or to the management
+    /// app may take to send a whole request head (from its accept, or from the head's
+    /// first byte on a kept-alive connection) before it is closed. Default 30 s;
+    /// `WIX_CLUSTER_HEADER_READ_TIMEOUT` overrides it. Must be more than 0 (any longer
+    /// duration is fine).
+    pub fn header_read_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.requested.header_read_timeout = Some(timeout);
+        self
+    }
+
+    /// How long such a connection may stay open with no request in flight and no byte
+    /// read or written before it is closed. Default 75 s; `WIX_CLUSTER_IDLE_TIMEOUT`
+    /// overrides it. Must be more than 0.
+    pub fn idle_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.requested.idle_timeout = Some(timeout);
+        self
+    }
+
     /// Watch mode, for development: the master watches its program file and, when a
     /// build replaces it, upgrades the cluster to the new build without closing the
     /// port (as SIGUSR2 does). Default off; `WIX_CLUSTER_WATCH` (`1` or `0`) overrides.

@@ -20,6 +20,13 @@ pub const ENV_DRAIN_DELAY: &str = "WIX_CLUSTER_DRAIN_DELAY";
 /// it is given up on — a worker's successor (rolling restart, recycle) and a new master
 /// with all its workers (upgrade): `500ms` or `90s`, more than 0, at most 1 h.
 pub const ENV_READY_TIMEOUT: &str = "WIX_CLUSTER_READY_TIMEOUT";
+/// `WIX_CLUSTER_HEADER_READ_TIMEOUT`: how long a connection to the app
+/// ([`crate::http::serve`]) or the management app may take to send a whole request head
+/// (`500ms`, `10s`; more than 0, at most 1 h).
+pub const ENV_HEADER_READ_TIMEOUT: &str = "WIX_CLUSTER_HEADER_READ_TIMEOUT";
+/// `WIX_CLUSTER_IDLE_TIMEOUT`: how long such a connection may stay open with nothing to
+/// do (`500ms`, `60s`; more than 0, at most 1 h).
+pub const ENV_IDLE_TIMEOUT: &str = "WIX_CLUSTER_IDLE_TIMEOUT";
 /// `WIX_CLUSTER_WATCH`: `1` turns watch mode on (the cluster upgrades itself when its
 /// program file changes), `0` off.
 pub const ENV_WATCH: &str = "WIX_CLUSTER_WATCH";
@@ -41,6 +48,12 @@ pub const DEFAULT_SUCCESSOR_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// `WIX_CLUSTER_READY_TIMEOUT` says otherwise (it starts them all at once, after its
 /// own start-up).
 pub const DEFAULT_UPGRADE_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a connection may take to send a whole request head, unless set.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection may stay idle (no request in flight, no byte moving), unless
+/// set.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// When the app runs in one process instead of a master and workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -131,6 +144,8 @@ pub(crate) struct Requested {
     pub(crate) management_app: crate::management::ManagementApp,
     pub(crate) app_version: Option<String>,
     pub(crate) watch: bool,
+    pub(crate) header_read_timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 impl Default for Requested {
@@ -144,6 +159,8 @@ impl Default for Requested {
             management_app: crate::management::ManagementApp::default(),
             app_version: None,
             watch: false,
+            header_read_timeout: None,
+            idle_timeout: None,
         }
     }
 }
@@ -168,6 +185,8 @@ pub(crate) struct Config {
     pub(crate) ready_timeout: Option<Duration>,
     /// Watch mode: upgrade the cluster when the program file changes.
     pub(crate) watch: bool,
+    /// The timeouts of every HTTP connection we serve.
+    pub(crate) timeouts: crate::connection::Timeouts,
 }
 
 impl Config {
@@ -260,7 +279,41 @@ impl Config {
             Some("0") => false,
             Some(other) => return Err(ConfigError::new(ENV_WATCH, other, "1 or 0")),
         };
+        let timeout =
+            |env: &str, setting: &str, requested: Option<Duration>, default| match var(env) {
+                Some(raw) => parse_delay(&raw)
+                    .filter(|timeout| !timeout.is_zero())
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            env,
+                            &raw,
+                            "a duration in ms or s such as 500ms or 30s, more than 0, at most 1h",
+                        )
+                    }),
+                None => match requested {
+                    Some(timeout) if timeout.is_zero() => {
+                        Err(ConfigError::new(setting, "0s", "more than 0"))
+                    }
+                    Some(timeout) => Ok(timeout),
+                    None => Ok(default),
+                },
+            };
+        let timeouts = crate::connection::Timeouts {
+            header_read: timeout(
+                ENV_HEADER_READ_TIMEOUT,
+                "header_read_timeout",
+                requested.header_read_timeout,
+                DEFAULT_HEADER_READ_TIMEOUT,
+            )?,
+            idle: timeout(
+                ENV_IDLE_TIMEOUT,
+                "idle_timeout",
+                requested.idle_timeout,
+                DEFAULT_IDLE_TIMEOUT,
+            )?,
+        };
         Ok(Config {
+            timeouts,
             watch,
             workers,
             single_process,
@@ -368,6 +421,26 @@ mod tests {
     #[test]
     fn env_overrides_the_worker_count() {
         assert_eq!(resolve(&[(ENV_WORKERS, "7")]).unwrap().workers, 7);
+    }
+
+    #[test]
+    fn connection_timeouts_default_come_from_the_environment_and_reject_zero() {
+        let config = resolve(&[]).unwrap();
+        assert_eq!(config.timeouts.header_read, DEFAULT_HEADER_READ_TIMEOUT);
+        assert_eq!(config.timeouts.idle, DEFAULT_IDLE_TIMEOUT);
+        let config =
+            resolve(&[(ENV_HEADER_READ_TIMEOUT, "2s"), (ENV_IDLE_TIMEOUT, "500ms")]).unwrap();
+        assert_eq!(config.timeouts.header_read, Duration::from_secs(2));
+        assert_eq!(config.timeouts.idle, Duration::from_millis(500));
+        for bad in ["0", "0s", "soon", "2h"] {
+            assert!(resolve(&[(ENV_IDLE_TIMEOUT, bad)]).is_err(), "{bad}");
+            assert!(resolve(&[(ENV_HEADER_READ_TIMEOUT, bad)]).is_err(), "{bad}");
+        }
+        let requested = Requested {
+            idle_timeout: Some(Duration::ZERO),
+            ..Requested::default()
+        };
+        assert!(Config::resolve(&requested, |_| None, || false).is_err());
     }
 
     #[test]

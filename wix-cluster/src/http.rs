@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -57,6 +57,8 @@ where
     let stop = worker.shutdown();
     tokio::pin!(stop);
     let share_the_queue = !worker.is_single_process();
+    let mut accept_errors = ErrorReport::default();
+    let timeouts = worker.timeouts();
     loop {
         let accepted = tokio::select! {
             _ = &mut stop => break,
@@ -66,8 +68,11 @@ where
             Ok((stream, _peer)) => stream,
             Err(e) if is_per_connection(&e) => continue,
             Err(e) => {
-                // Out of descriptors or memory: back off instead of spinning.
-                tracing::warn!("accept failed: {e}");
+                // Out of descriptors or memory: back off instead of spinning, counted
+                // (`wix_cluster_worker_accept_errors_total`) and logged at most every
+                // 10 s.
+                let total = worker.count_accept_error();
+                accept_errors.failed(&e, total);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -77,15 +82,7 @@ where
             inner: TowerToHyperService::new(service.clone()),
             worker: worker.clone(),
         };
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("connection ended with an error: {e}");
-            }
-        });
+        crate::connection::spawn(stream, service, &builder, &graceful, timeouts, None);
         if share_the_queue {
             // Every worker accepts from one kernel queue, and a burst of connections
             // wakes them all; the first to run would otherwise take the whole burst
@@ -109,6 +106,32 @@ where
         Err(_) => tracing::warn!("drain timed out after {timeout:?}; closing what is left"),
     }
     Ok(())
+}
+
+/// The rate-limited log of failing accepts: the first at once, then one line per
+/// [`ErrorReport::EVERY`] at most, saying how many there were.
+#[derive(Default)]
+struct ErrorReport {
+    last: Option<tokio::time::Instant>,
+    since: u64,
+}
+
+impl ErrorReport {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn failed(&mut self, error: &io::Error, total: u64) {
+        self.since += 1;
+        if self.last.is_some_and(|last| last.elapsed() < Self::EVERY) {
+            return;
+        }
+        tracing::warn!(
+            "accept failed: {error}; backing off 50 ms ({} failures since the last report, \
+             {total} in all; raise the descriptor limit if it says too many open files)",
+            self.since
+        );
+        self.last = Some(tokio::time::Instant::now());
+        self.since = 0;
+    }
 }
 
 /// Counts every request for the worker (heartbeat stats and `max_requests`), and once

@@ -20,10 +20,12 @@
 mod app;
 mod cluster;
 pub mod config;
+mod connection;
 mod event;
 pub mod exchange;
 pub mod http;
 mod ipc;
+mod limits;
 mod listener;
 mod logging;
 mod management;

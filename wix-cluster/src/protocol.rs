@@ -38,8 +38,9 @@ pub(crate) enum ToMaster {
     Listen { request: u64, on: ListenOn },
     /// The app holds a listener and accepts connections.
     Ready,
-    /// The worker's event loop is alive; `requests` served so far by its HTTP helper.
-    Heartbeat { requests: u64 },
+    /// The worker's event loop is alive; `requests` served so far by its HTTP helper,
+    /// and `accept_errors`: accepts that failed for lack of descriptors or memory.
+    Heartbeat { requests: u64, accept_errors: u64 },
     /// An exchange message for the master's subscribers on `topic` (postcard payload).
     Exchange { topic: String, payload: Vec<u8> },
     /// An exchange request for the master's handler on `topic`; answered by

@@ -21,6 +21,7 @@ where
     Fut: Future,
     Fut::Output: AppResult,
 {
+    crate::limits::raise_nofile();
     // Sockets from systemd's socket activation, adopted before any thread exists.
     let sockets = crate::master::listeners::Listeners::adopt_activated();
     let runtime = match crate::runtime::worker(config) {
@@ -49,6 +50,7 @@ where
             Some(master.clone()),
             Some(sockets),
             master.drain_timeout(),
+            config.timeouts,
         );
         let delay = config.drain_delay.unwrap_or(master.drain_delay());
         let asked = match stop_requests(commands) {

@@ -42,4 +42,7 @@ pub struct WorkerInfo {
     pub since_heartbeat: Duration,
     /// Requests its HTTP helper has served, as of its last heartbeat.
     pub requests: u64,
+    /// Times its HTTP helper could not accept a connection for lack of descriptors or
+    /// memory (it backs off 50 ms each time), as of its last heartbeat.
+    pub accept_errors: u64,
 }

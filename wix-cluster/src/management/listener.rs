@@ -1,12 +1,13 @@
 //! The management app's listener: it stops accepting the moment it is told to, while
 //! the connections it accepted are left alone for a moment more.
 //!
-//! axum's graceful shutdown stops accepting and asks every connection to close at the
-//! same instant, and hyper closes a connection that has not delivered its first request
-//! yet as idle — with the request unread in its buffer, so the client sees a reset. An
-//! old master handing its management socket to a new one must not drop a probe that
-//! way: its listener stops at the handover, and axum's shutdown comes
-//! [`crate::http::SETTLE`] later, once such requests have landed (see `server.rs`).
+//! A graceful shutdown that stops accepting and asks every connection to close at the
+//! same instant would close a connection that has not delivered its first request yet
+//! as idle (hyper does) — with the request unread in its buffer, so the client sees a
+//! reset. An old master handing its management socket to a new one must not drop a
+//! probe that way: its listener stops at the handover, and the shutdown of its
+//! connections comes [`crate::http::SETTLE`] later, once such requests have landed (see
+//! `server.rs`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,7 +20,6 @@ use tokio::sync::watch;
 pub(crate) struct StopsAccepting {
     /// `None` once stopped: the descriptor is closed (the new master has its own).
     listener: Option<TcpListener>,
-    addr: SocketAddr,
     /// `None` once nothing can ask any more (then it accepts for the life of the process).
     stop: Option<watch::Receiver<bool>>,
 }
@@ -27,7 +27,6 @@ pub(crate) struct StopsAccepting {
 impl StopsAccepting {
     pub(crate) fn new(listener: TcpListener, stop: watch::Receiver<bool>) -> io::Result<Self> {
         Ok(StopsAccepting {
-            addr: listener.local_addr()?,
             listener: Some(listener),
             stop: Some(stop),
         })
@@ -43,11 +42,9 @@ enum Next {
     Accepted(io::Result<(TcpStream, SocketAddr)>),
 }
 
-impl axum::serve::Listener for StopsAccepting {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+impl StopsAccepting {
+    /// The next connection; pending for ever once stopped.
+    pub(crate) async fn accept(&mut self) -> (TcpStream, SocketAddr) {
         loop {
             let Some(listener) = &self.listener else {
                 return std::future::pending().await;
@@ -74,9 +71,5 @@ impl axum::serve::Listener for StopsAccepting {
                 }
             }
         }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.addr)
     }
 }

@@ -98,6 +98,17 @@ fn fill(registry: &Registry, ctx: &Ctx, tracked: &[Tracked]) -> prometheus::Resu
             by_worker,
         )?,
     )?;
+    let accept_errors = add(
+        registry,
+        CounterVec::new(
+            Opts::new(
+                "wix_cluster_worker_accept_errors_total",
+                "Accepts of wix_cluster::http::serve that failed for lack of descriptors or \
+                 memory, as of the worker's last heartbeat.",
+            ),
+            by_worker,
+        )?,
+    )?;
     let heartbeat = add(
         registry,
         GaugeVec::new(
@@ -126,6 +137,9 @@ fn fill(registry: &Registry, ctx: &Ctx, tracked: &[Tracked]) -> prometheus::Resu
             requests
                 .with_label_values(&labels)
                 .inc_by(info.requests as f64);
+            accept_errors
+                .with_label_values(&labels)
+                .inc_by(info.accept_errors as f64);
             heartbeat
                 .with_label_values(&labels)
                 .set(info.since_heartbeat.as_secs_f64());

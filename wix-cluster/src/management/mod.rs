@@ -78,7 +78,7 @@ pub(crate) fn start_on(
     let ctx = routes::Ctx::new(master.clone(), config, stats);
     let app = routes::router(ctx.clone(), config.management_app.pages.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(server::serve(listener, ctx, app, stopped));
+    let task = tokio::spawn(server::serve(listener, ctx, app, stopped, config.timeouts));
     Serving { stop, task }
 }
 

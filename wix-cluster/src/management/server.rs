@@ -6,8 +6,14 @@ use std::net::SocketAddr;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+
 use super::listener::StopsAccepting;
 use super::routes::Ctx;
+use crate::connection::{Registry, Timeouts};
 
 /// Binds `addr` for the management app. A failure is logged as an error and the
 /// cluster keeps running without its management app.
@@ -24,13 +30,20 @@ pub(crate) fn bind(addr: SocketAddr) -> Option<std::net::TcpListener> {
     }
 }
 
+/// How many connections the management app keeps open at once. At the cap, the oldest
+/// connection with no request in flight is closed to make room, so that health probes
+/// keep being answered while something holds many connections open.
+pub(crate) const MAX_CONNECTIONS: usize = 256;
+
 /// Starts the sampler and serves `app` on `listener` until the runtime ends or `stop`
-/// turns true (then it accepts nothing more, and answers what it accepted).
+/// turns true (then it accepts nothing more, and answers what it accepted). Every
+/// connection has the `timeouts` of the app's server.
 pub(crate) async fn serve(
     listener: std::net::TcpListener,
     ctx: Ctx,
     app: Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    timeouts: Timeouts,
 ) {
     let listener = match listener
         .set_nonblocking(true)
@@ -52,7 +65,7 @@ pub(crate) async fn serve(
     tracing::info!(
         "management app listening on {bound} (dashboard: http://{bound}{prefix}/dashboard)"
     );
-    let listener = match StopsAccepting::new(listener, stop.clone()) {
+    let mut listener = match StopsAccepting::new(listener, stop.clone()) {
         Ok(listener) => listener,
         Err(e) => {
             tracing::error!("cannot serve the management app: {e}");
@@ -65,13 +78,28 @@ pub(crate) async fn serve(
             std::future::pending::<()>().await;
         }
         // The listener stopped at once; the connections it accepted just before get a
-        // moment to deliver their request before axum closes the idle ones.
+        // moment to deliver their request before the idle ones are closed.
         tokio::time::sleep(crate::http::SETTLE).await;
     };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stopped)
-        .await
-    {
-        tracing::error!("the management app stopped serving: {e}");
+    tokio::pin!(stopped);
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let registry = Registry::new(MAX_CONNECTIONS);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            () = &mut stopped => break,
+            accepted = listener.accept() => accepted,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        crate::connection::spawn(
+            stream,
+            service,
+            &builder,
+            &graceful,
+            timeouts,
+            Some(&registry),
+        );
     }
+    graceful.shutdown().await;
 }

@@ -313,6 +313,7 @@ mod tests {
             started_at: SystemTime::now(),
             since_heartbeat: Duration::ZERO,
             requests: 0,
+            accept_errors: 0,
         }
     }
 

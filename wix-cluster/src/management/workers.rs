@@ -33,6 +33,7 @@ pub(crate) async fn live(ctx: &Ctx) -> Vec<WorkerInfo> {
         started_at: ctx.master.started_at(),
         since_heartbeat: Duration::ZERO,
         requests: 0,
+        accept_errors: 0,
     }]
 }
 

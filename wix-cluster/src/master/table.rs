@@ -31,6 +31,8 @@ pub(crate) struct Slot {
     pub(crate) started_at: SystemTime,
     /// Requests served, as of the last heartbeat.
     pub(crate) requests: u64,
+    /// Failed accepts (descriptors, memory), as of the last heartbeat.
+    pub(crate) accept_errors: u64,
     out: Outbox,
 }
 
@@ -47,6 +49,7 @@ impl Slot {
             last_heartbeat: Instant::now(),
             started_at: SystemTime::now(),
             requests: 0,
+            accept_errors: 0,
             out,
         }
     }
@@ -66,6 +69,7 @@ impl Slot {
             started_at: self.started_at,
             since_heartbeat: self.last_heartbeat.elapsed(),
             requests: self.requests,
+            accept_errors: self.accept_errors,
         }
     }
 

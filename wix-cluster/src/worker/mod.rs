@@ -38,8 +38,12 @@ struct Inner {
     local_sockets: Option<std::sync::Mutex<Listeners>>,
     stop: watch::Sender<bool>,
     drain_timeout: Duration,
+    /// The timeouts of the connections [`crate::http::serve`] serves.
+    timeouts: crate::connection::Timeouts,
     /// Requests served by the HTTP helper.
     requests: AtomicU64,
+    /// Accepts of the HTTP helper that failed for lack of descriptors or memory.
+    accept_errors: AtomicU64,
     /// Ask to be recycled after this many requests (0: never).
     max_requests: AtomicU64,
 }
@@ -52,6 +56,7 @@ impl Worker {
         local_master: Option<crate::Master>,
         local_sockets: Option<Listeners>,
         drain_timeout: Duration,
+        timeouts: crate::connection::Timeouts,
     ) -> Worker {
         Worker {
             inner: Arc::new(Inner {
@@ -62,7 +67,9 @@ impl Worker {
                 local_sockets: local_sockets.map(std::sync::Mutex::new),
                 stop: watch::Sender::new(false),
                 drain_timeout,
+                timeouts,
                 requests: AtomicU64::new(0),
+                accept_errors: AtomicU64::new(0),
                 max_requests: AtomicU64::new(0),
             }),
         }
@@ -172,6 +179,12 @@ impl Worker {
     }
 
     /// Counts one request; asks for a recycle when the limit is reached.
+    /// Counts an accept that failed for lack of descriptors or memory; returns the
+    /// count so far.
+    pub(crate) fn count_accept_error(&self) -> u64 {
+        self.inner.accept_errors.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     pub(crate) fn count_request(&self) {
         let served = self.inner.requests.fetch_add(1, Ordering::Relaxed) + 1;
         let max = self.inner.max_requests.load(Ordering::Relaxed);
@@ -194,8 +207,14 @@ impl Worker {
         if let Some(link) = &self.inner.link {
             link.send(&crate::protocol::ToMaster::Heartbeat {
                 requests: self.requests_served(),
+                accept_errors: self.inner.accept_errors.load(Ordering::Relaxed),
             });
         }
+    }
+
+    /// The connection timeouts (header read, idle) of this process's HTTP servers.
+    pub(crate) fn timeouts(&self) -> crate::connection::Timeouts {
+        self.inner.timeouts
     }
 
     /// Starts the drain (resolves [`Worker::shutdown`]).

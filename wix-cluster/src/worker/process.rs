@@ -47,13 +47,18 @@ where
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(serve(marker, plugins, app));
+    let code = runtime.block_on(serve(marker, plugins, config.timeouts, app));
     // Tasks the app left behind (blocking ones included) must not hold up the exit.
     runtime.shutdown_background();
     code
 }
 
-async fn serve<F, Fut>(marker: WorkerMarker, plugins: Plugins, app: F) -> ExitCode
+async fn serve<F, Fut>(
+    marker: WorkerMarker,
+    plugins: Plugins,
+    timeouts: crate::connection::Timeouts,
+    app: F,
+) -> ExitCode
 where
     F: FnOnce(Worker) -> Fut,
     Fut: Future,
@@ -78,6 +83,7 @@ where
         None,
         None,
         drain_timeout,
+        timeouts,
     );
     // The exchange works, and the app-scoped data is there, before any plugin or app
     // code runs.

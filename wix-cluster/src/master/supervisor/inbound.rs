@@ -79,9 +79,13 @@ impl Supervisor {
                 self.time_ready(key);
                 self.on_ready(key);
             }
-            Inbound::Message(ToMaster::Heartbeat { requests }) => {
+            Inbound::Message(ToMaster::Heartbeat {
+                requests,
+                accept_errors,
+            }) => {
                 slot.last_heartbeat = std::time::Instant::now();
                 slot.requests = requests;
+                slot.accept_errors = accept_errors;
             }
             // The reader task hands these to the exchange hub directly once the worker
             // has said hello; before that they were caught above.

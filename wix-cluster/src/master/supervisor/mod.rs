@@ -42,6 +42,7 @@ use upgrade::Upgrading;
 
 /// Runs the master until the cluster stops; returns the process's exit code.
 pub(crate) fn run(config: &Config, plugins: Plugins) -> ExitCode {
+    crate::limits::raise_nofile();
     let listeners = Listeners::adopt_activated();
     let predecessor = Predecessor::take_from_env();
     let runtime = match crate::runtime::master() {
