@@ -1,0 +1,205 @@
+//! Hostile clients: half-sent request heads and idle connections are closed after their
+//! timeouts, on the app's port and on the management port, and a slowloris of thousands
+//! of half-sent heads, against a program started under the common soft descriptor limit
+//! of 1024, leaves normal clients answered.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use wix_cluster_suite::{Program, example_path, http_get};
+
+const SHORT_TIMEOUTS: [(&str, &str); 5] = [
+    ("HOST", "127.0.0.1"),
+    ("PORT", "0"),
+    ("WIX_CLUSTER_WORKERS", "2"),
+    ("WIX_CLUSTER_HEADER_READ_TIMEOUT", "1s"),
+    ("WIX_CLUSTER_IDLE_TIMEOUT", "2s"),
+];
+
+/// Reads until the server closes the connection; panics if it does not within 10 s.
+fn closed_by_server(mut stream: TcpStream, what: &str) -> Vec<u8> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let mut received = Vec::new();
+    match stream.read_to_end(&mut received) {
+        Ok(_) => received,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => received,
+        Err(e) => panic!("{what}: the server did not close the connection: {e}"),
+    }
+}
+
+fn half_sent_head(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: slow\r\nX-Slow: ")
+        .expect("send part of a head");
+    stream
+}
+
+fn assert_timeouts_close(addr: SocketAddr, path: &str) {
+    // A half-sent head, and a connection that sends nothing at all.
+    let received = closed_by_server(half_sent_head(addr), "half-sent head");
+    assert!(
+        !received.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&received)
+    );
+    closed_by_server(
+        TcpStream::connect(addr).expect("connect"),
+        "silent connection",
+    );
+
+    // A kept-alive connection: served, then closed once idle.
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: idle\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .expect("send a request");
+    let started = Instant::now();
+    let received = closed_by_server(stream, "idle keep-alive connection");
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        !text.contains("connection: close"),
+        "the response must not have asked to close: {text}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "closed before the idle timeout: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn half_sent_heads_and_idle_connections_to_the_app_are_closed_after_their_timeouts() {
+    let program = Program::start("hello", &SHORT_TIMEOUTS);
+    let addr = program.listening_addr();
+    program.wait_for_workers(2);
+    program.wait_for_200(addr, "/");
+    assert_timeouts_close(addr, "/");
+}
+
+#[test]
+fn half_sent_heads_and_idle_connections_to_the_management_app_are_closed_too() {
+    let program = Program::start("hello", &SHORT_TIMEOUTS);
+    let management = program.management_addr();
+    program.wait_for_200(management, "/health/is_alive");
+    assert_timeouts_close(management, "/health/is_alive");
+}
+
+/// Raises this process's soft descriptor limit to its hard one; returns the hard one.
+fn raise_own_nofile() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("read the limit");
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("raise the limit");
+    hard
+}
+
+/// Starts `hello` under a soft descriptor limit of 1024 (systemd's default for
+/// services), the hard limit left as it is.
+fn hello_under_soft_limit_1024() -> Program {
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "ulimit -S -n 1024 && exec \"$0\""])
+        .arg(example_path("hello"))
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("WIX_CLUSTER_WORKERS", "2")
+        .env("WIX_CLUSTER_MANAGEMENT_ADDR", "127.0.0.1:0");
+    Program::spawn(command)
+}
+
+/// Opens `count` connections to `addr`, each sending part of a request head and then
+/// nothing, and keeps reopening those the server closes, until `stop`.
+fn slowloris(
+    addr: SocketAddr,
+    count: usize,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut held: Vec<TcpStream> = Vec::new();
+        let mut opened = 0;
+        while !stop.load(Ordering::Relaxed) {
+            while held.len() < count && !stop.load(Ordering::Relaxed) {
+                match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                    Ok(mut stream) => {
+                        let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: loris\r\nX-a: ");
+                        held.push(stream);
+                        opened += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        opened
+    })
+}
+
+/// Probes `path` every 100 ms for `duration`, each with a 2 s deadline; returns
+/// (answered within 2 s, probes).
+fn probe(addr: SocketAddr, path: &str, duration: Duration) -> (usize, usize) {
+    let started = Instant::now();
+    let (mut answered, mut probes) = (0, 0);
+    while started.elapsed() < duration {
+        probes += 1;
+        let sent = Instant::now();
+        let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(stream) => stream,
+            Err(_) => continue,
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let request = format!("GET {path} HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n");
+        let mut response = Vec::new();
+        let ok = stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_to_end(&mut response).is_ok()
+            && response.starts_with(b"HTTP/1.1 200");
+        if ok && sent.elapsed() <= Duration::from_secs(2) {
+            answered += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (answered, probes)
+}
+
+fn survives_a_slowloris(target: impl Fn(&Program) -> SocketAddr, path: &str) {
+    let hard = raise_own_nofile();
+    let count = 3000.min((hard as usize).saturating_sub(200) / 2);
+    let program = hello_under_soft_limit_1024();
+    program.wait_for_workers(2);
+    let addr = target(&program);
+    program.wait_for_200(addr, path);
+    let stop = Arc::new(AtomicBool::new(false));
+    let attack = slowloris(addr, count, stop.clone());
+    std::thread::sleep(Duration::from_secs(2));
+    let (answered, probes) = probe(addr, path, Duration::from_secs(8));
+    stop.store(true, Ordering::Relaxed);
+    let opened = attack.join().expect("attack thread");
+    assert!(
+        opened >= count,
+        "the attack opened only {opened} of {count} connections"
+    );
+    assert!(
+        answered * 10 >= probes * 9,
+        "{answered} of {probes} probes answered within 2 s during a slowloris of {count}; log:\n{}",
+        program.log()
+    );
+    assert!(http_get(addr, path).is_ok_and(|r| r.status == 200));
+}
+
+#[test]
+fn a_slowloris_on_the_app_port_leaves_normal_clients_answered() {
+    survives_a_slowloris(Program::listening_addr, "/");
+}
+
+#[test]
+fn a_slowloris_on_the_management_port_leaves_is_alive_answered() {
+    survives_a_slowloris(Program::management_addr, "/health/is_alive");
+}
