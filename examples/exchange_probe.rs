@@ -8,6 +8,10 @@
 //! `/ask/broadcast?text=`, `/ask/other?text=`, `/ask/send-to?worker=&text=`,
 //! `/ask/refresh`, `/ask/garbage`, `/garbage`.
 //!
+//! `BLOB_MB=N`: the master also publishes app data `Blob` of N MiB at start;
+//! `/blob` answers `<pid> start=<len at app start> now=<len> version=<v> ok=<bytes
+//! check>`, `/ask/blob?mb=N` asks the master to publish a new one of N MiB.
+//!
 //! `FAIL_FROM_GENERATION=N`: a worker of generation N or later fails right after its
 //! handshake, before it listens (a successor that never becomes ready).
 
@@ -54,8 +58,33 @@ struct Slow {
     ms: u64,
 }
 
+#[wix_cluster::exchange("probe.blob")]
+struct Blob {
+    version: u64,
+    bytes: Vec<u8>,
+}
+
+impl Blob {
+    fn new(version: u64, mb: u64) -> Blob {
+        let len = (mb << 20) as usize;
+        Blob {
+            version,
+            bytes: (0..len).map(|i| (i % 251) as u8).collect(),
+        }
+    }
+
+    /// Whether every byte is where [`Blob::new`] put it.
+    fn is_intact(&self) -> bool {
+        self.bytes
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == (i % 251) as u8)
+    }
+}
+
 #[wix_cluster::exchange("probe.ask")]
 enum Ask {
+    Blob(u64),
     Broadcast(String),
     Other(String),
     SendTo(u32, String),
@@ -74,6 +103,9 @@ impl Plugin for ProbeMaster {
 
     async fn on_master(&self, _master: &Master) -> Result<(), PluginError> {
         AppData::publish(&Config { version: 1 })?;
+        if let Some(mb) = std::env::var("BLOB_MB").ok().and_then(|mb| mb.parse().ok()) {
+            AppData::publish(&Blob::new(1, mb))?;
+        }
         Add::handle(|_from, add: Add| async move {
             Sum {
                 value: add.a + add.b,
@@ -92,8 +124,13 @@ impl Plugin for ProbeMaster {
         let mut asks = Ask::subscribe()?;
         tokio::spawn(async move {
             let mut version = 1;
+            let mut blob_version = 1;
             while let Some((from, ask)) = asks.recv().await {
                 let done = match ask {
+                    Ask::Blob(mb) => {
+                        blob_version += 1;
+                        AppData::publish(&Blob::new(blob_version, mb))
+                    }
                     Ask::Broadcast(text) => Note::broadcast(Note { text }),
                     Ask::Other(text) => Other::broadcast(Other { text }),
                     Ask::SendTo(worker, text) => Note::send_to(WorkerId(worker), Note { text }),
@@ -142,6 +179,11 @@ struct Millis {
 }
 
 #[derive(serde::Deserialize)]
+struct Megabytes {
+    mb: u64,
+}
+
+#[derive(serde::Deserialize)]
 struct Text {
     text: String,
 }
@@ -167,6 +209,10 @@ async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
         .ok()
         .flatten()
         .map_or(0, |c| c.version);
+    let blob_at_start = AppData::<Blob>::get()
+        .ok()
+        .flatten()
+        .map_or(0, |blob| blob.bytes.len());
     let pid = worker.pid();
     Hello { pid }.send().map_err(std::io::Error::other)?;
     let notes = Seen::default();
@@ -216,6 +262,13 @@ async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
             ask(Ask::SendTo(q.worker, q.text))
         }))
         .route("/ask/refresh", get(move || async move { ask(Ask::Refresh) }))
+        .route("/blob", get(move || async move {
+            let blob = AppData::<Blob>::get().ok().flatten();
+            let (len, version, ok) = blob
+                .map_or((0, 0, false), |b| (b.bytes.len(), b.version, b.is_intact()));
+            reply(format!("start={blob_at_start} now={len} version={version} ok={ok}"))
+        }))
+        .route("/ask/blob", get(move |Query(q): Query<Megabytes>| async move { ask(Ask::Blob(q.mb)) }))
         .route("/ask/garbage", get(move || async move { ask(Ask::Garbage) }))
         .route("/garbage", get(move || async move {
             // A payload that is no Hello: the master must drop it and carry on.

@@ -275,3 +275,88 @@ fn after_a_failed_handover_the_old_workers_still_get_broadcasts_and_app_data() {
     });
     assert!(delivered, "send_to missed slot 1; log:\n{}", program.log());
 }
+
+/// `/blob` of every worker in `pids`, until each says what `expected` accepts.
+fn blobs_settle(
+    program: &Program,
+    addr: SocketAddr,
+    pids: &HashSet<u32>,
+    expected: impl Fn(&str) -> bool,
+) {
+    let mut answers = HashMap::new();
+    let settled = wait_until(PATIENCE, || {
+        answers = from_each(addr, "/blob", pids);
+        answers.values().all(|answer| expected(answer))
+    });
+    assert!(settled, "{answers:?}; log:\n{}", program.log());
+}
+
+#[test]
+fn sixteen_mib_of_app_data_reaches_every_worker_respawns_and_refreshes() {
+    let mib16 = (16 << 20).to_string();
+    let program = Program::start(
+        "exchange_probe",
+        &[
+            ("PORT", "0"),
+            ("WIX_CLUSTER_WORKERS", "2"),
+            ("BLOB_MB", "16"),
+        ],
+    );
+    let addr = program.listening_addr();
+    let pids: HashSet<u32> = program.wait_for_workers(2).into_iter().collect();
+    let start = format!("start={mib16} now={mib16} version=1 ok=true");
+    blobs_settle(&program, addr, &pids, |answer| answer == start);
+
+    // A worker killed afterwards is replaced, and its replacement has the data before
+    // its app runs.
+    let victim = *pids.iter().next().expect("a worker");
+    wix_cluster_suite::send_signal(victim, Signal::SIGKILL);
+    let mut now = Vec::new();
+    let replaced = wait_until(PATIENCE, || {
+        now = program.children();
+        now.len() == 2 && !now.contains(&victim)
+    });
+    assert!(replaced, "{now:?}; log:\n{}", program.log());
+    let pids: HashSet<u32> = now.into_iter().collect();
+    blobs_settle(&program, addr, &pids, |answer| {
+        answer.starts_with(&format!("start={mib16} now={mib16}")) && answer.ends_with("ok=true")
+    });
+
+    // A refresh of that size reaches every worker.
+    get(addr, "/ask/blob?mb=16");
+    blobs_settle(&program, addr, &pids, |answer| {
+        answer.ends_with(&format!("now={mib16} version=2 ok=true"))
+    });
+
+    // Past the limit: an error from publish, nothing changes, and workers still start.
+    get(addr, "/ask/blob?mb=200");
+    let line = program.wait_for_log("master could not do what");
+    assert!(line.contains("more than the exchange carries"), "{line}");
+    assert!(
+        line.len() < 1000,
+        "a log line must not carry a payload: {} bytes",
+        line.len()
+    );
+    program.signal(Signal::SIGTTIN);
+    let three: HashSet<u32> = program.wait_for_workers(3).into_iter().collect();
+    blobs_settle(&program, addr, &three, |answer| {
+        answer.ends_with(&format!("now={mib16} version=2 ok=true"))
+    });
+}
+
+#[test]
+fn sixty_four_mib_of_app_data_is_there_before_every_workers_app_runs() {
+    let mib64 = (64 << 20).to_string();
+    let program = Program::start(
+        "exchange_probe",
+        &[
+            ("PORT", "0"),
+            ("WIX_CLUSTER_WORKERS", "2"),
+            ("BLOB_MB", "64"),
+        ],
+    );
+    let addr = program.listening_addr();
+    let pids: HashSet<u32> = program.wait_for_workers(2).into_iter().collect();
+    let expected = format!("start={mib64} now={mib64} version=1 ok=true");
+    blobs_settle(&program, addr, &pids, |answer| answer == expected);
+}

@@ -42,12 +42,17 @@ pub(crate) enum ToMaster {
     /// and `accept_errors`: accepts that failed for lack of descriptors or memory.
     Heartbeat { requests: u64, accept_errors: u64 },
     /// An exchange message for the master's subscribers on `topic` (postcard payload).
-    Exchange { topic: String, payload: Vec<u8> },
+    Exchange {
+        topic: String,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
     /// An exchange request for the master's handler on `topic`; answered by
     /// [`ToWorker::Response`] with the same `id`.
     Request {
         id: u64,
         topic: String,
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
     /// The worker asks to be replaced gracefully (for example after `max_requests`):
@@ -66,18 +71,26 @@ pub(crate) enum ToWorker {
     Welcome {
         version: u32,
         drain_timeout_ms: u64,
-        data: Vec<(String, Vec<u8>)>,
+        data: Vec<(String, serde_bytes::ByteBuf)>,
     },
     /// An exchange message from the master on `topic`.
-    Exchange { topic: String, payload: Vec<u8> },
+    Exchange {
+        topic: String,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
     /// The answer to [`ToMaster::Request`] `id`: the encoded response or why there is
     /// none.
     Response {
         id: u64,
-        result: Result<Vec<u8>, String>,
+        result: Result<serde_bytes::ByteBuf, String>,
     },
     /// A new value of the app-scoped data on `topic`.
-    Data { topic: String, payload: Vec<u8> },
+    Data {
+        topic: String,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
     /// The listening socket for a [`ToMaster::Listen`]; its descriptor travels with
     /// this frame. `addr` is the bound address (the real port when 0 was asked for).
     Listener { request: u64, addr: SocketAddr },
@@ -85,6 +98,37 @@ pub(crate) enum ToWorker {
     ListenFailed { request: u64, error: String },
     /// Stop: stop accepting, finish what is in flight, exit.
     Shutdown,
+}
+
+impl ToMaster {
+    /// The message's kind, for logs (which never show a payload).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            ToMaster::Hello { .. } => "hello",
+            ToMaster::Listen { .. } => "listen",
+            ToMaster::Ready => "ready",
+            ToMaster::Heartbeat { .. } => "heartbeat",
+            ToMaster::Exchange { .. } => "exchange",
+            ToMaster::Request { .. } => "request",
+            ToMaster::Recycle { .. } => "recycle",
+            ToMaster::GoingDown { .. } => "going-down",
+        }
+    }
+}
+
+impl ToWorker {
+    /// The message's kind, for logs (which never show a payload).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            ToWorker::Welcome { .. } => "welcome",
+            ToWorker::Exchange { .. } => "exchange",
+            ToWorker::Response { .. } => "response",
+            ToWorker::Data { .. } => "app data",
+            ToWorker::Listener { .. } => "listener",
+            ToWorker::ListenFailed { .. } => "listen-failed",
+            ToWorker::Shutdown => "shutdown",
+        }
+    }
 }
 
 /// [`ToMaster::Exchange`] or [`ToWorker::Exchange`] from borrowed parts, encoded byte
@@ -122,7 +166,7 @@ impl Serialize for ExchangeRef<'_> {
         let mut variant =
             serializer.serialize_struct_variant("Message", self.variant, "Exchange", 2)?;
         variant.serialize_field("topic", self.topic)?;
-        variant.serialize_field("payload", self.payload)?;
+        variant.serialize_field("payload", serde_bytes::Bytes::new(self.payload))?;
         variant.end()
     }
 }

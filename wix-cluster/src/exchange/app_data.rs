@@ -42,6 +42,7 @@ impl<T: Exchange + Sync> AppData<T> {
         }
         hub.claim::<AppData<T>>(T::TOPIC)?;
         let bytes = super::encode(value)?;
+        hub.check_data_room(T::TOPIC, bytes.len())?;
         hub.set_data(T::TOPIC, bytes, None);
         Ok(())
     }

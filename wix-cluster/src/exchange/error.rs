@@ -62,11 +62,27 @@ pub enum ExchangeError {
     UnknownWorker(WorkerId),
     /// The channel to the master is closed (the worker is going away).
     Closed,
+    /// The message (or app data) is larger than the exchange carries.
+    TooLarge {
+        /// What was too large: `"message"`, `"app data"`.
+        what: &'static str,
+        /// Its encoded size, in bytes.
+        size: usize,
+        /// The limit, in bytes ([`MAX_MESSAGE_BYTES`], [`MAX_APP_DATA_BYTES`]).
+        ///
+        /// [`MAX_MESSAGE_BYTES`]: crate::exchange::MAX_MESSAGE_BYTES
+        /// [`MAX_APP_DATA_BYTES`]: crate::exchange::MAX_APP_DATA_BYTES
+        limit: usize,
+    },
 }
 
 impl fmt::Display for ExchangeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ExchangeError::TooLarge { what, size, limit } => write!(
+                f,
+                "the {what} is {size} bytes, more than the exchange carries ({limit} bytes)"
+            ),
             ExchangeError::NotRunning => f.write_str("no wix-cluster runs in this process"),
             ExchangeError::MasterOnly { what } => {
                 write!(f, "{what} is only possible in the master")

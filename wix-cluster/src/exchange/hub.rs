@@ -158,6 +158,7 @@ impl Hub {
 
     /// Worker: sends a message to the master.
     pub(crate) fn send_to_master(&self, topic: &str, payload: &[u8]) -> Result<(), ExchangeError> {
+        super::check_size("message", payload.len(), super::MAX_MESSAGE_BYTES)?;
         match &self.side {
             Side::Worker(link) => link.send_exchange(topic, payload),
             Side::Master => self.deliver(Peer::Master, topic, payload.into()),
@@ -171,6 +172,7 @@ impl Hub {
         if let Side::Worker(_) = self.side {
             return Err(ExchangeError::MasterOnly { what: "broadcast" });
         }
+        super::check_size("message", payload.len(), super::MAX_MESSAGE_BYTES)?;
         // Encoded once, for every worker.
         if let Some(frame) = encode_to_worker(&ExchangeRef::to_worker(topic, &payload)) {
             for out in self.state().workers.values() {
@@ -188,6 +190,7 @@ impl Hub {
         topic: &str,
         payload: Vec<u8>,
     ) -> Result<(), ExchangeError> {
+        super::check_size("message", payload.len(), super::MAX_MESSAGE_BYTES)?;
         match self.side {
             Side::Worker(_) => Err(ExchangeError::MasterOnly { what: "send_to" }),
             Side::Single if id == WorkerId(0) => {
@@ -238,6 +241,7 @@ impl Hub {
             topic: topic.to_owned(),
             message,
         };
+        super::check_size("message", payload.len(), super::MAX_MESSAGE_BYTES)?;
         match &self.side {
             Side::Worker(link) => {
                 let id = self.next_request.fetch_add(1, Ordering::Relaxed);
@@ -290,6 +294,12 @@ impl Hub {
                 Some(handler) => handler(Peer::Worker(from), payload).await,
                 None => Err(format!("the master has no handler for topic {topic:?}")),
             };
+            let result = result.and_then(|answer| {
+                super::check_size("answer", answer.len(), super::MAX_MESSAGE_BYTES)
+                    .map(|()| answer)
+                    .map_err(|e| e.to_string())
+            });
+            let result = result.map(serde_bytes::ByteBuf::from);
             if let Err(e) = reply.send(&ToWorker::Response { id, result }) {
                 tracing::error!("cannot answer worker {from}'s request on {topic:?}: {e}");
             }
@@ -303,13 +313,18 @@ impl Hub {
         id: WorkerId,
         generation: u32,
         out: Outbox,
-        welcome: impl FnOnce(Vec<(String, Vec<u8>)>),
+        welcome: impl FnOnce(Vec<(String, serde_bytes::ByteBuf)>),
     ) {
         let mut state = self.state();
         let data = state
             .data
             .iter()
-            .map(|(topic, cell)| (topic.clone(), cell.bytes.to_vec()))
+            .map(|(topic, cell)| {
+                (
+                    topic.clone(),
+                    serde_bytes::ByteBuf::from(cell.bytes.to_vec()),
+                )
+            })
             .collect();
         welcome(data);
         state.workers.insert((id, generation), out);
@@ -318,6 +333,19 @@ impl Hub {
     /// Master: a worker process ended.
     pub(crate) fn detach_worker(&self, id: WorkerId, generation: u32) {
         self.state().workers.remove(&(id, generation));
+    }
+
+    /// Whether `len` bytes of app data on `topic` (replacing its current value) keep
+    /// the total within [`super::MAX_APP_DATA_BYTES`].
+    pub(crate) fn check_data_room(&self, topic: &str, len: usize) -> Result<(), ExchangeError> {
+        let others: usize = self
+            .state()
+            .data
+            .iter()
+            .filter(|(known, _)| known.as_str() != topic)
+            .map(|(_, cell)| cell.bytes.len())
+            .sum();
+        super::check_size("app data", others + len, super::MAX_APP_DATA_BYTES)
     }
 
     /// Sets the app-scoped data of `topic` (in this process; the master also sends it

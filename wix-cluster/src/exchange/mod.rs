@@ -48,6 +48,28 @@ pub trait Exchange: Serialize + DeserializeOwned + Send + 'static {
     type Response: Serialize + DeserializeOwned + Send + 'static;
 }
 
+/// The largest exchange message (a `send`, `broadcast`, `send_to`, request or
+/// answer), encoded: 16 MiB. Larger ones are [`ExchangeError::TooLarge`]; a worker that
+/// sends one anyway (bypassing these calls) is dropped.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// The largest total of app data, every topic's current value encoded and added up:
+/// 128 MiB. It travels to each new worker in its handshake, in parts of 1 MiB. A
+/// [`AppData::publish`] past it is [`ExchangeError::TooLarge`] and changes nothing.
+pub const MAX_APP_DATA_BYTES: usize = 128 << 20;
+
+/// `Err(TooLarge)` when `size` is over `limit`.
+pub(crate) fn check_size(
+    what: &'static str,
+    size: usize,
+    limit: usize,
+) -> Result<(), ExchangeError> {
+    if size > limit {
+        return Err(ExchangeError::TooLarge { what, size, limit });
+    }
+    Ok(())
+}
+
 fn encode<T: Exchange>(value: &T) -> Result<Vec<u8>, ExchangeError> {
     postcard::to_allocvec(value).map_err(|e| ExchangeError::Encode {
         topic: T::TOPIC,

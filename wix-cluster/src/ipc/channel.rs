@@ -61,16 +61,30 @@ pub(crate) struct FrameReader {
     buffer: FrameBuffer,
     fds: VecDeque<OwnedFd>,
     scratch_fds: Vec<OwnedFd>,
+    /// Bytes read so far (a long message shows progress before it is whole).
+    bytes_read: u64,
 }
 
 impl FrameReader {
     pub(crate) fn new(stream: Arc<Stream>) -> Self {
+        FrameReader::with_limit(stream, super::frame::MAX_MESSAGE)
+    }
+
+    /// A reader that assembles messages of at most `limit` bytes; a larger one is a
+    /// [`FrameError::Oversized`] error.
+    pub(crate) fn with_limit(stream: Arc<Stream>, limit: usize) -> Self {
         FrameReader {
             stream,
-            buffer: FrameBuffer::default(),
+            buffer: FrameBuffer::with_limit(limit),
             fds: VecDeque::new(),
             scratch_fds: Vec::new(),
+            bytes_read: 0,
         }
+    }
+
+    /// Bytes read from the channel so far.
+    pub(crate) fn bytes_read(&self) -> u64 {
+        self.bytes_read
     }
 
     /// The next message, or `None` at end of stream.
@@ -102,7 +116,10 @@ impl FrameReader {
                 .try_io(|_| buffer.read_with(READ_CHUNK, |spare| recv_with_fds(sock, spare, fds)));
             self.fds.extend(self.scratch_fds.drain(..));
             match read {
-                Ok(Ok(n)) => return Ok(n),
+                Ok(Ok(n)) => {
+                    self.bytes_read += n as u64;
+                    return Ok(n);
+                }
                 Err(_would_block) => continue,
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Ok(Err(e)) => return Err(e),

@@ -1,17 +1,33 @@
-//! Frames: a little-endian `u32` length, then that many bytes of postcard.
+//! Frames: a little-endian `u32` header, then that many bytes of postcard.
+//!
+//! A message of more than [`MAX_FRAME`] bytes travels in parts: every part but the last
+//! has [`CONTINUED`] set in its header, whose low 31 bits are the part's length (at
+//! most [`MAX_FRAME`]); the message is the parts' bytes end to end. A reader assembles
+//! at most its limit ([`MAX_MESSAGE`] unless set lower) and treats more as a protocol
+//! violation, so a peer can make it hold one message, never an unbounded one.
 
 use serde::{Serialize, de::DeserializeOwned};
 
-/// The largest frame either side accepts. Anything longer is a protocol violation.
+/// The largest part on the wire. A header announcing more is a protocol violation.
 pub(crate) const MAX_FRAME: usize = 1 << 20;
+
+/// The largest message any reader assembles (256 MiB): app data travels in the
+/// handshake, and may be up to `exchange::MAX_APP_DATA`.
+pub(crate) const MAX_MESSAGE: usize = 256 << 20;
+
+/// Set in a part's header when more parts of the same message follow.
+const CONTINUED: u32 = 1 << 31;
 
 const HEADER: usize = 4;
 
 /// What can be wrong with a frame.
 #[derive(Debug)]
 pub(crate) enum FrameError {
-    /// The length prefix announces more than [`MAX_FRAME`] bytes.
+    /// A part announces more than [`MAX_FRAME`] bytes, or a message's parts add up to
+    /// more than the reader's limit (or [`MAX_MESSAGE`] when encoding).
     Oversized { len: usize },
+    /// A part that says more follow carries no bytes.
+    EmptyPart,
     /// The payload is not a valid postcard encoding of the expected message.
     Malformed(postcard::Error),
     /// The payload decoded but left bytes over.
@@ -24,8 +40,9 @@ impl std::fmt::Display for FrameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FrameError::Oversized { len } => {
-                write!(f, "frame of {len} bytes exceeds the {MAX_FRAME}-byte limit")
+                write!(f, "a frame or message of {len} bytes exceeds the limit")
             }
+            FrameError::EmptyPart => f.write_str("malformed frame: an empty continued part"),
             FrameError::Malformed(e) => write!(f, "malformed frame: {e}"),
             FrameError::TrailingBytes { extra } => {
                 write!(f, "malformed frame: {extra} bytes left after the message")
@@ -37,7 +54,9 @@ impl std::fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
-/// Appends `msg` to `out` as one frame.
+/// Appends `msg` to `out` as one frame, or as parts when it is larger than
+/// [`MAX_FRAME`]; a message larger than [`MAX_MESSAGE`] is an error and leaves `out`
+/// as it was.
 pub(crate) fn encode<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER]);
@@ -47,19 +66,29 @@ pub(crate) fn encode<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), Fra
         Err(e) => return Err(FrameError::Encode(e)),
     };
     let len = buf.len() - start - HEADER;
-    if len > MAX_FRAME {
-        buf.truncate(start);
+    if len <= MAX_FRAME {
+        // `len <= MAX_FRAME < CONTINUED`, so the cast is lossless.
+        buf[start..start + HEADER].copy_from_slice(&(len as u32).to_le_bytes());
         *out = buf;
+        return Ok(());
+    }
+    let payload = buf.split_off(start + HEADER);
+    buf.truncate(start);
+    *out = buf;
+    if len > MAX_MESSAGE {
         return Err(FrameError::Oversized { len });
     }
-    // `len <= MAX_FRAME < u32::MAX`, so the cast is lossless.
-    buf[start..start + HEADER].copy_from_slice(&(len as u32).to_le_bytes());
-    *out = buf;
+    out.reserve(len + HEADER * len.div_ceil(MAX_FRAME));
+    let mut parts = payload.chunks(MAX_FRAME).peekable();
+    while let Some(part) = parts.next() {
+        let more = if parts.peek().is_some() { CONTINUED } else { 0 };
+        out.extend_from_slice(&(part.len() as u32 | more).to_le_bytes());
+        out.extend_from_slice(part);
+    }
     Ok(())
 }
 
-/// Splits a byte stream into frames and decodes them.
-#[derive(Default)]
+/// Splits a byte stream into frames, assembles parts, and decodes messages.
 pub(crate) struct FrameBuffer {
     /// Initialized storage: `buf[start..end]` is read and not yet decoded; what follows
     /// `end` is room for the next read (zeroed once, when the buffer grows, not on
@@ -67,9 +96,34 @@ pub(crate) struct FrameBuffer {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// The parts of a message read so far.
+    assembly: Vec<u8>,
+    /// The largest message this buffer assembles.
+    limit: usize,
 }
 
+impl Default for FrameBuffer {
+    fn default() -> Self {
+        FrameBuffer::with_limit(MAX_MESSAGE)
+    }
+}
+
+/// Assembly storage kept between messages at most this large (a larger one, left by a
+/// big message, is given back).
+const KEPT_ASSEMBLY: usize = 4 << 20;
+
 impl FrameBuffer {
+    /// A buffer that assembles messages of at most `limit` bytes.
+    pub(crate) fn with_limit(limit: usize) -> FrameBuffer {
+        FrameBuffer {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            assembly: Vec::new(),
+            limit: limit.min(MAX_MESSAGE),
+        }
+    }
+
     /// Lets `read` fill up to `chunk` bytes at the end of the buffer, and keeps what
     /// it reports having written.
     pub(crate) fn read_with(
@@ -93,26 +147,57 @@ impl FrameBuffer {
         result
     }
 
-    /// Decodes the next complete frame, if one is buffered.
+    /// Decodes the next complete message, if one is buffered.
     pub(crate) fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
-        let pending = &self.buf[self.start..self.end];
-        let Some(header) = pending.first_chunk::<HEADER>() else {
-            return Ok(None);
-        };
-        let len = u32::from_le_bytes(*header) as usize;
-        if len > MAX_FRAME {
-            return Err(FrameError::Oversized { len });
+        loop {
+            let pending = &self.buf[self.start..self.end];
+            let Some(header) = pending.first_chunk::<HEADER>() else {
+                return Ok(None);
+            };
+            let header = u32::from_le_bytes(*header);
+            let more = header & CONTINUED != 0;
+            let len = (header & !CONTINUED) as usize;
+            if len > MAX_FRAME {
+                return Err(FrameError::Oversized { len });
+            }
+            if more && len == 0 {
+                return Err(FrameError::EmptyPart);
+            }
+            let Some(payload) = pending.get(HEADER..HEADER + len) else {
+                return Ok(None);
+            };
+            if !more && self.assembly.is_empty() {
+                let msg = decode_whole(payload)?;
+                self.start += HEADER + len;
+                return Ok(Some(msg));
+            }
+            let assembled = self.assembly.len() + len;
+            if assembled > self.limit {
+                return Err(FrameError::Oversized { len: assembled });
+            }
+            self.assembly.extend_from_slice(payload);
+            self.start += HEADER + len;
+            if more {
+                continue;
+            }
+            let decoded = decode_whole(&self.assembly);
+            if self.assembly.capacity() > KEPT_ASSEMBLY {
+                self.assembly = Vec::new();
+            } else {
+                self.assembly.clear();
+            }
+            return decoded.map(Some);
         }
-        let Some(payload) = pending.get(HEADER..HEADER + len) else {
-            return Ok(None);
-        };
-        let (msg, rest) = postcard::take_from_bytes(payload).map_err(FrameError::Malformed)?;
-        if !rest.is_empty() {
-            return Err(FrameError::TrailingBytes { extra: rest.len() });
-        }
-        self.start += HEADER + len;
-        Ok(Some(msg))
     }
+}
+
+/// `bytes` as exactly one message.
+fn decode_whole<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+    let (msg, rest) = postcard::take_from_bytes(bytes).map_err(FrameError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(FrameError::TrailingBytes { extra: rest.len() });
+    }
+    Ok(msg)
 }
 
 #[cfg(test)]
@@ -159,12 +244,14 @@ mod tests {
 
     #[test]
     fn oversized_length_is_rejected_before_buffering_it() {
-        let mut buf = FrameBuffer::default();
-        feed(&mut buf, &u32::MAX.to_le_bytes());
-        assert!(matches!(
-            buf.next::<Msg>(),
-            Err(FrameError::Oversized { len }) if len == u32::MAX as usize
-        ));
+        for header in [(MAX_FRAME + 1) as u32, u32::MAX] {
+            let mut buf = FrameBuffer::default();
+            feed(&mut buf, &header.to_le_bytes());
+            assert!(matches!(
+                buf.next::<Msg>(),
+                Err(FrameError::Oversized { len }) if len > MAX_FRAME
+            ));
+        }
     }
 
     #[test]
@@ -178,13 +265,51 @@ mod tests {
     }
 
     #[test]
-    fn encoding_a_message_over_the_cap_fails_and_leaves_the_buffer_intact() {
+    fn encoding_a_message_over_the_message_cap_fails_and_leaves_the_buffer_intact() {
         let mut out = vec![9];
-        let big = Msg::Text("x".repeat(MAX_FRAME + 1));
+        let big = Msg::Text("x".repeat(MAX_MESSAGE + 1));
         assert!(matches!(
             encode(&big, &mut out),
             Err(FrameError::Oversized { .. })
         ));
         assert_eq!(out, vec![9]);
+    }
+
+    #[test]
+    fn a_message_larger_than_a_frame_travels_in_parts_and_comes_back_whole() {
+        let big = Msg::Text("y".repeat(3 * MAX_FRAME + 17));
+        let mut wire = Vec::new();
+        encode(&Msg::Ping, &mut wire).unwrap();
+        encode(&big, &mut wire).unwrap();
+        encode(&Msg::Ping, &mut wire).unwrap();
+        let mut buf = FrameBuffer::default();
+        let mut got = Vec::new();
+        for chunk in wire.chunks(65_536 + 3) {
+            feed(&mut buf, chunk);
+            while let Some(msg) = buf.next::<Msg>().unwrap() {
+                got.push(msg);
+            }
+        }
+        assert_eq!(got, vec![Msg::Ping, big, Msg::Ping]);
+    }
+
+    #[test]
+    fn parts_adding_up_past_the_readers_limit_are_rejected() {
+        let big = Msg::Text("z".repeat(2 * MAX_FRAME));
+        let mut wire = Vec::new();
+        encode(&big, &mut wire).unwrap();
+        let mut buf = FrameBuffer::with_limit(MAX_FRAME + 10);
+        feed(&mut buf, &wire);
+        assert!(matches!(
+            buf.next::<Msg>(),
+            Err(FrameError::Oversized { .. })
+        ));
+    }
+
+    #[test]
+    fn an_empty_continued_part_is_malformed() {
+        let mut buf = FrameBuffer::default();
+        feed(&mut buf, &CONTINUED.to_le_bytes());
+        assert!(matches!(buf.next::<Msg>(), Err(FrameError::EmptyPart)));
     }
 }

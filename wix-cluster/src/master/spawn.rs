@@ -99,7 +99,9 @@ impl Spawner {
         } = started;
 
         tokio::spawn(read_worker(
-            FrameReader::new(stream),
+            // A worker's messages are exchange messages at most (and small control
+            // ones): more is the worker's fault.
+            FrameReader::with_limit(stream, crate::exchange::MAX_MESSAGE_BYTES + (64 << 10)),
             key,
             self.inbox.clone(),
             out.clone(),

@@ -85,7 +85,11 @@ impl Slot {
             None => self.out.send(msg),
         };
         if let Err(e) = sent {
-            tracing::error!("cannot send {msg:?} to {}: {e}", self.worker());
+            tracing::error!(
+                "cannot send a {} message to {}: {e}",
+                msg.kind(),
+                self.worker()
+            );
         }
     }
 

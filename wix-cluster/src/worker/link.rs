@@ -59,14 +59,21 @@ impl Link {
             version: PROTOCOL_VERSION,
             pid: std::process::id(),
         });
-        let welcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.recv::<ToWorker>())
-            .await
-            .map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the master did not answer the hello",
-                )
-            })?;
+        // The welcome carries the app data, which may take a while to arrive: give up
+        // only when nothing at all arrived for a whole timeout.
+        let mut progress = reader.bytes_read();
+        let welcome = loop {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.recv::<ToWorker>()).await {
+                Ok(welcome) => break welcome,
+                Err(_) if reader.bytes_read() > progress => progress = reader.bytes_read(),
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the master did not answer the hello",
+                    ));
+                }
+            }
+        };
         match welcome {
             Ok(Some(ToWorker::Welcome {
                 version,
@@ -76,13 +83,17 @@ impl Link {
                 link,
                 reader,
                 drain_timeout: Duration::from_millis(drain_timeout_ms),
-                data,
+                data: data
+                    .into_iter()
+                    .map(|(topic, payload)| (topic, payload.into_vec()))
+                    .collect(),
             }),
             Ok(Some(ToWorker::Welcome { version, .. })) => Err(io::Error::other(format!(
                 "the master speaks protocol {version}, this worker {PROTOCOL_VERSION}"
             ))),
             Ok(Some(other)) => Err(io::Error::other(format!(
-                "expected the master's welcome, got {other:?}"
+                "expected the master's welcome, got a {} message",
+                other.kind()
             ))),
             Ok(None) => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -95,7 +106,7 @@ impl Link {
     /// Queues a message for the master. A closed channel is noticed by the reader.
     pub(crate) fn send(&self, msg: &ToMaster) {
         if let Err(e) = self.out.send(msg) {
-            tracing::error!("cannot send {msg:?} to the master: {e}");
+            tracing::error!("cannot send a {} message to the master: {e}", msg.kind());
         }
     }
 
@@ -170,7 +181,7 @@ impl Link {
                 }
                 Ok(Some(ToWorker::Response { id, result })) => {
                     if let Ok(hub) = crate::exchange::hub::hub() {
-                        hub.complete(id, result);
+                        hub.complete(id, result.map(serde_bytes::ByteBuf::into_vec));
                     }
                 }
                 Ok(Some(ToWorker::Data { topic, payload })) => {
