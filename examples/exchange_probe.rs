@@ -12,6 +12,12 @@
 //! `/blob` answers `<pid> start=<len at app start> now=<len> version=<v> ok=<bytes
 //! check>`, `/ask/blob?mb=N` asks the master to publish a new one of N MiB.
 //!
+//! Floods, for the master's bounds: `/ask/flood?mb=N` asks the master to broadcast N
+//! messages of 1 MiB (`Flood`, which no worker subscribes to); `/flood-master?count=N&kb=K`
+//! sends the master N `Sink` messages of K KiB (its subscriber never reads them);
+//! `/names?count=N` reports N custom gauges of distinct names; `/collide` reports
+//! gauges named like built-in `/metrics` families.
+//!
 //! `FAIL_FROM_GENERATION=N`: a worker of generation N or later fails right after its
 //! handshake, before it listens (a successor that never becomes ready).
 
@@ -82,9 +88,20 @@ impl Blob {
     }
 }
 
+#[wix_cluster::exchange("probe.flood")]
+struct Flood {
+    text: String,
+}
+
+#[wix_cluster::exchange("probe.sink")]
+struct Sink {
+    text: String,
+}
+
 #[wix_cluster::exchange("probe.ask")]
 enum Ask {
     Blob(u64),
+    Flood(u64),
     Broadcast(String),
     Other(String),
     SendTo(u32, String),
@@ -115,6 +132,12 @@ impl Plugin for ProbeMaster {
             tokio::time::sleep(Duration::from_millis(slow.ms)).await;
             slow.ms
         })?;
+        // A subscriber that never reads: what workers send it piles up to its budget.
+        let sink = Sink::subscribe()?;
+        tokio::spawn(async move {
+            let _sink = sink;
+            std::future::pending::<()>().await
+        });
         let mut hellos = Hello::subscribe()?;
         tokio::spawn(async move {
             while let Some((from, hello)) = hellos.recv().await {
@@ -127,6 +150,15 @@ impl Plugin for ProbeMaster {
             let mut blob_version = 1;
             while let Some((from, ask)) = asks.recv().await {
                 let done = match ask {
+                    Ask::Flood(mb) => {
+                        let text = "f".repeat(1 << 20);
+                        let mut sent = Ok(());
+                        for _ in 0..mb {
+                            sent = sent.and(Flood::broadcast(Flood { text: text.clone() }));
+                            tokio::task::yield_now().await;
+                        }
+                        sent
+                    }
                     Ask::Blob(mb) => {
                         blob_version += 1;
                         AppData::publish(&Blob::new(blob_version, mb))
@@ -176,6 +208,17 @@ struct AddQuery {
 #[derive(serde::Deserialize)]
 struct Millis {
     ms: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct FloodQuery {
+    count: u64,
+    kb: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct Count {
+    count: u64,
 }
 
 #[derive(serde::Deserialize)]
@@ -267,6 +310,31 @@ async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
             let (len, version, ok) = blob
                 .map_or((0, 0, false), |b| (b.bytes.len(), b.version, b.is_intact()));
             reply(format!("start={blob_at_start} now={len} version={version} ok={ok}"))
+        }))
+        .route("/ask/flood", get(move |Query(q): Query<Megabytes>| async move { ask(Ask::Flood(q.mb)) }))
+        .route("/flood-master", get(move |Query(q): Query<FloodQuery>| async move {
+            let text = "s".repeat((q.kb << 10) as usize);
+            let (mut sent, mut failed) = (0, 0);
+            for _ in 0..q.count {
+                match (Sink { text: text.clone() }).send() {
+                    Ok(()) => sent += 1,
+                    Err(_) => failed += 1,
+                }
+                tokio::task::yield_now().await;
+            }
+            reply(format!("sent={sent} failed={failed}"))
+        }))
+        .route("/names", get(move |Query(q): Query<Count>| async move {
+            for i in 0..q.count {
+                wix_cluster::metrics::gauge(&format!("flood.name.{i}"), i as f64);
+            }
+            reply(format!("named {}", q.count))
+        }))
+        .route("/collide", get(move || async move {
+            wix_cluster::metrics::gauge("wix_cluster.workers.desired", 99.0);
+            wix_cluster::metrics::gauge("process_resident_memory_bytes", 1.0);
+            wix_cluster::metrics::counter("wix_cluster.workers.forked", 5);
+            reply("collided".into())
         }))
         .route("/ask/blob", get(move |Query(q): Query<Megabytes>| async move { ask(Ask::Blob(q.mb)) }))
         .route("/ask/garbage", get(move || async move { ask(Ask::Garbage) }))

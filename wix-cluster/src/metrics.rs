@@ -71,6 +71,29 @@ pub struct Value {
 /// Every worker's custom metrics, by worker and name.
 pub type CustomMetrics = BTreeMap<WorkerId, BTreeMap<String, Value>>;
 
+/// How many custom metric names the master keeps per worker slot; updates of further
+/// names are dropped (counted in [`dropped_updates`], logged once per slot).
+pub const MAX_NAMES_PER_WORKER: usize = 1000;
+/// The longest custom metric name kept, in bytes; updates with longer names are
+/// dropped the same way.
+pub const MAX_NAME_LEN: usize = 200;
+
+static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Custom metric updates the master dropped since it started: names past
+/// [`MAX_NAMES_PER_WORKER`] or longer than [`MAX_NAME_LEN`].
+pub fn dropped_updates() -> u64 {
+    DROPPED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Forgets slot `worker`'s metrics (its last process ended and none replaced it yet).
+pub(crate) fn forget(worker: WorkerId) {
+    collected()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&worker);
+}
+
 static COLLECTED: OnceLock<Mutex<CustomMetrics>> = OnceLock::new();
 
 fn collected() -> &'static Mutex<CustomMetrics> {
@@ -94,14 +117,24 @@ pub(crate) fn start_collector() {
                 Peer::Master => WorkerId(0),
             };
             let mut all = collected().lock().unwrap_or_else(|p| p.into_inner());
-            let entry = all
-                .entry(worker)
-                .or_default()
-                .entry(update.name)
-                .or_insert(Value {
-                    kind: update.kind,
-                    value: 0.0,
-                });
+            let names = all.entry(worker).or_default();
+            let known = names.contains_key(&update.name);
+            if !known && (names.len() >= MAX_NAMES_PER_WORKER || update.name.len() > MAX_NAME_LEN) {
+                let dropped = DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                // Logged at the 1st, 2nd, 4th, 8th... drop: a flood costs a few lines.
+                if dropped.is_power_of_two() {
+                    tracing::warn!(
+                        "worker {worker} reports more than {MAX_NAMES_PER_WORKER} custom metric \
+                         names (or one longer than {MAX_NAME_LEN} bytes); dropping the new ones \
+                         ({dropped} updates dropped so far)"
+                    );
+                }
+                continue;
+            }
+            let entry = names.entry(update.name).or_insert(Value {
+                kind: update.kind,
+                value: 0.0,
+            });
             entry.kind = update.kind;
             match update.kind {
                 Kind::Counter => entry.value += update.value,

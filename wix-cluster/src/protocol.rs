@@ -54,6 +54,8 @@ pub(crate) enum ToMaster {
         topic: String,
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
+        /// How long the worker waits for the answer: the master gives up then too.
+        timeout_ms: u64,
     },
     /// The worker asks to be replaced gracefully (for example after `max_requests`):
     /// the master starts its successor, then drains it.

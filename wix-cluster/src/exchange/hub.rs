@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::{ExchangeError, Peer};
 use crate::WorkerId;
@@ -17,11 +17,87 @@ use crate::ipc::{self, Outbox};
 use crate::protocol::{ExchangeRef, ToMaster, ToWorker};
 use crate::worker::link::Link;
 
+/// The most requests one worker may have the master handle at once; past it, requests
+/// are answered with an error at once.
+pub(crate) const MAX_REQUESTS_IN_FLIGHT: usize = 256;
+
+/// A worker's request, as its channel's reader hands it over.
+pub(crate) struct WorkerRequest {
+    pub(crate) from: WorkerId,
+    pub(crate) id: u64,
+    pub(crate) topic: String,
+    pub(crate) payload: Vec<u8>,
+    /// How long the worker waits for the answer.
+    pub(crate) timeout: std::time::Duration,
+}
+
+/// The requests of one worker process being handled: counted, and all given up when
+/// the scope is dropped (its channel's reader ends: the worker is gone).
+pub(crate) struct RequestScope {
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    gone: watch::Sender<()>,
+}
+
+impl Default for RequestScope {
+    fn default() -> Self {
+        RequestScope {
+            in_flight: Arc::default(),
+            gone: watch::Sender::new(()),
+        }
+    }
+}
+
+/// One request of a [`RequestScope`], counted while it lives.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl RequestScope {
+    fn enter(&self) -> Option<InFlight> {
+        let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let guard = InFlight(self.in_flight.clone());
+        (before < MAX_REQUESTS_IN_FLIGHT).then_some(guard)
+    }
+
+    /// Changes (with an error) once the scope is dropped.
+    fn gone(&self) -> watch::Receiver<()> {
+        self.gone.subscribe()
+    }
+}
+
 /// One delivered message, still encoded (each subscriber decodes it as its type).
-#[derive(Clone)]
 pub(crate) struct Envelope {
     pub(crate) from: Peer,
     pub(crate) payload: Arc<[u8]>,
+    /// The part of its subscriber's budget it holds until it is received.
+    _budget: OwnedSemaphorePermit,
+}
+
+/// How many bytes of messages may wait for one subscriber (64 MiB; each message counts
+/// at least [`MIN_COST`]). A message past it waits up to [`BUDGET_WAIT`] when it comes
+/// from a worker's channel (which stops being read meanwhile: back-pressure onto that
+/// worker), and is dropped, counted and logged when it does not fit by then, or at once
+/// when it comes from this process.
+pub(crate) const SUBSCRIBER_BUDGET: usize = 64 << 20;
+const MIN_COST: usize = 64;
+const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A subscriber's queue and its byte budget.
+#[derive(Clone)]
+struct Subscriber {
+    tx: mpsc::UnboundedSender<Envelope>,
+    budget: Arc<Semaphore>,
+    /// Its last message from a worker did not fit: the next ones are not waited for,
+    /// until one fits again (a flood costs one wait, not one per message).
+    overflowing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn cost(payload: &[u8]) -> u32 {
+    u32::try_from(payload.len().max(MIN_COST)).unwrap_or(u32::MAX)
 }
 
 pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
@@ -45,13 +121,15 @@ pub(crate) struct Hub {
     state: Mutex<State>,
     next_request: AtomicU64,
     undecodable: AtomicU64,
+    /// Messages dropped because a subscriber's budget was spent.
+    dropped: AtomicU64,
 }
 
 #[derive(Default)]
 struct State {
     /// Topic -> the type that claimed it.
     topics: HashMap<&'static str, (TypeId, &'static str)>,
-    subscribers: HashMap<String, Vec<mpsc::UnboundedSender<Envelope>>>,
+    subscribers: HashMap<String, Vec<Subscriber>>,
     handlers: HashMap<String, Handler>,
     data: HashMap<String, DataCell>,
     /// Bumped on every change of a topic's data.
@@ -73,6 +151,7 @@ pub(crate) fn install(side: Side) -> &'static Hub {
         state: Mutex::default(),
         next_request: AtomicU64::new(1),
         undecodable: AtomicU64::new(0),
+        dropped: AtomicU64::new(0),
     })
 }
 
@@ -139,20 +218,97 @@ impl Hub {
 
     pub(crate) fn subscribe(&self, topic: &str) -> mpsc::UnboundedReceiver<Envelope> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let budget = Arc::new(Semaphore::new(SUBSCRIBER_BUDGET));
         self.state()
             .subscribers
             .entry(topic.to_owned())
             .or_default()
-            .push(tx);
+            .push(Subscriber {
+                tx,
+                budget,
+                overflowing: Arc::default(),
+            });
         rx
+    }
+
+    /// Messages dropped since start because a subscriber had too many bytes waiting.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn count_dropped(&self, topic: &str) {
+        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        // The 1st, 2nd, 4th, 8th... drop is logged: a flood costs a few lines.
+        if dropped.is_power_of_two() {
+            tracing::warn!(
+                "dropping a message on topic {topic:?}: its subscriber has {SUBSCRIBER_BUDGET} \
+                 bytes waiting ({dropped} messages dropped so far)"
+            );
+        }
+    }
+
+    /// Like [`Hub::deliver`], for a message read from a worker's channel: a subscriber
+    /// whose budget is spent is waited for (up to [`BUDGET_WAIT`]), so that the worker's
+    /// channel is read no faster than the master's subscribers keep up.
+    pub(crate) async fn deliver_from_worker(&self, from: Peer, topic: &str, payload: Arc<[u8]>) {
+        let subscribers = match self.state().subscribers.get(topic) {
+            Some(subscribers) => subscribers.clone(),
+            None => return,
+        };
+        let cost = cost(&payload);
+        for subscriber in subscribers {
+            let permit = if subscriber.overflowing.load(Ordering::Relaxed) {
+                subscriber.budget.clone().try_acquire_many_owned(cost).ok()
+            } else {
+                let permit = subscriber.budget.clone().acquire_many_owned(cost);
+                tokio::time::timeout(BUDGET_WAIT, permit)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            };
+            subscriber
+                .overflowing
+                .store(permit.is_none(), Ordering::Relaxed);
+            match permit {
+                Some(permit) => {
+                    let _ = subscriber.tx.send(Envelope {
+                        from,
+                        payload: payload.clone(),
+                        _budget: permit,
+                    });
+                }
+                None => self.count_dropped(topic),
+            }
+        }
+        self.state()
+            .subscribers
+            .entry(topic.to_owned())
+            .or_default()
+            .retain(|subscriber| !subscriber.tx.is_closed());
     }
 
     /// Hands a message to this process's subscribers of `topic`.
     pub(crate) fn deliver(&self, from: Peer, topic: &str, payload: Arc<[u8]>) {
+        let mut dropped = 0;
         let mut state = self.state();
         if let Some(subscribers) = state.subscribers.get_mut(topic) {
-            let envelope = Envelope { from, payload };
-            subscribers.retain(|subscriber| subscriber.send(envelope.clone()).is_ok());
+            let cost = cost(&payload);
+            subscribers.retain(|subscriber| {
+                let Ok(permit) = subscriber.budget.clone().try_acquire_many_owned(cost) else {
+                    dropped += 1;
+                    return !subscriber.tx.is_closed();
+                };
+                let envelope = Envelope {
+                    from,
+                    payload: payload.clone(),
+                    _budget: permit,
+                };
+                subscriber.tx.send(envelope).is_ok()
+            });
+        }
+        drop(state);
+        for _ in 0..dropped {
+            self.count_dropped(topic);
         }
     }
 
@@ -236,6 +392,7 @@ impl Hub {
         &self,
         topic: &str,
         payload: Vec<u8>,
+        timeout: std::time::Duration,
     ) -> Result<Vec<u8>, ExchangeError> {
         let handler_error = |message: String| ExchangeError::Handler {
             topic: topic.to_owned(),
@@ -251,6 +408,7 @@ impl Hub {
                     id,
                     topic: topic.to_owned(),
                     payload,
+                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
                 });
                 let _cleanup = PendingGuard { hub: self, id };
                 answer
@@ -278,21 +436,45 @@ impl Hub {
         }
     }
 
-    /// Master: a worker's request; the handler runs in its own task and the answer goes
-    /// back on `reply`, that worker's channel.
+    /// Master: a worker's request; the handler runs in its own task, within `requests`
+    /// (that worker's), and the answer goes back on `reply`, that worker's channel. It
+    /// is given up when the worker gives up on it (`timeout`) or goes away.
     pub(crate) fn on_request(
         &'static self,
-        from: WorkerId,
-        id: u64,
-        topic: String,
-        payload: Vec<u8>,
+        request: WorkerRequest,
+        requests: &RequestScope,
         reply: Outbox,
     ) {
+        let WorkerRequest {
+            from,
+            id,
+            topic,
+            payload,
+            timeout,
+        } = request;
+        let Some(guard) = requests.enter() else {
+            let result = Err(format!(
+                "worker {from} has {MAX_REQUESTS_IN_FLIGHT} requests in flight already"
+            ));
+            if let Err(e) = reply.send(&ToWorker::Response { id, result }) {
+                tracing::debug!("cannot answer worker {from}'s request on {topic:?}: {e}");
+            }
+            return;
+        };
+        let mut gone = requests.gone();
         let handler = self.state().handlers.get(&topic).cloned();
         tokio::spawn(async move {
-            let result = match handler {
-                Some(handler) => handler(Peer::Worker(from), payload).await,
-                None => Err(format!("the master has no handler for topic {topic:?}")),
+            let _guard = guard;
+            let answer = async {
+                match handler {
+                    Some(handler) => handler(Peer::Worker(from), payload).await,
+                    None => Err(format!("the master has no handler for topic {topic:?}")),
+                }
+            };
+            let result = tokio::select! {
+                result = answer => result,
+                () = tokio::time::sleep(timeout) => return,
+                _ = gone.changed() => return,
             };
             let result = result.and_then(|answer| {
                 super::check_size("answer", answer.len(), super::MAX_MESSAGE_BYTES)

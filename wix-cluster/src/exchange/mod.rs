@@ -139,7 +139,7 @@ pub async fn request_within<T: Exchange>(
 ) -> Result<T::Response, ExchangeError> {
     let hub = hub()?;
     let payload = encode(query.borrow())?;
-    let answer = tokio::time::timeout(timeout, hub.request(T::TOPIC, payload))
+    let answer = tokio::time::timeout(timeout, hub.request(T::TOPIC, payload, timeout))
         .await
         .map_err(|_| ExchangeError::Timeout {
             topic: T::TOPIC,
@@ -184,6 +184,12 @@ where
 /// were logged and dropped).
 pub fn undecodable_messages() -> u64 {
     hub().map_or(0, |hub| hub.undecodable())
+}
+
+/// Messages this process dropped since it started because one of its subscribers had
+/// too many bytes waiting (64 MiB: it does not keep up; see [`Subscription`]).
+pub fn dropped_messages() -> u64 {
+    hub().map_or(0, |hub| hub.dropped())
 }
 
 /// Broadcasts raw bytes on `topic`, bypassing the types (see [`send_raw`]).

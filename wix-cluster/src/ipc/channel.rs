@@ -55,6 +55,22 @@ impl std::fmt::Display for ReadError {
     }
 }
 
+/// The most bytes an [`Outbox`] queues: past it, sends fail with
+/// [`FrameError::Backlog`] (160 MiB, the writer's batch in hand included: room for
+/// the largest handshake). The master treats
+/// a worker whose backlog stays over [`BACKLOG_STALL`] as stalled long before.
+pub(crate) const MAX_BACKLOG: usize = 160 << 20;
+
+/// A backlog the master tolerates from a worker only briefly (see
+/// `master::supervisor`): 32 MiB.
+pub(crate) const BACKLOG_STALL: usize = 32 << 20;
+
+/// A write batch kept between batches at most this large.
+const KEPT_BATCH: usize = 4 << 20;
+
+/// The most descriptors a reader holds for frames it has not read yet.
+const MAX_PENDING_FDS: usize = 8;
+
 /// Reads frames (and any descriptors sent with them) from a channel.
 pub(crate) struct FrameReader {
     stream: Arc<Stream>,
@@ -115,6 +131,13 @@ impl FrameReader {
             let read = ready
                 .try_io(|_| buffer.read_with(READ_CHUNK, |spare| recv_with_fds(sock, spare, fds)));
             self.fds.extend(self.scratch_fds.drain(..));
+            if self.fds.len() > MAX_PENDING_FDS {
+                // Descriptors parked under frames not yet read: never more than a few.
+                self.fds.clear();
+                return Err(io::Error::other(format!(
+                    "more than {MAX_PENDING_FDS} descriptors sent ahead of their frames"
+                )));
+            }
             match read {
                 Ok(Ok(n)) => {
                     self.bytes_read += n as u64;
@@ -187,6 +210,8 @@ struct Pending {
     acks: Vec<oneshot::Sender<()>>,
     /// No more frames will come (every sender is gone), or the socket failed.
     closed: bool,
+    /// Bytes the writer task took and has not written yet.
+    in_writer: usize,
     /// The writer task is parked with nothing in hand, and nothing was queued or written
     /// since: the next frame may be written inline, by its sender (see [`Outbox::push`]).
     writer_idle: bool,
@@ -245,6 +270,10 @@ impl Outbox {
         if pending.closed {
             return Ok(());
         }
+        let queued = pending.bytes.len() + pending.in_writer;
+        if queued > MAX_BACKLOG {
+            return Err(FrameError::Backlog { queued });
+        }
         let was_idle = pending.bytes.is_empty() && pending.acks.is_empty();
         let offset = pending.bytes.len();
         write(&mut pending.bytes)?;
@@ -263,6 +292,12 @@ impl Outbox {
             shared.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Bytes queued and not yet written (the writer task's batch in hand included).
+    pub(crate) fn backlog(&self) -> usize {
+        let pending = self.shared().lock();
+        pending.bytes.len() + pending.in_writer
     }
 
     /// Waits until everything queued so far is written (or the channel closed).
@@ -317,6 +352,7 @@ impl OutboxWriter {
                 } else {
                     pending.writer_idle = false;
                     std::mem::swap(&mut pending.bytes, &mut batch);
+                    pending.in_writer = batch.len();
                     std::mem::swap(&mut pending.fds, &mut fds);
                     std::mem::swap(&mut pending.acks, &mut acks);
                     true
@@ -337,7 +373,13 @@ impl OutboxWriter {
                 from = end;
             }
             self.write(&mut watch, &batch[from..], None).await?;
-            batch.clear();
+            self.shared.lock().in_writer = 0;
+            if batch.capacity() > KEPT_BATCH {
+                // A big message passed: give its memory back.
+                batch = Vec::new();
+            } else {
+                batch.clear();
+            }
             for ack in acks.drain(..) {
                 let _ = ack.send(());
             }
@@ -385,7 +427,9 @@ fn frame_end(bytes: &[u8], offset: usize) -> usize {
     let len = bytes
         .get(offset..offset + 4)
         .and_then(|h| h.try_into().ok())
-        .map_or(0, |h: [u8; 4]| u32::from_le_bytes(h) as usize);
+        .map_or(0, |h: [u8; 4]| {
+            (u32::from_le_bytes(h) & !(1 << 31)) as usize
+        });
     (offset + 4 + len).min(bytes.len())
 }
 

@@ -28,6 +28,9 @@ pub(crate) enum FrameError {
     Oversized { len: usize },
     /// A part that says more follow carries no bytes.
     EmptyPart,
+    /// The channel's queue holds more than `MAX_BACKLOG` (160 MiB) bytes already:
+    /// the peer is not reading.
+    Backlog { queued: usize },
     /// The payload is not a valid postcard encoding of the expected message.
     Malformed(postcard::Error),
     /// The payload decoded but left bytes over.
@@ -43,6 +46,9 @@ impl std::fmt::Display for FrameError {
                 write!(f, "a frame or message of {len} bytes exceeds the limit")
             }
             FrameError::EmptyPart => f.write_str("malformed frame: an empty continued part"),
+            FrameError::Backlog { queued } => {
+                write!(f, "{queued} bytes wait unread on the channel already")
+            }
             FrameError::Malformed(e) => write!(f, "malformed frame: {e}"),
             FrameError::TrailingBytes { extra } => {
                 write!(f, "malformed frame: {extra} bytes left after the message")

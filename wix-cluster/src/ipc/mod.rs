@@ -6,6 +6,6 @@ mod fd;
 mod frame;
 mod stream;
 
-pub(crate) use channel::{FrameReader, Outbox, into_stream, socketpair};
+pub(crate) use channel::{BACKLOG_STALL, FrameReader, Outbox, into_stream, socketpair};
 pub(crate) use frame::encode;
 pub(crate) use stream::Stream;

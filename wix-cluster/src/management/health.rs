@@ -46,7 +46,7 @@ pub(crate) fn ready_count(tracked: &[Tracked]) -> usize {
 /// `GET /health/is_alive`: 200 while the cluster is healthy; 503 when a plugin reports
 /// it failing (cyclic death) or no worker is ready.
 pub(crate) async fn is_alive(State(ctx): State<Ctx>) -> Response {
-    let tracked = workers::observe(&ctx).await;
+    let tracked = workers::observe_health(&ctx).await;
     let serving = tracked.iter().filter(|known| is_ready(known)).count();
     let failing = ctx.master.is_failing();
     // After the observation, which waits on the master: the handover may have come
@@ -79,7 +79,7 @@ pub(crate) async fn is_alive(State(ctx): State<Ctx>) -> Response {
 /// begins (its drain delay included, while workers still serve). A master that handed
 /// the cluster over answers for its successor (see [`handed_over`]).
 pub(crate) async fn ready(State(ctx): State<Ctx>) -> Response {
-    let tracked = workers::observe(&ctx).await;
+    let tracked = workers::observe_health(&ctx).await;
     let ready = ready_count(&tracked);
     let desired = ctx.master.desired_workers();
     // Stopping first: a master that hands over is marked so before it stops, so a stop

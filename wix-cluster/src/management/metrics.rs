@@ -120,7 +120,9 @@ fn fill(registry: &Registry, ctx: &Ctx, tracked: &[Tracked]) -> prometheus::Resu
         )?,
     )?;
 
-    let mut custom: BTreeMap<String, Custom> = BTreeMap::new();
+    // Custom metrics are registered after every built-in family, so that a user's
+    // name can never take a built-in one's place (it is left out instead).
+    let mut custom_values: Vec<(String, Kind, String, f64)> = Vec::new();
     for known in newest_per_slot(tracked) {
         let info = &known.info;
         let worker = info.worker.id.get().to_string();
@@ -156,27 +158,7 @@ fn fill(registry: &Registry, ctx: &Ctx, tracked: &[Tracked]) -> prometheus::Resu
                 }
                 Kind::Gauge => sanitize(name),
             };
-            if !custom.contains_key(&family) {
-                match Custom::register(registry, &family, metric.kind) {
-                    Ok(collector) => {
-                        custom.insert(family.clone(), collector);
-                    }
-                    Err(e) => {
-                        tracing::debug!("custom metric {family} left out of /metrics: {e}");
-                        continue;
-                    }
-                }
-            }
-            // A name used with two kinds (by different workers): the first kind wins.
-            match (custom.get(&family), metric.kind) {
-                (Some(Custom::Counter(counter)), Kind::Counter) => counter
-                    .with_label_values(&labels)
-                    .inc_by(metric.value.max(0.0)),
-                (Some(Custom::Gauge(gauge)), Kind::Gauge) => {
-                    gauge.with_label_values(&labels).set(metric.value);
-                }
-                _ => {}
-            }
+            custom_values.push((family, metric.kind, worker.clone(), metric.value));
         }
     }
 
@@ -246,8 +228,55 @@ fn fill(registry: &Registry, ctx: &Ctx, tracked: &[Tracked]) -> prometheus::Resu
         )?,
     )?;
     failing.set(if master.is_failing() { 1.0 } else { 0.0 });
+    fill_custom(registry, custom_values);
     Ok(())
 }
+
+/// Registers the custom metrics `(family, kind, worker, value)`. A family that cannot
+/// be registered (its name is a built-in family's, or another kind's) is left out, with
+/// a warning the first time.
+fn fill_custom(registry: &Registry, values: Vec<(String, Kind, String, f64)>) {
+    let mut custom: BTreeMap<String, Custom> = BTreeMap::new();
+    for (family, kind, worker, value) in values {
+        if !custom.contains_key(&family) {
+            match Custom::register(registry, &family, kind) {
+                Ok(collector) => {
+                    custom.insert(family.clone(), collector);
+                }
+                Err(e) => {
+                    warn_once(&family, &e);
+                    continue;
+                }
+            }
+        }
+        let labels = [worker.as_str()];
+        // A name used with two kinds (by different workers): the first kind wins.
+        match (custom.get(&family), kind) {
+            (Some(Custom::Counter(counter)), Kind::Counter) => {
+                counter.with_label_values(&labels).inc_by(value.max(0.0));
+            }
+            (Some(Custom::Gauge(gauge)), Kind::Gauge) => {
+                gauge.with_label_values(&labels).set(value);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Warns about a custom family left out of `/metrics`, once per name (at most
+/// [`WARNED_NAMES`] names are remembered).
+fn warn_once(family: &str, error: &prometheus::Error) {
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    if warned.iter().any(|known| known == family) || warned.len() >= WARNED_NAMES {
+        return;
+    }
+    warned.push(family.to_owned());
+    tracing::warn!("custom metric {family} is left out of /metrics: {error}");
+}
+
+/// How many left-out names [`warn_once`] remembers.
+const WARNED_NAMES: usize = 100;
 
 /// A custom metric's family in the registry.
 enum Custom {

@@ -46,6 +46,14 @@ pub(crate) async fn observe(ctx: &Ctx) -> Vec<Tracked> {
     ctx.stats.tracked()
 }
 
+/// [`observe`] without reading the custom metrics: for the health pages, which must
+/// stay cheap however many metrics workers report.
+pub(crate) async fn observe_health(ctx: &Ctx) -> Vec<Tracked> {
+    let live = live(ctx).await;
+    ctx.stats.observe(&live);
+    ctx.stats.tracked()
+}
+
 /// `starting`, `online`, `ready`, `draining` or `exited`.
 pub(crate) fn state_name(known: &Tracked) -> &'static str {
     if known.exited_at.is_some() {

@@ -126,6 +126,8 @@ async fn read_worker(
     out: Outbox,
 ) {
     let mut greeted = false;
+    // The worker's requests in the master's hands: given up when this reader ends.
+    let requests = crate::exchange::hub::RequestScope::default();
     loop {
         let report = match reader.recv::<ToMaster>().await {
             Ok(Some(_)) if reader.take_fd().is_some() => {
@@ -133,13 +135,26 @@ async fn read_worker(
             }
             Ok(Some(ToMaster::Exchange { topic, payload })) if greeted => {
                 if let Ok(hub) = crate::exchange::hub::hub() {
-                    hub.deliver(crate::Peer::Worker(key.id), &topic, payload.into());
+                    hub.deliver_from_worker(crate::Peer::Worker(key.id), &topic, payload.into())
+                        .await;
                 }
                 continue;
             }
-            Ok(Some(ToMaster::Request { id, topic, payload })) if greeted => {
+            Ok(Some(ToMaster::Request {
+                id,
+                topic,
+                payload,
+                timeout_ms,
+            })) if greeted => {
                 if let Ok(hub) = crate::exchange::hub::hub() {
-                    hub.on_request(key.id, id, topic, payload, out.clone());
+                    let request = crate::exchange::hub::WorkerRequest {
+                        from: key.id,
+                        id,
+                        topic,
+                        payload,
+                        timeout: std::time::Duration::from_millis(timeout_ms),
+                    };
+                    hub.on_request(request, &requests, out.clone());
                 }
                 continue;
             }

@@ -33,6 +33,8 @@ pub(crate) struct Slot {
     pub(crate) requests: u64,
     /// Failed accepts (descriptors, memory), as of the last heartbeat.
     pub(crate) accept_errors: u64,
+    /// Since when its channel's backlog has been over [`crate::ipc::BACKLOG_STALL`].
+    pub(crate) backlog_since: Option<Instant>,
     out: Outbox,
 }
 
@@ -50,6 +52,7 @@ impl Slot {
             started_at: SystemTime::now(),
             requests: 0,
             accept_errors: 0,
+            backlog_since: None,
             out,
         }
     }
@@ -155,6 +158,11 @@ impl WorkerTable {
             .rev()
             .map(|(_, slot)| slot)
             .find(|slot| !slot.retiring)
+    }
+
+    /// Whether slot `id` has any live process.
+    pub(crate) fn has_slot(&self, id: WorkerId) -> bool {
+        self.procs.keys().any(|key| key.id == id)
     }
 
     /// Slots with a non-retiring process.

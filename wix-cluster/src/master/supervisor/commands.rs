@@ -98,7 +98,7 @@ impl Supervisor {
 
     /// A stalled worker: SIGABRT now (a core or backtrace where enabled), SIGKILL after
     /// a grace. Its exit is unexpected, so `Respawn` replaces it.
-    fn abort(&mut self, key: Key, reason: String) {
+    pub(super) fn abort(&mut self, key: Key, reason: String) {
         let Some(slot) = self.table.get_mut(key) else {
             return;
         };

@@ -211,6 +211,8 @@ async fn supervise(
     }
 
     let mut watchdog = sup.notifier.watchdog_interval().map(tokio::time::interval);
+    let mut backlogs = tokio::time::interval(BACKLOG_CHECK);
+    backlogs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let drain_deadline = sup.stopping.as_ref().and_then(|stop| stop.deadline);
         let drain_at = sup.stopping.as_ref().and_then(|stop| stop.drain_at);
@@ -252,6 +254,7 @@ async fn supervise(
             _ = sleep_until(upgrade_deadline), if upgrade_deadline.is_some() => {
                 sup.on_upgrade_timeout();
             }
+            _ = backlogs.tick() => sup.check_backlogs(),
             _ = tick(&mut watchdog), if watchdog.is_some() => {
                 sup.notifier.watchdog(sup.is_healthy());
             }
@@ -373,6 +376,11 @@ impl ManagementApp {
     }
 }
 
+/// How often the master looks at its workers' channel backlogs.
+const BACKLOG_CHECK: Duration = Duration::from_secs(1);
+/// How long a worker's backlog may stay over [`crate::ipc::BACKLOG_STALL`].
+const BACKLOG_PATIENCE: Duration = Duration::from_secs(5);
+
 /// How long an old master waits, before it exits, for its management app to answer the
 /// requests it accepted before the handover.
 const HANDED_OVER_REQUESTS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -409,6 +417,36 @@ impl Supervisor {
                 });
                 Err(error)
             }
+        }
+    }
+
+    /// A worker whose channel backlog stayed over [`crate::ipc::BACKLOG_STALL`] for
+    /// [`BACKLOG_PATIENCE`] does not read what the master sends (stopped, or its loop
+    /// blocked): it is treated as stalled (SIGABRT, SIGKILL; `Respawn` replaces it)
+    /// instead of growing the master's memory.
+    fn check_backlogs(&mut self) {
+        let now = std::time::Instant::now();
+        let mut stalled = Vec::new();
+        for slot in self.table.iter_mut() {
+            let backlog = slot.outbox().backlog();
+            if backlog <= crate::ipc::BACKLOG_STALL {
+                slot.backlog_since = None;
+                continue;
+            }
+            let since = *slot.backlog_since.get_or_insert(now);
+            if now.duration_since(since) >= BACKLOG_PATIENCE {
+                slot.backlog_since = None;
+                stalled.push((slot.key, backlog));
+            }
+        }
+        for (key, backlog) in stalled {
+            let reason = format!(
+                "{backlog} bytes from the master waited unread on its channel for {:?} \
+                 (more than {} bytes)",
+                BACKLOG_PATIENCE,
+                crate::ipc::BACKLOG_STALL
+            );
+            self.abort(key, reason);
         }
     }
 

@@ -1,0 +1,134 @@
+//! The master's memory has a bound against every worker: one that stops reading while
+//! the master broadcasts is treated as stalled and replaced, one that floods the master
+//! with messages and metric names is cut off at its budgets, and a user's metric name
+//! can never break `/metrics`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use wix_cluster_suite::{PATIENCE, Program, http_get, rss_bytes, send_signal, wait_until};
+
+fn probe() -> (Program, SocketAddr) {
+    let program = Program::start(
+        "exchange_probe",
+        &[("PORT", "0"), ("WIX_CLUSTER_WORKERS", "2")],
+    );
+    let addr = program.listening_addr();
+    program.wait_for_workers(2);
+    program.wait_for_200(addr, "/notes");
+    (program, addr)
+}
+
+/// The highest RSS of `pid` seen while `until` is false (checked every 50 ms, for at
+/// most `patience`).
+fn peak_rss(pid: u32, patience: Duration, mut until: impl FnMut() -> bool) -> u64 {
+    let started = Instant::now();
+    let mut peak = 0;
+    while started.elapsed() < patience && !until() {
+        peak = peak.max(rss_bytes(pid));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    peak.max(rss_bytes(pid))
+}
+
+#[test]
+fn a_worker_that_stops_reading_is_replaced_and_the_master_stays_bounded() {
+    let (program, addr) = probe();
+    let workers = program.children();
+    let stopped = workers[0];
+    let before = rss_bytes(program.pid());
+    send_signal(stopped, Signal::SIGSTOP);
+    // 600 MiB of broadcasts: the live worker reads them, the stopped one cannot.
+    let asked = http_get(addr, "/ask/flood?mb=600").expect("the live worker answers");
+    assert_eq!(asked.status, 200, "{asked:?}");
+    let peak = peak_rss(program.pid(), Duration::from_secs(40), || {
+        program.log().contains("waited unread on its channel")
+    });
+    let line = program.wait_for_log("waited unread on its channel");
+    assert!(line.contains("stalled"), "{line}");
+    program.wait_until_gone(stopped);
+    let mut now = Vec::new();
+    let replaced = wait_until(PATIENCE, || {
+        now = program.children();
+        now.len() == 2 && !now.contains(&stopped)
+    });
+    assert!(replaced, "{now:?}; log:\n{}", program.log());
+    assert!(
+        peak < before + (400 << 20),
+        "the master grew from {before} to {peak} bytes while one worker did not read"
+    );
+}
+
+#[test]
+fn a_worker_flooding_the_master_leaves_it_bounded_and_ready() {
+    let (program, addr) = probe();
+    let management = program.management_addr();
+    let before = rss_bytes(program.pid());
+    // 512 MiB of messages to a master-side subscriber that never reads, and 50,000
+    // metric names, while readiness is probed.
+    let flood = std::thread::spawn(move || {
+        let sent = http_get(addr, "/flood-master?count=2048&kb=256");
+        let named = http_get(addr, "/names?count=50000");
+        (sent, named)
+    });
+    let mut slowest = Duration::ZERO;
+    let mut peak = 0;
+    let mut probes = 0;
+    while !flood.is_finished() || probes < 20 {
+        let asked = Instant::now();
+        let ready = http_get(management, "/health/ready").expect("readiness answers");
+        slowest = slowest.max(asked.elapsed());
+        assert_eq!(ready.status, 200, "{ready:?}; log:\n{}", program.log());
+        peak = peak.max(rss_bytes(program.pid()));
+        probes += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (sent, named) = flood.join().expect("flood thread");
+    let sent = sent.expect("the flood was answered");
+    assert!(sent.body.contains("sent="), "{sent:?}");
+    assert_eq!(named.expect("names answered").status, 200);
+    program.wait_for_log("dropping a message on topic \"probe.sink\"");
+    program.wait_for_log("custom metric names");
+    assert!(
+        slowest < Duration::from_secs(2),
+        "/health/ready took {slowest:?} during the flood"
+    );
+    assert!(
+        peak < before + (300 << 20),
+        "the master grew from {before} to {peak} bytes under the flood"
+    );
+    let metrics = program.wait_for_200(management, "/metrics").body;
+    let names = metrics
+        .lines()
+        .filter(|line| line.starts_with("flood_name_"))
+        .count();
+    assert!(
+        (1..=2 * 1000).contains(&names),
+        "{names} flood_name_ series (at most 1000 per worker)"
+    );
+}
+
+#[test]
+fn a_custom_metric_named_like_a_built_in_family_leaves_metrics_whole() {
+    let (program, addr) = probe();
+    let management = program.management_addr();
+    let collided = http_get(addr, "/collide").expect("served");
+    assert_eq!(collided.status, 200);
+    // The gauges arrive a moment later; each scrape registers what has arrived.
+    let mut metrics = String::new();
+    let warned = wait_until(PATIENCE, || {
+        metrics = program.wait_for_200(management, "/metrics").body;
+        program.log().contains("is left out of /metrics")
+    });
+    assert!(warned, "no collision was seen; log:\n{}", program.log());
+    for family in [
+        "wix_cluster_workers_desired 2",
+        "wix_cluster_workers_forked_total 2",
+        "process_resident_memory_bytes{worker=\"1\"}",
+        "wix_cluster_workers_ready",
+        "wix_cluster_failing 0",
+    ] {
+        assert!(metrics.contains(family), "{family} is missing:\n{metrics}");
+    }
+}
