@@ -28,6 +28,8 @@ mod my_plugins {
     flavor = "multi_thread",
     worker_threads = 2,
     watch = false,
+    header_read_timeout = "20s",
+    idle_timeout = "1m",
 )]
 async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
     let _ = worker;

@@ -48,6 +48,10 @@ pub(crate) struct Args {
     pub(crate) management_page: Option<Setting<Path>>,
     /// `watch = true`: upgrade the cluster when the program file changes.
     pub(crate) watch: Option<Setting<bool>>,
+    /// `header_read_timeout = "10s"`, in nanoseconds.
+    pub(crate) header_read_timeout: Option<Setting<u64>>,
+    /// `idle_timeout = "60s"`, in nanoseconds.
+    pub(crate) idle_timeout: Option<Setting<u64>>,
 }
 
 /// One argument's value, with the spans that generated code points back to.
@@ -125,10 +129,12 @@ enum Argument {
     Management,
     ManagementPage,
     Watch,
+    HeaderReadTimeout,
+    IdleTimeout,
 }
 
 impl Argument {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 11] = [
         Self::Workers,
         Self::Plugins,
         Self::Without,
@@ -138,6 +144,8 @@ impl Argument {
         Self::Management,
         Self::ManagementPage,
         Self::Watch,
+        Self::HeaderReadTimeout,
+        Self::IdleTimeout,
     ];
 
     fn name(self) -> &'static str {
@@ -151,6 +159,8 @@ impl Argument {
             Self::Management => "management",
             Self::ManagementPage => "management_page",
             Self::Watch => "watch",
+            Self::HeaderReadTimeout => "header_read_timeout",
+            Self::IdleTimeout => "idle_timeout",
         }
     }
 
@@ -166,7 +176,16 @@ impl Argument {
             Self::Management => "management = \"127.0.0.1:8084\"",
             Self::ManagementPage => "management_page = admin_pages",
             Self::Watch => "watch = true",
+            Self::HeaderReadTimeout => "header_read_timeout = \"10s\"",
+            Self::IdleTimeout => "idle_timeout = \"60s\"",
         }
+    }
+
+    /// The argument named `ident`.
+    fn find_name(ident: &Ident) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|argument| ident == argument.name())
     }
 
     /// The argument `path` names, with the name as written.
@@ -266,6 +285,10 @@ impl ArgsReader<'_> {
             Argument::Management => self.args.management = self.socket_address(&key, &value),
             Argument::ManagementPage => self.args.management_page = self.function(&key, &value),
             Argument::Watch => self.args.watch = self.boolean(&key, &value),
+            Argument::HeaderReadTimeout => {
+                self.args.header_read_timeout = self.duration(&key, &value);
+            }
+            Argument::IdleTimeout => self.args.idle_timeout = self.duration(&key, &value),
             // Read above: they take `(...)`, not a value.
             Argument::Plugins | Argument::Without => {}
         }
@@ -299,6 +322,36 @@ impl ArgsReader<'_> {
             value: written,
             span: lit.span(),
         })
+    }
+
+    /// Validates a duration string literal of more than 0 (`"10s"`), in nanoseconds.
+    fn duration(&mut self, key: &Ident, value: &Expr) -> Option<Setting<u64>> {
+        let example = Argument::find_name(key).map_or("\"10s\"", |a| a.example());
+        let Some(Lit::Str(lit)) = literal(value) else {
+            self.errors.spanned(
+                value,
+                format_args!("`{key}` takes a duration string, like `{example}`"),
+            );
+            return None;
+        };
+        match units::parse(&lit.value()) {
+            Some(Ok(Quantity::Duration { nanos })) if nanos > 0 => Some(Setting {
+                key: key.clone(),
+                value: nanos,
+                span: lit.span(),
+            }),
+            Some(Err(error)) => {
+                self.errors.at(lit.span(), error);
+                None
+            }
+            _ => {
+                self.errors.at(
+                    lit.span(),
+                    format_args!("`{key}` takes a duration of more than 0, like `{example}`"),
+                );
+                None
+            }
+        }
     }
 
     /// Validates a `true` or `false` literal.
@@ -973,7 +1026,7 @@ mod tests {
             [
                 "unknown argument `threads`; expected `workers`, `plugins`, `without`, \
                  `single_process`, `flavor`, `worker_threads`, `management`, \
-                 `management_page` or `watch`",
+                 `management_page`, `watch`, `header_read_timeout` or `idle_timeout`",
                 "`workers` must be at least 1",
                 "plugin `Respawn` listed more than once",
                 "`timeout` set multiple times",

@@ -119,6 +119,8 @@ fn builder(args: &Args) -> TokenStream {
         management,
         management_page,
         watch,
+        header_read_timeout,
+        idle_timeout,
     } = args;
     let workers = workers.as_ref().map(|setting| match setting.value {
         Workers::Count(n) => count(&Setting {
@@ -173,6 +175,17 @@ fn builder(args: &Args) -> TokenStream {
         let value = syn::LitBool::new(setting.value, setting.span);
         call(setting, value)
     });
+    let timeouts = [header_read_timeout, idle_timeout].map(|setting| {
+        setting.as_ref().map(|setting| {
+            let mut nanos = Literal::u64_unsuffixed(setting.value);
+            nanos.set_span(setting.span);
+            call(
+                setting,
+                quote_spanned!(setting.span=> ::core::time::Duration::from_nanos(#nanos)),
+            )
+        })
+    });
+    let [header_read_timeout, idle_timeout] = timeouts;
     // The program's version for the management app, read where the program is built.
     let version = quote! {
         .app_version(::core::option_env!("CARGO_PKG_VERSION").unwrap_or(""))
@@ -188,6 +201,8 @@ fn builder(args: &Args) -> TokenStream {
             #management
             #management_page
             #watch
+            #header_read_timeout
+            #idle_timeout
             #version
     }
 }

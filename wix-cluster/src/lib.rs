@@ -58,6 +58,31 @@ pub use worker_info::{WorkerInfo, WorkerState};
 #[doc(inline)]
 pub use wix_cluster_macros::{exchange, main};
 
+/// The decoders, for the fuzz targets in `fuzz/`; not a public API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod __fuzz {
+    /// Feeds `bytes` to a frame reader (in pieces of `split` bytes, at least 1) and
+    /// decodes every message as worker -> master and master -> worker messages, as the
+    /// master's and the worker's readers do; never panics.
+    pub fn frames(bytes: &[u8], split: usize) {
+        crate::ipc::fuzz_frames(bytes, split);
+    }
+
+    /// Decodes `bytes` as one message of every kind that crosses a channel.
+    pub fn messages(bytes: &[u8]) {
+        let _ = postcard::from_bytes::<crate::protocol::ToMaster>(bytes);
+        let _ = postcard::from_bytes::<crate::protocol::ToWorker>(bytes);
+        crate::master::fuzz_handing(bytes);
+    }
+
+    /// Encodes `bytes` as an exchange payload of `len` bytes and reads it back: the
+    /// parts must come back whole.
+    pub fn round_trip(payload: &[u8], split: usize) {
+        crate::ipc::fuzz_round_trip(payload, split);
+    }
+}
+
 /// What `#[wix_cluster::main]` expands to refers to; not a public API.
 #[doc(hidden)]
 pub mod __private {

@@ -312,6 +312,53 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Any message, of any size up to a few parts, in any read sizes, comes back
+        /// whole and alone, between two small ones.
+        #[test]
+        fn parts_round_trip_whatever_the_size_and_the_reads(
+            len in 0..(3 * MAX_FRAME + 5),
+            byte in proptest::prelude::any::<u8>(),
+            split in 1usize..200_000,
+        ) {
+            let text = char::from(b'a' + byte % 26).to_string().repeat(len);
+            let msgs = [Msg::Ping, Msg::Text(text), Msg::Ping];
+            let mut wire = Vec::new();
+            for msg in &msgs {
+                encode(msg, &mut wire).unwrap();
+            }
+            let mut buf = FrameBuffer::default();
+            let mut got = Vec::new();
+            for piece in wire.chunks(split) {
+                feed(&mut buf, piece);
+                while let Some(msg) = buf.next::<Msg>().unwrap() {
+                    got.push(msg);
+                }
+            }
+            proptest::prop_assert_eq!(&got[..], &msgs[..]);
+        }
+
+        /// Every part but the last is full and flagged; the last is not flagged.
+        #[test]
+        fn parts_are_full_but_the_last(len in (MAX_FRAME + 1)..(3 * MAX_FRAME)) {
+            let mut wire = Vec::new();
+            encode(&Msg::Text("p".repeat(len)), &mut wire).unwrap();
+            let mut at = 0;
+            let mut headers = Vec::new();
+            while at < wire.len() {
+                let header = u32::from_le_bytes(wire[at..at + 4].try_into().unwrap());
+                let part = (header & !CONTINUED) as usize;
+                headers.push((header & CONTINUED != 0, part));
+                at += 4 + part;
+            }
+            let (last, full) = headers.split_last().unwrap();
+            proptest::prop_assert!(!last.0);
+            proptest::prop_assert!(full.iter().all(|&(more, part)| more && part == MAX_FRAME));
+        }
+    }
+
     #[test]
     fn an_empty_continued_part_is_malformed() {
         let mut buf = FrameBuffer::default();

@@ -16,3 +16,6 @@ mod watch;
 pub use handle::{ClusterCounters, Master};
 pub(crate) use handle::{Command, RunTimeChanges};
 pub(crate) use supervisor::run;
+
+#[cfg(feature = "fuzzing")]
+pub(crate) use upgrade::fuzz_handing;

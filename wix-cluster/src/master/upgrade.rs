@@ -281,3 +281,10 @@ pub(crate) fn answer_ready(answer: &Outbox, workers: usize) {
         tracing::error!("cannot tell the old master that this one is ready: {e}");
     }
 }
+
+/// Decodes `bytes` as what an old master hands a new one. For the fuzz targets.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_handing(bytes: &[u8]) {
+    let _ = postcard::from_bytes::<Handing>(bytes);
+    let _ = postcard::from_bytes::<Answer>(bytes);
+}
