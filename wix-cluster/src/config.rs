@@ -37,6 +37,9 @@ pub const ENV_MOUNT_POINT: &str = "WIX_CLUSTER_MOUNT_POINT";
 /// The worker count when neither the program nor the environment sets one (the
 /// original's default).
 pub const DEFAULT_WORKERS: usize = 2;
+/// The most workers a cluster runs (configured, or scaled to).
+pub const MAX_WORKERS: usize = 1024;
+
 /// The management app's address when nothing else is set.
 pub const DEFAULT_MANAGEMENT_ADDR: &str = "127.0.0.1:8084";
 /// How long a stopping worker has to exit before the master kills it.
@@ -120,7 +123,11 @@ impl WorkerCount {
     fn parse(raw: &str) -> Option<WorkerCount> {
         match raw.trim() {
             "auto" => Some(WorkerCount::Auto),
-            n => n.parse().ok().filter(|n| *n >= 1).map(WorkerCount::Fixed),
+            n => n
+                .parse()
+                .ok()
+                .filter(|n| (1..=MAX_WORKERS).contains(n))
+                .map(WorkerCount::Fixed),
         }
     }
 
@@ -128,7 +135,9 @@ impl WorkerCount {
         match self {
             WorkerCount::Fixed(n) => n,
             // Honours CPU affinity (taskset) and cgroup v2 quotas (a container's limit).
-            WorkerCount::Auto => std::thread::available_parallelism().map_or(1, usize::from),
+            WorkerCount::Auto => std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .min(MAX_WORKERS),
         }
     }
 }
@@ -207,8 +216,10 @@ impl Config {
         var: impl Fn(&str) -> Option<String>,
         debugger_attached: impl FnOnce() -> bool,
     ) -> Result<Config, ConfigError> {
-        if requested.workers == WorkerCount::Fixed(0) {
-            return Err(ConfigError::new("workers", 0, "at least 1"));
+        if let WorkerCount::Fixed(n) = requested.workers {
+            if n == 0 || n > MAX_WORKERS {
+                return Err(ConfigError::new("workers", n, "at least 1, at most 1024"));
+            }
         }
         if requested.worker_threads == Some(0) {
             return Err(ConfigError::new("worker_threads", 0, "at least 1"));
@@ -219,7 +230,7 @@ impl Config {
                 ConfigError::new(
                     ENV_WORKERS,
                     &raw,
-                    "a whole number of workers, at least 1, or auto",
+                    "a whole number of workers from 1 to 1024, or auto",
                 )
             })?,
         }
@@ -483,7 +494,7 @@ mod tests {
 
     #[test]
     fn bad_worker_counts_name_the_variable_and_the_value() {
-        for bad in ["abc", "0", "-1", ""] {
+        for bad in ["abc", "0", "-1", "", "1025", "99999999999999999999"] {
             let err = resolve(&[(ENV_WORKERS, bad)]).unwrap_err().to_string();
             assert!(err.contains("WIX_CLUSTER_WORKERS"), "{err}");
             assert!(err.contains(&format!("{bad:?}")), "{err}");
