@@ -1,19 +1,21 @@
 //! Messages larger than a frame travel in parts and come back whole, whatever the
-//! payload and however the reads split it (the payload is repeated to cross the 1 MiB
-//! part size now and then).
+//! payload and however the reads split it. One input in 32 repeats its payload past the
+//! 1 MiB part size (up to 3 MiB, read in pieces of at least 1 KiB); the others are
+//! small and read in pieces of 1 to 256 bytes.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let (split, repeat) = match data {
-        [a, b, ..] => (usize::from(*a) * 97 + 1, usize::from(*b) % 4),
-        _ => (1, 0),
+    let [a, b, body @ ..] = data else {
+        return;
     };
-    let body = data.get(2..).unwrap_or_default();
     let mut payload = body.to_vec();
-    if repeat > 0 && !body.is_empty() {
-        while payload.len() < repeat * (1 << 20) {
+    let mut split = usize::from(*a) + 1;
+    if b % 32 == 31 && !body.is_empty() {
+        let target = (usize::from(b / 32) % 3 + 1) << 20;
+        while payload.len() < target {
             payload.extend_from_slice(body);
         }
+        split *= 1024;
     }
     wix_cluster::__fuzz::round_trip(&payload, split);
 });

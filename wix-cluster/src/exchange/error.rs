@@ -62,6 +62,12 @@ pub enum ExchangeError {
     UnknownWorker(WorkerId),
     /// The channel to the master is closed (the worker is going away).
     Closed,
+    /// The channel to the master holds `queued` bytes this worker sent and the master
+    /// has not read yet (more than 160 MiB): the master does not keep up. Try later.
+    Backlog {
+        /// Bytes waiting.
+        queued: usize,
+    },
     /// The message (or app data) is larger than the exchange carries.
     TooLarge {
         /// What was too large: `"message"`, `"app data"`.
@@ -79,6 +85,10 @@ pub enum ExchangeError {
 impl fmt::Display for ExchangeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ExchangeError::Backlog { queued } => write!(
+                f,
+                "{queued} bytes sent to the master wait unread: it does not keep up; try later"
+            ),
             ExchangeError::TooLarge { what, size, limit } => write!(
                 f,
                 "the {what} is {size} bytes, more than the exchange carries ({limit} bytes)"

@@ -316,7 +316,7 @@ impl Hub {
     pub(crate) fn send_to_master(&self, topic: &str, payload: &[u8]) -> Result<(), ExchangeError> {
         super::check_size("message", payload.len(), super::MAX_MESSAGE_BYTES)?;
         match &self.side {
-            Side::Worker(link) => link.send_exchange(topic, payload),
+            Side::Worker(link) => link.send_exchange(topic, payload)?,
             Side::Master => self.deliver(Peer::Master, topic, payload.into()),
             Side::Single => self.deliver(Peer::Worker(WorkerId(0)), topic, payload.into()),
         }

@@ -7,7 +7,7 @@ mod frame;
 mod stream;
 
 pub(crate) use channel::{BACKLOG_STALL, FrameReader, Outbox, into_stream, socketpair};
-pub(crate) use frame::encode;
+pub(crate) use frame::{FrameError, encode};
 pub(crate) use stream::Stream;
 
 /// Feeds `bytes` to a frame buffer in pieces of `split` bytes (at least 1) and decodes

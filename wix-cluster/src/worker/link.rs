@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use crate::ExchangeError;
 use crate::ipc::{self, FrameReader, Outbox};
 use crate::protocol::{ExchangeRef, ListenOn, PROTOCOL_VERSION, ToMaster, ToWorker};
 
@@ -112,10 +113,18 @@ impl Link {
 
     /// Queues an exchange message for the master without copying it into an owned
     /// [`ToMaster`] first.
-    pub(crate) fn send_exchange(&self, topic: &str, payload: &[u8]) {
+    pub(crate) fn send_exchange(&self, topic: &str, payload: &[u8]) -> Result<(), ExchangeError> {
         let msg = ExchangeRef::to_master(topic, payload);
-        if let Err(e) = self.out.send(&msg) {
-            tracing::error!("cannot send a message on topic {topic:?} to the master: {e}");
+        match self.out.send(&msg) {
+            Ok(()) => Ok(()),
+            // The master has not read what this worker sent: the caller hears it.
+            Err(crate::ipc::FrameError::Backlog { queued }) => {
+                Err(ExchangeError::Backlog { queued })
+            }
+            Err(e) => {
+                tracing::error!("cannot send a message on topic {topic:?} to the master: {e}");
+                Ok(())
+            }
         }
     }
 
