@@ -90,6 +90,24 @@ impl Program {
     /// executed as given, links and all) like [`Program::start`].
     pub fn start_path(path: &Path, env: &[(&str, &str)]) -> Program {
         let mut command = Command::new(path);
+        Program::with_test_env(&mut command, env);
+        Program::spawn(command)
+    }
+
+    /// Starts example `name` through `wrapper` (a program and its arguments that end
+    /// by executing the example's path, given last: `taskset --cpu-list 0`, `sh -c`),
+    /// like [`Program::start`].
+    pub fn start_wrapped(wrapper: &[&str], name: &str, env: &[(&str, &str)]) -> Program {
+        let (program, args) = wrapper.split_first().expect("a wrapper program");
+        let mut command = Command::new(program);
+        command.args(args).arg(example_path(name));
+        Program::with_test_env(&mut command, env);
+        Program::spawn(command)
+    }
+
+    /// The environment every started program gets: `RUST_LOG=info`, the management app
+    /// on a free loopback port, no inherited cluster settings, then `env`.
+    fn with_test_env(command: &mut Command, env: &[(&str, &str)]) {
         command
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -101,7 +119,17 @@ impl Program {
             .env_remove("WIX_CLUSTER_WATCH")
             .env_remove("NOTIFY_SOCKET")
             .envs(env.iter().copied());
-        Program::spawn(command)
+    }
+
+    /// The pid in the old master's `upgraded: the new master (pid N) ...` line, once
+    /// an upgrade (SIGUSR2) handed over; waits up to [`PATIENCE`] for it.
+    pub fn new_master_pid(&self) -> u32 {
+        let line = self.wait_for_log("upgraded: the new master (pid ");
+        line.split("(pid ")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {line:?}"))
     }
 
     /// Starts `command` (for example a launcher that execs an example) in a process

@@ -65,11 +65,11 @@ fn a_worker_flooding_the_master_leaves_it_bounded_and_ready() {
     let (program, addr) = probe();
     let management = program.management_addr();
     let before = rss_bytes(program.pid());
-    // 512 MiB of messages to a master-side subscriber that never reads, and 50,000
+    // 192 MiB of messages to a master-side subscriber that never reads, and 20,000
     // metric names, while readiness is probed.
     let flood = std::thread::spawn(move || {
-        let sent = http_get(addr, "/flood-master?count=2048&kb=256");
-        let named = http_get(addr, "/names?count=50000");
+        let sent = http_get(addr, "/flood-master?count=768&kb=256");
+        let named = http_get(addr, "/names?count=20000");
         (sent, named)
     });
     let mut slowest = Duration::ZERO;

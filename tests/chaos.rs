@@ -28,16 +28,6 @@ impl Dice {
     }
 }
 
-/// The pid in the old master's `upgraded: the new master (pid N) ...` line.
-fn new_master_pid(program: &Program) -> u32 {
-    let line = program.wait_for_log("upgraded: the new master (pid ");
-    line.split("(pid ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {line:?}"))
-}
-
 #[test]
 fn chaos_under_load_loses_only_the_killed_workers_requests_and_ends_where_the_signals_put_it() {
     let seed = std::time::SystemTime::now()
@@ -70,7 +60,7 @@ fn chaos_under_load_loses_only_the_killed_workers_requests_and_ends_where_the_si
         if !upgraded && started.elapsed() > Duration::from_secs(8) {
             // One master upgrade; nothing else is sent until it is over.
             send_signal(master, Signal::SIGUSR2);
-            let new = new_master_pid(&program);
+            let new = program.new_master_pid();
             let old = master;
             let gone = wait_until(PATIENCE, || !wix_cluster_suite::is_alive(old));
             assert!(gone, "the old master did not exit; log:\n{}", program.log());

@@ -3,11 +3,10 @@
 //! `#[wix_cluster::main(workers = 3)]`); `without(...)` turns a default off (the
 //! `without_respawn` example); `workers = "auto"` follows the CPUs the process may use.
 
-use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use wix_cluster_suite::{PATIENCE, Program, example_path, http_get, send_signal, wait_until};
+use wix_cluster_suite::{PATIENCE, Program, http_get, send_signal, wait_until};
 
 fn replaced(program: &Program, n: usize, gone: u32) -> Vec<u32> {
     let mut workers = Vec::new();
@@ -84,17 +83,15 @@ fn without_respawn_a_killed_worker_stays_dead() {
 
 #[test]
 fn workers_auto_under_a_one_cpu_affinity_runs_one_worker() {
-    let mut command = Command::new("taskset");
-    command
-        .args(["--cpu-list", "0"])
-        .arg(example_path("hello"))
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("WIX_CLUSTER_WORKERS", "auto")
-        .env("WIX_CLUSTER_MANAGEMENT_ADDR", "127.0.0.1:0");
-    let program = Program::spawn(command);
+    let program = Program::start_wrapped(
+        &["taskset", "--cpu-list", "0"],
+        "hello",
+        &[
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("WIX_CLUSTER_WORKERS", "auto"),
+        ],
+    );
     program.wait_for_log("master started; spawning 1 workers");
     program.wait_for_workers(1);
     std::thread::sleep(Duration::from_millis(500));

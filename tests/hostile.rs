@@ -5,12 +5,11 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use wix_cluster_suite::{Program, example_path, http_get};
+use wix_cluster_suite::{Program, http_get};
 
 const SHORT_TIMEOUTS: [(&str, &str); 5] = [
     ("HOST", "127.0.0.1"),
@@ -103,17 +102,15 @@ fn raise_own_nofile() -> u64 {
 /// Starts `hello` under a soft descriptor limit of 1024 (systemd's default for
 /// services), the hard limit left as it is.
 fn hello_under_soft_limit_1024() -> Program {
-    let mut command = Command::new("sh");
-    command
-        .args(["-c", "ulimit -S -n 1024 && exec \"$0\""])
-        .arg(example_path("hello"))
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("WIX_CLUSTER_WORKERS", "2")
-        .env("WIX_CLUSTER_MANAGEMENT_ADDR", "127.0.0.1:0");
-    Program::spawn(command)
+    Program::start_wrapped(
+        &["sh", "-c", "ulimit -S -n 1024 && exec \"$0\""],
+        "hello",
+        &[
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("WIX_CLUSTER_WORKERS", "2"),
+        ],
+    )
 }
 
 /// Opens `count` connections to `addr`, each sending part of a request head and then

@@ -84,16 +84,6 @@ fn workers_of(master: u32, n: usize, program: &Program) -> Vec<u32> {
     workers
 }
 
-/// The pid in the old master's `upgraded: the new master (pid N) ...` line.
-fn new_master_pid(program: &Program) -> u32 {
-    let line = program.wait_for_log("upgraded: the new master (pid ");
-    line.split("(pid ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {line:?}"))
-}
-
 /// Runs `check` every few milliseconds on a thread of its own until stopped; counts
 /// the successes and keeps every failure.
 struct Probe {
@@ -164,7 +154,7 @@ fn master_upgrade_under_load_changes_the_master_pid_never_refuses_and_fails_no_r
     std::thread::sleep(Duration::from_millis(500));
     program.signal(Signal::SIGUSR2);
 
-    let new_master = new_master_pid(&program);
+    let new_master = program.new_master_pid();
     assert_ne!(new_master, old_master, "the master pid must change");
     let status = program
         .wait_exit(PATIENCE)
@@ -281,7 +271,7 @@ fn a_scaled_cluster_stays_scaled_across_an_upgrade() {
     workers_of(old_master, 4, &program);
 
     program.signal(Signal::SIGUSR2);
-    let new_master = new_master_pid(&program);
+    let new_master = program.new_master_pid();
     let status = program
         .wait_exit(PATIENCE)
         .unwrap_or_else(|| panic!("the old master did not exit; log:\n{}", program.log()));
