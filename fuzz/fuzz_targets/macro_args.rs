@@ -16,22 +16,24 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    // Deeply nested brackets overflow the stack of recursive descent anywhere (this
-    // harness's tokenizer, syn); rustc bounds the nesting it hands a macro long before.
-    let mut depth = 0i32;
-    for c in text.chars() {
-        match c {
-            '(' | '[' | '{' => depth += 1,
-            ')' | ']' | '}' => depth -= 1,
-            _ => {}
-        }
-        if depth > 64 {
-            return;
-        }
+    // Recursive descent (the tokenizer, syn's expression parser: `- - - - x`, deep
+    // brackets) needs stack in proportion to the input; rustc gives a macro a large
+    // stack and bounds nesting. Here each input is parsed on a thread with 64 MiB.
+    let text = text.to_owned();
+    let parsed = std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(move || parse(&text))
+        .expect("spawn a parsing thread")
+        .join();
+    if let Err(panic) = parsed {
+        std::panic::resume_unwind(panic);
     }
+});
+
+fn parse(text: &str) {
     let Ok(tokens) = text.parse::<proc_macro2::TokenStream>() else {
         return;
     };
     let mut errors = errors::Errors::default();
     let _ = attr::parse_args(tokens, &mut errors);
-});
+}
