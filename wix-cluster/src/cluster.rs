@@ -172,6 +172,24 @@ impl ClusterBuilder {
         self
     }
 
+    /// Whether [`crate::http::serve`] records request metrics
+    /// (`http_server_request_duration_seconds`, `http_server_active_requests`,
+    /// `http_server_open_connections`). Default on; `WIX_CLUSTER_REQUEST_METRICS` (`1` or
+    /// `0`) overrides.
+    pub fn request_metrics(mut self, on: bool) -> Self {
+        self.requested.metrics.requests = on;
+        self
+    }
+
+    /// The bucket bounds of every histogram recorded through the `metrics` facade, in
+    /// increasing order (default [`crate::metrics::DEFAULT_BUCKETS`], for latencies in
+    /// seconds). Bounds that are not finite or not increasing are an error at start
+    /// (exit code 2).
+    pub fn histogram_buckets(mut self, bounds: &[f64]) -> Self {
+        self.requested.metrics.buckets = bounds.to_vec();
+        self
+    }
+
     /// Watch mode, for development: the master watches its program file and, when a
     /// build replaces it, upgrades the cluster to the new build without closing the
     /// port (as SIGUSR2 does). Default off; `WIX_CLUSTER_WATCH` (`1` or `0`) overrides.

@@ -30,6 +30,9 @@ pub const ENV_IDLE_TIMEOUT: &str = "WIX_CLUSTER_IDLE_TIMEOUT";
 /// `WIX_CLUSTER_WATCH`: `1` turns watch mode on (the cluster upgrades itself when its
 /// program file changes), `0` off.
 pub const ENV_WATCH: &str = "WIX_CLUSTER_WATCH";
+/// `WIX_CLUSTER_REQUEST_METRICS`: `0` turns off the request metrics of
+/// [`crate::http::serve`], `1` on (overrides the program's).
+pub const ENV_REQUEST_METRICS: &str = "WIX_CLUSTER_REQUEST_METRICS";
 /// `WIX_CLUSTER_MOUNT_POINT`: a path prefixing every page of the management app
 /// (overrides the program's).
 pub const ENV_MOUNT_POINT: &str = "WIX_CLUSTER_MOUNT_POINT";
@@ -155,6 +158,7 @@ pub(crate) struct Requested {
     pub(crate) watch: bool,
     pub(crate) header_read_timeout: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) metrics: crate::metrics::Settings,
 }
 
 impl Default for Requested {
@@ -170,6 +174,7 @@ impl Default for Requested {
             watch: false,
             header_read_timeout: None,
             idle_timeout: None,
+            metrics: crate::metrics::Settings::default(),
         }
     }
 }
@@ -196,6 +201,8 @@ pub(crate) struct Config {
     pub(crate) watch: bool,
     /// The timeouts of every HTTP connection we serve.
     pub(crate) timeouts: crate::connection::Timeouts,
+    /// Histogram buckets and request metrics.
+    pub(crate) metrics: crate::metrics::Settings,
 }
 
 impl Config {
@@ -220,6 +227,17 @@ impl Config {
             if n == 0 || n > MAX_WORKERS {
                 return Err(ConfigError::new("workers", n, "at least 1, at most 1024"));
             }
+        }
+        let bounds = &requested.metrics.buckets;
+        if bounds.is_empty()
+            || bounds.iter().any(|b| !b.is_finite())
+            || bounds.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(ConfigError::new(
+                "histogram_buckets",
+                format!("{bounds:?}"),
+                "finite bounds in increasing order",
+            ));
         }
         if requested.worker_threads == Some(0) {
             return Err(ConfigError::new("worker_threads", 0, "at least 1"));
@@ -290,6 +308,15 @@ impl Config {
             Some("0") => false,
             Some(other) => return Err(ConfigError::new(ENV_WATCH, other, "1 or 0")),
         };
+        let metrics = crate::metrics::Settings {
+            requests: match var(ENV_REQUEST_METRICS).as_deref().map(str::trim) {
+                None => requested.metrics.requests,
+                Some("1") => true,
+                Some("0") => false,
+                Some(other) => return Err(ConfigError::new(ENV_REQUEST_METRICS, other, "1 or 0")),
+            },
+            buckets: requested.metrics.buckets.clone(),
+        };
         let timeout =
             |env: &str, setting: &str, requested: Option<Duration>, default| match var(env) {
                 Some(raw) => parse_delay(&raw)
@@ -324,6 +351,7 @@ impl Config {
             )?,
         };
         Ok(Config {
+            metrics,
             timeouts,
             watch,
             workers,

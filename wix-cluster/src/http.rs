@@ -16,6 +16,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::Worker;
+use crate::metrics::requests::{InFlight, OpenConnection};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -81,6 +82,7 @@ where
         let service = Counted {
             inner: TowerToHyperService::new(service.clone()),
             worker: worker.clone(),
+            _open: OpenConnection::open(),
         };
         crate::connection::spawn(stream, service, &builder, &graceful, timeouts, None);
         if share_the_queue {
@@ -134,11 +136,13 @@ impl ErrorReport {
     }
 }
 
-/// Counts every request for the worker (heartbeat stats and `max_requests`), and once
-/// the worker is stopping marks HTTP/1 responses `connection: close`.
+/// Counts every request for the worker (heartbeat stats, `max_requests` and the
+/// request metrics), and once the worker is stopping marks HTTP/1 responses
+/// `connection: close`. Lives as long as its connection.
 struct Counted<S> {
     inner: S,
     worker: Worker,
+    _open: Option<OpenConnection>,
 }
 
 impl<S, ReqBody, ResBody> hyper::service::Service<Request<ReqBody>> for Counted<S>
@@ -152,9 +156,11 @@ where
     fn call(&self, request: Request<ReqBody>) -> Self::Future {
         self.worker.count_request();
         let http1 = request.version() <= http::Version::HTTP_11;
+        let in_flight = InFlight::start(request.method());
         CloseWhenStopping {
             inner: self.inner.call(request),
             worker: http1.then(|| self.worker.clone()),
+            in_flight,
         }
     }
 }
@@ -170,6 +176,8 @@ pub(crate) struct CloseWhenStopping<F> {
     inner: F,
     /// The worker, for HTTP/1 requests only (HTTP/2 has GOAWAY for this).
     worker: Option<Worker>,
+    /// The request's metrics, when they are on.
+    in_flight: Option<InFlight>,
 }
 
 impl<F, B, E> Future for CloseWhenStopping<F>
@@ -181,12 +189,20 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // SAFETY: `inner` is pinned structurally: it is never moved out of `self` nor
         // given out unpinned, and `CloseWhenStopping` has no `Drop` impl; `worker` is
-        // only read.
-        let (inner, worker) = unsafe {
+        // only read and `in_flight` (not pinned) only taken.
+        let (inner, worker, in_flight) = unsafe {
             let this = self.get_unchecked_mut();
-            (Pin::new_unchecked(&mut this.inner), &this.worker)
+            (
+                Pin::new_unchecked(&mut this.inner),
+                &this.worker,
+                &mut this.in_flight,
+            )
         };
-        let mut response = std::task::ready!(inner.poll(cx))?;
+        let result = std::task::ready!(inner.poll(cx));
+        if let Some(in_flight) = in_flight.take() {
+            in_flight.finish(result.as_ref().ok().map(Response::status));
+        }
+        let mut response = result?;
         let stopping = worker.as_ref().is_some_and(Worker::is_shutting_down);
         if stopping && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
             response

@@ -47,6 +47,27 @@ pub(crate) fn stat(pid: u32) -> io::Result<ProcStat> {
     })
 }
 
+/// How many descriptors `pid` has open (`/proc/<pid>/fd`).
+pub(crate) fn open_fds(pid: u32) -> io::Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
+/// `pid`'s soft limit on open descriptors (`Max open files` in `/proc/<pid>/limits`);
+/// `None` when unlimited or unreadable.
+pub(crate) fn max_fds(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    parse_max_fds(&text)
+}
+
+fn parse_max_fds(text: &str) -> Option<u64> {
+    let line = text.lines().find(|line| line.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Parses a `stat` line (the command name may contain spaces and parentheses).
 fn parse_stat(text: &str, ticks_per_second: u64, page_size: u64) -> Option<ProcStat> {
     let after_name = text.rsplit_once(')')?.1;
@@ -78,5 +99,15 @@ mod tests {
     fn reads_this_process() {
         let stat = stat(std::process::id()).unwrap();
         assert!(stat.rss_bytes > 0);
+    }
+
+    #[test]
+    fn the_soft_descriptor_limit_is_read_from_limits() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max processes             95634                95634                processes \n\
+                    Max open files            1024                 20000                files     \n";
+        assert_eq!(parse_max_fds(text), Some(1024));
+        assert!(open_fds(std::process::id()).is_ok_and(|n| n > 0));
+        assert!(max_fds(std::process::id()).is_some());
     }
 }

@@ -34,7 +34,10 @@ where
     let code = runtime.block_on(async {
         tracing::info!("running in single-process mode");
         crate::exchange::hub::install(crate::exchange::hub::Side::Single);
-        crate::metrics::start_collector();
+        crate::metrics::start_collector(
+            &config.metrics,
+            crate::metrics::Origin::Worker(WorkerId(0)),
+        );
         let (master, commands) = Master::new(config);
         for plugin in &plugins {
             if let Err(e) = plugin.on_master(&master).await {

@@ -1,168 +1,167 @@
-//! `GET /metrics`: Prometheus text format 0.0.4, written by the `prometheus` crate from
-//! a registry filled afresh at each scrape.
+//! `GET /metrics`: the Prometheus text format (0.0.4), written afresh at each scrape.
 //!
-//! Per worker slot (label `worker`, the newest live process of the slot):
-//! `process_cpu_seconds_total`, `process_resident_memory_bytes` and
-//! `process_start_time_seconds` (read from `/proc` at the scrape), and in cluster mode
-//! `wix_cluster_worker_requests_total` and `wix_cluster_worker_heartbeat_age_seconds`;
-//! custom worker metrics (`wix_cluster::metrics`) under their own sanitized names,
-//! counters with `_total` appended (unless already there), gauges as they are, labelled
-//! by slot. For the cluster:
+//! Per process (label `worker`: the slot of the newest live process of each slot, and
+//! `master`): `process_cpu_seconds_total`, `process_resident_memory_bytes`,
+//! `process_start_time_seconds`, `process_open_fds` and `process_max_fds` (read from
+//! `/proc` at the scrape). Per worker in cluster mode, from its heartbeat:
+//! `wix_cluster_worker_requests_total`, `wix_cluster_worker_accept_errors_total`,
+//! `wix_cluster_worker_heartbeat_age_seconds`. For the cluster:
 //! `wix_cluster_workers_{forked,respawned,exited,died,failing,recycled,stalled,spawn_failed}_total`,
-//! `wix_cluster_workers_desired`, `wix_cluster_workers_ready`, `wix_cluster_failing`.
+//! `wix_cluster_workers_desired`, `wix_cluster_workers_ready`, `wix_cluster_failing`,
+//! `wix_cluster_metrics_dropped_total`. Then everything recorded through the `metrics`
+//! facade ([`crate::metrics`]): the request metrics of [`crate::http::serve`], the
+//! event-loop lag, and the app's and its libraries' own. Names are made valid (other
+//! characters become `_`), counters end in `_total`. A facade family whose name is
+//! taken (by a built-in family, or by another kind) is left out, with a warning once.
 
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use prometheus::core::Collector;
-use prometheus::{CounterVec, Encoder, Gauge, GaugeVec, IntCounter, Opts, Registry, TextEncoder};
 
+use super::exposition::{self, Text, Type, metric_name};
 use super::health::ready_count;
-use super::routes::{Ctx, error, unix_seconds};
-use super::stats::Tracked;
+use super::routes::{Ctx, unix_seconds};
+use super::stats::{Tracked, newest_per_slot};
 use super::workers;
-use crate::metrics::Kind;
+use crate::metrics::{Buckets, Origin, SeriesKey, View};
 
 /// `GET /metrics`.
 pub(crate) async fn page(State(ctx): State<Ctx>) -> Response {
     let tracked = workers::observe(&ctx).await;
-    let registry = Registry::new();
-    if let Err(e) = fill(&registry, &ctx, &tracked) {
-        tracing::error!("cannot build the metrics: {e}");
-        return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    let mut text = Text::default();
+    processes(&mut text, &ctx, &tracked);
+    if !ctx.master.is_single_process() {
+        heartbeats(&mut text, &tracked);
     }
-    let encoder = TextEncoder::new();
-    let mut text = Vec::new();
-    if let Err(e) = encoder.encode(&registry.gather(), &mut text) {
-        tracing::error!("cannot encode the metrics: {e}");
-        return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-    }
+    cluster(&mut text, &ctx, &tracked);
+    facade(&mut text, &ctx.master.metrics());
     (
-        [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
-        text,
+        [(header::CONTENT_TYPE, exposition::CONTENT_TYPE)],
+        text.finish(),
     )
         .into_response()
 }
 
-/// Registers `collector` and returns it.
-fn add<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> prometheus::Result<C> {
-    registry.register(Box::new(collector.clone()))?;
-    Ok(collector)
+/// One process, as the `process_*` families show it.
+struct ProcessRow {
+    worker: String,
+    started: f64,
+    stat: Option<crate::procfs::ProcStat>,
+    open_fds: Option<usize>,
+    max_fds: Option<u64>,
 }
 
-fn fill(registry: &Registry, ctx: &Ctx, tracked: &[Tracked]) -> prometheus::Result<()> {
-    let master = &ctx.master;
-    let single = master.is_single_process();
-    let by_worker = &["worker"];
-
-    let cpu = add(
-        registry,
-        CounterVec::new(
-            Opts::new(
-                "process_cpu_seconds_total",
-                "CPU time (user and system) the worker process used, in seconds.",
-            ),
-            by_worker,
-        )?,
-    )?;
-    let rss = add(
-        registry,
-        GaugeVec::new(
-            Opts::new(
-                "process_resident_memory_bytes",
-                "Resident memory of the worker process, in bytes.",
-            ),
-            by_worker,
-        )?,
-    )?;
-    let start = add(
-        registry,
-        GaugeVec::new(
-            Opts::new(
-                "process_start_time_seconds",
-                "When the worker process started, in seconds since the Unix epoch.",
-            ),
-            by_worker,
-        )?,
-    )?;
-    let requests = add(
-        registry,
-        CounterVec::new(
-            Opts::new(
-                "wix_cluster_worker_requests_total",
-                "Requests the worker served through wix_cluster::http::serve, as of its last \
-                 heartbeat.",
-            ),
-            by_worker,
-        )?,
-    )?;
-    let accept_errors = add(
-        registry,
-        CounterVec::new(
-            Opts::new(
-                "wix_cluster_worker_accept_errors_total",
-                "Accepts of wix_cluster::http::serve that failed for lack of descriptors or \
-                 memory, as of the worker's last heartbeat.",
-            ),
-            by_worker,
-        )?,
-    )?;
-    let heartbeat = add(
-        registry,
-        GaugeVec::new(
-            Opts::new(
-                "wix_cluster_worker_heartbeat_age_seconds",
-                "Seconds since the worker's last heartbeat (sent every second).",
-            ),
-            by_worker,
-        )?,
-    )?;
-
-    // Custom metrics are registered after every built-in family, so that a user's
-    // name can never take a built-in one's place (it is left out instead).
-    let mut custom_values: Vec<(String, Kind, String, f64)> = Vec::new();
-    for known in newest_per_slot(tracked) {
-        let info = &known.info;
-        let worker = info.worker.id.get().to_string();
-        let labels = [worker.as_str()];
-        if let Ok(stat) = crate::procfs::stat(info.worker.pid) {
-            cpu.with_label_values(&labels)
-                .inc_by(stat.cpu_time.as_secs_f64());
-            rss.with_label_values(&labels).set(stat.rss_bytes as f64);
-        }
-        start
-            .with_label_values(&labels)
-            .set(unix_seconds(info.started_at));
-        if !single {
-            requests
-                .with_label_values(&labels)
-                .inc_by(info.requests as f64);
-            accept_errors
-                .with_label_values(&labels)
-                .inc_by(info.accept_errors as f64);
-            heartbeat
-                .with_label_values(&labels)
-                .set(info.since_heartbeat.as_secs_f64());
-        }
-        for (name, metric) in &known.custom {
-            let family = match metric.kind {
-                Kind::Counter => {
-                    let name = sanitize(name);
-                    if name.ends_with("_total") {
-                        name
-                    } else {
-                        format!("{name}_total")
-                    }
-                }
-                Kind::Gauge => sanitize(name),
-            };
-            custom_values.push((family, metric.kind, worker.clone(), metric.value));
+impl ProcessRow {
+    fn read(worker: String, pid: u32, started: std::time::SystemTime) -> ProcessRow {
+        ProcessRow {
+            worker,
+            started: unix_seconds(started),
+            stat: crate::procfs::stat(pid).ok(),
+            open_fds: crate::procfs::open_fds(pid).ok(),
+            max_fds: crate::procfs::max_fds(pid),
         }
     }
+}
 
+fn processes(text: &mut Text, ctx: &Ctx, tracked: &[Tracked]) {
+    let mut rows: Vec<ProcessRow> = newest_per_slot(tracked)
+        .into_iter()
+        .map(|known| {
+            let info = &known.info;
+            ProcessRow::read(info.worker.id.to_string(), info.worker.pid, info.started_at)
+        })
+        .collect();
+    if !ctx.master.is_single_process() {
+        let pid = std::process::id();
+        rows.push(ProcessRow::read("master".into(), pid, ctx.master.started_at()));
+    }
+    type Read = fn(&ProcessRow) -> Option<f64>;
+    let families: [(&str, Type, &str, Read); 5] = [
+        (
+            "process_cpu_seconds_total",
+            Type::Counter,
+            "CPU time (user and system) the process used, in seconds.",
+            |row| row.stat.map(|stat| stat.cpu_time.as_secs_f64()),
+        ),
+        (
+            "process_resident_memory_bytes",
+            Type::Gauge,
+            "Resident memory of the process, in bytes.",
+            |row| row.stat.map(|stat| stat.rss_bytes as f64),
+        ),
+        (
+            "process_start_time_seconds",
+            Type::Gauge,
+            "When the process started, in seconds since the Unix epoch.",
+            |row| Some(row.started),
+        ),
+        (
+            "process_open_fds",
+            Type::Gauge,
+            "Descriptors the process has open.",
+            |row| row.open_fds.map(|n| n as f64),
+        ),
+        (
+            "process_max_fds",
+            Type::Gauge,
+            "The process's soft limit on open descriptors.",
+            |row| row.max_fds.map(|n| n as f64),
+        ),
+    ];
+    for (name, kind, help, read) in families {
+        let Some(mut family) = text.family(name, kind, help) else {
+            continue;
+        };
+        for row in &rows {
+            if let Some(value) = read(row) {
+                family.sample("", &[("worker", row.worker.as_str())], value);
+            }
+        }
+    }
+}
+
+fn heartbeats(text: &mut Text, tracked: &[Tracked]) {
+    type Read = fn(&crate::WorkerInfo) -> f64;
+    let families: [(&str, Type, &str, Read); 3] = [
+        (
+            "wix_cluster_worker_requests_total",
+            Type::Counter,
+            "Requests the worker served through wix_cluster::http::serve, as of its last \
+             heartbeat.",
+            |info| info.requests as f64,
+        ),
+        (
+            "wix_cluster_worker_accept_errors_total",
+            Type::Counter,
+            "Accepts of wix_cluster::http::serve that failed for lack of descriptors or \
+             memory, as of the worker's last heartbeat.",
+            |info| info.accept_errors as f64,
+        ),
+        (
+            "wix_cluster_worker_heartbeat_age_seconds",
+            Type::Gauge,
+            "Seconds since the worker's last heartbeat (sent every second).",
+            |info| info.since_heartbeat.as_secs_f64(),
+        ),
+    ];
+    let newest = newest_per_slot(tracked);
+    for (name, kind, help, read) in families {
+        let Some(mut family) = text.family(name, kind, help) else {
+            continue;
+        };
+        for known in &newest {
+            let worker = known.info.worker.id.to_string();
+            family.sample("", &[("worker", worker.as_str())], read(&known.info));
+        }
+    }
+}
+
+fn cluster(text: &mut Text, ctx: &Ctx, tracked: &[Tracked]) {
+    let master = &ctx.master;
     let counters = master.counters();
+    let no_labels: &[(&str, &str)] = &[];
     for (name, help, value) in [
         ("forked", "Worker processes started.", counters.forked),
         (
@@ -198,146 +197,157 @@ fn fill(registry: &Registry, ctx: &Ctx, tracked: &[Tracked]) -> prometheus::Resu
             counters.spawn_failed,
         ),
     ] {
-        let counter = add(
-            registry,
-            IntCounter::new(format!("wix_cluster_workers_{name}_total"), help)?,
-        )?;
-        counter.inc_by(value);
+        let name = format!("wix_cluster_workers_{name}_total");
+        if let Some(mut family) = text.family(&name, Type::Counter, help) {
+            family.sample("", no_labels, value as f64);
+        }
     }
-    let desired = add(
-        registry,
-        Gauge::new(
+    for (name, kind, help, value) in [
+        (
             "wix_cluster_workers_desired",
+            Type::Gauge,
             "How many workers the cluster keeps running.",
-        )?,
-    )?;
-    desired.set(master.desired_workers() as f64);
-    let ready = add(
-        registry,
-        Gauge::new(
+            master.desired_workers() as f64,
+        ),
+        (
             "wix_cluster_workers_ready",
+            Type::Gauge,
             "Worker slots whose newest process is ready.",
-        )?,
-    )?;
-    ready.set(ready_count(tracked) as f64);
-    let failing = add(
-        registry,
-        Gauge::new(
+            ready_count(tracked) as f64,
+        ),
+        (
             "wix_cluster_failing",
+            Type::Gauge,
             "1 when a plugin reports the cluster failing (cyclic death), else 0.",
-        )?,
-    )?;
-    failing.set(if master.is_failing() { 1.0 } else { 0.0 });
-    fill_custom(registry, custom_values);
-    Ok(())
-}
-
-/// Registers the custom metrics `(family, kind, worker, value)`. A family that cannot
-/// be registered (its name is a built-in family's, or another kind's) is left out, with
-/// a warning the first time.
-fn fill_custom(registry: &Registry, values: Vec<(String, Kind, String, f64)>) {
-    let mut custom: BTreeMap<String, Custom> = BTreeMap::new();
-    for (family, kind, worker, value) in values {
-        if !custom.contains_key(&family) {
-            match Custom::register(registry, &family, kind) {
-                Ok(collector) => {
-                    custom.insert(family.clone(), collector);
-                }
-                Err(e) => {
-                    warn_once(&family, &e);
-                    continue;
-                }
-            }
-        }
-        let labels = [worker.as_str()];
-        // A name used with two kinds (by different workers): the first kind wins.
-        match (custom.get(&family), kind) {
-            (Some(Custom::Counter(counter)), Kind::Counter) => {
-                counter.with_label_values(&labels).inc_by(value.max(0.0));
-            }
-            (Some(Custom::Gauge(gauge)), Kind::Gauge) => {
-                gauge.with_label_values(&labels).set(value);
-            }
-            _ => {}
+            if master.is_failing() { 1.0 } else { 0.0 },
+        ),
+        (
+            "wix_cluster_metrics_dropped_total",
+            Type::Counter,
+            "Metric updates the master dropped: series past the bounds of wix_cluster::metrics.",
+            crate::metrics::dropped_updates() as f64,
+        ),
+    ] {
+        if let Some(mut family) = text.family(name, kind, help) {
+            family.sample("", no_labels, value);
         }
     }
 }
 
-/// Warns about a custom family left out of `/metrics`, once per name (at most
+/// A facade family: its type and series.
+enum Series<'a> {
+    Counter(Vec<(&'a SeriesKey, u64)>),
+    Gauge(Vec<(&'a SeriesKey, Origin, f64)>),
+    Histogram(Vec<(&'a SeriesKey, &'a Buckets)>),
+}
+
+/// The facade's families, by their name in the page. Counters end in `_total`.
+fn families(view: &View) -> BTreeMap<String, (String, Series<'_>)> {
+    let mut families: BTreeMap<String, (String, Series<'_>)> = BTreeMap::new();
+    for (key, value) in &view.counters {
+        let mut name = metric_name(&key.name);
+        if !name.ends_with("_total") {
+            name.push_str("_total");
+        }
+        let entry = families
+            .entry(name)
+            .or_insert_with(|| (key.name.clone(), Series::Counter(Vec::new())));
+        if let Series::Counter(series) = &mut entry.1 {
+            series.push((key, *value));
+        }
+    }
+    for (key, by_origin) in &view.gauges {
+        let entry = families
+            .entry(metric_name(&key.name))
+            .or_insert_with(|| (key.name.clone(), Series::Gauge(Vec::new())));
+        if let Series::Gauge(series) = &mut entry.1 {
+            series.extend(by_origin.iter().map(|(origin, value)| (key, *origin, *value)));
+        } else {
+            warn_once(&key.name, "it is also another kind of metric");
+        }
+    }
+    for (key, buckets) in &view.histograms {
+        let entry = families
+            .entry(metric_name(&key.name))
+            .or_insert_with(|| (key.name.clone(), Series::Histogram(Vec::new())));
+        if let Series::Histogram(series) = &mut entry.1 {
+            series.push((key, buckets));
+        } else {
+            warn_once(&key.name, "it is also another kind of metric");
+        }
+    }
+    families
+}
+
+fn facade(text: &mut Text, view: &View) {
+    for (name, (original, series)) in families(view) {
+        let (kind, what) = match &series {
+            Series::Counter(_) => (Type::Counter, "summed over the cluster's processes"),
+            Series::Gauge(_) => (Type::Gauge, "per worker"),
+            Series::Histogram(_) => (Type::Histogram, "merged over the cluster's processes"),
+        };
+        let help = view
+            .descriptions
+            .get(&original)
+            .cloned()
+            .unwrap_or_else(|| format!("{original} ({what})."));
+        let Some(mut family) = text.family(&name, kind, &help) else {
+            warn_once(&name, "a built-in family has that name");
+            continue;
+        };
+        match series {
+            Series::Counter(series) => {
+                for (key, value) in series {
+                    family.sample("", &key.labels, value as f64);
+                }
+            }
+            Series::Gauge(series) => {
+                for (key, origin, value) in series {
+                    let mut labels: Vec<(String, String)> = key
+                        .labels
+                        .iter()
+                        .filter(|(name, _)| name != "worker")
+                        .cloned()
+                        .collect();
+                    labels.push(("worker".into(), origin.to_string()));
+                    family.sample("", &labels, value);
+                }
+            }
+            Series::Histogram(series) => {
+                for (key, buckets) in series {
+                    histogram(&mut family, key, buckets);
+                }
+            }
+        }
+    }
+}
+
+/// A histogram's `_bucket` (cumulative, `le`), `_sum` and `_count` samples.
+fn histogram(family: &mut exposition::Family<'_>, key: &SeriesKey, buckets: &Buckets) {
+    let mut below = 0u64;
+    let bounds = buckets.bounds.iter().map(|b| exposition::number(*b));
+    let bounds = bounds.chain(std::iter::once("+Inf".to_owned()));
+    for (count, le) in buckets.counts.iter().zip(bounds) {
+        below += count;
+        let mut labels = key.labels.clone();
+        labels.push(("le".into(), le));
+        family.sample("_bucket", &labels, below as f64);
+    }
+    family.sample("_sum", &key.labels, buckets.sum);
+    family.sample("_count", &key.labels, buckets.count() as f64);
+}
+
+/// Warns about a facade family left out of `/metrics`, once per name (at most
 /// [`WARNED_NAMES`] names are remembered).
-fn warn_once(family: &str, error: &prometheus::Error) {
+fn warn_once(family: &str, why: &str) {
     static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
     if warned.iter().any(|known| known == family) || warned.len() >= WARNED_NAMES {
         return;
     }
     warned.push(family.to_owned());
-    tracing::warn!("custom metric {family} is left out of /metrics: {error}");
+    tracing::warn!("metric {family} is left out of /metrics: {why}");
 }
 
 /// How many left-out names [`warn_once`] remembers.
 const WARNED_NAMES: usize = 100;
-
-/// A custom metric's family in the registry.
-enum Custom {
-    Counter(CounterVec),
-    Gauge(GaugeVec),
-}
-
-impl Custom {
-    fn register(registry: &Registry, family: &str, kind: Kind) -> prometheus::Result<Custom> {
-        let help = format!("Custom worker metric {family} (wix_cluster::metrics).");
-        let opts = Opts::new(family, help);
-        Ok(match kind {
-            Kind::Counter => Custom::Counter(add(registry, CounterVec::new(opts, &["worker"])?)?),
-            Kind::Gauge => Custom::Gauge(add(registry, GaugeVec::new(opts, &["worker"])?)?),
-        })
-    }
-}
-
-/// The newest live process of each slot: one series per worker, even mid rolling
-/// restart when a slot briefly has two processes.
-fn newest_per_slot(tracked: &[Tracked]) -> Vec<&Tracked> {
-    let mut newest: BTreeMap<u32, &Tracked> = BTreeMap::new();
-    for known in tracked.iter().filter(|known| known.exited_at.is_none()) {
-        let id = known.info.worker.id.get();
-        if newest
-            .get(&id)
-            .is_none_or(|seen| seen.info.worker.generation < known.info.worker.generation)
-        {
-            newest.insert(id, known);
-        }
-    }
-    newest.into_values().collect()
-}
-
-/// A valid Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`, other characters as `_`.
-fn sanitize(name: &str) -> String {
-    let mut out: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, '_');
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn custom_names_become_valid_metric_names() {
-        assert_eq!(sanitize("queue_depth"), "queue_depth");
-        assert_eq!(sanitize("req/s.p99"), "req_s_p99");
-        assert_eq!(sanitize("5xx"), "_5xx");
-        assert_eq!(sanitize(""), "_");
-    }
-}

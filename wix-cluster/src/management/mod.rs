@@ -13,6 +13,7 @@ mod dashboard;
 mod health;
 mod info;
 mod listener;
+mod exposition;
 mod metrics;
 mod routes;
 mod server;

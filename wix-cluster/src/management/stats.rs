@@ -3,9 +3,9 @@
 //! short history of the samples for the dashboard's charts, the workers that exited
 //! lately, custom metrics; and the `/stats` and `/stats/history` pages.
 //!
-//! Custom metrics are what workers send with `wix_cluster::metrics::{counter, gauge}`
-//! (over the exchange; the master collects them per slot, `Master::custom_metrics`):
-//! [`Stats::set_custom`] attaches each slot's to its newest live process.
+//! Custom metrics are the gauges workers record through the `metrics` facade (the
+//! master collects them per slot, [`crate::Master::metrics`]): [`Stats::set_custom`]
+//! attaches each slot's to its newest live process.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -58,8 +58,8 @@ pub(crate) struct Tracked {
     pub(crate) sampled_at: Option<SystemTime>,
     read_at: Option<Instant>,
     pub(crate) history: VecDeque<Point>,
-    /// Custom metrics of the worker's slot, by name.
-    pub(crate) custom: BTreeMap<String, metrics::Value>,
+    /// The gauges of the worker's slot, by series (`name{label="value"}`).
+    pub(crate) custom: BTreeMap<String, f64>,
 }
 
 /// One sample of the history.
@@ -193,10 +193,18 @@ impl Stats {
         self.lock().values().cloned().collect()
     }
 
-    /// Attaches the custom metrics the master collected (by slot) to the newest live
-    /// process of each slot; other processes have none. Metrics of a slot with no live
-    /// process are left out.
-    pub(crate) fn set_custom(&self, collected: &metrics::CustomMetrics) {
+    /// Attaches the gauges the master collected (by slot) to the newest live process of
+    /// each slot; other processes have none. Gauges of a slot with no live process are
+    /// left out.
+    pub(crate) fn set_custom(&self, view: &metrics::View) {
+        let mut collected: BTreeMap<WorkerId, BTreeMap<String, f64>> = BTreeMap::new();
+        for (key, by_origin) in &view.gauges {
+            for (origin, value) in by_origin {
+                if let metrics::Origin::Worker(id) = origin {
+                    collected.entry(*id).or_default().insert(key.to_string(), *value);
+                }
+            }
+        }
         let mut tracked = self.lock();
         let mut newest: BTreeMap<WorkerId, &mut Tracked> = BTreeMap::new();
         // Ordered by slot then generation: the last live one of a slot is its newest.
@@ -212,6 +220,22 @@ impl Stats {
             }
         }
     }
+}
+
+/// The newest live process of each slot: one series per worker, even mid rolling
+/// restart when a slot briefly has two processes.
+pub(crate) fn newest_per_slot(tracked: &[Tracked]) -> Vec<&Tracked> {
+    let mut newest: BTreeMap<u32, &Tracked> = BTreeMap::new();
+    for known in tracked.iter().filter(|known| known.exited_at.is_none()) {
+        let id = known.info.worker.id.get();
+        if newest
+            .get(&id)
+            .is_none_or(|seen| seen.info.worker.generation < known.info.worker.generation)
+        {
+            newest.insert(id, known);
+        }
+    }
+    newest.into_values().collect()
 }
 
 /// Samples every live worker every interval, for the life of the process.
@@ -233,7 +257,7 @@ struct StatRow {
     row: Row,
     /// When CPU and memory were last read (Unix seconds).
     sampled_at: Option<f64>,
-    /// Custom metric values by name (a counter's total, a gauge's last value).
+    /// The slot's gauges recorded through the `metrics` facade, by series.
     custom: BTreeMap<String, f64>,
 }
 
@@ -246,11 +270,7 @@ pub(crate) async fn page(State(ctx): State<Ctx>) -> Json<Value> {
         .map(|known| StatRow {
             row: Row::new(known, &ctx),
             sampled_at: known.sampled_at.map(unix_seconds),
-            custom: known
-                .custom
-                .iter()
-                .map(|(name, metric)| (name.clone(), metric.value))
-                .collect(),
+            custom: known.custom.clone(),
         })
         .collect();
     Json(json!({
@@ -352,22 +372,23 @@ mod tests {
         let mut successor = info(1, 4343);
         successor.worker.generation = 1;
         stats.observe(&[info(1, 4242), successor, info(2, 4444)]);
-        let gauge = |value| metrics::Value {
-            kind: metrics::Kind::Gauge,
-            value,
-        };
-        let collected: metrics::CustomMetrics = [
-            (WorkerId(1), [("queue_depth".to_owned(), gauge(3.0))].into()),
-            (WorkerId(9), [("nobody".to_owned(), gauge(1.0))].into()),
-        ]
-        .into();
-        stats.set_custom(&collected);
+        let mut view = metrics::View::default();
+        let key = |name: &str| metrics::SeriesKey::new(name, Vec::new());
+        view.gauges.insert(
+            key("queue_depth"),
+            [(metrics::Origin::Worker(WorkerId(1)), 3.0)].into(),
+        );
+        view.gauges.insert(
+            key("nobody"),
+            [(metrics::Origin::Worker(WorkerId(9)), 1.0)].into(),
+        );
+        stats.set_custom(&view);
         let tracked = stats.tracked();
         let custom: Vec<(u32, usize)> = tracked
             .iter()
             .map(|t| (t.info.worker.pid, t.custom.len()))
             .collect();
         assert_eq!(custom, [(4242, 0), (4343, 1), (4444, 0)]);
-        assert_eq!(tracked[1].custom["queue_depth"].value, 3.0);
+        assert_eq!(tracked[1].custom["queue_depth"], 3.0);
     }
 }

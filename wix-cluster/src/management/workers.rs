@@ -42,7 +42,7 @@ pub(crate) async fn live(ctx: &Ctx) -> Vec<WorkerInfo> {
 pub(crate) async fn observe(ctx: &Ctx) -> Vec<Tracked> {
     let live = live(ctx).await;
     ctx.stats.observe(&live);
-    ctx.stats.set_custom(&ctx.master.custom_metrics());
+    ctx.stats.set_custom(&ctx.master.metrics());
     ctx.stats.tracked()
 }
 

@@ -208,10 +208,11 @@ impl Master {
         lock(&self.shared.counters).count(event);
     }
 
-    /// The custom metrics every worker sent ([`crate::metrics::counter`] and
-    /// [`crate::metrics::gauge`]), by worker and name.
-    pub fn custom_metrics(&self) -> crate::metrics::CustomMetrics {
-        crate::metrics::snapshot()
+    /// The cluster's metrics recorded through the `metrics` facade (by the app, its
+    /// libraries and `wix_cluster` itself): counters and histograms summed over every
+    /// process, gauges per worker (see [`crate::metrics`]).
+    pub fn metrics(&self) -> crate::metrics::View {
+        crate::metrics::view()
     }
 
     /// The addresses the master bound for the app's listeners (the real ports).

@@ -160,11 +160,6 @@ impl WorkerTable {
             .find(|slot| !slot.retiring)
     }
 
-    /// Whether slot `id` has any live process.
-    pub(crate) fn has_slot(&self, id: WorkerId) -> bool {
-        self.procs.keys().any(|key| key.id == id)
-    }
-
     /// Slots with a non-retiring process.
     pub(crate) fn occupied(&self) -> BTreeSet<WorkerId> {
         self.procs

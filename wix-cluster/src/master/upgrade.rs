@@ -54,6 +54,10 @@ enum Handing {
     Changes(RunTimeChanges),
     /// Every socket has been handed.
     Done,
+    /// The cluster's counter and histogram totals, for the new master to go on from.
+    /// Sent after `Done` (and read after it, without holding the start-up up), so that
+    /// masters of builds without it still understand the handover.
+    Metrics(Vec<(crate::metrics::SeriesKey, crate::metrics::Total)>),
 }
 
 /// New master -> old master.
@@ -132,6 +136,8 @@ pub(crate) fn start(
     }
     out.send(&Handing::Changes(changes)).map_err(broken)?;
     out.send(&Handing::Done).map_err(broken)?;
+    out.send(&Handing::Metrics(crate::metrics::totals()))
+        .map_err(broken)?;
 
     let answers = reports.clone();
     tokio::spawn(async move {
@@ -239,6 +245,8 @@ impl Predecessor {
                         management = Some(listener);
                     }
                     Some(Handing::Changes(handed)) => changes = handed,
+                    Some(Handing::Metrics(totals)) => crate::metrics::adopt(totals),
+
                     Some(Handing::Done) => return Ok(()),
                 }
             }
@@ -246,6 +254,14 @@ impl Predecessor {
         tokio::time::timeout(RECEIVE_TIMEOUT, receiving)
             .await
             .map_err(|_| io::Error::other("the old master handed nothing in time"))??;
+        // What the old master sends after the sockets: the metrics' totals.
+        tokio::spawn(async move {
+            while let Ok(Some(msg)) = reader.recv::<Handing>().await {
+                if let Handing::Metrics(totals) = msg {
+                    crate::metrics::adopt(totals);
+                }
+            }
+        });
         let (answer, writer) = Outbox::new(stream);
         tokio::spawn(async move {
             if let Err(e) = writer.run().await {

@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::metrics::Kind;
 use crate::{ClusterCounters, Master, Plugin, PluginError, WorkerState};
 
 /// Sends, every `interval` (default 10 s), to `addr` (default `127.0.0.1:8125`) with
@@ -90,7 +89,8 @@ impl Plugin for Statsd {
             prefix: self.prefix.clone(),
             master: master.clone(),
             last: ClusterCounters::default(),
-            last_custom: BTreeMap::new(),
+            last_counters: BTreeMap::new(),
+            last_histograms: BTreeMap::new(),
         };
         tokio::spawn(publisher.run(socket, self.interval));
         Ok(())
@@ -101,8 +101,10 @@ struct Publisher {
     prefix: String,
     master: Master,
     last: ClusterCounters,
-    /// Summed custom counters as last sent.
-    last_custom: BTreeMap<String, f64>,
+    /// Facade counters as last sent, by flattened name.
+    last_counters: BTreeMap<String, u64>,
+    /// Facade histograms as last sent, by flattened name.
+    last_histograms: BTreeMap<String, crate::metrics::Buckets>,
 }
 
 impl Publisher {
@@ -150,26 +152,62 @@ impl Publisher {
                 info.worker.id, info.requests
             ));
         }
-        let mut sums: BTreeMap<String, (Kind, f64)> = BTreeMap::new();
-        for (worker, metrics) in self.master.custom_metrics() {
-            for (name, value) in metrics {
-                let name = sanitize(&name);
-                lines.push(format!("{p}.worker.{worker}.{name}:{}|g", value.value));
-                let sum = sums.entry(name).or_insert((value.kind, 0.0));
-                sum.1 += value.value;
-            }
-        }
-        for (name, (kind, total)) in sums {
-            match kind {
-                Kind::Gauge => lines.push(format!("{p}.{name}:{total}|g")),
-                Kind::Counter => {
-                    let before = self.last_custom.insert(name.clone(), total).unwrap_or(0.0);
-                    lines.push(format!("{p}.{name}:{}|c", (total - before).max(0.0)));
-                }
-            }
-        }
+        self.facade_lines(&mut lines);
         lines
     }
+
+    /// What was recorded through the `metrics` facade: counters as increments since the
+    /// last send (`c`), summed over label sets' flattened names; gauges per worker and
+    /// summed (`g`); histograms as the count and sum of the observations since the last
+    /// send (`c`) and their p50 and p99 (`g`).
+    fn facade_lines(&mut self, lines: &mut Vec<String>) {
+        let p = &self.prefix;
+        let view = self.master.metrics();
+        let mut counters = BTreeMap::new();
+        for (key, total) in &view.counters {
+            let name = flat_name(key);
+            let before = self.last_counters.get(&name).copied().unwrap_or(0);
+            lines.push(format!("{p}.{name}:{}|c", total.saturating_sub(before)));
+            counters.insert(name, *total);
+        }
+        self.last_counters = counters;
+        for (key, by_origin) in &view.gauges {
+            let name = flat_name(key);
+            for (origin, value) in by_origin {
+                lines.push(format!("{p}.worker.{origin}.{name}:{value}|g"));
+            }
+            lines.push(format!("{p}.{name}:{}|g", by_origin.values().sum::<f64>()));
+        }
+        let mut histograms = BTreeMap::new();
+        for (key, buckets) in view.histograms {
+            let name = flat_name(&key);
+            let recent = match self.last_histograms.get(&name) {
+                Some(before) => buckets.since(before).unwrap_or_else(|| buckets.clone()),
+                None => buckets.clone(),
+            };
+            lines.push(format!("{p}.{name}.count:{}|c", recent.count()));
+            lines.push(format!("{p}.{name}.sum:{}|c", recent.sum));
+            for (q, label) in [(0.5, "p50"), (0.99, "p99")] {
+                if let Some(value) = recent.quantile(q) {
+                    lines.push(format!("{p}.{name}.{label}:{value}|g"));
+                }
+            }
+            histograms.insert(name, buckets);
+        }
+        self.last_histograms = histograms;
+    }
+}
+
+/// A series as one StatsD name: `name`, then `.label.value` for each label.
+fn flat_name(key: &crate::metrics::SeriesKey) -> String {
+    let mut name = sanitize(&key.name);
+    for (label, value) in &key.labels {
+        name.push('.');
+        name.push_str(&sanitize(label));
+        name.push('.');
+        name.push_str(&sanitize(value));
+    }
+    name
 }
 
 /// StatsD names may not hold `:`, `|`, `@` or whitespace.

@@ -47,7 +47,7 @@ where
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(serve(marker, plugins, config.timeouts, app));
+    let code = runtime.block_on(serve(marker, plugins, config, app));
     // Tasks the app left behind (blocking ones included) must not hold up the exit.
     runtime.shutdown_background();
     code
@@ -56,7 +56,7 @@ where
 async fn serve<F, Fut>(
     marker: WorkerMarker,
     plugins: Plugins,
-    timeouts: crate::connection::Timeouts,
+    config: &Config,
     app: F,
 ) -> ExitCode
 where
@@ -83,7 +83,7 @@ where
         None,
         None,
         drain_timeout,
-        timeouts,
+        config.timeouts,
     );
     // The exchange works, and the app-scoped data is there, before any plugin or app
     // code runs.
@@ -91,6 +91,7 @@ where
     for (topic, payload) in data {
         hub.set_data(&topic, payload, None);
     }
+    crate::metrics::start_worker(&config.metrics, marker.generation);
     let on_stop = worker.clone();
     tokio::spawn(
         link.clone()
@@ -102,6 +103,7 @@ where
     }
     super::panic::install_hook(worker.clone());
     let code = run_app(&plugins, worker.clone(), app).await;
+    crate::metrics::flush_worker(marker.generation);
     worker.flush().await;
     code
 }
@@ -146,7 +148,10 @@ async fn heartbeat(worker: Worker) {
     let mut ticks = tokio::time::interval(HEARTBEAT_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
+        let due = ticks.tick().await;
+        // How late the tick ran: the event loop's lag, as the heartbeat sees it.
+        let lag = tokio::time::Instant::now().saturating_duration_since(due);
+        ::metrics::histogram!(crate::metrics::EVENT_LOOP_LAG).record(lag.as_secs_f64());
         worker.send_heartbeat();
     }
 }

@@ -141,10 +141,7 @@ impl Supervisor {
         if let Ok(hub) = crate::exchange::hub::hub() {
             hub.detach_worker(key.id, key.generation);
         }
-        if !self.table.has_slot(key.id) {
-            // The slot's last process is gone: so are the names it reported.
-            crate::metrics::forget(key.id);
-        }
+        crate::metrics::ended(key.id, key.generation);
         let requested = slot.retiring;
         if requested {
             tracing::debug!("{worker} stopped ({reason})");

@@ -143,7 +143,7 @@ async fn supervise(
         }
     };
     crate::exchange::hub::install(crate::exchange::hub::Side::Master);
-    crate::metrics::start_collector();
+    crate::metrics::start_collector(&config.metrics, crate::metrics::Origin::Master);
     for plugin in &plugins {
         if let Err(e) = plugin.on_master(&master).await {
             tracing::error!(

@@ -1,0 +1,324 @@
+//! The master's view of every process's metrics: the latest readings of each process
+//! (by origin and generation), and the totals of processes that ended, so that a
+//! cluster's counters and histograms never go backwards when a worker dies or is
+//! replaced.
+//!
+//! A process that ended keeps its readings for [`SETTLE`] (its last batch may still be
+//! on its way), then they are folded into the retired totals. Bounded: at most
+//! [`MAX_SERIES_PER_PROCESS`] series a process, [`MAX_RETIRED_SERIES`] retired series;
+//! past them readings are dropped and counted.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::series::{Batch, Buckets, Reading, SeriesKey};
+use super::{MAX_SERIES_PER_PROCESS, count_dropped};
+use crate::WorkerId;
+
+/// How long an ended process's readings wait for a late batch before they are folded.
+const SETTLE: Duration = Duration::from_secs(2);
+/// The most series the retired totals keep.
+pub const MAX_RETIRED_SERIES: usize = 10_000;
+/// How many folded processes are remembered (their late batches are ignored).
+const FOLDED_KEPT: usize = 1024;
+
+/// Which process a reading came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Origin {
+    /// The master process (plugins, the master's own instrumentation).
+    Master,
+    /// A worker slot (0 for the single process).
+    Worker(WorkerId),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Master => f.write_str("master"),
+            Origin::Worker(id) => write!(f, "{id}"),
+        }
+    }
+}
+
+/// A process: its origin and generation.
+pub(crate) type ProcessKey = (Origin, u32);
+
+/// A total that outlives its process: a counter's or a histogram's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Total {
+    Counter(u64),
+    Histogram(Buckets),
+}
+
+struct Process {
+    series: HashMap<SeriesKey, Reading>,
+    ended_at: Option<Instant>,
+}
+
+/// Everything the master knows about the cluster's metrics.
+#[derive(Default)]
+pub(crate) struct Aggregate {
+    processes: HashMap<ProcessKey, Process>,
+    retired: BTreeMap<SeriesKey, Total>,
+    folded: VecDeque<ProcessKey>,
+    descriptions: BTreeMap<String, String>,
+}
+
+/// A copy of the cluster's metrics, as `/metrics` and the `Statsd` plugin show them.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// Counters, summed over every process that ever reported them.
+    pub counters: BTreeMap<SeriesKey, u64>,
+    /// Histograms, merged bucket by bucket over every process.
+    pub histograms: BTreeMap<SeriesKey, Buckets>,
+    /// Gauges of the newest live process of each origin.
+    pub gauges: BTreeMap<SeriesKey, BTreeMap<Origin, f64>>,
+    /// Descriptions given with `describe_*!`, by metric name.
+    pub descriptions: BTreeMap<String, String>,
+}
+
+impl Aggregate {
+    /// Takes a batch from `origin`'s process of generation `batch.generation`.
+    pub(crate) fn ingest(&mut self, origin: Origin, batch: Batch) {
+        self.settle();
+        let key = (origin, batch.generation);
+        if self.folded.contains(&key) {
+            return;
+        }
+        for (name, help) in batch.descriptions {
+            if self.descriptions.len() < MAX_SERIES_PER_PROCESS || self.descriptions.contains_key(&name)
+            {
+                self.descriptions.insert(name, help);
+            }
+        }
+        let process = self.processes.entry(key).or_insert_with(|| Process {
+            series: HashMap::new(),
+            ended_at: None,
+        });
+        for (series, reading) in batch.series {
+            if !process.series.contains_key(&series) && process.series.len() >= MAX_SERIES_PER_PROCESS
+            {
+                count_dropped();
+                continue;
+            }
+            process.series.insert(series, reading);
+        }
+    }
+
+    /// `origin`'s process of `generation` ended: its readings stay for [`SETTLE`],
+    /// then join the retired totals.
+    pub(crate) fn ended(&mut self, origin: Origin, generation: u32) {
+        if let Some(process) = self.processes.get_mut(&(origin, generation)) {
+            process.ended_at.get_or_insert_with(Instant::now);
+        }
+        self.settle();
+    }
+
+    /// Folds the processes that ended long enough ago.
+    fn settle(&mut self) {
+        let due: Vec<ProcessKey> = self
+            .processes
+            .iter()
+            .filter(|(_, process)| process.ended_at.is_some_and(|at| at.elapsed() >= SETTLE))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in due {
+            if let Some(process) = self.processes.remove(&key) {
+                for (series, reading) in process.series {
+                    self.retire(series, reading);
+                }
+            }
+            if self.folded.len() >= FOLDED_KEPT {
+                self.folded.pop_front();
+            }
+            self.folded.push_back(key);
+        }
+    }
+
+    fn retire(&mut self, series: SeriesKey, reading: Reading) {
+        let total = match reading {
+            Reading::Counter(value) => Total::Counter(value),
+            Reading::Histogram(buckets) => Total::Histogram(buckets),
+            Reading::Gauge(_) => return,
+        };
+        self.add_retired(series, total);
+    }
+
+    fn add_retired(&mut self, series: SeriesKey, total: Total) {
+        if let Some(known) = self.retired.get_mut(&series) {
+            match (known, total) {
+                (Total::Counter(sum), Total::Counter(value)) => *sum = sum.saturating_add(value),
+                (Total::Histogram(sum), Total::Histogram(buckets)) => {
+                    if !sum.merge(&buckets) {
+                        count_dropped();
+                    }
+                }
+                _ => count_dropped(),
+            }
+        } else if self.retired.len() < MAX_RETIRED_SERIES {
+            self.retired.insert(series, total);
+        } else {
+            count_dropped();
+        }
+    }
+
+    /// The cluster's metrics now.
+    pub(crate) fn view(&mut self) -> View {
+        self.settle();
+        let mut view = View {
+            descriptions: self.descriptions.clone(),
+            ..View::default()
+        };
+        for (series, total) in &self.retired {
+            match total {
+                Total::Counter(value) => {
+                    view.counters.insert(series.clone(), *value);
+                }
+                Total::Histogram(buckets) => {
+                    view.histograms.insert(series.clone(), buckets.clone());
+                }
+            }
+        }
+        let newest = self.newest_live();
+        for (key, process) in &self.processes {
+            for (series, reading) in &process.series {
+                match reading {
+                    Reading::Counter(value) => {
+                        let sum = view.counters.entry(series.clone()).or_default();
+                        *sum = sum.saturating_add(*value);
+                    }
+                    Reading::Histogram(buckets) => match view.histograms.get_mut(series) {
+                        Some(sum) => {
+                            sum.merge(buckets);
+                        }
+                        None => {
+                            view.histograms.insert(series.clone(), buckets.clone());
+                        }
+                    },
+                    Reading::Gauge(value) if newest.get(&key.0) == Some(&key.1) => {
+                        view.gauges
+                            .entry(series.clone())
+                            .or_default()
+                            .insert(key.0, *value);
+                    }
+                    Reading::Gauge(_) => {}
+                }
+            }
+        }
+        view
+    }
+
+    /// The newest generation of each origin with a live process.
+    fn newest_live(&self) -> HashMap<Origin, u32> {
+        let mut newest: HashMap<Origin, u32> = HashMap::new();
+        for ((origin, generation), process) in &self.processes {
+            if process.ended_at.is_none() {
+                let seen = newest.entry(*origin).or_insert(*generation);
+                *seen = (*seen).max(*generation);
+            }
+        }
+        newest
+    }
+
+    /// The histogram `name` of each process that reported it, its label sets merged:
+    /// what the dashboard turns into requests per second and latency per worker.
+    pub(crate) fn per_process(&self, name: &str) -> Vec<(ProcessKey, Buckets)> {
+        let mut out = Vec::new();
+        for (key, process) in &self.processes {
+            let mut merged: Option<Buckets> = None;
+            for (series, reading) in &process.series {
+                let Reading::Histogram(buckets) = reading else {
+                    continue;
+                };
+                if series.name != name {
+                    continue;
+                }
+                match &mut merged {
+                    Some(sum) => {
+                        sum.merge(buckets);
+                    }
+                    None => merged = Some(buckets.clone()),
+                }
+            }
+            if let Some(merged) = merged {
+                out.push((*key, merged));
+            }
+        }
+        out
+    }
+
+    /// Every total that outlives its process, as of now (for a new master).
+    pub(crate) fn totals(&mut self) -> Vec<(SeriesKey, Total)> {
+        let view = self.view();
+        let counters = view
+            .counters
+            .into_iter()
+            .map(|(series, value)| (series, Total::Counter(value)));
+        let histograms = view
+            .histograms
+            .into_iter()
+            .map(|(series, buckets)| (series, Total::Histogram(buckets)));
+        counters.chain(histograms).collect()
+    }
+
+    /// Adds totals an old master handed over.
+    pub(crate) fn adopt(&mut self, totals: Vec<(SeriesKey, Total)>) {
+        for (series, total) in totals {
+            self.add_retired(series, total);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(generation: u32, series: Vec<(SeriesKey, Reading)>) -> Batch {
+        Batch {
+            generation,
+            series,
+            descriptions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_dead_processs_counts_stay_in_the_sums_and_its_gauges_go() {
+        let mut all = Aggregate::default();
+        let jobs = SeriesKey::new("jobs", vec![]);
+        let depth = SeriesKey::new("depth", vec![]);
+        let one = Origin::Worker(WorkerId(1));
+        all.ingest(
+            one,
+            batch(0, vec![(jobs.clone(), Reading::Counter(5)), (depth.clone(), Reading::Gauge(3.0))]),
+        );
+        all.ingest(Origin::Worker(WorkerId(2)), batch(0, vec![(jobs.clone(), Reading::Counter(2))]));
+        assert_eq!(all.view().counters[&jobs], 7);
+        all.ended(one, 0);
+        all.ingest(one, batch(1, vec![(jobs.clone(), Reading::Counter(1))]));
+        let view = all.view();
+        assert_eq!(view.counters[&jobs], 8);
+        assert!(!view.gauges.contains_key(&depth));
+        // Folded after the settle time, the sum is the same.
+        if let Some(process) = all.processes.get_mut(&(one, 0)) {
+            process.ended_at = Some(Instant::now() - SETTLE);
+        }
+        assert_eq!(all.view().counters[&jobs], 8);
+        assert!(!all.processes.contains_key(&(one, 0)));
+        // A late batch of the folded process is ignored.
+        all.ingest(one, batch(0, vec![(jobs.clone(), Reading::Counter(50))]));
+        assert_eq!(all.view().counters[&jobs], 8);
+    }
+
+    #[test]
+    fn handed_totals_add_to_the_new_masters() {
+        let mut old = Aggregate::default();
+        let jobs = SeriesKey::new("jobs", vec![]);
+        old.ingest(Origin::Worker(WorkerId(1)), batch(0, vec![(jobs.clone(), Reading::Counter(4))]));
+        let mut new = Aggregate::default();
+        new.adopt(old.totals());
+        new.ingest(Origin::Worker(WorkerId(1)), batch(0, vec![(jobs.clone(), Reading::Counter(1))]));
+        assert_eq!(new.view().counters[&jobs], 5);
+    }
+}

@@ -1,0 +1,285 @@
+//! Cluster-wide metrics through the [`metrics`](https://docs.rs/metrics) facade, the
+//! crate Rust libraries instrument with.
+//!
+//! Every process of a cluster installs a recorder (`recorder.rs`): `counter!`,
+//! `gauge!` and `histogram!` calls, with labels, from the app and from any library it
+//! uses, update atomics in the process. Every [`FLUSH_INTERVAL`] a worker sends the
+//! series that changed, in one exchange message, to the master, which keeps the cluster's
+//! view (`aggregate.rs`) for `/metrics`, the dashboard and the `Statsd` plugin:
+//!
+//! - **counters** are summed over every process that reported them; a process that
+//!   ended keeps its last total in the sum, so a counter never goes backwards when a
+//!   worker dies or is replaced, and a master upgrade hands the totals over;
+//! - **histograms** are merged bucket by bucket the same way (buckets: [`DEFAULT_BUCKETS`]
+//!   unless `ClusterBuilder::histogram_buckets` says otherwise);
+//! - **gauges** are per worker (label `worker`, the newest live process of each slot;
+//!   the master's own as `worker="master"`): a sum over workers is `sum without(worker)`
+//!   in PromQL, meaningful for levels such as in-flight requests, not for others.
+//!
+//! In single-process mode the one process's recorder feeds the same view, as worker 0.
+//! The master's own recorder (plugins may count too) feeds it as `master`.
+//!
+//! Bounded: at most [`MAX_SERIES_PER_PROCESS`] series per process, names of at most
+//! [`MAX_NAME_LEN`] bytes, [`MAX_LABELS`] labels of at most [`MAX_LABEL_LEN`] bytes;
+//! past them updates are dropped and counted ([`dropped_updates`],
+//! `wix_cluster_metrics_dropped_total`).
+//!
+//! ```no_run
+//! #[wix_cluster::main(workers = 2)]
+//! async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
+//!     metrics::counter!("jobs_done_total", "kind" => "resize").increment(1);
+//!     metrics::histogram!("job_duration_seconds").record(0.25);
+//!     metrics::gauge!("queue_depth").set(3.0);
+//!     # let _ = worker;
+//!     Ok(())
+//! }
+//! ```
+
+mod aggregate;
+mod recorder;
+pub mod requests;
+mod series;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+pub use aggregate::{MAX_RETIRED_SERIES, Origin, View};
+pub(crate) use aggregate::{ProcessKey, Total};
+pub use series::{Buckets, Reading, SeriesKey};
+
+use crate::WorkerId;
+use crate::exchange::{self, Peer};
+use aggregate::Aggregate;
+use recorder::{Recorder, Registry};
+use series::Batch;
+
+/// The most series (a name with one set of labels) one process reports.
+pub const MAX_SERIES_PER_PROCESS: usize = 1000;
+/// The longest metric name kept, in bytes.
+pub const MAX_NAME_LEN: usize = 200;
+/// The most labels a series may have.
+pub const MAX_LABELS: usize = 8;
+/// The longest label name or value kept, in bytes.
+pub const MAX_LABEL_LEN: usize = 128;
+/// How often a worker sends what changed.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+/// Histogram bucket bounds unless configured: OpenTelemetry's defaults for HTTP server
+/// request duration, in seconds.
+pub const DEFAULT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// The histogram of each worker's event-loop lag: how late its heartbeat tick ran, in
+/// seconds, once a second.
+pub const EVENT_LOOP_LAG: &str = "wix_cluster_event_loop_lag_seconds";
+
+static REQUESTS_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether [`crate::http::serve`] records request metrics in this process.
+pub(crate) fn requests_on() -> bool {
+    REQUESTS_ON.load(Ordering::Relaxed)
+}
+
+/// The metrics settings of a program.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Settings {
+    /// Histogram bucket bounds, increasing.
+    pub(crate) buckets: Vec<f64>,
+    /// Whether [`crate::http::serve`] records request metrics.
+    pub(crate) requests: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            buckets: DEFAULT_BUCKETS.to_vec(),
+            requests: true,
+        }
+    }
+}
+
+/// Adds `by` to the counter `name`: a shim over the facade's
+/// `metrics::counter!(name).increment(by)`.
+pub fn counter(name: &str, by: u64) {
+    ::metrics::counter!(name.to_owned()).increment(by);
+}
+
+/// Sets the gauge `name` to `value`: a shim over the facade's
+/// `metrics::gauge!(name).set(value)`.
+pub fn gauge(name: &str, value: f64) {
+    ::metrics::gauge!(name.to_owned()).set(value);
+}
+
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Updates dropped by this process since it started: series past
+/// [`MAX_SERIES_PER_PROCESS`] or breaking a length bound (in a worker, its own; in the
+/// master, those of the readings it received).
+pub fn dropped_updates() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// Counts a dropped update, logging at the 1st, 2nd, 4th, 8th... drop.
+pub(crate) fn count_dropped() {
+    let dropped = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
+    if dropped.is_power_of_two() {
+        tracing::warn!(
+            "a metric was dropped: more than {MAX_SERIES_PER_PROCESS} series in a process, or \
+             a name or label past its length bound ({dropped} dropped so far)"
+        );
+    }
+}
+
+static REGISTRY: OnceLock<Arc<Registry>> = OnceLock::new();
+
+/// Installs this process's recorder as the facade's global one.
+fn install(settings: &Settings) -> Option<&'static Arc<Registry>> {
+    let registry = REGISTRY.get_or_init(|| Arc::new(Registry::new(settings.buckets.clone())));
+    if ::metrics::set_global_recorder(Recorder(registry.clone())).is_err() {
+        tracing::warn!(
+            "another metrics recorder is installed: metrics will not reach the master"
+        );
+        return None;
+    }
+    Some(registry)
+}
+
+static AGGREGATE: OnceLock<Mutex<Aggregate>> = OnceLock::new();
+
+fn aggregate() -> MutexGuard<'static, Aggregate> {
+    AGGREGATE
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// A worker: installs the recorder and sends what changed every [`FLUSH_INTERVAL`].
+pub(crate) fn start_worker(settings: &Settings, generation: u32) {
+    REQUESTS_ON.store(settings.requests, Ordering::Relaxed);
+    let Some(registry) = install(settings) else {
+        return;
+    };
+    let registry = registry.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(FLUSH_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            send(&registry, generation);
+        }
+    });
+}
+
+/// Sends a worker's last changes (as it exits).
+pub(crate) fn flush_worker(generation: u32) {
+    if let Some(registry) = REGISTRY.get() {
+        send(registry, generation);
+    }
+}
+
+fn send(registry: &Registry, generation: u32) {
+    let (series, descriptions) = registry.take_changes();
+    if series.is_empty() && descriptions.is_empty() {
+        return;
+    }
+    let batch = Batch {
+        generation,
+        series,
+        descriptions,
+    };
+    if let Err(e) = exchange::send(&batch) {
+        tracing::debug!("metrics not sent: {e}");
+    }
+}
+
+/// The master, or the single process (as `origin`), once its exchange hub is
+/// installed: collects what workers send, and installs its own recorder, read into the
+/// same view every [`FLUSH_INTERVAL`].
+pub(crate) fn start_collector(settings: &Settings, origin: Origin) {
+    let _ = OWN_ORIGIN.set(origin);
+    REQUESTS_ON.store(settings.requests, Ordering::Relaxed);
+    if let Some(registry) = install(settings) {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(FLUSH_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                collect_own(&registry, origin);
+            }
+        });
+    }
+    if origin != Origin::Master {
+        return;
+    }
+    let mut batches = match exchange::subscribe::<Batch>() {
+        Ok(batches) => batches,
+        Err(e) => {
+            tracing::error!("worker metrics will not be collected: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while let Some((from, batch)) = batches.recv().await {
+            let origin = match from {
+                Peer::Worker(id) => Origin::Worker(id),
+                Peer::Master => Origin::Master,
+            };
+            aggregate().ingest(origin, batch);
+        }
+    });
+}
+
+fn collect_own(registry: &Registry, origin: Origin) {
+    let (series, descriptions) = registry.take_changes();
+    if series.is_empty() && descriptions.is_empty() {
+        return;
+    }
+    let batch = Batch {
+        generation: 0,
+        series,
+        descriptions,
+    };
+    aggregate().ingest(origin, batch);
+}
+
+/// The process of slot `worker`, generation `generation`, ended.
+pub(crate) fn ended(worker: WorkerId, generation: u32) {
+    aggregate().ended(Origin::Worker(worker), generation);
+}
+
+/// The cluster's metrics now (the master's and the single process's view; empty
+/// elsewhere).
+pub(crate) fn view() -> View {
+    if let Some(registry) = REGISTRY.get() {
+        // The own recorder's latest, so that a scrape sees the master's as of now.
+        if AGGREGATE.get().is_some() {
+            let origin = own_origin();
+            collect_own(registry, origin);
+        }
+    }
+    aggregate().view()
+}
+
+static OWN_ORIGIN: OnceLock<Origin> = OnceLock::new();
+
+/// Which origin this process's own readings have in the view.
+fn own_origin() -> Origin {
+    OWN_ORIGIN.get().copied().unwrap_or(Origin::Master)
+}
+
+/// The histogram `name` per process, label sets merged.
+pub(crate) fn per_process(name: &str) -> Vec<(ProcessKey, Buckets)> {
+    aggregate().per_process(name)
+}
+
+/// The totals to hand to a new master.
+pub(crate) fn totals() -> Vec<(SeriesKey, Total)> {
+    aggregate().totals()
+}
+
+/// Adds the totals an old master handed over.
+pub(crate) fn adopt(totals: Vec<(SeriesKey, Total)>) {
+    aggregate().adopt(totals);
+}
