@@ -53,6 +53,7 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    crate::metrics::requests::register();
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     let stop = worker.shutdown();

@@ -60,7 +60,9 @@ pub(crate) fn max_fds(pid: u32) -> Option<u64> {
 }
 
 fn parse_max_fds(text: &str) -> Option<u64> {
-    let line = text.lines().find(|line| line.starts_with("Max open files"))?;
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
     line["Max open files".len()..]
         .split_whitespace()
         .next()?

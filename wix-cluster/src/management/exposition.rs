@@ -82,7 +82,12 @@ impl Family<'_> {
             if i > 0 {
                 set.push(',');
             }
-            let _ = write!(set, "{}=\"{}\"", label_name(key.as_ref()), escape(value.as_ref()));
+            let _ = write!(
+                set,
+                "{}=\"{}\"",
+                label_name(key.as_ref()),
+                escape(value.as_ref())
+            );
         }
         if !self.series.insert(format!("{suffix}{{{set}}}")) {
             return;
@@ -161,7 +166,9 @@ mod tests {
     #[test]
     fn a_family_is_written_once_and_values_are_escaped() {
         let mut text = Text::default();
-        let mut family = text.family("jobs_total", Type::Counter, "Jobs\ndone.").unwrap();
+        let mut family = text
+            .family("jobs_total", Type::Counter, "Jobs\ndone.")
+            .unwrap();
         family.sample("", &[("kind", "a\"b")], 2.0);
         family.sample("", &[("kind", "a\"b")], 3.0);
         assert!(text.family("jobs_total", Type::Gauge, "again").is_none());

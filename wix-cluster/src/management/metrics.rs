@@ -7,8 +7,8 @@
 //! `wix_cluster_worker_requests_total`, `wix_cluster_worker_accept_errors_total`,
 //! `wix_cluster_worker_heartbeat_age_seconds`. For the cluster:
 //! `wix_cluster_workers_{forked,respawned,exited,died,failing,recycled,stalled,spawn_failed}_total`,
-//! `wix_cluster_workers_desired`, `wix_cluster_workers_ready`, `wix_cluster_failing`,
-//! `wix_cluster_metrics_dropped_total`. Then everything recorded through the `metrics`
+//! `wix_cluster_workers_desired`, `wix_cluster_workers_ready`, `wix_cluster_failing`.
+//! Then everything recorded through the `metrics`
 //! facade ([`crate::metrics`]): the request metrics of [`crate::http::serve`], the
 //! event-loop lag, and the app's and its libraries' own. Names are made valid (other
 //! characters become `_`), counters end in `_total`. A facade family whose name is
@@ -75,7 +75,11 @@ fn processes(text: &mut Text, ctx: &Ctx, tracked: &[Tracked]) {
         .collect();
     if !ctx.master.is_single_process() {
         let pid = std::process::id();
-        rows.push(ProcessRow::read("master".into(), pid, ctx.master.started_at()));
+        rows.push(ProcessRow::read(
+            "master".into(),
+            pid,
+            ctx.master.started_at(),
+        ));
     }
     type Read = fn(&ProcessRow) -> Option<f64>;
     let families: [(&str, Type, &str, Read); 5] = [
@@ -221,12 +225,6 @@ fn cluster(text: &mut Text, ctx: &Ctx, tracked: &[Tracked]) {
             "1 when a plugin reports the cluster failing (cyclic death), else 0.",
             if master.is_failing() { 1.0 } else { 0.0 },
         ),
-        (
-            "wix_cluster_metrics_dropped_total",
-            Type::Counter,
-            "Metric updates the master dropped: series past the bounds of wix_cluster::metrics.",
-            crate::metrics::dropped_updates() as f64,
-        ),
     ] {
         if let Some(mut family) = text.family(name, kind, help) {
             family.sample("", no_labels, value);
@@ -261,7 +259,11 @@ fn families(view: &View) -> BTreeMap<String, (String, Series<'_>)> {
             .entry(metric_name(&key.name))
             .or_insert_with(|| (key.name.clone(), Series::Gauge(Vec::new())));
         if let Series::Gauge(series) = &mut entry.1 {
-            series.extend(by_origin.iter().map(|(origin, value)| (key, *origin, *value)));
+            series.extend(
+                by_origin
+                    .iter()
+                    .map(|(origin, value)| (key, *origin, *value)),
+            );
         } else {
             warn_once(&key.name, "it is also another kind of metric");
         }

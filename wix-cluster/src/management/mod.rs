@@ -10,10 +10,10 @@
 
 mod auth;
 mod dashboard;
+mod exposition;
 mod health;
 mod info;
 mod listener;
-mod exposition;
 mod metrics;
 mod routes;
 mod server;

@@ -201,7 +201,10 @@ impl Stats {
         for (key, by_origin) in &view.gauges {
             for (origin, value) in by_origin {
                 if let metrics::Origin::Worker(id) = origin {
-                    collected.entry(*id).or_default().insert(key.to_string(), *value);
+                    collected
+                        .entry(*id)
+                        .or_default()
+                        .insert(key.to_string(), *value);
                 }
             }
         }

@@ -88,7 +88,8 @@ impl Aggregate {
             return;
         }
         for (name, help) in batch.descriptions {
-            if self.descriptions.len() < MAX_SERIES_PER_PROCESS || self.descriptions.contains_key(&name)
+            if self.descriptions.len() < MAX_SERIES_PER_PROCESS
+                || self.descriptions.contains_key(&name)
             {
                 self.descriptions.insert(name, help);
             }
@@ -98,8 +99,10 @@ impl Aggregate {
             ended_at: None,
         });
         for (series, reading) in batch.series {
-            if !process.series.contains_key(&series) && process.series.len() >= MAX_SERIES_PER_PROCESS
-            {
+            // The process's own count of drops is always kept (one more series).
+            let full = process.series.len() >= MAX_SERIES_PER_PROCESS
+                && series.name != super::DROPPED_TOTAL;
+            if full && !process.series.contains_key(&series) {
                 count_dropped();
                 continue;
             }
@@ -291,9 +294,18 @@ mod tests {
         let one = Origin::Worker(WorkerId(1));
         all.ingest(
             one,
-            batch(0, vec![(jobs.clone(), Reading::Counter(5)), (depth.clone(), Reading::Gauge(3.0))]),
+            batch(
+                0,
+                vec![
+                    (jobs.clone(), Reading::Counter(5)),
+                    (depth.clone(), Reading::Gauge(3.0)),
+                ],
+            ),
         );
-        all.ingest(Origin::Worker(WorkerId(2)), batch(0, vec![(jobs.clone(), Reading::Counter(2))]));
+        all.ingest(
+            Origin::Worker(WorkerId(2)),
+            batch(0, vec![(jobs.clone(), Reading::Counter(2))]),
+        );
         assert_eq!(all.view().counters[&jobs], 7);
         all.ended(one, 0);
         all.ingest(one, batch(1, vec![(jobs.clone(), Reading::Counter(1))]));
@@ -315,10 +327,16 @@ mod tests {
     fn handed_totals_add_to_the_new_masters() {
         let mut old = Aggregate::default();
         let jobs = SeriesKey::new("jobs", vec![]);
-        old.ingest(Origin::Worker(WorkerId(1)), batch(0, vec![(jobs.clone(), Reading::Counter(4))]));
+        old.ingest(
+            Origin::Worker(WorkerId(1)),
+            batch(0, vec![(jobs.clone(), Reading::Counter(4))]),
+        );
         let mut new = Aggregate::default();
         new.adopt(old.totals());
-        new.ingest(Origin::Worker(WorkerId(1)), batch(0, vec![(jobs.clone(), Reading::Counter(1))]));
+        new.ingest(
+            Origin::Worker(WorkerId(1)),
+            batch(0, vec![(jobs.clone(), Reading::Counter(1))]),
+        );
         assert_eq!(new.view().counters[&jobs], 5);
     }
 }

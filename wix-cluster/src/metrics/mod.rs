@@ -21,8 +21,8 @@
 //!
 //! Bounded: at most [`MAX_SERIES_PER_PROCESS`] series per process, names of at most
 //! [`MAX_NAME_LEN`] bytes, [`MAX_LABELS`] labels of at most [`MAX_LABEL_LEN`] bytes;
-//! past them updates are dropped and counted ([`dropped_updates`],
-//! `wix_cluster_metrics_dropped_total`).
+//! past them updates are dropped and counted ([`dropped_updates`] in each process,
+//! [`DROPPED_TOTAL`] for the cluster).
 //!
 //! ```no_run
 //! #[wix_cluster::main(workers = 2)]
@@ -111,6 +111,9 @@ pub fn gauge(name: &str, value: f64) {
     ::metrics::gauge!(name.to_owned()).set(value);
 }
 
+/// The counter of updates dropped by every process, summed like any counter.
+pub const DROPPED_TOTAL: &str = "wix_cluster_metrics_dropped_total";
+
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// Updates dropped by this process since it started: series past
@@ -137,9 +140,7 @@ static REGISTRY: OnceLock<Arc<Registry>> = OnceLock::new();
 fn install(settings: &Settings) -> Option<&'static Arc<Registry>> {
     let registry = REGISTRY.get_or_init(|| Arc::new(Registry::new(settings.buckets.clone())));
     if ::metrics::set_global_recorder(Recorder(registry.clone())).is_err() {
-        tracing::warn!(
-            "another metrics recorder is installed: metrics will not reach the master"
-        );
+        tracing::warn!("another metrics recorder is installed: metrics will not reach the master");
         return None;
     }
     Some(registry)
@@ -179,18 +180,33 @@ pub(crate) fn flush_worker(generation: u32) {
 }
 
 fn send(registry: &Registry, generation: u32) {
-    let (series, descriptions) = registry.take_changes();
-    if series.is_empty() && descriptions.is_empty() {
-        return;
+    if let Some(batch) = changes(registry, generation) {
+        if let Err(e) = exchange::send(&batch) {
+            tracing::debug!("metrics not sent: {e}");
+        }
     }
-    let batch = Batch {
+}
+
+/// What changed since the last call, as a batch; `None` when nothing did. This
+/// process's count of dropped updates travels as the counter [`DROPPED_TOTAL`].
+fn changes(registry: &Registry, generation: u32) -> Option<Batch> {
+    static SENT_DROPPED: AtomicU64 = AtomicU64::new(0);
+    let (mut series, descriptions) = registry.take_changes();
+    let dropped = dropped_updates();
+    if SENT_DROPPED.swap(dropped, Ordering::Relaxed) != dropped {
+        series.push((
+            SeriesKey::new(DROPPED_TOTAL, Vec::new()),
+            Reading::Counter(dropped),
+        ));
+    }
+    if series.is_empty() && descriptions.is_empty() {
+        return None;
+    }
+    Some(Batch {
         generation,
         series,
         descriptions,
-    };
-    if let Err(e) = exchange::send(&batch) {
-        tracing::debug!("metrics not sent: {e}");
-    }
+    })
 }
 
 /// The master, or the single process (as `origin`), once its exchange hub is
@@ -232,16 +248,9 @@ pub(crate) fn start_collector(settings: &Settings, origin: Origin) {
 }
 
 fn collect_own(registry: &Registry, origin: Origin) {
-    let (series, descriptions) = registry.take_changes();
-    if series.is_empty() && descriptions.is_empty() {
-        return;
+    if let Some(batch) = changes(registry, 0) {
+        aggregate().ingest(origin, batch);
     }
-    let batch = Batch {
-        generation: 0,
-        series,
-        descriptions,
-    };
-    aggregate().ingest(origin, batch);
 }
 
 /// The process of slot `worker`, generation `generation`, ended.

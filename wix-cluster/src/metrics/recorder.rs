@@ -1,7 +1,7 @@
 //! The `metrics` facade's recorder every process of a cluster installs: `counter!`,
 //! `gauge!` and `histogram!` (from the app or any library it uses) update atomics here;
-//! [`Registry::take_changes`] reads what changed since the last call, for a batch to
-//! the master.
+//! [`Registry::take_changes`] reads what changed since the last call (a series just
+//! registered counts as changed, so that it shows at 0), for a batch to the master.
 //!
 //! Bounded: at most [`MAX_SERIES_PER_PROCESS`] series (a name with one set of labels),
 //! names of at most [`MAX_NAME_LEN`] bytes, [`MAX_LABELS`] labels of at most
@@ -200,7 +200,7 @@ impl HistogramCell {
             bounds: bounds.to_vec(),
             counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
             sum_bits: AtomicU64::new(0f64.to_bits()),
-            dirty: AtomicBool::new(false),
+            dirty: AtomicBool::new(true),
         }
     }
 
@@ -266,7 +266,7 @@ impl metrics::Recorder for Recorder {
             |key| CounterCell {
                 key,
                 value: AtomicU64::new(0),
-                dirty: AtomicBool::new(false),
+                dirty: AtomicBool::new(true),
             },
         );
         cell.map_or_else(Counter::noop, Counter::from_arc)
@@ -282,7 +282,7 @@ impl metrics::Recorder for Recorder {
             |key| GaugeCell {
                 key,
                 bits: AtomicU64::new(0f64.to_bits()),
-                dirty: AtomicBool::new(false),
+                dirty: AtomicBool::new(true),
             },
         );
         cell.map_or_else(Gauge::noop, Gauge::from_arc)
@@ -337,7 +337,10 @@ mod tests {
         }
         assert!(recorder.0.take_changes().0.is_empty());
         counter.increment(1);
-        assert_eq!(recorder.0.take_changes().0, vec![(jobs, Reading::Counter(6))]);
+        assert_eq!(
+            recorder.0.take_changes().0,
+            vec![(jobs, Reading::Counter(6))]
+        );
     }
 
     #[test]
@@ -349,7 +352,9 @@ mod tests {
                 .increment(1);
         }
         let long = "x".repeat(MAX_NAME_LEN + 1);
-        recorder.register_gauge(&Key::from_name(long), &meta()).set(1.0);
+        recorder
+            .register_gauge(&Key::from_name(long), &meta())
+            .set(1.0);
         assert_eq!(recorder.0.take_changes().0.len(), MAX_SERIES_PER_PROCESS);
     }
 }

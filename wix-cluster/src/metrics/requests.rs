@@ -55,6 +55,13 @@ fn method_index(method: &http::Method) -> usize {
         .unwrap_or(METHODS.len() - 1)
 }
 
+/// Registers the gauges at 0, so that a worker that has served nothing yet shows them.
+pub(crate) fn register() {
+    if super::requests_on() {
+        handles();
+    }
+}
+
 /// A request being served: counted in flight until dropped, its duration recorded by
 /// [`InFlight::finish`].
 pub(crate) struct InFlight {

@@ -53,12 +53,7 @@ where
     code
 }
 
-async fn serve<F, Fut>(
-    marker: WorkerMarker,
-    plugins: Plugins,
-    config: &Config,
-    app: F,
-) -> ExitCode
+async fn serve<F, Fut>(marker: WorkerMarker, plugins: Plugins, config: &Config, app: F) -> ExitCode
 where
     F: FnOnce(Worker) -> Fut,
     Fut: Future,

@@ -1,0 +1,357 @@
+//! Cluster-wide metrics through the `metrics` facade (`examples/metrics.rs`): what the
+//! app and a library it uses record in every worker reaches the master's `/metrics`
+//! summed (counters), merged (histograms) or per worker (gauges); counters never go
+//! backwards when workers die, roll or the master is upgraded; `http::serve`'s request
+//! metrics count exactly what was served; a flood of series keeps the master bounded.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use nix::sys::signal::Signal;
+use prometheus_parse::{Sample, Scrape, Value};
+use wix_cluster_suite::{PATIENCE, Program, http_get, rss_bytes, send_signal, wait_until};
+
+fn start(env: &[(&str, &str)]) -> (Program, SocketAddr, SocketAddr) {
+    let mut all = vec![
+        ("PORT", "0"),
+        ("WIX_CLUSTER_MANAGEMENT_ADDR", "127.0.0.1:0"),
+    ];
+    all.extend_from_slice(env);
+    let program = Program::start("metrics", &all);
+    let app = program.listening_addr();
+    let management = program.management_addr();
+    program.wait_for_workers(2);
+    program.wait_for_200(app, "/");
+    (program, app, management)
+}
+
+/// `/metrics` as text.
+fn metrics_text(management: SocketAddr) -> String {
+    let response = http_get(management, "/metrics").expect("GET /metrics");
+    assert_eq!(response.status, 200, "{response:?}");
+    response.body
+}
+
+fn parse(text: &str) -> Scrape {
+    Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).expect("Prometheus text format")
+}
+
+fn samples<'a>(scrape: &'a Scrape, name: &str) -> Vec<&'a Sample> {
+    scrape.samples.iter().filter(|s| s.metric == name).collect()
+}
+
+/// The value of the one sample of `name` whose labels include `labels`.
+fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples(scrape, name)
+        .into_iter()
+        .find(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            other => panic!("{name} is not a number: {other:?}"),
+        })
+}
+
+/// Waits until `check` holds for a scrape; returns that scrape's text.
+fn scrape_until(
+    management: SocketAddr,
+    what: &str,
+    mut check: impl FnMut(&Scrape) -> bool,
+) -> String {
+    let mut text = String::new();
+    let seen = wait_until(PATIENCE, || {
+        text = metrics_text(management);
+        check(&parse(&text))
+    });
+    assert!(seen, "{what}; the last /metrics:\n{text}");
+    text
+}
+
+/// Sends `n` requests for `path`, each on a new connection, so that both workers take
+/// some.
+fn requests(app: SocketAddr, path: &str, n: usize) {
+    for _ in 0..n {
+        let response = http_get(app, path).expect("request");
+        assert!(response.status < 600, "{response:?}");
+    }
+}
+
+#[test]
+fn the_apps_and_a_librarys_metrics_add_up_across_the_workers_and_pass_promtool() {
+    let (program, app, management) = start(&[]);
+    requests(app, "/job?kind=resize", 30);
+    requests(app, "/job?kind=crop", 20);
+    // Both workers served some (their request counts, as of their heartbeats).
+    let served = |s: &Scrape, worker| {
+        value(
+            s,
+            "wix_cluster_worker_requests_total",
+            &[("worker", worker)],
+        )
+        .unwrap_or(0.0)
+    };
+    let text = scrape_until(management, "the library's jobs add up to 50", |s| {
+        value(s, "support_jobs_processed_total", &[("kind", "resize")]) == Some(30.0)
+            && value(s, "support_jobs_processed_total", &[("kind", "crop")]) == Some(20.0)
+            && served(s, "1") > 0.0
+            && served(s, "2") > 0.0
+    });
+    let scrape = parse(&text);
+    // The app's own counter, with its label, summed over the workers.
+    assert_eq!(
+        value(&scrape, "app_jobs_requested_total", &[("kind", "resize")]),
+        Some(30.0)
+    );
+    // A gauge per worker, labelled with its slot.
+    for worker in ["1", "2"] {
+        assert_eq!(
+            value(&scrape, "app_worker_generation", &[("worker", worker)]),
+            Some(0.0),
+            "{text}"
+        );
+    }
+    // The library's histogram merged bucket by bucket: every job took 30 ms.
+    let histogram = samples(&scrape, "support_job_duration_seconds")
+        .into_iter()
+        .find(|s| s.labels.get("kind") == Some("resize"))
+        .map(|s| s.value.clone());
+    match histogram {
+        Some(Value::Histogram(buckets)) => {
+            let at = |le: f64| buckets.iter().find(|b| b.less_than == le).map(|b| b.count);
+            assert_eq!(at(0.025), Some(0.0), "{buckets:?}");
+            assert_eq!(at(0.05), Some(30.0), "{buckets:?}");
+            assert_eq!(at(f64::INFINITY), Some(30.0), "{buckets:?}");
+        }
+        other => panic!("support_job_duration_seconds: {other:?}\n{text}"),
+    }
+    assert!(
+        text.contains("support_job_duration_seconds_count{kind=\"resize\"} 30\n"),
+        "{text}"
+    );
+    assert!(
+        scrape
+            .docs
+            .get("support_jobs_processed_total")
+            .map(String::as_str)
+            == Some("Jobs the support library processed, by kind."),
+        "the description given with describe_counter! is the HELP: {:?}",
+        scrape.docs.get("support_jobs_processed_total")
+    );
+    // The master's and every worker's descriptors.
+    for worker in ["1", "2", "master"] {
+        for name in ["process_open_fds", "process_max_fds"] {
+            let n = value(&scrape, name, &[("worker", worker)]);
+            assert!(
+                n.is_some_and(|n| n > 0.0),
+                "{name}{{worker={worker}}}: {n:?}"
+            );
+        }
+    }
+    let lag = samples(&scrape, "wix_cluster_event_loop_lag_seconds");
+    assert!(
+        matches!(lag.first().map(|s| &s.value), Some(Value::Histogram(_))),
+        "the event-loop lag is a histogram:\n{text}"
+    );
+    promtool_finds_nothing(&text);
+    drop(program);
+}
+
+/// `promtool check metrics` (Debian's prometheus package) reports no problem.
+fn promtool_finds_nothing(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool (apt-get install prometheus; .ci/run does it)");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("promtool's stdin");
+        stdin.write_all(text.as_bytes()).expect("write to promtool");
+    }
+    let output = child.wait_with_output().expect("promtool's output");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}\n{text}"
+    );
+}
+
+/// The counters this test follows, from one scrape.
+fn counters(management: SocketAddr) -> BTreeMap<String, f64> {
+    let scrape = parse(&metrics_text(management));
+    let mut out = BTreeMap::new();
+    for name in ["app_jobs_requested_total", "support_jobs_processed_total"] {
+        if let Some(v) = value(&scrape, name, &[("kind", "a")]) {
+            out.insert(name.to_owned(), v);
+        }
+    }
+    if let Some(v) = value(
+        &scrape,
+        "http_server_request_duration_seconds_count",
+        &[("http_response_status_class", "2xx")],
+    ) {
+        out.insert("requests".to_owned(), v);
+    }
+    out
+}
+
+/// Every counter of `after` is at least its value in `before`.
+fn assert_monotonic(step: &str, before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) {
+    for (name, was) in before {
+        let now = after.get(name).copied().unwrap_or(0.0);
+        assert!(now >= *was, "after {step}, {name} went from {was} to {now}");
+    }
+}
+
+/// Sends `n` jobs and waits until the master counted them all.
+fn jobs(app: SocketAddr, management: SocketAddr, n: usize, expected: f64) -> BTreeMap<String, f64> {
+    requests(app, "/job?kind=a", n);
+    let mut now = BTreeMap::new();
+    let counted = wait_until(PATIENCE, || {
+        now = counters(management);
+        now.get("app_jobs_requested_total") == Some(&expected)
+    });
+    assert!(counted, "expected {expected} jobs: {now:?}");
+    now
+}
+
+#[test]
+fn counters_never_go_backwards_across_a_kill_a_rolling_restart_and_an_upgrade() {
+    let (program, app, management) = start(&[]);
+    let mut before = jobs(app, management, 20, 20.0);
+
+    // kill -9 of a worker: its totals stay in the sums.
+    let victim = program.children()[0];
+    send_signal(victim, Signal::SIGKILL);
+    program.wait_until_gone(victim);
+    let after = counters(management);
+    assert_monotonic("a kill -9", &before, &after);
+    program.wait_for_workers(2);
+    before = jobs(app, management, 10, 30.0);
+
+    // A rolling restart: every worker replaced gracefully.
+    let old = program.children();
+    program.signal(Signal::SIGHUP);
+    let rolled = wait_until(PATIENCE, || {
+        let now = program.children();
+        now.len() == 2 && now.iter().all(|pid| !old.contains(pid))
+    });
+    assert!(
+        rolled,
+        "the workers were not replaced; log:\n{}",
+        program.log()
+    );
+    assert_monotonic("a rolling restart", &before, &counters(management));
+    before = jobs(app, management, 10, 40.0);
+
+    // A master upgrade: the new master goes on from the old one's totals.
+    program.signal(Signal::SIGUSR2);
+    let new_master = program.new_master_pid();
+    let mut program = program;
+    let exited = program.wait_exit(PATIENCE);
+    assert!(
+        exited.is_some(),
+        "the old master did not exit; log:\n{}",
+        program.log()
+    );
+    let after = counters(management);
+    assert_monotonic("a master upgrade", &before, &after);
+    assert!(wix_cluster_suite::is_alive(new_master));
+    jobs(app, management, 5, 45.0);
+}
+
+#[test]
+fn request_metrics_count_exactly_what_was_served_and_can_be_switched_off() {
+    let (program, app, management) = start(&[]);
+    requests(app, "/status/201", 7);
+    requests(app, "/status/404", 5);
+    requests(app, "/status/503", 3);
+    // The readiness probes of `start` were GET / (2xx) too: count 2xx apart.
+    let class = |s: &Scrape, class: &str| {
+        value(
+            s,
+            "http_server_request_duration_seconds_count",
+            &[
+                ("http_request_method", "GET"),
+                ("http_response_status_class", class),
+            ],
+        )
+    };
+    let gauges = [
+        "http_server_active_requests",
+        "http_server_open_connections",
+    ];
+    let text = scrape_until(management, "4xx and 5xx counted", |s| {
+        class(s, "4xx") == Some(5.0)
+            && class(s, "5xx") == Some(3.0)
+            && gauges.iter().all(|gauge| {
+                ["1", "2"]
+                    .iter()
+                    .all(|worker| value(s, gauge, &[("worker", worker)]).is_some())
+            })
+    });
+    let scrape = parse(&text);
+    let ok = class(&scrape, "2xx").unwrap_or_default();
+    assert!(ok >= 7.0, "{text}");
+    // Every request is one observation: the +Inf buckets add up to the counts.
+    let observed: f64 = samples(&scrape, "http_server_request_duration_seconds")
+        .iter()
+        .map(|s| match &s.value {
+            Value::Histogram(buckets) => buckets
+                .iter()
+                .find(|b| b.less_than == f64::INFINITY)
+                .map_or(0.0, |b| b.count),
+            _ => 0.0,
+        })
+        .sum();
+    assert_eq!(observed, ok + 8.0, "{text}");
+    drop(program);
+
+    let (program, app, management) = start(&[("WIX_CLUSTER_REQUEST_METRICS", "0")]);
+    requests(app, "/status/201", 5);
+    requests(app, "/job?kind=a", 1);
+    let text = scrape_until(management, "the app's own metric arrives", |s| {
+        value(s, "app_jobs_requested_total", &[("kind", "a")]) == Some(1.0)
+    });
+    assert!(
+        !text.contains("http_server_"),
+        "request metrics are off:\n{text}"
+    );
+    drop(program);
+}
+
+#[test]
+fn a_flood_of_series_and_increments_keeps_the_master_bounded() {
+    let (program, app, management) = start(&[]);
+    let before = rss_bytes(program.pid());
+    // Each request records 5,000 distinct series (past the 1,000 a process may have) and
+    // a million increments of one counter.
+    for _ in 0..4 {
+        let flooded = http_get(app, "/flood?series=5000&increments=1000000").expect("flood");
+        assert_eq!(flooded.status, 200, "{flooded:?}");
+    }
+    let text = scrape_until(management, "the flood's increments arrive", |s| {
+        value(s, "flood_one_total", &[]) == Some(4_000_000.0)
+    });
+    let series = text
+        .lines()
+        .filter(|line| line.starts_with("flood_") && !line.starts_with("flood_one"))
+        .count();
+    // Each worker keeps at most 1,000 series in all (a few are the app's own).
+    assert!(series <= 2 * 1000, "{series} flood series in /metrics");
+    assert!(series >= 900, "{series} flood series in /metrics");
+    let grown = rss_bytes(program.pid()).saturating_sub(before);
+    assert!(grown < 64 << 20, "the master grew by {grown} bytes");
+    // The workers dropped what was past their bound: logged by them, and counted for
+    // the cluster (each request asks for 5,000 series and a worker keeps at most 1,000).
+    program.wait_for_log("a metric was dropped");
+    scrape_until(management, "the drops are counted", |s| {
+        value(s, "wix_cluster_metrics_dropped_total", &[]).is_some_and(|n| n >= 16_000.0)
+    });
+}
