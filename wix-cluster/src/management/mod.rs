@@ -5,7 +5,8 @@
 //! One concept per file: `settings` (what the program configures), `server` (bind and
 //! serve), `listener` (stops accepting at an upgrade's handover), `routes` (the router
 //! and its shared context), `info`, `workers` (the worker table), `health`, `stats` (the
-//! sampler and its history), `metrics` (Prometheus), `dashboard` (the HTML page), `auth`
+//! sampler and its history), `metrics` (Prometheus, written by `exposition`), `traffic`
+//! (requests per second and latency over time, for the dashboard), `dashboard` (the HTML page), `auth`
 //! (the bearer token and the actions it guards).
 
 mod auth;
@@ -19,6 +20,7 @@ mod routes;
 mod server;
 pub(crate) mod settings;
 mod stats;
+mod traffic;
 mod workers;
 
 use std::fmt;

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::stats::Stats;
-use super::{auth, dashboard, health, info, metrics, stats, workers};
+use super::{auth, dashboard, health, info, metrics, stats, traffic, workers};
 use crate::Master;
 use crate::config::Config;
 
@@ -19,6 +19,8 @@ use crate::config::Config;
 pub(crate) struct Ctx {
     pub(crate) master: Master,
     pub(crate) stats: Arc<Stats>,
+    /// Requests per second and latency over time.
+    pub(crate) traffic: Arc<super::traffic::Traffic>,
     pub(crate) about: Arc<About>,
     /// The address the server really bound (port 0 resolved), once it has.
     pub(crate) bound: Arc<OnceLock<SocketAddr>>,
@@ -46,6 +48,7 @@ impl Ctx {
         Ctx {
             master,
             stats,
+            traffic: Arc::default(),
             about: Arc::new(About {
                 name,
                 version: config.app_version.clone().filter(|v| !v.is_empty()),
@@ -81,6 +84,7 @@ pub(crate) fn router(ctx: Ctx, pages: Vec<Router>) -> Router {
         .route("/stats", get(stats::page))
         .route("/stats/history", get(stats::history))
         .route("/metrics", get(metrics::page))
+        .route("/traffic", get(traffic::page))
         .route("/dashboard", get(dashboard::page))
         .with_state(ctx);
     // Chained as fallbacks rather than merged: overlapping routes cannot panic, the

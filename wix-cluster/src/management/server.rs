@@ -61,6 +61,7 @@ pub(crate) async fn serve(
     };
     let _ = ctx.bound.set(bound);
     tokio::spawn(super::stats::sample_forever(ctx.clone()));
+    tokio::spawn(super::traffic::sample_forever(ctx.clone()));
     let prefix = &ctx.about.mount_point;
     tracing::info!(
         "management app listening on {bound} (dashboard: http://{bound}{prefix}/dashboard)"
