@@ -98,11 +98,16 @@ fn a_worker_flooding_the_master_leaves_it_bounded_and_ready() {
         peak < before + (300 << 20),
         "the master grew from {before} to {peak} bytes under the flood"
     );
-    let metrics = program.wait_for_200(management, "/metrics").body;
-    let names = metrics
-        .lines()
-        .filter(|line| line.starts_with("flood_name_"))
-        .count();
+    // The names arrive in the workers' next batches.
+    let mut names = 0;
+    wait_until(PATIENCE, || {
+        let metrics = program.wait_for_200(management, "/metrics").body;
+        names = metrics
+            .lines()
+            .filter(|line| line.starts_with("flood_name_"))
+            .count();
+        names > 0
+    });
     assert!(
         (1..=2 * 1000).contains(&names),
         "{names} flood_name_ series (at most 1000 per worker)"

@@ -11,7 +11,7 @@ use std::time::Duration;
 use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
 use headless_chrome::{Browser, LaunchOptions, Tab};
 use serde_json::Value;
-use wix_cluster_suite::{PATIENCE, Program, send_signal, wait_until};
+use wix_cluster_suite::{PATIENCE, Program, http_get, send_signal, wait_until};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -172,4 +172,72 @@ fn dashboard_in_chromium_shows_every_worker_and_follows_a_kill_without_reload() 
         "the page was reloaded"
     );
     screenshot(&tab, "management-dashboard-after-kill.png");
+}
+
+#[test]
+fn dashboard_in_chromium_charts_a_request_burst_and_lists_the_metrics() {
+    let program = Program::start(
+        "metrics",
+        &[
+            ("PORT", "0"),
+            ("WIX_CLUSTER_MANAGEMENT_ADDR", "127.0.0.1:0"),
+        ],
+    );
+    let management = program.management_addr();
+    let app = program.listening_addr();
+    program.wait_for_200(management, "/health/ready");
+
+    let profile = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-traffic-profile");
+    let browser = chromium(&profile);
+    let tab = browser.new_tab().expect("a tab");
+    tab.set_default_timeout(PATIENCE);
+    tab.navigate_to(&format!("http://{management}/dashboard"))
+        .and_then(|tab| tab.wait_until_navigated())
+        .expect("load the dashboard");
+    let plotted = || {
+        eval_json(
+            &tab,
+            "Number(document.getElementById('rps-chart').dataset.max ?? -1)",
+        )
+        .as_f64()
+        .unwrap_or(-1.0)
+    };
+    // Drawn, and flat: nothing but the readiness probes so far.
+    assert!(
+        wait_until(PATIENCE, || plotted() >= 0.0),
+        "the chart is not drawn"
+    );
+
+    // A burst of requests moves the request chart and shows a latency.
+    let burst = std::thread::spawn(move || {
+        for _ in 0..300 {
+            let _ = http_get(app, "/job?kind=burst");
+        }
+    });
+    let moved = wait_until(PATIENCE, || plotted() >= 10.0);
+    burst.join().expect("burst thread");
+    assert!(moved, "the request chart did not move: max {}", plotted());
+    let latency = wait_until(PATIENCE, || {
+        eval_json(&tab, "document.getElementById('latency-now').textContent")
+            .as_str()
+            .is_some_and(|text| text.contains("p99"))
+    });
+    assert!(latency, "no latency shown");
+    // The app's and its library's metrics are in the table.
+    let listed = wait_until(PATIENCE, || {
+        let names = eval_json(
+            &tab,
+            "[...document.querySelectorAll('#metrics tbody tr td:first-child')]\
+             .map(td => td.textContent)",
+        );
+        let names: Vec<&str> = names
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        names.contains(&"support_jobs_processed_total") && names.contains(&"app_worker_generation")
+    });
+    assert!(listed, "the metrics table lacks the app's metrics");
+    screenshot(&tab, "management-dashboard-traffic.png");
 }

@@ -501,15 +501,23 @@ fn metrics_parse_as_prometheus_text_with_one_series_per_worker() {
             .collect()
     };
     let all: BTreeSet<String> = ["1", "2", "3"].map(String::from).into();
-    for name in [
-        "process_cpu_seconds_total",
-        "process_resident_memory_bytes",
-        "process_start_time_seconds",
-        "wix_cluster_worker_requests_total",
-        "wix_cluster_worker_heartbeat_age_seconds",
+    let and_master: BTreeSet<String> = ["1", "2", "3", "master"].map(String::from).into();
+    for (name, processes) in [
+        ("process_cpu_seconds_total", &and_master),
+        ("process_resident_memory_bytes", &and_master),
+        ("process_start_time_seconds", &and_master),
+        ("process_open_fds", &and_master),
+        ("process_max_fds", &and_master),
+        ("wix_cluster_worker_requests_total", &all),
+        ("wix_cluster_worker_heartbeat_age_seconds", &all),
     ] {
-        assert_eq!(series(name).len(), 3, "{name}:\n{}", response.body);
-        assert_eq!(workers_of(name), all, "{name}");
+        assert_eq!(
+            series(name).len(),
+            processes.len(),
+            "{name}:\n{}",
+            response.body
+        );
+        assert_eq!(&workers_of(name), processes, "{name}");
         assert!(scrape.docs.contains_key(name), "no HELP for {name}");
     }
     for sample in series("process_cpu_seconds_total") {

@@ -1,6 +1,8 @@
-//! `GET /dashboard`: an HTML page for a person. It polls `/`, `/workers`, `/stats` and
-//! `/stats/history` every second (no reload), draws CPU and memory over the last
-//! minutes as small SVG charts, and offers rolling restart and scale buttons when an
+//! `GET /dashboard`: an HTML page for a person. It polls `/`, `/workers`, `/stats`,
+//! `/stats/history` and `/traffic` every second (no reload), draws CPU, memory,
+//! requests per second and latency (p50, p99) over the last minutes as small SVG charts,
+//! per worker and for the cluster, lists the metrics recorded through the `metrics`
+//! facade, and offers rolling restart and scale buttons when an
 //! admin token is configured. Self-contained: no script or style from elsewhere.
 
 use axum::extract::State;
