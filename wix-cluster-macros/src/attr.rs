@@ -48,6 +48,8 @@ pub(crate) struct Args {
     pub(crate) management_page: Option<Setting<Path>>,
     /// `watch = true`: upgrade the cluster when the program file changes.
     pub(crate) watch: Option<Setting<bool>>,
+    /// `request_metrics = false`: no request metrics from `http::serve`.
+    pub(crate) request_metrics: Option<Setting<bool>>,
     /// `header_read_timeout = "10s"`, in nanoseconds.
     pub(crate) header_read_timeout: Option<Setting<u64>>,
     /// `idle_timeout = "60s"`, in nanoseconds.
@@ -129,12 +131,13 @@ enum Argument {
     Management,
     ManagementPage,
     Watch,
+    RequestMetrics,
     HeaderReadTimeout,
     IdleTimeout,
 }
 
 impl Argument {
-    const ALL: [Self; 11] = [
+    const ALL: [Self; 12] = [
         Self::Workers,
         Self::Plugins,
         Self::Without,
@@ -144,6 +147,7 @@ impl Argument {
         Self::Management,
         Self::ManagementPage,
         Self::Watch,
+        Self::RequestMetrics,
         Self::HeaderReadTimeout,
         Self::IdleTimeout,
     ];
@@ -159,6 +163,7 @@ impl Argument {
             Self::Management => "management",
             Self::ManagementPage => "management_page",
             Self::Watch => "watch",
+            Self::RequestMetrics => "request_metrics",
             Self::HeaderReadTimeout => "header_read_timeout",
             Self::IdleTimeout => "idle_timeout",
         }
@@ -176,6 +181,7 @@ impl Argument {
             Self::Management => "management = \"127.0.0.1:8084\"",
             Self::ManagementPage => "management_page = admin_pages",
             Self::Watch => "watch = true",
+            Self::RequestMetrics => "request_metrics = false",
             Self::HeaderReadTimeout => "header_read_timeout = \"10s\"",
             Self::IdleTimeout => "idle_timeout = \"60s\"",
         }
@@ -285,6 +291,7 @@ impl ArgsReader<'_> {
             Argument::Management => self.args.management = self.socket_address(&key, &value),
             Argument::ManagementPage => self.args.management_page = self.function(&key, &value),
             Argument::Watch => self.args.watch = self.boolean(&key, &value),
+            Argument::RequestMetrics => self.args.request_metrics = self.boolean(&key, &value),
             Argument::HeaderReadTimeout => {
                 self.args.header_read_timeout = self.duration(&key, &value);
             }
@@ -1026,7 +1033,8 @@ mod tests {
             [
                 "unknown argument `threads`; expected `workers`, `plugins`, `without`, \
                  `single_process`, `flavor`, `worker_threads`, `management`, \
-                 `management_page`, `watch`, `header_read_timeout` or `idle_timeout`",
+                 `management_page`, `watch`, `request_metrics`, `header_read_timeout` or \
+                 `idle_timeout`",
                 "`workers` must be at least 1",
                 "plugin `Respawn` listed more than once",
                 "`timeout` set multiple times",

@@ -119,6 +119,7 @@ fn builder(args: &Args) -> TokenStream {
         management,
         management_page,
         watch,
+        request_metrics,
         header_read_timeout,
         idle_timeout,
     } = args;
@@ -171,9 +172,11 @@ fn builder(args: &Args) -> TokenStream {
         let function = &setting.value;
         call(setting, quote_spanned!(setting.span=> #function()))
     });
-    let watch = watch.as_ref().map(|setting| {
-        let value = syn::LitBool::new(setting.value, setting.span);
-        call(setting, value)
+    let [watch, request_metrics] = [watch, request_metrics].map(|setting| {
+        setting.as_ref().map(|setting| {
+            let value = syn::LitBool::new(setting.value, setting.span);
+            call(setting, value)
+        })
     });
     let timeouts = [header_read_timeout, idle_timeout].map(|setting| {
         setting.as_ref().map(|setting| {
@@ -201,6 +204,7 @@ fn builder(args: &Args) -> TokenStream {
             #management
             #management_page
             #watch
+            #request_metrics
             #header_read_timeout
             #idle_timeout
             #version
