@@ -5,11 +5,13 @@
 //! One concept per file: `settings` (what the program configures), `server` (bind and
 //! serve), `listener` (stops accepting at an upgrade's handover), `routes` (the router
 //! and its shared context), `info`, `workers` (the worker table), `health`, `stats` (the
-//! sampler and its history), `metrics` (Prometheus), `dashboard` (the HTML page), `auth`
-//! (the bearer token and the actions it guards).
+//! sampler and its history), `metrics` (Prometheus), `events` (the event log and its
+//! live stream), `dashboard` (the HTML page), `auth` (the bearer token and the actions
+//! it guards).
 
 mod auth;
 mod dashboard;
+mod events;
 mod health;
 mod info;
 mod listener;

@@ -9,8 +9,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+use super::events::Streams;
 use super::stats::Stats;
-use super::{auth, dashboard, health, info, metrics, stats, workers};
+use super::{auth, dashboard, events, health, info, metrics, stats, workers};
 use crate::Master;
 use crate::config::Config;
 
@@ -22,6 +23,8 @@ pub(crate) struct Ctx {
     pub(crate) about: Arc<About>,
     /// The address the server really bound (port 0 resolved), once it has.
     pub(crate) bound: Arc<OnceLock<SocketAddr>>,
+    /// The open event streams.
+    pub(crate) streams: Arc<Streams>,
 }
 
 /// Fixed facts about the program and the app's settings.
@@ -53,6 +56,7 @@ impl Ctx {
                 admin_token: app.admin_token.clone(),
             }),
             bound: Arc::new(OnceLock::new()),
+            streams: Arc::new(Streams::new(config.timeouts.idle)),
         }
     }
 
@@ -81,6 +85,8 @@ pub(crate) fn router(ctx: Ctx, pages: Vec<Router>) -> Router {
         .route("/stats", get(stats::page))
         .route("/stats/history", get(stats::history))
         .route("/metrics", get(metrics::page))
+        .route("/events", get(events::page))
+        .route("/events/stream", get(events::stream))
         .route("/dashboard", get(dashboard::page))
         .with_state(ctx);
     // Chained as fallbacks rather than merged: overlapping routes cannot panic, the

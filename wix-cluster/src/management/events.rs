@@ -1,0 +1,217 @@
+//! `GET /events` (the master's event log, newest first, `?since=` cursor) and
+//! `GET /events/stream` (the same entries live, as Server-Sent Events, oldest first).
+//!
+//! A stream first sends what the log holds after its cursor (`Last-Event-ID`, which an
+//! `EventSource` sends when it reconnects, or `?since=`; without one it starts with the
+//! next entry), then each new entry as it is recorded. A client too slow to keep up is
+//! caught up from the log; entries the log no longer holds are announced by a `gap`
+//! event, never skipped silently. At most [`MAX_STREAMS`] streams are open at once
+//! (503 past it). A comment is sent when nothing else is, often enough that the
+//! connection's idle timeout never closes a stream.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
+
+use super::routes::{Ctx, error, unix_seconds};
+use crate::{EVENT_LOG_CAPACITY, EventRecord, Master};
+
+/// How many event streams may be open at once.
+pub(crate) const MAX_STREAMS: usize = 32;
+
+/// The longest a stream stays silent (a comment then), unless the idle timeout is shorter.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// How many events wait for a slow stream client before it is caught up from the log.
+const STREAM_BUFFER: usize = 64;
+
+/// The open streams' bound and how often they send a keep-alive comment.
+pub(crate) struct Streams {
+    permits: Arc<Semaphore>,
+    keep_alive: Duration,
+}
+
+impl Streams {
+    /// Streams that keep a connection with idle timeout `idle` alive.
+    pub(crate) fn new(idle: Duration) -> Streams {
+        Streams {
+            permits: Arc::new(Semaphore::new(MAX_STREAMS)),
+            keep_alive: KEEP_ALIVE.min(idle / 3).max(Duration::from_millis(50)),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Since {
+    since: Option<u64>,
+}
+
+/// One entry as JSON: `{seq, time, kind, worker: {id, generation, pid} | null, cause}`.
+fn entry(record: &EventRecord) -> Value {
+    json!({
+        "seq": record.seq,
+        "time": unix_seconds(record.time),
+        "kind": record.kind,
+        "worker": record.worker.map(|w| json!({
+            "id": w.id.get(),
+            "generation": w.generation,
+            "pid": w.pid,
+        })),
+        "cause": record.cause,
+    })
+}
+
+fn bad_since() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "since must be a whole number: the seq of the last event seen",
+    )
+}
+
+/// `GET /events[?since=N]`: the entries after `N` (every one kept without it), newest
+/// first, with the latest seq (the next `since`), the oldest kept and the capacity.
+pub(crate) async fn page(
+    State(ctx): State<Ctx>,
+    query: Result<Query<Since>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(Since { since })) = query else {
+        return bad_since();
+    };
+    let log = ctx.master.event_log();
+    let (latest, oldest) = log.bounds();
+    let events: Vec<Value> = log.since(since).iter().map(entry).collect();
+    Json(json!({
+        "events": events,
+        "latest": latest,
+        "oldest": oldest,
+        "capacity": EVENT_LOG_CAPACITY,
+    }))
+    .into_response()
+}
+
+/// `GET /events/stream[?since=N]`, or with `Last-Event-ID: N`: Server-Sent Events, one
+/// per entry (`id` its seq, `data` its JSON as in `/events`).
+pub(crate) async fn stream(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    query: Result<Query<Since>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(Since { since })) = query else {
+        return bad_since();
+    };
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    let Ok(permit) = ctx.streams.permits.clone().try_acquire_owned() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_STREAMS} event streams are open already; try again later"),
+        );
+    };
+    let (sender, events) = mpsc::channel(STREAM_BUFFER);
+    tokio::spawn(feed(ctx.master.clone(), last_event_id.or(since), sender));
+    let keep_alive = KeepAlive::new().interval(ctx.streams.keep_alive);
+    Sse::new(Feed {
+        events,
+        _permit: permit,
+    })
+    .keep_alive(keep_alive)
+    .into_response()
+}
+
+/// The events of one stream, as its task sends them; holds the stream's permit.
+struct Feed {
+    events: mpsc::Receiver<Event>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl futures_core::Stream for Feed {
+    type Item = Result<Event, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.events.poll_recv(cx).map(|event| event.map(Ok))
+    }
+}
+
+fn sse_event(record: &EventRecord) -> Event {
+    Event::default()
+        .id(record.seq.to_string())
+        .data(entry(record).to_string())
+}
+
+/// Sends the log's entries after `last` (oldest first), announcing a gap when the log
+/// no longer holds the first of them; `false` once the client is gone.
+async fn catch_up(master: &Master, last: &mut u64, out: &mpsc::Sender<Event>) -> bool {
+    let mut missed = master.event_log().since(Some(*last));
+    missed.reverse();
+    if let Some(first) = missed.first() {
+        if first.seq > *last + 1 {
+            let gap =
+                json!({ "after": *last, "before": first.seq, "missed": first.seq - *last - 1 });
+            let event = Event::default().event("gap").data(gap.to_string());
+            if out.send(event).await.is_err() {
+                return false;
+            }
+        }
+    }
+    for record in &missed {
+        if out.send(sse_event(record)).await.is_err() {
+            return false;
+        }
+        *last = record.seq;
+    }
+    true
+}
+
+/// One stream's task: the entries after `after` from the log, then live ones, until the
+/// client goes away.
+async fn feed(master: Master, after: Option<u64>, out: mpsc::Sender<Event>) {
+    // Subscribed before the log is read: nothing recorded in between is missed.
+    let mut live = master.event_log().subscribe();
+    let (latest, _) = master.event_log().bounds();
+    let mut last = match after {
+        // A cursor from a log this master never had (the old master's, after an
+        // upgrade): everything this one holds is new to the client.
+        Some(after) if after > latest => 0,
+        Some(after) => after,
+        None => latest,
+    };
+    if !catch_up(&master, &mut last, &out).await {
+        return;
+    }
+    loop {
+        let received = tokio::select! {
+            () = out.closed() => return,
+            received = live.recv() => received,
+        };
+        match received {
+            Ok(record) if record.seq <= last => {}
+            Ok(record) if record.seq == last + 1 => {
+                if out.send(sse_event(&record)).await.is_err() {
+                    return;
+                }
+                last = record.seq;
+            }
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                tracing::debug!("an event stream fell behind; catching it up from the log");
+                live = live.resubscribe();
+                if !catch_up(&master, &mut last, &out).await {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
