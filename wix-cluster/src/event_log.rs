@@ -133,9 +133,8 @@ fn truncate(mut text: String, max: usize) -> String {
 pub(crate) fn describe(event: &LifecycleEvent) -> String {
     match event {
         LifecycleEvent::Fork(worker) if worker.generation > 0 => format!(
-            "started pid {} (the slot's process number {})",
-            worker.pid,
-            worker.generation + 1
+            "started pid {} (generation {}: the slot had a process before)",
+            worker.pid, worker.generation
         ),
         LifecycleEvent::Fork(worker) => format!("started pid {}", worker.pid),
         LifecycleEvent::Online(_) => "online: said hello to the master".to_owned(),

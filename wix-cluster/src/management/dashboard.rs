@@ -1,6 +1,7 @@
 //! `GET /dashboard`: an HTML page for a person. It polls `/`, `/workers`, `/stats` and
 //! `/stats/history` every second (no reload), draws CPU and memory over the last
-//! minutes as small SVG charts, and offers rolling restart and scale buttons when an
+//! minutes as small SVG charts, shows the event log as a timeline (from `/events`, then
+//! live from `/events/stream`), and offers rolling restart and scale buttons when an
 //! admin token is configured. Self-contained: no script or style from elsewhere.
 
 use axum::extract::State;
