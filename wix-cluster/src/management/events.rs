@@ -25,7 +25,8 @@ use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 
 use super::routes::{Ctx, error, unix_seconds};
-use crate::{EVENT_LOG_CAPACITY, EventRecord, Master};
+use crate::event_log::EventLog;
+use crate::{EVENT_LOG_CAPACITY, EventRecord};
 
 /// How many event streams may be open at once.
 pub(crate) const MAX_STREAMS: usize = 32;
@@ -120,20 +121,43 @@ pub(crate) async fn stream(
             format!("{MAX_STREAMS} event streams are open already; try again later"),
         );
     };
-    let (sender, events) = mpsc::channel(STREAM_BUFFER);
-    tokio::spawn(feed(ctx.master.clone(), last_event_id.or(since), sender));
+    let (sender, items) = mpsc::channel(STREAM_BUFFER);
+    let log = ctx.master.event_log().clone();
+    tokio::spawn(feed(log, last_event_id.or(since), sender));
     let keep_alive = KeepAlive::new().interval(ctx.streams.keep_alive);
     Sse::new(Feed {
-        events,
+        items,
         _permit: permit,
     })
     .keep_alive(keep_alive)
     .into_response()
 }
 
+/// What a stream's task hands its response: an entry, or the news that the log no
+/// longer holds the entries between two seqs.
+#[derive(Debug, PartialEq, Eq)]
+enum Item {
+    Entry(EventRecord),
+    Gap { after: u64, before: u64 },
+}
+
+impl Item {
+    fn to_sse(&self) -> Event {
+        match self {
+            Item::Entry(record) => Event::default()
+                .id(record.seq.to_string())
+                .data(entry(record).to_string()),
+            Item::Gap { after, before } => {
+                let gap = json!({ "after": after, "before": before, "missed": before - after - 1 });
+                Event::default().event("gap").data(gap.to_string())
+            }
+        }
+    }
+}
+
 /// The events of one stream, as its task sends them; holds the stream's permit.
 struct Feed {
-    events: mpsc::Receiver<Event>,
+    items: mpsc::Receiver<Item>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -141,46 +165,44 @@ impl futures_core::Stream for Feed {
     type Item = Result<Event, Infallible>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.events.poll_recv(cx).map(|event| event.map(Ok))
+        self.items
+            .poll_recv(cx)
+            .map(|item| item.map(|item| Ok(item.to_sse())))
     }
-}
-
-fn sse_event(record: &EventRecord) -> Event {
-    Event::default()
-        .id(record.seq.to_string())
-        .data(entry(record).to_string())
 }
 
 /// Sends the log's entries after `last` (oldest first), announcing a gap when the log
 /// no longer holds the first of them; `false` once the client is gone.
-async fn catch_up(master: &Master, last: &mut u64, out: &mpsc::Sender<Event>) -> bool {
-    let mut missed = master.event_log().since(Some(*last));
+async fn catch_up(log: &EventLog, last: &mut u64, out: &mpsc::Sender<Item>) -> bool {
+    let mut missed = log.since(Some(*last));
     missed.reverse();
     if let Some(first) = missed.first() {
         if first.seq > *last + 1 {
-            let gap =
-                json!({ "after": *last, "before": first.seq, "missed": first.seq - *last - 1 });
-            let event = Event::default().event("gap").data(gap.to_string());
-            if out.send(event).await.is_err() {
+            let gap = Item::Gap {
+                after: *last,
+                before: first.seq,
+            };
+            if out.send(gap).await.is_err() {
                 return false;
             }
         }
     }
-    for record in &missed {
-        if out.send(sse_event(record)).await.is_err() {
+    for record in missed {
+        let seq = record.seq;
+        if out.send(Item::Entry(record)).await.is_err() {
             return false;
         }
-        *last = record.seq;
+        *last = seq;
     }
     true
 }
 
 /// One stream's task: the entries after `after` from the log, then live ones, until the
 /// client goes away.
-async fn feed(master: Master, after: Option<u64>, out: mpsc::Sender<Event>) {
+async fn feed(log: Arc<EventLog>, after: Option<u64>, out: mpsc::Sender<Item>) {
     // Subscribed before the log is read: nothing recorded in between is missed.
-    let mut live = master.event_log().subscribe();
-    let (latest, _) = master.event_log().bounds();
+    let mut live = log.subscribe();
+    let (latest, _) = log.bounds();
     let mut last = match after {
         // A cursor from a log this master never had (the old master's, after an
         // upgrade): everything this one holds is new to the client.
@@ -188,7 +210,7 @@ async fn feed(master: Master, after: Option<u64>, out: mpsc::Sender<Event>) {
         Some(after) => after,
         None => latest,
     };
-    if !catch_up(&master, &mut last, &out).await {
+    if !catch_up(&log, &mut last, &out).await {
         return;
     }
     loop {
@@ -199,19 +221,90 @@ async fn feed(master: Master, after: Option<u64>, out: mpsc::Sender<Event>) {
         match received {
             Ok(record) if record.seq <= last => {}
             Ok(record) if record.seq == last + 1 => {
-                if out.send(sse_event(&record)).await.is_err() {
+                last = record.seq;
+                if out.send(Item::Entry(record)).await.is_err() {
                     return;
                 }
-                last = record.seq;
             }
             Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
                 tracing::debug!("an event stream fell behind; catching it up from the log");
                 live = live.resubscribe();
-                if !catch_up(&master, &mut last, &out).await {
+                if !catch_up(&log, &mut last, &out).await {
                     return;
                 }
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads `count` items off `items`.
+    async fn take(items: &mut mpsc::Receiver<Item>, count: usize) -> Vec<Item> {
+        let mut taken = Vec::new();
+        while taken.len() < count {
+            match tokio::time::timeout(Duration::from_secs(5), items.recv()).await {
+                Ok(Some(item)) => taken.push(item),
+                _ => break,
+            }
+        }
+        taken
+    }
+
+    fn seqs(items: &[Item]) -> Vec<u64> {
+        items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Entry(record) => Some(record.seq),
+                Item::Gap { .. } => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_client_that_falls_behind_is_caught_up_from_the_log_without_a_hole() {
+        let log = Arc::new(EventLog::new(1000));
+        let (out, mut items) = mpsc::channel(1);
+        tokio::spawn(feed(log.clone(), None, out));
+        tokio::task::yield_now().await;
+        // Far more than the live channel holds, while the client reads nothing.
+        for n in 0..700 {
+            log.record("roll", None, format!("step {n}"));
+        }
+        let got = take(&mut items, 700).await;
+        assert_eq!(seqs(&got), (1..=700).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn entries_the_log_dropped_are_announced_as_a_gap() {
+        let log = Arc::new(EventLog::new(10));
+        for n in 0..30 {
+            log.record("roll", None, format!("step {n}"));
+        }
+        let (out, mut items) = mpsc::channel(64);
+        tokio::spawn(feed(log.clone(), Some(5), out));
+        let got = take(&mut items, 11).await;
+        assert_eq!(
+            got[0],
+            Item::Gap {
+                after: 5,
+                before: 21
+            }
+        );
+        assert_eq!(seqs(&got), (21..=30).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_cursor_from_another_log_replays_everything_kept() {
+        let log = Arc::new(EventLog::new(10));
+        for n in 0..3 {
+            log.record("roll", None, format!("step {n}"));
+        }
+        let (out, mut items) = mpsc::channel(64);
+        tokio::spawn(feed(log.clone(), Some(9_999), out));
+        assert_eq!(seqs(&take(&mut items, 3).await), [1, 2, 3]);
     }
 }

@@ -119,7 +119,7 @@ struct Shared {
     /// Why the latest attempt to start a worker failed, while the cluster is short of
     /// its desired count because of it.
     spawn_error: Mutex<Option<String>>,
-    events: EventLog,
+    events: Arc<EventLog>,
 }
 
 impl Master {
@@ -146,7 +146,7 @@ impl Master {
                 stopping: AtomicBool::new(false),
                 successor: AtomicU32::new(0),
                 spawn_error: Mutex::new(None),
-                events: EventLog::new(EVENT_LOG_CAPACITY),
+                events: Arc::new(EventLog::new(EVENT_LOG_CAPACITY)),
             }),
         };
         (master, receiver)
@@ -220,7 +220,7 @@ impl Master {
     }
 
     /// The log itself, for the management app's stream and the supervisor.
-    pub(crate) fn event_log(&self) -> &EventLog {
+    pub(crate) fn event_log(&self) -> &Arc<EventLog> {
         &self.shared.events
     }
 
