@@ -494,3 +494,40 @@ fn at_most_32_streams_are_open_at_once() {
     });
     assert!(reopened, "a closed stream's place was not freed");
 }
+
+#[test]
+fn an_upgrade_ends_the_old_masters_streams_and_the_new_master_logs_its_taking_over() {
+    let program = flaky(&[]);
+    let addr = program.management_addr();
+    program.wait_for_workers(2);
+    let stream = Stream::open(addr, "/events/stream", &[]);
+    assert_eq!(stream.status, 200);
+    program.signal(Signal::SIGUSR2);
+    let started = stream
+        .next_matching(PATIENCE, |e| kind(e) == "upgrade")
+        .unwrap_or_else(|| panic!("no upgrade step on the stream; log:\n{}", program.log()));
+    assert!(
+        cause(&started.1).starts_with("upgrade started: new master pid"),
+        "{}",
+        started.1
+    );
+    let new_master = program.new_master_pid();
+    let ended = wait_until(PATIENCE, || {
+        stream.closed.load(std::sync::atomic::Ordering::SeqCst)
+    });
+    assert!(
+        ended,
+        "the old master's stream is still open after the handover"
+    );
+    // The new master answers on the same socket, with a log of its own.
+    let took_over = wait_for_event(&program, "the new master's taking over", |e| {
+        kind(e) == "upgrade" && cause(e).starts_with("took over from the old master")
+    });
+    let info = http_get(addr, "/").expect("GET /");
+    assert!(
+        info.body.contains(&format!("\"pid\":{new_master}")),
+        "{}",
+        info.body
+    );
+    assert!(took_over["worker"].is_null(), "{took_over}");
+}

@@ -7,7 +7,8 @@
 //! caught up from the log; entries the log no longer holds are announced by a `gap`
 //! event, never skipped silently. At most [`MAX_STREAMS`] streams are open at once
 //! (503 past it). A comment is sent when nothing else is, often enough that the
-//! connection's idle timeout never closes a stream.
+//! connection's idle timeout never closes a stream. Streams end when the app stops
+//! accepting at an upgrade's handover: an `EventSource` reconnects, to the new master.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -22,7 +23,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 
 use super::routes::{Ctx, error, unix_seconds};
 use crate::event_log::EventLog;
@@ -41,14 +42,18 @@ const STREAM_BUFFER: usize = 64;
 pub(crate) struct Streams {
     permits: Arc<Semaphore>,
     keep_alive: Duration,
+    /// Turns true when the app stops accepting: streams end.
+    stopped: watch::Receiver<bool>,
 }
 
 impl Streams {
-    /// Streams that keep a connection with idle timeout `idle` alive.
-    pub(crate) fn new(idle: Duration) -> Streams {
+    /// Streams that keep a connection with idle timeout `idle` alive, and end when
+    /// `stopped` turns true.
+    pub(crate) fn new(idle: Duration, stopped: watch::Receiver<bool>) -> Streams {
         Streams {
             permits: Arc::new(Semaphore::new(MAX_STREAMS)),
             keep_alive: KEEP_ALIVE.min(idle / 3).max(Duration::from_millis(50)),
+            stopped,
         }
     }
 }
@@ -123,7 +128,14 @@ pub(crate) async fn stream(
     };
     let (sender, items) = mpsc::channel(STREAM_BUFFER);
     let log = ctx.master.event_log().clone();
-    tokio::spawn(feed(log, last_event_id.or(since), sender));
+    let mut stopped = ctx.streams.stopped.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = feed(log, last_event_id.or(since), sender) => {}
+            // Dropping the sender ends the response.
+            () = until_stopped(&mut stopped) => {}
+        }
+    });
     let keep_alive = KeepAlive::new().interval(ctx.streams.keep_alive);
     Sse::new(Feed {
         items,
@@ -131,6 +143,13 @@ pub(crate) async fn stream(
     })
     .keep_alive(keep_alive)
     .into_response()
+}
+
+/// Resolves once the app stops accepting (never, when nothing can ask it to).
+async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
+    if stopped.wait_for(|stopped| *stopped).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// What a stream's task hands its response: an entry, or the news that the log no

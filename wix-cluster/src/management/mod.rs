@@ -77,9 +77,9 @@ pub(crate) fn start_on(
     config: &Config,
 ) -> Serving {
     let stats = stats::Stats::new(config.management_app.sample_interval);
-    let ctx = routes::Ctx::new(master.clone(), config, stats);
-    let app = routes::router(ctx.clone(), config.management_app.pages.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let ctx = routes::Ctx::new(master.clone(), config, stats, stopped.clone());
+    let app = routes::router(ctx.clone(), config.management_app.pages.clone());
     let task = tokio::spawn(server::serve(listener, ctx, app, stopped, config.timeouts));
     Serving { stop, task }
 }

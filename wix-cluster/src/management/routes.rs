@@ -39,7 +39,14 @@ pub(crate) struct About {
 }
 
 impl Ctx {
-    pub(crate) fn new(master: Master, config: &Config, stats: Arc<Stats>) -> Ctx {
+    /// `stopped` turns true when the app stops accepting (an upgrade's handover): its
+    /// event streams end then.
+    pub(crate) fn new(
+        master: Master,
+        config: &Config,
+        stats: Arc<Stats>,
+        stopped: tokio::sync::watch::Receiver<bool>,
+    ) -> Ctx {
         let name = std::env::current_exe()
             .ok()
             .and_then(|exe| exe.file_name()?.to_str().map(str::to_owned))
@@ -56,7 +63,7 @@ impl Ctx {
                 admin_token: app.admin_token.clone(),
             }),
             bound: Arc::new(OnceLock::new()),
-            streams: Arc::new(Streams::new(config.timeouts.idle)),
+            streams: Arc::new(Streams::new(config.timeouts.idle, stopped)),
         }
     }
 
