@@ -25,9 +25,11 @@ const BROADCAST_BACKLOG: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EventRecord {
-    /// Its place in the log: 1 for the master's first entry, one more for each next
-    /// one. Pass it to [`Master::events`](crate::Master::events) as `since` to read
-    /// only what came after.
+    /// Its place in the log: one more than the entry before. A master's seqs start
+    /// from its start time in milliseconds times 1000, so that a new master's (after
+    /// an upgrade) are all above the old one's and a cursor stays meaningful. Pass it
+    /// to [`Master::events`](crate::Master::events) as `since` to read only what came
+    /// after.
     pub seq: u64,
     /// When the master recorded it (its clock).
     pub time: SystemTime,
@@ -51,18 +53,30 @@ pub(crate) struct EventLog {
 
 struct Ring {
     capacity: usize,
-    /// The seq of the latest entry (0 before any).
+    /// The seq before the first entry.
+    base: u64,
+    /// The seq of the latest entry (`base` before any).
     latest: u64,
     entries: VecDeque<EventRecord>,
 }
 
 impl EventLog {
+    /// A log whose seqs start after this moment's Unix milliseconds times 1000.
     pub(crate) fn new(capacity: usize) -> EventLog {
+        let millis = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(0));
+        EventLog::with_base(capacity, millis.saturating_mul(1000))
+    }
+
+    /// A log whose first entry has seq `base + 1`.
+    pub(crate) fn with_base(capacity: usize, base: u64) -> EventLog {
         let capacity = capacity.max(1);
         EventLog {
             ring: Mutex::new(Ring {
                 capacity,
-                latest: 0,
+                base,
+                latest: base,
                 entries: VecDeque::with_capacity(capacity),
             }),
             live: broadcast::channel(BROADCAST_BACKLOG).0,
@@ -101,10 +115,15 @@ impl EventLog {
             .collect()
     }
 
-    /// The seq of the latest entry (0 before any) and of the oldest one kept.
+    /// The seq of the latest entry (the base before any) and of the oldest one kept.
     pub(crate) fn bounds(&self) -> (u64, Option<u64>) {
         let ring = lock(&self.ring);
         (ring.latest, ring.entries.front().map(|record| record.seq))
+    }
+
+    /// The seq before this log's first entry: seqs at or below it are another log's.
+    pub(crate) fn base(&self) -> u64 {
+        lock(&self.ring).base
     }
 
     /// A receiver of every entry recorded from now on.
@@ -161,7 +180,7 @@ mod tests {
     use super::*;
 
     fn log_of(capacity: usize, entries: usize) -> EventLog {
-        let log = EventLog::new(capacity);
+        let log = EventLog::with_base(capacity, 0);
         for n in 0..entries {
             log.record("roll", None, format!("step {n}"));
         }
@@ -187,7 +206,7 @@ mod tests {
 
     #[test]
     fn a_long_cause_is_cut_at_a_character_boundary() {
-        let log = EventLog::new(2);
+        let log = EventLog::with_base(2, 0);
         log.record("failing", None, "é".repeat(2000));
         let cause = &log.since(None)[0].cause;
         assert!(cause.len() <= MAX_CAUSE_BYTES, "{}", cause.len());
@@ -196,7 +215,7 @@ mod tests {
 
     #[test]
     fn subscribers_get_every_new_entry_in_order() {
-        let log = EventLog::new(2);
+        let log = EventLog::with_base(2, 0);
         let mut live = log.subscribe();
         log.record("roll", None, "one".into());
         log.record("roll", None, "two".into());

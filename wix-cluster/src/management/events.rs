@@ -222,10 +222,11 @@ async fn feed(log: Arc<EventLog>, after: Option<u64>, out: mpsc::Sender<Item>) {
     // Subscribed before the log is read: nothing recorded in between is missed.
     let mut live = log.subscribe();
     let (latest, _) = log.bounds();
+    let base = log.base();
     let mut last = match after {
-        // A cursor from a log this master never had (the old master's, after an
-        // upgrade): everything this one holds is new to the client.
-        Some(after) if after > latest => 0,
+        // A cursor from another master's log (the old one's, after an upgrade):
+        // everything this one holds is new to the client.
+        Some(after) if after < base || after > latest => base,
         Some(after) => after,
         None => latest,
     };
@@ -285,7 +286,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_falls_behind_is_caught_up_from_the_log_without_a_hole() {
-        let log = Arc::new(EventLog::new(1000));
+        let log = Arc::new(EventLog::with_base(1000, 0));
         let (out, mut items) = mpsc::channel(1);
         tokio::spawn(feed(log.clone(), None, out));
         tokio::task::yield_now().await;
@@ -299,7 +300,7 @@ mod tests {
 
     #[tokio::test]
     async fn entries_the_log_dropped_are_announced_as_a_gap() {
-        let log = Arc::new(EventLog::new(10));
+        let log = Arc::new(EventLog::with_base(10, 0));
         for n in 0..30 {
             log.record("roll", None, format!("step {n}"));
         }
@@ -318,12 +319,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_cursor_from_another_log_replays_everything_kept() {
-        let log = Arc::new(EventLog::new(10));
+        let log = Arc::new(EventLog::with_base(10, 1000));
         for n in 0..3 {
             log.record("roll", None, format!("step {n}"));
         }
-        let (out, mut items) = mpsc::channel(64);
-        tokio::spawn(feed(log.clone(), Some(9_999), out));
-        assert_eq!(seqs(&take(&mut items, 3).await), [1, 2, 3]);
+        for foreign in [999, 9_999] {
+            let (out, mut items) = mpsc::channel(64);
+            tokio::spawn(feed(log.clone(), Some(foreign), out));
+            assert_eq!(seqs(&take(&mut items, 3).await), [1001, 1002, 1003]);
+        }
     }
 }
