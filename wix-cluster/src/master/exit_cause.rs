@@ -29,10 +29,13 @@ pub(crate) fn describe(ending: &Ending<'_>) -> String {
             let signal = Signal::try_from(raw).ok();
             let name = signal.map_or_else(|| format!("signal {raw}"), |s| s.as_str().to_owned());
             match signal {
-                Some(Signal::SIGKILL) => match ending.sent_kill {
-                    Some(why) => format!("killed by SIGKILL, sent by the master: {why}"),
-                    None => "killed by SIGKILL, not sent by the master: probably the OOM \
-                             killer or an operator (kill -9)"
+                Some(Signal::SIGKILL) => match (ending.sent_kill, ending.oom_kills) {
+                    (Some(why), _) => format!("killed by SIGKILL, sent by the master: {why}"),
+                    (None, Some(_)) => "killed by SIGKILL, not sent by the master: most \
+                                        likely the kernel's OOM killer"
+                        .to_owned(),
+                    (None, None) => "killed by SIGKILL, not sent by the master: probably \
+                                     the OOM killer or an operator (kill -9)"
                         .to_owned(),
                 },
                 Some(Signal::SIGABRT) if ending.sent_abort => {
@@ -82,6 +85,18 @@ mod tests {
             "{cause}"
         );
         assert!(cause.contains("OOM killer or an operator"), "{cause}");
+    }
+
+    #[test]
+    fn a_sigkill_the_master_did_not_send_with_oom_kills_blames_the_oom_killer() {
+        let mut end = ending(ExitReason::Signal(9));
+        end.oom_kills = Some(2);
+        assert_eq!(
+            describe(&end),
+            "killed by SIGKILL, not sent by the master: most likely the kernel's OOM \
+             killer; unexpected; the cgroup's OOM killer killed 2 processes since the last \
+             look"
+        );
     }
 
     #[test]
