@@ -1,7 +1,8 @@
 //! The management app's dashboard in a real browser: Debian's headless Chromium
 //! (`/usr/bin/chromium`, which `.ci/run` installs when missing) driven over the DevTools
 //! protocol. The page loads, shows one row per worker, a screenshot is written under
-//! `target/`, and a killed worker's row changes within seconds without a reload.
+//! `target/`, and a killed worker's row changes, and its death appears in the event
+//! timeline with its signal, within seconds without a reload.
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -150,6 +151,24 @@ fn dashboard_in_chromium_shows_every_worker_and_follows_a_kill_without_reload() 
     assert!(charted, "no chart lines drawn");
     screenshot(&tab, "management-dashboard.png");
 
+    // The timeline was filled from `/events`: every worker's start is there.
+    let mut forks = Value::Null;
+    let filled = wait_until(PATIENCE, || {
+        forks = eval_json(
+            &tab,
+            "[...document.querySelectorAll('#timeline li[data-kind=fork]')]\
+             .map(li => Number(li.dataset.pid))",
+        );
+        let forked: BTreeSet<u32> = forks
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|pid| pid.as_u64().map(|pid| pid as u32))
+            .collect();
+        children.is_subset(&forked)
+    });
+    assert!(filled, "the timeline lacks the workers' forks: {forks}");
+
     // Mark the page: a reload would lose the mark.
     eval_json(&tab, "(window.__notReloaded = 'still here')");
     let victim = *children.iter().next().expect("a worker");
@@ -165,6 +184,28 @@ fn dashboard_in_chromium_shows_every_worker_and_follows_a_kill_without_reload() 
         followed,
         "the killed worker's row did not change within 8 s: {after:?}; log:\n{}",
         program.log()
+    );
+    // The death is in the timeline, live (from the event stream), with its signal.
+    let mut exit = Value::Null;
+    let in_timeline = wait_until(Duration::from_secs(8), || {
+        exit = eval_json(
+            &tab,
+            &format!(
+                "[...document.querySelectorAll('#timeline li[data-kind=exit][data-pid=\"{victim}\"]')]\
+                 .map(li => li.textContent)"
+            ),
+        );
+        exit.as_array().is_some_and(|texts| {
+            texts
+                .iter()
+                .any(|t| t.as_str().is_some_and(|t| t.contains("SIGKILL")))
+        })
+    });
+    assert!(
+        in_timeline,
+        "the kill of {victim} is not in the timeline with SIGKILL within 8 s: {exit}; \
+         timeline: {}",
+        eval_json(&tab, "document.getElementById('timeline').textContent")
     );
     assert_eq!(
         eval_json(&tab, "window.__notReloaded"),

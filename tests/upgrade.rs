@@ -227,6 +227,24 @@ fn master_upgrade_under_load_changes_the_master_pid_never_refuses_and_fails_no_r
     );
 }
 
+/// The causes of the `upgrade` steps in the event log of the master serving the
+/// management app, oldest first.
+fn upgrade_steps(program: &Program) -> Vec<String> {
+    let Ok(response) = http_get(program.management_addr(), "/events") else {
+        return Vec::new();
+    };
+    let page: serde_json::Value = serde_json::from_str(&response.body).unwrap_or_default();
+    let mut steps: Vec<String> = page["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "upgrade")
+        .filter_map(|e| e["cause"].as_str().map(str::to_owned))
+        .collect();
+    steps.reverse();
+    steps
+}
+
 #[test]
 fn a_new_master_that_fails_to_start_leaves_the_old_one_serving() {
     let deployed = Deployed::hello("failing");
@@ -257,6 +275,21 @@ fn a_new_master_that_fails_to_start_leaves_the_old_one_serving() {
         "the old master must keep serving: {report}"
     );
     assert_eq!(http_get(addr, "/").map(|r| r.status).ok(), Some(200));
+    // The old master's event log has both steps, with the reason.
+    let mut steps = Vec::new();
+    let logged = wait_until(PATIENCE, || {
+        steps = upgrade_steps(&program);
+        steps.len() >= 2
+    });
+    assert!(logged, "upgrade steps: {steps:#?}");
+    assert!(
+        steps[0].starts_with("upgrade started: new master pid"),
+        "{steps:#?}"
+    );
+    assert!(
+        steps[1].starts_with("upgrade failed") && steps[1].contains("exit code 3"),
+        "{steps:#?}"
+    );
 }
 
 #[test]
@@ -283,4 +316,12 @@ fn a_scaled_cluster_stays_scaled_across_an_upgrade() {
     assert_eq!(children_of(new_master).len(), 4, "log:\n{}", program.log());
     let addr = program.listening_addr();
     assert_eq!(http_get(addr, "/").map(|r| r.status).ok(), Some(200));
+    // The new master's own event log starts with its taking over.
+    let mut steps = Vec::new();
+    let logged = wait_until(PATIENCE, || {
+        steps = upgrade_steps(&program);
+        !steps.is_empty()
+    });
+    assert!(logged, "no upgrade step in the new master's log");
+    assert_eq!(steps, ["took over from the old master: 4 workers ready"]);
 }

@@ -2,7 +2,8 @@
 //! `/stats/history` and `/traffic` every second (no reload), draws CPU, memory,
 //! requests per second and latency (p50, p99) over the last minutes as small SVG charts,
 //! per worker and for the cluster, lists the metrics recorded through the `metrics`
-//! facade, and offers rolling restart and scale buttons when an
+//! facade, shows the event log as a timeline (from `/events`, then live from
+//! `/events/stream`), and offers rolling restart and scale buttons when an
 //! admin token is configured. Self-contained: no script or style from elsewhere.
 
 use axum::extract::State;

@@ -6,11 +6,13 @@
 //! serve), `listener` (stops accepting at an upgrade's handover), `routes` (the router
 //! and its shared context), `info`, `workers` (the worker table), `health`, `stats` (the
 //! sampler and its history), `metrics` (Prometheus, written by `exposition`), `traffic`
-//! (requests per second and latency over time, for the dashboard), `dashboard` (the HTML page), `auth`
-//! (the bearer token and the actions it guards).
+//! (requests per second and latency over time, for the dashboard), `events` (the event
+//! log and its live stream), `dashboard` (the HTML page), `auth` (the bearer token and
+//! the actions it guards).
 
 mod auth;
 mod dashboard;
+mod events;
 mod exposition;
 mod health;
 mod info;
@@ -78,9 +80,9 @@ pub(crate) fn start_on(
     config: &Config,
 ) -> Serving {
     let stats = stats::Stats::new(config.management_app.sample_interval);
-    let ctx = routes::Ctx::new(master.clone(), config, stats);
-    let app = routes::router(ctx.clone(), config.management_app.pages.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let ctx = routes::Ctx::new(master.clone(), config, stats, stopped.clone());
+    let app = routes::router(ctx.clone(), config.management_app.pages.clone());
     let task = tokio::spawn(server::serve(listener, ctx, app, stopped, config.timeouts));
     Serving { stop, task }
 }

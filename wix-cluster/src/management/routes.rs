@@ -9,8 +9,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+use super::events::Streams;
 use super::stats::Stats;
-use super::{auth, dashboard, health, info, metrics, stats, traffic, workers};
+use super::{auth, dashboard, events, health, info, metrics, stats, traffic, workers};
 use crate::Master;
 use crate::config::Config;
 
@@ -24,6 +25,8 @@ pub(crate) struct Ctx {
     pub(crate) about: Arc<About>,
     /// The address the server really bound (port 0 resolved), once it has.
     pub(crate) bound: Arc<OnceLock<SocketAddr>>,
+    /// The open event streams.
+    pub(crate) streams: Arc<Streams>,
 }
 
 /// Fixed facts about the program and the app's settings.
@@ -38,7 +41,14 @@ pub(crate) struct About {
 }
 
 impl Ctx {
-    pub(crate) fn new(master: Master, config: &Config, stats: Arc<Stats>) -> Ctx {
+    /// `stopped` turns true when the app stops accepting (an upgrade's handover): its
+    /// event streams end then.
+    pub(crate) fn new(
+        master: Master,
+        config: &Config,
+        stats: Arc<Stats>,
+        stopped: tokio::sync::watch::Receiver<bool>,
+    ) -> Ctx {
         let name = std::env::current_exe()
             .ok()
             .and_then(|exe| exe.file_name()?.to_str().map(str::to_owned))
@@ -56,6 +66,7 @@ impl Ctx {
                 admin_token: app.admin_token.clone(),
             }),
             bound: Arc::new(OnceLock::new()),
+            streams: Arc::new(Streams::new(config.timeouts.idle, stopped)),
         }
     }
 
@@ -85,6 +96,8 @@ pub(crate) fn router(ctx: Ctx, pages: Vec<Router>) -> Router {
         .route("/stats/history", get(stats::history))
         .route("/metrics", get(metrics::page))
         .route("/traffic", get(traffic::page))
+        .route("/events", get(events::page))
+        .route("/events/stream", get(events::stream))
         .route("/dashboard", get(dashboard::page))
         .with_state(ctx);
     // Chained as fallbacks rather than merged: overlapping routes cannot panic, the

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
+use crate::event_log::{EVENT_LOG_CAPACITY, EventLog, EventRecord};
 use crate::{LifecycleEvent, WorkerId, WorkerInfo, WorkerRef};
 
 /// A request to the supervision loop.
@@ -118,6 +119,7 @@ struct Shared {
     /// Why the latest attempt to start a worker failed, while the cluster is short of
     /// its desired count because of it.
     spawn_error: Mutex<Option<String>>,
+    events: Arc<EventLog>,
 }
 
 impl Master {
@@ -144,6 +146,7 @@ impl Master {
                 stopping: AtomicBool::new(false),
                 successor: AtomicU32::new(0),
                 spawn_error: Mutex::new(None),
+                events: Arc::new(EventLog::new(EVENT_LOG_CAPACITY)),
             }),
         };
         (master, receiver)
@@ -206,6 +209,19 @@ impl Master {
 
     pub(crate) fn count(&self, event: &LifecycleEvent) {
         lock(&self.shared.counters).count(event);
+    }
+
+    /// The master's event log after `since` (a [`EventRecord::seq`]; `None` for every
+    /// entry kept), newest first: the last [`EVENT_LOG_CAPACITY`] lifecycle events and
+    /// rolling-restart and upgrade steps, each with its cause in words. Empty in
+    /// single-process mode; a new master (after an upgrade) starts a log of its own.
+    pub fn events(&self, since: Option<u64>) -> Vec<EventRecord> {
+        self.shared.events.since(since)
+    }
+
+    /// The log itself, for the management app's stream and the supervisor.
+    pub(crate) fn event_log(&self) -> &Arc<EventLog> {
+        &self.shared.events
     }
 
     /// The cluster's metrics recorded through the `metrics` facade (by the app, its

@@ -1,9 +1,11 @@
 //! The master: spawns the workers, hands them the shared listeners, delivers lifecycle
 //! events to plugins, and stops everything gracefully on SIGTERM / SIGINT.
 
+mod exit_cause;
 mod handle;
 mod keeper;
 pub(crate) mod listeners;
+mod oom;
 mod program;
 mod reexec;
 mod spawn;

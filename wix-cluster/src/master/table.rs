@@ -35,6 +35,10 @@ pub(crate) struct Slot {
     pub(crate) accept_errors: u64,
     /// Since when its channel's backlog has been over [`crate::ipc::BACKLOG_STALL`].
     pub(crate) backlog_since: Option<Instant>,
+    /// The master sent it SIGABRT (it stalled).
+    pub(crate) sent_abort: bool,
+    /// Why the master sent it SIGKILL, when it did: its exit's cause says so.
+    pub(crate) sent_kill: Option<String>,
     out: Outbox,
 }
 
@@ -53,6 +57,8 @@ impl Slot {
             requests: 0,
             accept_errors: 0,
             backlog_since: None,
+            sent_abort: false,
+            sent_kill: None,
             out,
         }
     }
@@ -94,6 +100,20 @@ impl Slot {
                 self.worker()
             );
         }
+    }
+
+    /// Sends the worker SIGKILL, remembering `why` for its exit's cause.
+    pub(crate) fn kill(&mut self, why: impl Into<String>) {
+        if self.sent_kill.is_none() {
+            self.sent_kill = Some(why.into());
+        }
+        super::spawn::signal(self.pid, nix::sys::signal::Signal::SIGKILL);
+    }
+
+    /// Sends the worker SIGABRT (it stalled), remembered for its exit's cause.
+    pub(crate) fn abort(&mut self) {
+        self.sent_abort = true;
+        super::spawn::signal(self.pid, nix::sys::signal::Signal::SIGABRT);
     }
 
     /// Marks the worker as retiring and asks it to drain.

@@ -2,13 +2,11 @@
 
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
-
 use super::{Supervisor, Timer};
 use crate::event::LifecycleEvent;
 use crate::master::Command;
 use crate::master::program::Fallback;
-use crate::master::spawn::{self, Key};
+use crate::master::spawn::Key;
 use crate::{WorkerId, WorkerRef};
 
 /// Between SIGABRT and SIGKILL for a stalled worker.
@@ -104,7 +102,7 @@ impl Supervisor {
         };
         let worker = slot.worker();
         tracing::error!("{worker} stalled: {reason}; sending SIGABRT");
-        spawn::signal(slot.pid, Signal::SIGABRT);
+        slot.abort();
         self.schedule(ABORT_GRACE, Timer::Kill(key));
         self.emit(LifecycleEvent::Stalled { worker, reason });
     }

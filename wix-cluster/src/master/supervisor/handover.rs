@@ -3,13 +3,12 @@
 
 use std::collections::VecDeque;
 
-use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
 use super::Supervisor;
 use crate::event::{ExitReason, LifecycleEvent};
 use crate::master::program::Fallback;
-use crate::master::spawn::{self, Key};
+use crate::master::spawn::Key;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Purpose {
@@ -30,6 +29,9 @@ pub(super) struct Handovers {
     active: Vec<Handover>,
     /// `Some` while a rolling restart runs.
     roll: Option<VecDeque<crate::WorkerId>>,
+    /// How many workers the running rolling restart replaces, and has replaced.
+    roll_total: usize,
+    roll_done: usize,
 }
 
 impl Handovers {
@@ -66,6 +68,12 @@ impl Supervisor {
         }
         let slots = self.table.occupied();
         tracing::info!("rolling restart of {} workers", slots.len());
+        self.note(
+            "roll",
+            format!("rolling restart started ({} workers)", slots.len()),
+        );
+        self.handovers.roll_total = slots.len();
+        self.handovers.roll_done = 0;
         self.handovers.roll = Some(slots.into_iter().collect());
         self.next_roll_step();
     }
@@ -86,6 +94,13 @@ impl Supervisor {
                         "rolling restart stopped: cannot start a successor for worker {id} \
                          ({e}); the old workers keep serving"
                     );
+                    self.note(
+                        "roll",
+                        format!(
+                            "rolling restart stopped: cannot start a successor for worker \
+                             {id} ({e}); the old workers keep serving"
+                        ),
+                    );
                     self.handovers.roll = None;
                     return;
                 }
@@ -93,6 +108,13 @@ impl Supervisor {
         }
         if self.handovers.roll.take().is_some() {
             tracing::info!("rolling restart done");
+            self.note(
+                "roll",
+                format!(
+                    "rolling restart finished: {} of {} workers replaced",
+                    self.handovers.roll_done, self.handovers.roll_total
+                ),
+            );
         }
     }
 
@@ -137,11 +159,26 @@ impl Supervisor {
         let Some(handover) = self.handovers.take_by_successor(key) else {
             return;
         };
+        let mut old = None;
         if let Some(slot) = self.table.get_mut(handover.old) {
             tracing::info!("{} replaced by its successor; draining it", slot.worker());
             slot.retire();
+            old = Some(slot.worker());
         }
         if handover.purpose == Purpose::Roll {
+            self.handovers.roll_done += 1;
+            let new_pid = self.table.get_mut(key).map_or(0, |slot| slot.pid);
+            let replaced = old.map_or_else(
+                || format!("worker {}", handover.old.id),
+                |old| format!("worker {} (pid {})", old.id, old.pid),
+            );
+            self.note(
+                "roll",
+                format!(
+                    "{replaced} replaced by pid {new_pid}, ready; the old one drains ({}/{})",
+                    self.handovers.roll_done, self.handovers.roll_total
+                ),
+            );
             self.next_roll_step();
         }
     }
@@ -164,7 +201,7 @@ impl Supervisor {
         for handover in late {
             if let Some(slot) = self.table.get_mut(handover.new) {
                 slot.retiring = true;
-                spawn::signal(slot.pid, Signal::SIGKILL);
+                slot.kill("as a successor not ready in time");
             }
             let why = format!(
                 "its successor was not ready within {:?}",
@@ -185,6 +222,12 @@ impl Supervisor {
             Purpose::Roll => {
                 tracing::error!(
                     "rolling restart stopped at {old}: {why}; the old workers keep serving"
+                );
+                self.note(
+                    "roll",
+                    format!(
+                        "rolling restart stopped at {old}: {why}; the old workers keep serving"
+                    ),
                 );
                 self.handovers.roll = None;
             }

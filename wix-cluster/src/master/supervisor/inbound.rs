@@ -1,7 +1,5 @@
 //! What workers say, and how they end.
 
-use nix::sys::signal::Signal;
-
 use super::{Supervisor, Timer};
 
 /// How long the master waits, when a worker says a signal (SIGTERM, SIGQUIT) is making
@@ -10,7 +8,7 @@ use super::{Supervisor, Timer};
 /// which must be one stop of the cluster, not a round of replacements.
 const SIGNALLED_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 use crate::event::{ExitReason, LifecycleEvent};
-use crate::master::spawn::{self, Inbound, Key};
+use crate::master::spawn::{Inbound, Key};
 use crate::master::table::State;
 use crate::protocol::{PROTOCOL_VERSION, ToMaster, ToWorker};
 
@@ -151,16 +149,28 @@ impl Supervisor {
             if !slot.was_ready && !self.ever_ready && self.stopping.is_none() {
                 let why = slot
                     .going_down
+                    .clone()
                     .unwrap_or_else(|| format!("the worker died ({reason})"));
                 self.fail_start_up(&why);
             }
         }
         self.on_handover_exit(key, &reason);
-        self.emit(LifecycleEvent::Exit {
-            worker,
+        let cause = crate::master::exit_cause::describe(&crate::master::exit_cause::Ending {
             reason,
             requested,
+            sent_abort: slot.sent_abort,
+            sent_kill: slot.sent_kill.as_deref(),
+            going_down: slot.going_down.as_deref(),
+            oom_kills: self.oom.killed_since_last_look(),
         });
+        self.emit_with_cause(
+            LifecycleEvent::Exit {
+                worker,
+                reason,
+                requested,
+            },
+            cause,
+        );
     }
 
     /// No worker ever became ready and one failed: the app cannot start. Stop instead
@@ -178,7 +188,7 @@ impl Supervisor {
             return;
         };
         tracing::error!("{} {reason}; dropping it", slot.worker());
-        spawn::signal(slot.pid, Signal::SIGKILL);
+        slot.kill(format!("it {reason}"));
         self.disconnect(key);
     }
 

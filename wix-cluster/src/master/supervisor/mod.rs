@@ -196,6 +196,7 @@ async fn supervise(
         successor_ready_timeout: config.successor_ready_timeout(),
         upgrade_ready_timeout: config.upgrade_ready_timeout(),
         management_app,
+        oom: super::oom::OomWatch::new(),
     };
     if config.watch {
         super::watch::start(
@@ -337,6 +338,8 @@ struct Supervisor {
     upgrade_ready_timeout: Duration,
     /// The management app, stopped once an upgrade hands its socket over.
     management_app: ManagementApp,
+    /// The cgroup's OOM kill count, read at each worker exit for its cause.
+    oom: super::oom::OomWatch,
 }
 
 /// The master's management app.
@@ -475,10 +478,16 @@ impl Supervisor {
             Timer::Kill(key) => {
                 if let Some(slot) = self.table.get_mut(key) {
                     tracing::warn!("{} still there after SIGABRT; killing it", slot.worker());
-                    super::spawn::signal(slot.pid, nix::sys::signal::Signal::SIGKILL);
+                    slot.kill("it was still there 2 s after the SIGABRT for its stall");
                 }
             }
         }
+    }
+
+    /// Logs a step of the whole cluster (a rolling restart's, an upgrade's) in the
+    /// event log.
+    fn note(&self, kind: &'static str, step: String) {
+        self.master.event_log().record(kind, None, step);
     }
 
     /// Workers that are ready and not on their way out.
@@ -519,7 +528,18 @@ impl Supervisor {
         None
     }
 
+    /// Delivers `event` to the plugins and the event log, with its cause in the
+    /// log's words.
     fn emit(&self, event: LifecycleEvent) {
+        let cause = crate::event_log::describe(&event);
+        self.emit_with_cause(event, cause);
+    }
+
+    /// [`Supervisor::emit`] with the cause worded by the caller (an exit's).
+    fn emit_with_cause(&self, event: LifecycleEvent, cause: String) {
+        self.master
+            .event_log()
+            .record(event.name(), Some(event.worker()), cause);
         self.master.count(&event);
         for plugin in &self.plugins {
             let delivered = std::panic::catch_unwind(AssertUnwindSafe(|| {

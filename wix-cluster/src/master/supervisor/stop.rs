@@ -6,11 +6,9 @@
 
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
 use super::Supervisor;
-use crate::master::spawn;
 
 pub(super) struct Stopping {
     pub(super) code: u8,
@@ -26,7 +24,7 @@ impl Supervisor {
         if self.stopping.is_some() {
             tracing::warn!("{name} again: killing every worker now");
             for slot in self.table.iter_mut() {
-                spawn::signal(slot.pid, Signal::SIGKILL);
+                slot.kill(format!("{name} came twice: every worker is killed"));
             }
             return;
         }
@@ -90,7 +88,9 @@ impl Supervisor {
                 "{} did not stop within {timeout:?}; killing it",
                 slot.worker()
             );
-            spawn::signal(slot.pid, Signal::SIGKILL);
+            slot.kill(format!(
+                "it did not stop within the drain timeout ({timeout:?})"
+            ));
         }
         if let Some(stop) = &mut self.stopping {
             stop.deadline = None;

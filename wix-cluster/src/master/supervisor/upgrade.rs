@@ -56,6 +56,14 @@ impl Supervisor {
                     successor.pid,
                     program.path().display()
                 );
+                self.note(
+                    "upgrade",
+                    format!(
+                        "upgrade started: new master pid {} from {}",
+                        successor.pid,
+                        program.path().display()
+                    ),
+                );
                 self.upgrading = Some(Upgrading {
                     successor,
                     deadline: super::timing::deadline_after(self.upgrade_ready_timeout),
@@ -65,6 +73,13 @@ impl Supervisor {
             Err(e) => {
                 tracing::error!(
                     "upgrade failed: cannot start a new master: {e}; this master keeps serving"
+                );
+                self.note(
+                    "upgrade",
+                    format!(
+                        "upgrade failed: cannot start a new master: {e}; this master keeps \
+                         serving"
+                    ),
                 );
             }
         }
@@ -81,6 +96,13 @@ impl Supervisor {
                 tracing::info!(
                     "upgraded: the new master (pid {pid}) has {workers} workers ready; \
                      this master drains its workers and exits"
+                );
+                self.note(
+                    "upgrade",
+                    format!(
+                        "new master ready: pid {pid} has {workers} workers ready; this master \
+                         drains its workers and exits"
+                    ),
                 );
                 self.upgrading = None;
                 // Before the stop: the health pages answer for the new master from now.
@@ -101,10 +123,12 @@ impl Supervisor {
                     .take()
                     .map(|why| format!(" ({why})"))
                     .unwrap_or_default();
-                tracing::error!(
+                let why = format!(
                     "upgrade failed: the new master (pid {pid}) ended with {reason} before \
                      its workers were ready{lost}; this master keeps serving"
                 );
+                tracing::error!("{why}");
+                self.note("upgrade", why);
                 self.upgrading = None;
             }
             other => tracing::debug!("from an earlier upgrade: {other:?}"),
@@ -115,11 +139,13 @@ impl Supervisor {
     pub(super) fn on_upgrade_timeout(&mut self) {
         if let Some(upgrading) = self.upgrading.take() {
             let pid = upgrading.successor.pid;
-            tracing::error!(
+            let why = format!(
                 "upgrade failed: the new master (pid {pid}) did not get its workers ready \
                  within {:?}; stopping it, this master keeps serving",
                 self.upgrade_ready_timeout
             );
+            tracing::error!("{why}");
+            self.note("upgrade", why);
             spawn::signal(pid, Signal::SIGTERM);
         }
     }
@@ -146,6 +172,10 @@ impl Supervisor {
         }
         if let Some(answer) = self.predecessor.take() {
             tracing::info!("{ready} workers ready; telling the old master to step down");
+            self.note(
+                "upgrade",
+                format!("took over from the old master: {ready} workers ready"),
+            );
             upgrade::answer_ready(&answer, ready);
             self.management_app.start();
         }
