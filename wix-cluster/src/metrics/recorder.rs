@@ -92,7 +92,7 @@ impl Registry {
 
     /// Every series that changed since the last call, with its value now, and the
     /// descriptions given since.
-    pub(crate) fn take_changes(&self) -> (Vec<(SeriesKey, Reading)>, Vec<(String, String)>) {
+    pub(crate) fn take_changes(&self) -> Changes {
         let mut cells = self.cells();
         let mut changed = Vec::new();
         for cell in cells.counters.values() {
@@ -115,6 +115,9 @@ impl Registry {
         (changed, std::mem::take(&mut cells.new_descriptions))
     }
 }
+
+/// Series that changed with their value now, and new `(name, description)` pairs.
+pub(crate) type Changes = (Vec<(SeriesKey, Reading)>, Vec<(String, String)>);
 
 /// The longest description kept, in characters.
 const MAX_HELP_LEN: usize = 500;
