@@ -88,6 +88,8 @@ fn with_the_program_file_gone_a_killed_worker_is_replaced_and_a_roll_stops_with_
     let binary = scratch.deploy(&example_path("hello"), "app");
     let program = Program::start_path(&binary, &ENV);
     let workers = program.wait_for_workers(2);
+    // Served once: the cluster has started (a kill before that is a failed start).
+    program.wait_for_200(program.listening_addr(), "/");
     std::fs::remove_file(&binary).expect("remove the program file");
 
     send_signal(workers[0], Signal::SIGKILL);
