@@ -16,12 +16,13 @@
 //! flight is closed to make room, so that fresh probes keep being answered during an
 //! attack.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -153,7 +154,7 @@ impl Registry {
     /// flight is told to close. `false` when every open connection has a request in
     /// flight (the new one is to be closed).
     fn admit(&self, activity: &Arc<Activity>) -> bool {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = self.live.lock();
         live.retain(|known| known.strong_count() > 0);
         if live.len() >= self.max {
             let oldest = live

@@ -2,8 +2,8 @@
 //! upgrade steps, each with its time, its worker and its cause in words; read with
 //! [`Master::events`](crate::Master::events), streamed by the management app.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::time::SystemTime;
 
 use tokio::sync::broadcast;
@@ -85,7 +85,7 @@ impl EventLog {
 
     /// Appends an entry (its cause cut to [`MAX_CAUSE_BYTES`]) and tells subscribers.
     pub(crate) fn record(&self, kind: &'static str, worker: Option<WorkerRef>, cause: String) {
-        let mut ring = lock(&self.ring);
+        let mut ring = self.ring.lock();
         ring.latest += 1;
         let record = EventRecord {
             seq: ring.latest,
@@ -106,7 +106,7 @@ impl EventLog {
     /// The entries after `since` (every entry kept for `None`), newest first.
     pub(crate) fn since(&self, since: Option<u64>) -> Vec<EventRecord> {
         let after = since.unwrap_or(0);
-        let ring = lock(&self.ring);
+        let ring = self.ring.lock();
         ring.entries
             .iter()
             .rev()
@@ -117,13 +117,13 @@ impl EventLog {
 
     /// The seq of the latest entry (the base before any) and of the oldest one kept.
     pub(crate) fn bounds(&self) -> (u64, Option<u64>) {
-        let ring = lock(&self.ring);
+        let ring = self.ring.lock();
         (ring.latest, ring.entries.front().map(|record| record.seq))
     }
 
     /// The seq before this log's first entry: seqs at or below it are another log's.
     pub(crate) fn base(&self) -> u64 {
-        lock(&self.ring).base
+        self.ring.lock().base
     }
 
     /// A receiver of every entry recorded from now on.
@@ -167,12 +167,6 @@ pub(crate) fn describe(event: &LifecycleEvent) -> String {
         LifecycleEvent::Disconnect(_) => "its channel to the master closed".to_owned(),
         LifecycleEvent::Exit { reason, .. } => format!("ended with {reason}"),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -2,12 +2,13 @@
 //! topic, and the way out of the process (the channel to the master, or the channels
 //! to every worker).
 
+use parking_lot::{Mutex, MutexGuard};
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
@@ -174,7 +175,7 @@ fn encode_to_worker(msg: &impl serde::Serialize) -> Option<Vec<u8>> {
 
 impl Hub {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     pub(crate) fn side(&self) -> &Side {

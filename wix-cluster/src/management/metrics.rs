@@ -342,8 +342,8 @@ fn histogram(family: &mut exposition::Family<'_>, key: &SeriesKey, buckets: &Buc
 /// Warns about a facade family left out of `/metrics`, once per name (at most
 /// [`WARNED_NAMES`] names are remembered).
 fn warn_once(family: &str, why: &str) {
-    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    static WARNED: parking_lot::Mutex<Vec<String>> = parking_lot::Mutex::new(Vec::new());
+    let mut warned = WARNED.lock();
     if warned.iter().any(|known| known == family) || warned.len() >= WARNED_NAMES {
         return;
     }

@@ -7,8 +7,9 @@
 //! master collects them per slot, [`crate::Master::metrics`]): [`Stats::set_custom`]
 //! attaches each slot's to its newest live process.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Json;
@@ -141,19 +142,13 @@ impl Stats {
         ((HISTORY.as_millis() / per_sample) as usize).max(2)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Tracked>> {
-        self.tracked
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Takes in a snapshot of the live workers: new ones are tracked (and read once, so
     /// that their memory shows at once), missing ones are marked exited, and those that
     /// exited more than [`EXITED_KEPT`] ago are forgotten.
     pub(crate) fn observe(&self, live: &[WorkerInfo]) {
         let keep = self.keep();
         let now = SystemTime::now();
-        let mut tracked = self.lock();
+        let mut tracked = self.tracked.lock();
         for info in live {
             tracked
                 .entry(key(info))
@@ -180,7 +175,7 @@ impl Stats {
     pub(crate) fn sample(&self, live: &[WorkerInfo]) {
         self.observe(live);
         let keep = self.keep();
-        let mut tracked = self.lock();
+        let mut tracked = self.tracked.lock();
         for known in tracked.values_mut() {
             if known.exited_at.is_none() {
                 known.read(keep);
@@ -190,7 +185,7 @@ impl Stats {
 
     /// Every tracked worker, ordered by slot then generation.
     pub(crate) fn tracked(&self) -> Vec<Tracked> {
-        self.lock().values().cloned().collect()
+        self.tracked.lock().values().cloned().collect()
     }
 
     /// Attaches the gauges the master collected (by slot) to the newest live process of
@@ -208,7 +203,7 @@ impl Stats {
                 }
             }
         }
-        let mut tracked = self.lock();
+        let mut tracked = self.tracked.lock();
         let mut newest: BTreeMap<WorkerId, &mut Tracked> = BTreeMap::new();
         // Ordered by slot then generation: the last live one of a slot is its newest.
         for known in tracked.values_mut() {

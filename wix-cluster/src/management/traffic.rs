@@ -4,8 +4,8 @@
 //! [`KEPT`] seconds are kept. And `GET /traffic`: those samples, plus a table of every
 //! metric recorded through the `metrics` facade.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Json;
@@ -68,13 +68,9 @@ struct Inner {
 }
 
 impl Traffic {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Takes a sample from each process's histogram now.
     fn sample(&self, now: Vec<(ProcessKey, Buckets)>) {
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock();
         let at = Instant::now();
         let seconds = inner
             .last_at
@@ -151,7 +147,7 @@ pub(crate) async fn sample_forever(ctx: Ctx) {
 /// {"1": {...}}}], metrics: [{name, kind, labels, worker?, value?, count?, p50?, p99?}]}`,
 /// samples oldest first.
 pub(crate) async fn page(State(ctx): State<Ctx>) -> Json<Value> {
-    let samples: Vec<Sample> = ctx.traffic.lock().samples.iter().cloned().collect();
+    let samples: Vec<Sample> = ctx.traffic.inner.lock().samples.iter().cloned().collect();
     let view = ctx.master.metrics();
     let mut table = Vec::new();
     for (key, value) in &view.counters {

@@ -1,8 +1,9 @@
 //! [`Master`]: what plugins (and later the management app) may ask of the master.
 
+use parking_lot::Mutex;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
@@ -169,13 +170,13 @@ impl Master {
 
     fn record(&self, change: impl FnOnce(&mut RunTimeChanges)) {
         if self.shared.running.load(Ordering::Relaxed) {
-            change(&mut lock(&self.shared.changes));
+            change(&mut self.shared.changes.lock());
         }
     }
 
     /// What was changed at run time, for an upgrade to hand over.
     pub(crate) fn run_time_changes(&self) -> RunTimeChanges {
-        *lock(&self.shared.changes)
+        *self.shared.changes.lock()
     }
 
     /// Applies what the old master changed at run time (a new master, after its
@@ -204,11 +205,11 @@ impl Master {
 
     /// The cluster's counts so far.
     pub fn counters(&self) -> ClusterCounters {
-        *lock(&self.shared.counters)
+        *self.shared.counters.lock()
     }
 
     pub(crate) fn count(&self, event: &LifecycleEvent) {
-        lock(&self.shared.counters).count(event);
+        self.shared.counters.lock().count(event);
     }
 
     /// The master's event log after `since` (a [`EventRecord::seq`]; `None` for every
@@ -233,11 +234,11 @@ impl Master {
 
     /// The addresses the master bound for the app's listeners (the real ports).
     pub fn app_addrs(&self) -> Vec<SocketAddr> {
-        lock(&self.shared.app_addrs).clone()
+        self.shared.app_addrs.lock().clone()
     }
 
     pub(crate) fn add_app_addr(&self, addr: SocketAddr) {
-        let mut addrs = lock(&self.shared.app_addrs);
+        let mut addrs = self.shared.app_addrs.lock();
         if !addrs.contains(&addr) {
             addrs.push(addr);
         }
@@ -314,18 +315,18 @@ impl Master {
 
     /// How long a stopping worker has to exit before it is killed (default 5 s).
     pub fn drain_timeout(&self) -> Duration {
-        *lock(&self.shared.drain_timeout)
+        *self.shared.drain_timeout.lock()
     }
 
     /// How long a stop reports not ready, workers still serving, before they drain
     /// (default 0; `Graceful(delay = ..)`; `WIX_CLUSTER_DRAIN_DELAY` wins over both).
     pub fn drain_delay(&self) -> Duration {
-        *lock(&self.shared.drain_delay)
+        *self.shared.drain_delay.lock()
     }
 
     /// Sets [`Master::drain_delay`].
     pub fn set_drain_delay(&self, delay: Duration) {
-        *lock(&self.shared.drain_delay) = delay;
+        *self.shared.drain_delay.lock() = delay;
         self.record(|changes| changes.drain_delay = Some(delay));
     }
 
@@ -360,16 +361,16 @@ impl Master {
     /// workers than desired because of it (`None` once every desired worker runs).
     /// The management app's `/health/ready` and dashboard show it.
     pub fn spawn_error(&self) -> Option<String> {
-        lock(&self.shared.spawn_error).clone()
+        self.shared.spawn_error.lock().clone()
     }
 
     pub(crate) fn set_spawn_error(&self, error: Option<String>) {
-        *lock(&self.shared.spawn_error) = error;
+        *self.shared.spawn_error.lock() = error;
     }
 
     /// Sets [`Master::drain_timeout`].
     pub fn set_drain_timeout(&self, timeout: Duration) {
-        *lock(&self.shared.drain_timeout) = timeout;
+        *self.shared.drain_timeout.lock() = timeout;
         self.record(|changes| changes.drain_timeout = Some(timeout));
     }
 
@@ -383,13 +384,6 @@ impl Master {
     pub fn set_failing(&self, failing: bool) {
         self.shared.failing.store(failing, Ordering::Relaxed);
     }
-}
-
-/// Locks `mutex`; a panic elsewhere while holding it leaves plain data, still usable.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl std::fmt::Debug for Master {

@@ -40,8 +40,9 @@ mod recorder;
 pub mod requests;
 mod series;
 
+use parking_lot::{Mutex, MutexGuard};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub use aggregate::{MAX_RETIRED_SERIES, Origin, View};
@@ -149,10 +150,7 @@ fn install(settings: &Settings) -> Option<&'static Arc<Registry>> {
 static AGGREGATE: OnceLock<Mutex<Aggregate>> = OnceLock::new();
 
 fn aggregate() -> MutexGuard<'static, Aggregate> {
-    AGGREGATE
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    AGGREGATE.get_or_init(Mutex::default).lock()
 }
 
 /// A worker: installs the recorder and sends what changed every [`FLUSH_INTERVAL`].

@@ -8,9 +8,10 @@
 //! [`MAX_LABEL_LEN`] bytes each; past them a handle does nothing and the attempt is
 //! counted ([`super::dropped_updates`]).
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
 
@@ -48,8 +49,8 @@ impl Registry {
         }
     }
 
-    fn cells(&self) -> std::sync::MutexGuard<'_, Cells> {
-        self.cells.lock().unwrap_or_else(|p| p.into_inner())
+    fn cells(&self) -> parking_lot::MutexGuard<'_, Cells> {
+        self.cells.lock()
     }
 
     /// The cell of `key` in `map`, made on first use; `None` when the key breaks a

@@ -1,11 +1,12 @@
 //! The worker's end of its channel: handshake, requests to the master, and the task that
 //! reads what the master sends.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -148,11 +149,9 @@ impl Link {
         Ok(fd)
     }
 
-    fn pending_requests(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ListenReply>> {
+    fn pending_requests(&self) -> parking_lot::MutexGuard<'_, HashMap<u64, ListenReply>> {
         // A panic while holding this lock leaves the map consistent; keep going.
-        self.pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.pending.lock()
     }
 
     /// Reads the master's messages until the channel ends. `on_shutdown` runs when the

@@ -35,7 +35,7 @@ struct Inner {
     local_master: Option<crate::Master>,
     /// The process's own listening sockets (bound, or from systemd), in single-process
     /// mode only.
-    local_sockets: Option<std::sync::Mutex<Listeners>>,
+    local_sockets: Option<parking_lot::Mutex<Listeners>>,
     stop: watch::Sender<bool>,
     drain_timeout: Duration,
     /// The timeouts of the connections [`crate::http::serve`] serves.
@@ -64,7 +64,7 @@ impl Worker {
                 generation,
                 link,
                 local_master,
-                local_sockets: local_sockets.map(std::sync::Mutex::new),
+                local_sockets: local_sockets.map(parking_lot::Mutex::new),
                 stop: watch::Sender::new(false),
                 drain_timeout,
                 timeouts,
@@ -120,10 +120,7 @@ impl Worker {
         let fd = match (&self.inner.link, &self.inner.local_sockets) {
             (Some(link), _) => link.listen(on).await?,
             (None, Some(sockets)) => {
-                let bound = sockets
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .get(&on)?;
+                let bound = sockets.lock().get(&on)?;
                 if let Some(master) = &self.inner.local_master {
                     master.add_app_addr(bound.addr);
                 }

@@ -4,8 +4,8 @@
 mod backoff;
 mod window;
 
+use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashSet};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use backoff::{Backoff, Jitter};
@@ -80,7 +80,7 @@ impl Respawn {
 
     /// The window for counting deaths. Default 10 s.
     pub fn within(self, within: Duration) -> Self {
-        self.lock().window = DeathWindow::new(within);
+        self.state.lock().window = DeathWindow::new(within);
         self
     }
 
@@ -90,14 +90,10 @@ impl Respawn {
         self
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// A worker died (`announced`: it said it is going down and is still draining).
     fn on_death(&self, worker: WorkerRef, announced: bool, master: &Master) {
         let now = Instant::now();
-        let mut state = self.lock();
+        let mut state = self.state.lock();
         if !announced && state.announced.remove(&worker) {
             return; // counted when it announced it
         }
@@ -163,9 +159,11 @@ impl Plugin for Respawn {
 
     fn on_event(&self, event: &LifecycleEvent, master: &Master) {
         match event {
-            LifecycleEvent::Fork(worker) => self.lock().backoff.forked(worker.id, Instant::now()),
+            LifecycleEvent::Fork(worker) => {
+                self.state.lock().backoff.forked(worker.id, Instant::now())
+            }
             LifecycleEvent::Listening(worker, _) => {
-                let mut state = self.lock();
+                let mut state = self.state.lock();
                 if !state.parked.is_empty() && state.parked.contains(&worker.id) {
                     let parked = std::mem::take(&mut state.parked);
                     tracing::info!(
@@ -182,7 +180,7 @@ impl Plugin for Respawn {
             LifecycleEvent::Failing { worker, .. } => self.on_death(*worker, true, master),
             LifecycleEvent::SpawnFailed { worker, .. } => {
                 // A process that could not start died at birth: young, and counted.
-                self.lock().backoff.forked(worker.id, Instant::now());
+                self.state.lock().backoff.forked(worker.id, Instant::now());
                 self.on_death(*worker, false, master);
             }
             LifecycleEvent::Exit {
