@@ -69,10 +69,15 @@ fn is_set_for_tests(var: &str) -> bool {
 }
 
 /// A running example. Dropping it kills its whole process group (master and workers),
-/// even when the test panics.
+/// even when the test panics; a test that panics also gets the program's log on stderr
+/// (printed by the drop), so assertions need not add [`Program::log`] to their messages.
 pub struct Program {
+    /// What was started (the program's file name), to head the log printed on a panic.
+    name: String,
     child: Child,
     log: Arc<Mutex<String>>,
+    /// The threads copying stdout and stderr into `log`; they end when the pipes close.
+    capture: [std::thread::JoinHandle<()>; 2],
     status: Option<ExitStatus>,
 }
 
@@ -140,15 +145,23 @@ impl Program {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let mut child = command.spawn().expect("start the program");
+        let name = Path::new(command.get_program())
+            .file_name()
+            .unwrap_or(command.get_program())
+            .to_string_lossy()
+            .into_owned();
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
         let log = Arc::new(Mutex::new(String::new()));
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
-        capture(stdout, log.clone());
-        capture(stderr, log.clone());
+        let capture = [capture(stdout, log.clone()), capture(stderr, log.clone())];
         Program {
+            name,
             child,
             log,
+            capture,
             status: None,
         }
     }
@@ -163,13 +176,13 @@ impl Program {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Waits for a log line containing `needle`; panics with the log after [`PATIENCE`].
+    /// Waits for a log line containing `needle`; panics after [`PATIENCE`].
     pub fn wait_for_log(&self, needle: &str) -> String {
         self.wait_for_line(needle, |_| true)
     }
 
     /// The first log line that contains `needle` and passes `keep`; waits up to
-    /// [`PATIENCE`] for it, then panics with the log.
+    /// [`PATIENCE`] for it, then panics.
     fn wait_for_line(&self, needle: &str, keep: impl Fn(&str) -> bool) -> String {
         let mut found = None;
         let ok = wait_until(PATIENCE, || {
@@ -180,7 +193,7 @@ impl Program {
                 .map(str::to_owned);
             found.is_some()
         });
-        assert!(ok, "no log line contains {needle:?}; log:\n{}", self.log());
+        assert!(ok, "no log line contains {needle:?}");
         found.unwrap_or_default()
     }
 
@@ -214,30 +227,26 @@ impl Program {
 
     /// Waits up to [`PATIENCE`] until the master has exactly `n` live children (its
     /// workers) and returns them, as seen when the count was reached; panics with the
-    /// children it has and the log otherwise.
+    /// children it has otherwise.
     pub fn wait_for_workers(&self, n: usize) -> Vec<u32> {
         let mut workers = Vec::new();
         let reached = wait_until(PATIENCE, || {
             workers = self.children();
             workers.len() == n
         });
-        assert!(
-            reached,
-            "expected {n} workers, have {workers:?}; log:\n{}",
-            self.log()
-        );
+        assert!(reached, "expected {n} workers, have {workers:?}");
         workers
     }
 
     /// Waits up to [`PATIENCE`] until process `pid` (a worker, say) is gone: exited, or
-    /// a zombie; panics with the log otherwise.
+    /// a zombie; panics otherwise.
     pub fn wait_until_gone(&self, pid: u32) {
         let gone = wait_until(PATIENCE, || !is_alive(pid));
-        assert!(gone, "process {pid} is still alive; log:\n{}", self.log());
+        assert!(gone, "process {pid} is still alive");
     }
 
     /// Requests `GET path` on `addr` until it answers 200 and returns that response;
-    /// panics with the last answer and the log after [`PATIENCE`].
+    /// panics with the last answer after [`PATIENCE`].
     pub fn wait_for_200(&self, addr: SocketAddr, path: &str) -> Response {
         let mut last = None;
         let ok = wait_until(PATIENCE, || {
@@ -248,10 +257,7 @@ impl Program {
         });
         match last {
             Some(Ok(response)) if ok => response,
-            last => panic!(
-                "GET {path} on {addr} never answered 200, last {last:?}; log:\n{}",
-                self.log()
-            ),
+            last => panic!("GET {path} on {addr} never answered 200, last {last:?}"),
         }
     }
 
@@ -278,34 +284,47 @@ impl Program {
     }
 
     /// Waits up to [`PATIENCE`] for the master to exit and asserts that it exited with
-    /// `code`; panics with the log when it did not exit, or exited otherwise.
+    /// `code`; panics when it did not exit, or exited otherwise.
     pub fn assert_exits_with(&mut self, code: i32) {
         let status = self.wait_exit(PATIENCE);
         let Some(status) = status else {
-            panic!(
-                "the master did not exit within {PATIENCE:?}; log:\n{}",
-                self.log()
-            );
+            panic!("the master did not exit within {PATIENCE:?}");
         };
-        assert_eq!(
-            status.code(),
-            Some(code),
-            "the master exited with {status}; log:\n{}",
-            self.log()
-        );
+        assert_eq!(status.code(), Some(code), "the master exited with {status}");
     }
 }
 
 impl Drop for Program {
+    /// Kills the program's process group; when the test is failing (the thread is
+    /// panicking), prints the program's log to stderr first, so that no assertion
+    /// needs to add it to its message.
     fn drop(&mut self) {
         let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
         let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // Let the capture threads copy the last lines, unless a process that left
+            // the group (a new master, say) still holds the pipes open.
+            wait_until(Duration::from_secs(1), || {
+                self.capture.iter().all(|thread| thread.is_finished())
+            });
+            eprintln!(
+                "---- log of {} (pid {}) ----\n{}---- end of the log of {} ----",
+                self.name,
+                self.child.id(),
+                self.log(),
+                self.name,
+            );
+        }
     }
 }
 
-fn capture(stream: impl Read + Send + 'static, log: Arc<Mutex<String>>) {
+/// Copies `stream` into `log`, line by line, until it closes.
+fn capture(
+    stream: impl Read + Send + 'static,
+    log: Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
@@ -313,7 +332,7 @@ fn capture(stream: impl Read + Send + 'static, log: Arc<Mutex<String>>) {
             log.push_str(&line);
             log.push('\n');
         }
-    });
+    })
 }
 
 /// Polls `check` every 20 ms until it is true or `timeout` passes.

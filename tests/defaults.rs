@@ -14,7 +14,7 @@ fn replaced(program: &Program, n: usize, gone: u32) -> Vec<u32> {
         workers = program.children();
         workers.len() == n && !workers.contains(&gone)
     });
-    assert!(ok, "{workers:?}; log:\n{}", program.log());
+    assert!(ok, "{workers:?}");
     workers
 }
 
@@ -56,13 +56,13 @@ fn with_no_plugins_a_stalled_worker_is_killed_and_replaced() {
     let stalled = wait_until(Duration::from_secs(60), || {
         program.log().contains("stalled: no heartbeat")
     });
-    assert!(stalled, "no stall detected; log:\n{}", program.log());
+    assert!(stalled, "no stall detected");
     let mut now = Vec::new();
     let replaced = wait_until(PATIENCE, || {
         now = program.children();
         now.len() == 3 && now.iter().any(|pid| !workers.contains(pid))
     });
-    assert!(replaced, "{now:?}; log:\n{}", program.log());
+    assert!(replaced, "{now:?}");
     drop(blockers);
 }
 
@@ -73,12 +73,8 @@ fn without_respawn_a_killed_worker_stays_dead() {
     send_signal(workers[0], Signal::SIGKILL);
     program.wait_until_gone(workers[0]);
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(program.children().len(), 2, "log:\n{}", program.log());
-    assert!(
-        !program.log().contains("respawning worker"),
-        "{}",
-        program.log()
-    );
+    assert_eq!(program.children().len(), 2);
+    assert!(!program.log().contains("respawning worker"));
 }
 
 #[test]
@@ -95,5 +91,5 @@ fn workers_auto_under_a_one_cpu_affinity_runs_one_worker() {
     program.wait_for_log("master started; spawning 1 workers");
     program.wait_for_workers(1);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(program.children().len(), 1, "log:\n{}", program.log());
+    assert_eq!(program.children().len(), 1);
 }

@@ -185,8 +185,7 @@ fn survives_a_slowloris(target: impl Fn(&Program) -> SocketAddr, path: &str) {
     );
     assert!(
         answered * 10 >= probes * 9,
-        "{answered} of {probes} probes answered within 2 s during a slowloris of {count}; log:\n{}",
-        program.log()
+        "{answered} of {probes} probes answered within 2 s during a slowloris of {count}"
     );
     assert!(http_get(addr, path).is_ok_and(|r| r.status == 200));
 }

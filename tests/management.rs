@@ -292,7 +292,7 @@ fn is_alive_turns_503_on_cyclic_death_and_200_after_recovery() {
         let _ = http_get(app, "/exit"); // the worker dies answering
         program.log().contains("cyclic death")
     });
-    assert!(cyclic, "no cyclic death; log:\n{}", program.log());
+    assert!(cyclic, "no cyclic death");
 
     let mut last = Value::Null;
     let dead = wait_until(Duration::from_secs(10), || {
@@ -300,7 +300,7 @@ fn is_alive_turns_503_on_cyclic_death_and_200_after_recovery() {
         last = body;
         status == 503
     });
-    assert!(dead, "is_alive stayed up: {last}; log:\n{}", program.log());
+    assert!(dead, "is_alive stayed up: {last}");
     assert_eq!(last["status"], "dead");
     assert_eq!(last["failing"], true, "{last}");
     assert!(
@@ -318,11 +318,7 @@ fn is_alive_turns_503_on_cyclic_death_and_200_after_recovery() {
         last = body;
         status == 200
     });
-    assert!(
-        recovered,
-        "never recovered: {last}; log:\n{}",
-        program.log()
-    );
+    assert!(recovered, "never recovered: {last}");
     assert_eq!(last["failing"], false);
     program.wait_for_log("serves again after cyclic death");
 }
@@ -357,7 +353,7 @@ fn ready_is_503_while_a_rolling_restart_is_mid_way_and_200_after() {
         let now = pids(&live_rows(management));
         status == 200 && now.len() == 2 && now.is_disjoint(&before)
     });
-    assert!(done, "the roll did not finish; log:\n{}", program.log());
+    assert!(done, "the roll did not finish");
     let not_ready = saw_not_ready.expect("ready never answered 503 mid-roll");
     assert_eq!(not_ready["status"], "not_ready");
     assert_eq!(not_ready["desired"], 2);
@@ -377,7 +373,7 @@ fn sigterm_then_see_ready_turn_stopping(program: &Program, management: SocketAdd
         stopping = body;
         status == 503
     });
-    assert!(flipped, "ready never turned 503; log:\n{}", program.log());
+    assert!(flipped, "ready never turned 503");
     assert_eq!(stopping["status"], "stopping", "{stopping}");
 }
 
@@ -416,8 +412,7 @@ fn ready_turns_503_at_the_stop_signal_while_workers_still_serve_through_the_drai
     assert_eq!(still, before, "no worker may stop during the delay");
     assert!(
         !program.log().contains("asked this worker to stop"),
-        "workers were asked to stop before the delay was over; log:\n{}",
-        program.log()
+        "workers were asked to stop before the delay was over"
     );
     program.wait_for_log("asked this worker to stop");
     program.assert_exits_with(0);
@@ -441,8 +436,7 @@ fn single_process_mode_turns_ready_503_at_the_stop_signal_and_serves_through_the
     assert_serves_through_the_drain_delay(app);
     assert!(
         !program.log().contains("draining: stopped accepting"),
-        "the app drained before the delay was over; log:\n{}",
-        program.log()
+        "the app drained before the delay was over"
     );
     program.wait_for_log("draining: stopped accepting");
     program.assert_exits_with(0);
@@ -630,7 +624,7 @@ fn admin_actions_need_the_right_bearer_token_and_then_act() {
         program.children().len() == 3
             && http_get(management, "/health/ready").is_ok_and(|r| r.status == 200)
     });
-    assert!(scaled, "not scaled to 3; log:\n{}", program.log());
+    assert!(scaled, "not scaled to 3");
     let (_, info) = get_json(management, "/");
     assert_eq!(info["workers"]["desired"], 3);
     assert_eq!(info["admin_actions"], true);
@@ -642,7 +636,7 @@ fn admin_actions_need_the_right_bearer_token_and_then_act() {
         let now = pids(&live_rows(management));
         now.len() == 3 && now.is_disjoint(&before)
     });
-    assert!(restarted, "no rolling restart; log:\n{}", program.log());
+    assert!(restarted, "no rolling restart");
 }
 
 #[test]
