@@ -1,6 +1,7 @@
-//! Test kit for wix-cluster's black-box tests: start an example as a real process (killed
-//! with everything it spawned when dropped), read its log, list its children, speak HTTP
-//! to it.
+//! Test kit for wix-cluster's black-box tests: start an example, or a fixture program of
+//! the test-support package, as a real process (killed with everything it spawned when
+//! dropped, its log printed when the test fails), read its log, list its children, speak
+//! HTTP to it.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,9 +17,30 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 /// What the master logs once its management app is bound, before the address.
 pub const MANAGEMENT_LINE: &str = "management app listening on ";
 
-/// The path of a built example, building it first (once per test process).
+/// The path of a built example of this package (`examples/<name>.rs`), building it
+/// first (once per test process).
 pub fn example_path(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    built(Target::Example, name)
+}
+
+/// The path of a built fixture program: a binary of the test-support package
+/// (`test-support/src/bin/<name>.rs`), building it first (once per test process).
+pub fn fixture_path(name: &str) -> PathBuf {
+    built(Target::Fixture, name)
+}
+
+/// What [`built`] builds.
+#[derive(Clone, Copy, PartialEq)]
+enum Target {
+    /// An example of this package.
+    Example,
+    /// A binary of the test-support package.
+    Fixture,
+}
+
+/// Builds `name` (once per test process, in the test's own profile) and returns its path.
+fn built(target: Target, name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<Vec<(Target, String)>>> = OnceLock::new();
     let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
     let mut built = built.lock().unwrap_or_else(|p| p.into_inner());
     let exe = std::env::current_exe().expect("test executable path");
@@ -28,12 +50,21 @@ pub fn example_path(name: &str) -> PathBuf {
         .and_then(|deps| deps.parent())
         .expect("test executable lives in target/<profile>/deps")
         .to_path_buf();
-    if !built.iter().any(|b| b == name) {
+    let key = (target, name.to_owned());
+    let (what, path) = match target {
+        Target::Example => (["--example", name], profile_dir.join("examples").join(name)),
+        Target::Fixture => (["--bin", name], profile_dir.join(name)),
+    };
+    if !built.contains(&key) {
         let cargo = option_env!("CARGO").unwrap_or("cargo");
         let mut command = Command::new(cargo);
         command
-            .args(["build", "--quiet", "--example", name, "--manifest-path"])
+            .args(["build", "--quiet", "--manifest-path"])
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+        if target == Target::Fixture {
+            command.args(["--package", "wix-cluster-test-support"]);
+        }
+        command.args(what);
         for (key, _) in std::env::vars_os() {
             if key.to_str().is_some_and(is_set_for_tests) {
                 command.env_remove(key);
@@ -43,14 +74,14 @@ pub fn example_path(name: &str) -> PathBuf {
             command.arg("--release");
         }
         let status = command.status().expect("run cargo build");
-        assert!(status.success(), "cargo build --example {name} failed");
-        built.push(name.to_owned());
+        assert!(status.success(), "cargo build {} {name} failed", what[0]);
+        built.push(key);
     }
-    profile_dir.join("examples").join(name)
+    path
 }
 
 /// Whether cargo or nextest set `var` for the test process, not the shell that ran
-/// them. The build of an example must not see these: build scripts (ring's, for one)
+/// them. The build of an example or fixture must not see these: build scripts (ring's, for one)
 /// rerun when `CARGO_MANIFEST_DIR` appears or goes, so each alternation between the
 /// test build and this one would rebuild half the dependency tree.
 fn is_set_for_tests(var: &str) -> bool {
@@ -68,7 +99,7 @@ fn is_set_for_tests(var: &str) -> bool {
     NAMES.contains(&var) || PREFIXES.iter().any(|prefix| var.starts_with(prefix))
 }
 
-/// A running example. Dropping it kills its whole process group (master and workers),
+/// A running example or fixture. Dropping it kills its whole process group (master and workers),
 /// even when the test panics; a test that panics also gets the program's log on stderr
 /// (printed by the drop), so assertions need not add [`Program::log`] to their messages.
 pub struct Program {
@@ -89,6 +120,12 @@ impl Program {
     /// [`Program::management_addr`].
     pub fn start(name: &str, env: &[(&str, &str)]) -> Program {
         Program::start_path(&example_path(name), env)
+    }
+
+    /// Starts fixture program `name` (a binary of the test-support package, see
+    /// [`fixture_path`]) like [`Program::start`].
+    pub fn start_fixture(name: &str, env: &[(&str, &str)]) -> Program {
+        Program::start_path(&fixture_path(name), env)
     }
 
     /// Starts the program at `path` (a deployed copy of an example, say; the path is

@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use wix_cluster_suite::{PATIENCE, Program, http_get, rss_bytes, send_signal, wait_until};
 
 fn probe() -> (Program, SocketAddr) {
-    let program = Program::start(
+    let program = Program::start_fixture(
         "exchange_probe",
         &[("PORT", "0"), ("WIX_CLUSTER_WORKERS", "2")],
     );

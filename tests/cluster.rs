@@ -1,4 +1,5 @@
-//! The cluster as users see it: real examples run as real processes.
+//! The cluster as users see it: the examples (and the fixture programs of the
+//! test-support package) run as real processes.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -166,7 +167,7 @@ fn bad_worker_count_exits_2_with_one_clear_line_and_spawns_nothing() {
 
 #[test]
 fn a_worker_sending_garbage_is_dropped_while_the_others_keep_serving() {
-    let program = Program::start("misbehaving_worker", &[("PORT", "0")]);
+    let program = Program::start_fixture("misbehaving_worker", &[("PORT", "0")]);
     let addr = program.listening_addr();
     let workers = assert_children(&program, 2);
 
@@ -221,7 +222,7 @@ fn a_custom_plugin_notices_every_fork() {
 
 #[test]
 fn a_failing_master_plugin_stops_start_up_before_any_worker() {
-    let mut program = Program::start("failing_plugin", &[]);
+    let mut program = Program::start_fixture("failing_plugin", &[]);
     program.assert_exits_with(1);
     let log = program.log();
     assert!(log.contains(
@@ -231,7 +232,7 @@ fn a_failing_master_plugin_stops_start_up_before_any_worker() {
     assert!(!log.contains("listening on"));
 
     // The same program with the setting present starts its workers.
-    let program = Program::start("failing_plugin", &[("GREETING", "hi")]);
+    let program = Program::start_fixture("failing_plugin", &[("GREETING", "hi")]);
     program.wait_for_log("greeting: hi");
     program.wait_for_workers(2);
 }

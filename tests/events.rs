@@ -105,7 +105,7 @@ fn cause_of(event: &Value) -> String {
 
 #[test]
 fn a_stall_is_logged_with_how_long_the_worker_was_silent() {
-    let program = Program::start("runaway", &[("PORT", "0"), ("STALL_TIMEOUT_MS", "2000")]);
+    let program = Program::start_fixture("runaway", &[("PORT", "0"), ("STALL_TIMEOUT_MS", "2000")]);
     let addr = program.listening_addr();
     program.wait_for_workers(2);
     std::thread::spawn(move || http_get(addr, "/block?ms=600000"));

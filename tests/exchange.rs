@@ -1,5 +1,5 @@
-//! The exchange between real master and worker processes (the `exchange_probe`
-//! example), and the same scenarios in single-process mode.
+//! The exchange between real master and worker processes (the `exchange_probe` fixture
+//! program), and the same scenarios in single-process mode.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -18,7 +18,7 @@ fn probe(mode: Mode) -> (Program, SocketAddr) {
     if mode == Mode::Single {
         env.push(("WIX_CLUSTER_SINGLE", "1"));
     }
-    let program = Program::start("exchange_probe", &env);
+    let program = Program::start_fixture("exchange_probe", &env);
     let addr = program.listening_addr();
     if mode == Mode::Cluster {
         program.wait_for_workers(2);
@@ -225,7 +225,7 @@ in_both_modes!(
 /// successor for a moment) still get broadcasts and app data.
 #[test]
 fn after_a_failed_handover_the_old_workers_still_get_broadcasts_and_app_data() {
-    let program = Program::start(
+    let program = Program::start_fixture(
         "exchange_probe",
         &[
             ("PORT", "0"),
@@ -280,7 +280,7 @@ fn blobs_settle(addr: SocketAddr, pids: &HashSet<u32>, expected: impl Fn(&str) -
 #[test]
 fn sixteen_mib_of_app_data_reaches_every_worker_respawns_and_refreshes() {
     let mib16 = (16 << 20).to_string();
-    let program = Program::start(
+    let program = Program::start_fixture(
         "exchange_probe",
         &[
             ("PORT", "0"),
@@ -333,7 +333,7 @@ fn sixteen_mib_of_app_data_reaches_every_worker_respawns_and_refreshes() {
 #[test]
 fn sixty_four_mib_of_app_data_is_there_before_every_workers_app_runs() {
     let mib64 = (64 << 20).to_string();
-    let program = Program::start(
+    let program = Program::start_fixture(
         "exchange_probe",
         &[
             ("PORT", "0"),

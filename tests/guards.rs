@@ -1,4 +1,4 @@
-//! The `Stall` plugin against real misbehaving workers (the `runaway` example).
+//! The `Stall` plugin against real misbehaving workers (the `runaway` fixture program).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -8,7 +8,7 @@ use wix_cluster_suite::{Load, PATIENCE, Program, http_get, is_alive, wait_until}
 fn runaway(extra: &[(&str, &str)]) -> Program {
     let mut env = vec![("PORT", "0")];
     env.extend_from_slice(extra);
-    Program::start("runaway", &env)
+    Program::start_fixture("runaway", &env)
 }
 
 fn pid_of(addr: std::net::SocketAddr, path: &str) -> u32 {

@@ -61,7 +61,7 @@ fn json_logs_are_one_object_per_line_with_worker_id_generation_and_pid() {
 #[test]
 fn lines_stay_whole_when_many_processes_write_at_once() {
     let env = [("WIX_CLUSTER_LOG_FORMAT", "json"), ("LINES", "500")];
-    let program = Program::start("chatty", &env);
+    let program = Program::start_fixture("chatty", &env);
     // 4 workers x 500 tracing lines + 500 stdout lines each, written concurrently.
     // Wait for every line of both kinds (the master logs lines of its own too).
     let all = wait_until(PATIENCE, || {

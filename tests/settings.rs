@@ -26,7 +26,7 @@ fn a_drain_timeout_of_duration_max_stops_cleanly() {
 
 #[test]
 fn a_max_requests_jitter_of_u64_max_serves_without_panicking() {
-    let program = Program::start(
+    let program = Program::start_fixture(
         "runaway",
         &[
             ("PORT", "0"),

@@ -2,7 +2,7 @@
 //! the `Stall` plugin. Written with the builder instead of the macro, because which
 //! guards are on depends on the environment.
 //!
-//!     STALL_TIMEOUT_MS=3000 CPU_PERCENT=80 cargo run --example runaway
+//!     STALL_TIMEOUT_MS=3000 CPU_PERCENT=80 cargo run -p wix-cluster-test-support --bin runaway
 //!
 //! Routes (each answers with the worker's pid): `/`, `/block?ms=N` (blocks the worker's
 //! one runtime thread), `/hog` (starts a thread that spins forever), `/alloc?mb=N`
