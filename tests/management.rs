@@ -72,14 +72,19 @@ fn pids(rows: &[Value]) -> BTreeSet<u32> {
         .collect()
 }
 
-#[test]
-fn every_page_answers_with_its_documented_fields() {
+/// The `management_page` example with two workers, once both are ready: the program,
+/// its management address and its app's address.
+fn two_ready_workers() -> (Program, SocketAddr, SocketAddr) {
     let program = start("management_page", &[("WIX_CLUSTER_WORKERS", "2")]);
     let management = program.management_addr();
     let app = program.listening_addr();
     program.wait_for_200(management, "/health/ready");
+    (program, management, app)
+}
 
-    // GET /: info.
+#[test]
+fn the_info_page_describes_the_app_the_master_and_the_workers() {
+    let (program, management, app) = two_ready_workers();
     let (status, info) = get_json(management, "/");
     assert_eq!(status, 200, "{info}");
     assert_eq!(info["app"]["name"], "management_page");
@@ -102,8 +107,14 @@ fn every_page_answers_with_its_documented_fields() {
     assert_eq!(info["mount_point"], "");
     assert_eq!(info["app_addrs"][0], app.to_string());
     assert_eq!(info["admin_actions"], false);
+}
 
-    // GET /workers: one row per worker process, with every field.
+#[test]
+fn the_workers_page_has_a_row_per_worker_with_every_field_sampled_and_counted() {
+    let (program, management, app) = two_ready_workers();
+    let (_, info) = get_json(management, "/");
+    let started = info["started_at"].as_f64().expect("started_at");
+
     let (status, workers) = get_json(management, "/workers");
     assert_eq!(status, 200);
     assert_eq!(workers["desired"], 2);
@@ -151,8 +162,11 @@ fn every_page_answers_with_its_documented_fields() {
         served >= 5
     });
     assert!(counted, "requests never counted");
+}
 
-    // Health.
+#[test]
+fn the_health_pages_say_alive_ready_and_that_the_app_answers() {
+    let (_program, management, app) = two_ready_workers();
     let (status, alive) = get_json(management, "/health/is_alive");
     assert_eq!((status, &alive["status"]), (200, &Value::from("alive")));
     assert_eq!(alive["failing"], false);
@@ -171,8 +185,27 @@ fn every_page_answers_with_its_documented_fields() {
         format!("http://{app}/health/is_alive"),
         "{deployment}"
     );
+}
 
-    // Stats: counters and the latest sample per worker.
+#[test]
+fn the_stats_pages_have_the_counters_and_each_workers_samples() {
+    let (_program, management, _) = two_ready_workers();
+    // A worker's row and history appear with its samples (taken every 2 s).
+    let (mut stats, mut history) = (Value::Null, Value::Null);
+    let sampled = wait_until(PATIENCE, || {
+        stats = get_json(management, "/stats").1;
+        history = get_json(management, "/stats/history").1;
+        let each_sampled = |page: &Value, sampled: fn(&Value) -> bool| {
+            page["workers"]
+                .as_array()
+                .is_some_and(|rows| rows.len() == 2 && rows.iter().all(sampled))
+        };
+        each_sampled(&stats, |row| row["sampled_at"].is_f64())
+            && each_sampled(&history, |worker| {
+                worker["samples"].as_array().is_some_and(|s| !s.is_empty())
+            })
+    });
+    assert!(sampled, "not sampled: {stats} {history}");
     let (status, stats) = get_json(management, "/stats");
     assert_eq!(status, 200);
     assert_eq!(stats["sampled_every_ms"], 2000);
@@ -208,14 +241,21 @@ fn every_page_answers_with_its_documented_fields() {
         assert!(sample["t"].as_u64().is_some() && sample["rss_bytes"].as_u64().is_some());
         assert!(sample["cpu_percent"].as_f64().is_some(), "{sample}");
     }
+}
 
-    // The program's own page, beside the built-in ones, served by the master.
+#[test]
+fn the_programs_own_page_is_served_by_the_master_beside_the_built_in_ones() {
+    let (program, management, _) = two_ready_workers();
     let (status, custom) = get_json(management, "/custom");
     assert_eq!(status, 200);
     assert_eq!(custom["message"], "Hi from a custom management page");
     assert_eq!(custom["served_by_pid"], program.pid());
+    assert_eq!(get(management, "/no/such/page").status, 404);
+}
 
-    // The dashboard is HTML with the worker table.
+#[test]
+fn the_dashboard_is_html_with_the_worker_table() {
+    let (_program, management, _) = two_ready_workers();
     let dashboard = get(management, "/dashboard");
     assert_eq!(dashboard.status, 200);
     assert!(
@@ -225,8 +265,6 @@ fn every_page_answers_with_its_documented_fields() {
     );
     assert!(dashboard.body.contains("<table id=\"workers\">"));
     assert!(dashboard.body.contains("const BASE = \"\";"));
-
-    assert_eq!(get(management, "/no/such/page").status, 404);
 }
 
 #[test]
