@@ -1,0 +1,6 @@
+#[wix_cluster::exchange("orders")]
+struct Order<T> {
+    id: T,
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[wix_cluster::exchange("orders")]
+fn order() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[wix_cluster::exchange("orders", response = u64, response = String)]
+struct Order {
+    id: u64,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[wix_cluster::exchange]
+struct Order {
+    id: u64,
+}
+
+fn main() {}
