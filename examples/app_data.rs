@@ -1,4 +1,4 @@
-//! The seed's RDF plugin: the master loads a table when it starts and refreshes it every
+//! App data from the master: the master loads a table when it starts and refreshes it every
 //! `REFRESH_MS` (default 5000); every worker has the current table before its app runs
 //! and answers from its own copy.
 //!

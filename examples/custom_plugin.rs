@@ -1,4 +1,4 @@
-//! The seed's custom plugin: a plugin that notices every fork.
+//! A plugin of the program's own: it notices every fork.
 //!
 //!     cargo run --example custom_plugin
 //!

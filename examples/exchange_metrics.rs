@@ -1,4 +1,4 @@
-//! The seed's management-app consumer: every worker reports its requests per second
+//! A cluster-wide request rate: every worker reports its requests per second
 //! over the exchange (`{ evt: "req.per.second", value }`), and the master adds them up
 //! and logs the cluster's rate. The same numbers also go through
 //! `wix_cluster::metrics` (custom metrics the master collects), which the `Statsd`

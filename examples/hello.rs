@@ -1,4 +1,4 @@
-//! The seed's basic usage: four workers answer "Hi there" on one shared port.
+//! Basic usage: four workers answer "Hi there" on one shared port.
 //!
 //!     cargo run --example hello          # then: curl -i localhost:8080
 //!

@@ -1,5 +1,5 @@
-//! Exchange throughput and latency, measured the way Node's peer measures its own
-//! (`../shared/peers/node-cluster/server.js --ipc-bench M`).
+//! Exchange throughput and latency, measured the way Node's cluster benchmark measures
+//! its IPC (`server.js --ipc-bench M`), so that `bench/ipc.py` can compare the two.
 //!
 //!     cargo run --release --example ipc_bench
 //!
@@ -120,7 +120,7 @@ async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
         }
         let _ = Latencies { ns }.send();
     });
-    // Like Node's peer: give the master a moment, then flood it.
+    // Like Node's benchmark: give the master a moment, then flood it.
     tokio::time::sleep(Duration::from_millis(200)).await;
     for value in 0..messages {
         Metric {

@@ -1,5 +1,5 @@
-//! The seed's management example: the built-in management app on the master, plus a
-//! page of the program's own (`/custom`) mounted beside the built-in ones.
+//! The management app: the built-in one on the master, plus a page of the program's
+//! own (`/custom`) mounted beside the built-in ones.
 //!
 //!     cargo run --example management_page
 //!     # then: open http://127.0.0.1:8084/dashboard

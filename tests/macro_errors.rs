@@ -1,5 +1,6 @@
-//! `#[wix_cluster::main]` misuse is a compile error pointing at the mistake
-//! (`tests/fail/*.rs`, with the expected errors in the `.stderr` next to each).
+//! `#[wix_cluster::main]` and `#[wix_cluster::exchange]` misuse is a compile error pointing
+//! at the mistake (`tests/fail/*.rs`, the exchange cases named `exchange_*`, with the
+//! expected errors in the `.stderr` next to each).
 //!
 //! After changing an error, regenerate the snapshots with
 //! `TRYBUILD=overwrite cargo test --test macro_errors` and read every changed `.stderr`.

@@ -1,4 +1,5 @@
-//! Valid uses of `#[wix_cluster::main]` compile and run (`tests/pass/*.rs`).
+//! Valid uses of `#[wix_cluster::main]` and `#[wix_cluster::exchange]` compile and run
+//! (`tests/pass/*.rs`).
 //!
 //! trybuild runs each case, so the cases run in single-process mode: `main` returns at
 //! once and the program exits. (In master mode, workers that return at once would make

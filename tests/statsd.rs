@@ -101,7 +101,8 @@ fn the_master_publishes_cluster_and_custom_worker_metrics_over_udp() {
             .is_some_and(|(_, k)| k == "g"),
         "{seen:?}"
     );
-    // The seed's aggregation over the exchange works alongside.
+    // The example's own sum over the exchange (the master logs the cluster's rate)
+    // works alongside.
     let summed = wait_until(PATIENCE, || {
         program.log().contains("cluster req.per.second:")
     });

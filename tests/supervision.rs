@@ -1,5 +1,5 @@
-//! Supervision under real load: respawn, cyclic death, start-up failure, death row,
-//! graceful drain, rolling restart, scaling.
+//! Supervision under real load: respawn, cyclic death, start-up failure, a panicking
+//! worker replaced at once while it drains, graceful drain, rolling restart, scaling.
 
 use std::collections::HashSet;
 use std::time::Duration;
