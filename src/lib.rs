@@ -310,14 +310,27 @@ impl Program {
         nix::sys::signal::kill(group, signal).expect("signal the process group");
     }
 
-    /// Waits up to `timeout` for the master to exit.
+    /// Waits up to `timeout` for the master to exit; once it has, [`Program::log`] has
+    /// everything it (and its workers) wrote.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         while self.status.is_none() && Instant::now() < deadline {
             self.status = self.child.try_wait().expect("poll the master");
             std::thread::sleep(Duration::from_millis(20));
         }
+        if self.status.is_some() {
+            self.wait_for_capture();
+        }
         self.status
+    }
+
+    /// Waits up to 1 s for the capture threads to copy the last lines and end (the pipes
+    /// close when every process of the program has exited; a process that left the
+    /// group, such as a new master after an upgrade, keeps them open).
+    fn wait_for_capture(&self) {
+        wait_until(Duration::from_secs(1), || {
+            self.capture.iter().all(|thread| thread.is_finished())
+        });
     }
 
     /// Waits up to [`PATIENCE`] for the master to exit and asserts that it exited with
@@ -341,11 +354,7 @@ impl Drop for Program {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            // Let the capture threads copy the last lines, unless a process that left
-            // the group (a new master, say) still holds the pipes open.
-            wait_until(Duration::from_secs(1), || {
-                self.capture.iter().all(|thread| thread.is_finished())
-            });
+            self.wait_for_capture();
             eprintln!(
                 "---- log of {} (pid {}) ----\n{}---- end of the log of {} ----",
                 self.name,
