@@ -303,7 +303,7 @@ pub(crate) fn totals() -> Vec<(SeriesKey, Total)> {
     aggregate().totals()
 }
 
-/// Adds the totals an old master handed over.
-pub(crate) fn adopt(totals: Vec<(SeriesKey, Total)>) {
-    aggregate().adopt(totals);
+/// The old master's latest totals (an upgrade): they replace the ones it sent before.
+pub(crate) fn set_predecessor(totals: Vec<(SeriesKey, Total)>) {
+    aggregate().set_predecessor(totals);
 }
