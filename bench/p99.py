@@ -31,7 +31,10 @@ def start(variant):
     if variant == "node":
         return run.start_node(2)
     if variant == "single":
-        return run.start_ours(1, name=variant, WIX_CLUSTER_SINGLE=1)
+        proc = run.Proc([os.path.join(run.EXAMPLES, "hello")],
+                        env=run.base_env(PORT=0, WIX_CLUSTER_SINGLE=1))
+        _, _, m = proc.wait_for(r"(?<!management app )listening on 127\.0\.0\.1:(\d+)")
+        return run.Server(variant, proc, int(m.group(1)), 1)
     if variant == "ours2-off":
         return run.start_ours(2, name=variant, WIX_CLUSTER_REQUEST_METRICS=0)
     if variant == "ours2-pin":

@@ -347,3 +347,35 @@ fn a_flood_of_series_and_increments_keeps_the_master_bounded() {
         value(s, "wix_cluster_metrics_dropped_total", &[]).is_some_and(|n| n >= 16_000.0)
     });
 }
+
+#[test]
+fn in_single_process_mode_the_same_recorder_serves_metrics() {
+    let program = Program::start(
+        "metrics",
+        &[
+            ("PORT", "0"),
+            ("WIX_CLUSTER_MANAGEMENT_ADDR", "127.0.0.1:0"),
+            ("WIX_CLUSTER_SINGLE", "1"),
+        ],
+    );
+    let app = program.listening_addr();
+    let management = program.management_addr();
+    program.wait_for_200(app, "/");
+    requests(app, "/job?kind=solo", 4);
+    let text = scrape_until(management, "the one process's metrics", |s| {
+        value(s, "app_jobs_requested_total", &[("kind", "solo")]) == Some(4.0)
+            && value(s, "support_jobs_processed_total", &[("kind", "solo")]) == Some(4.0)
+    });
+    let scrape = parse(&text);
+    // The one process is worker 0.
+    assert_eq!(
+        value(&scrape, "app_worker_generation", &[("worker", "0")]),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("http_server_request_duration_seconds_count{"),
+        "{text}"
+    );
+    promtool_finds_nothing(&text);
+}

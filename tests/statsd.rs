@@ -47,6 +47,11 @@ fn the_master_publishes_cluster_and_custom_worker_metrics_over_udp() {
 
     let mut seen: HashMap<String, (f64, String)> = HashMap::new();
     let mut served_total = 0.0;
+    // The request metrics of `http::serve`, through the facade: the duration
+    // histogram's observations since each send, as a StatsD counter.
+    let histogram_count = "wix_cluster.http_server_request_duration_seconds.\
+                           http_request_method.GET.http_response_status_class.2xx.count";
+    let mut observed_total = 0.0;
     let deadline = Instant::now() + PATIENCE;
     let mut buf = [0u8; 2048];
     while Instant::now() < deadline {
@@ -57,9 +62,13 @@ fn the_master_publishes_cluster_and_custom_worker_metrics_over_udp() {
             if name == "wix_cluster.requests.served" && kind == "c" {
                 served_total += value;
             }
+            if name == histogram_count && kind == "c" {
+                observed_total += value;
+            }
             seen.insert(name, (value, kind));
         }
         if served_total >= 20.0
+            && observed_total >= 20.0
             && seen
                 .get("wix_cluster.workers.ready")
                 .is_some_and(|(v, _)| *v == 2.0)
@@ -70,6 +79,17 @@ fn the_master_publishes_cluster_and_custom_worker_metrics_over_udp() {
     assert_eq!(
         served_total, 20.0,
         "the counter increments add up to the requests made: {seen:?}"
+    );
+    assert!(
+        observed_total >= 20.0,
+        "the request histogram's counts cover the requests made: {seen:?}"
+    );
+    let p99 = "wix_cluster.http_server_request_duration_seconds.\
+               http_request_method.GET.http_response_status_class.2xx.p99";
+    assert!(
+        seen.iter()
+            .any(|(name, (_, kind))| name == p99 && kind == "g"),
+        "{seen:?}"
     );
     assert_eq!(
         seen.get("wix_cluster.workers.ready"),

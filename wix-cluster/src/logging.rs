@@ -19,7 +19,7 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::WorkerId;
 
 /// `WIX_CLUSTER_LOG_FORMAT`: `text` (default) or `json`.
-pub const ENV_LOG_FORMAT: &str = "WIX_CLUSTER_LOG_FORMAT";
+pub(crate) const ENV_LOG_FORMAT: &str = "WIX_CLUSTER_LOG_FORMAT";
 
 /// Which process writes the log.
 pub(crate) struct Identity {

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 /// How often the master samples each worker's CPU time and memory when nothing else is
 /// set: often enough for the dashboard's charts to move.
-pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How far back the history of samples (the dashboard's charts) goes.
-pub const HISTORY: Duration = Duration::from_secs(5 * 60);
+pub(crate) const HISTORY: Duration = Duration::from_secs(5 * 60);
 
 /// The management app's settings: user pages mounted beside the built-in ones, a mount
 /// point prefixing every page, the admin token that enables `POST` actions, and how

@@ -33,6 +33,9 @@ use crate::ipc::{self, FrameReader, Outbox};
 /// `<fd>:<old master pid>`.
 pub(crate) const ENV_UPGRADE: &str = "__WIX_CLUSTER_UPGRADE";
 
+/// How often the old master sends its metrics' totals to the new one.
+const TOTALS_EVERY: Duration = Duration::from_millis(500);
+
 /// How long the new master waits for the old one to hand its sockets over.
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -54,9 +57,11 @@ enum Handing {
     Changes(RunTimeChanges),
     /// Every socket has been handed.
     Done,
-    /// The cluster's counter and histogram totals, for the new master to go on from.
-    /// Sent after `Done` (and read after it, without holding the start-up up), so that
-    /// masters of builds without it still understand the handover.
+    /// The cluster's counter and histogram totals, for the new master to go on from:
+    /// each replaces the one before. Sent after `Done`, and again every
+    /// [`TOTALS_EVERY`] while the old master lives (read after `Done`, without holding
+    /// the start-up up), so that masters of builds without it still understand the
+    /// handover.
     Metrics(Vec<(crate::metrics::SeriesKey, crate::metrics::Total)>),
 }
 
@@ -138,6 +143,21 @@ pub(crate) fn start(
     out.send(&Handing::Done).map_err(broken)?;
     out.send(&Handing::Metrics(crate::metrics::totals()))
         .map_err(broken)?;
+    // The totals again every half second while this master lives: its workers go on
+    // counting until the new master is ready and they have drained, and the new
+    // master's sums must never fall below what this one showed.
+    let totals_out = out.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(TOTALS_EVERY).await;
+            if totals_out
+                .send(&Handing::Metrics(crate::metrics::totals()))
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
 
     let answers = reports.clone();
     tokio::spawn(async move {
@@ -245,7 +265,7 @@ impl Predecessor {
                         management = Some(listener);
                     }
                     Some(Handing::Changes(handed)) => changes = handed,
-                    Some(Handing::Metrics(totals)) => crate::metrics::adopt(totals),
+                    Some(Handing::Metrics(totals)) => crate::metrics::set_predecessor(totals),
 
                     Some(Handing::Done) => return Ok(()),
                 }
@@ -258,7 +278,7 @@ impl Predecessor {
         tokio::spawn(async move {
             while let Ok(Some(msg)) = reader.recv::<Handing>().await {
                 if let Handing::Metrics(totals) = msg {
-                    crate::metrics::adopt(totals);
+                    crate::metrics::set_predecessor(totals);
                 }
             }
         });

@@ -62,6 +62,8 @@ struct Process {
 pub(crate) struct Aggregate {
     processes: HashMap<ProcessKey, Process>,
     retired: BTreeMap<SeriesKey, Total>,
+    /// The latest totals of the master this one replaced (an upgrade).
+    predecessor: BTreeMap<SeriesKey, Total>,
     folded: VecDeque<ProcessKey>,
     descriptions: BTreeMap<String, String>,
 }
@@ -174,14 +176,20 @@ impl Aggregate {
             descriptions: self.descriptions.clone(),
             ..View::default()
         };
-        for (series, total) in &self.retired {
+        for (series, total) in self.retired.iter().chain(&self.predecessor) {
             match total {
                 Total::Counter(value) => {
-                    view.counters.insert(series.clone(), *value);
+                    let sum = view.counters.entry(series.clone()).or_default();
+                    *sum = sum.saturating_add(*value);
                 }
-                Total::Histogram(buckets) => {
-                    view.histograms.insert(series.clone(), buckets.clone());
-                }
+                Total::Histogram(buckets) => match view.histograms.get_mut(series) {
+                    Some(sum) => {
+                        sum.merge(buckets);
+                    }
+                    None => {
+                        view.histograms.insert(series.clone(), buckets.clone());
+                    }
+                },
             }
         }
         let newest = self.newest_live();
@@ -266,11 +274,10 @@ impl Aggregate {
         counters.chain(histograms).collect()
     }
 
-    /// Adds totals an old master handed over.
-    pub(crate) fn adopt(&mut self, totals: Vec<(SeriesKey, Total)>) {
-        for (series, total) in totals {
-            self.add_retired(series, total);
-        }
+    /// Takes the latest totals of the master this one replaces, in place of the ones
+    /// it sent before (at most [`MAX_RETIRED_SERIES`] series).
+    pub(crate) fn set_predecessor(&mut self, totals: Vec<(SeriesKey, Total)>) {
+        self.predecessor = totals.into_iter().take(MAX_RETIRED_SERIES).collect();
     }
 }
 
@@ -324,19 +331,18 @@ mod tests {
     }
 
     #[test]
-    fn handed_totals_add_to_the_new_masters() {
+    fn handed_totals_add_to_the_new_masters_and_the_latest_replaces_the_last() {
         let mut old = Aggregate::default();
         let jobs = SeriesKey::new("jobs", vec![]);
-        old.ingest(
-            Origin::Worker(WorkerId(1)),
-            batch(0, vec![(jobs.clone(), Reading::Counter(4))]),
-        );
+        let one = Origin::Worker(WorkerId(1));
+        old.ingest(one, batch(0, vec![(jobs.clone(), Reading::Counter(4))]));
         let mut new = Aggregate::default();
-        new.adopt(old.totals());
-        new.ingest(
-            Origin::Worker(WorkerId(1)),
-            batch(0, vec![(jobs.clone(), Reading::Counter(1))]),
-        );
+        new.set_predecessor(old.totals());
+        new.ingest(one, batch(0, vec![(jobs.clone(), Reading::Counter(1))]));
         assert_eq!(new.view().counters[&jobs], 5);
+        // The old workers went on counting until they drained.
+        old.ingest(one, batch(0, vec![(jobs.clone(), Reading::Counter(9))]));
+        new.set_predecessor(old.totals());
+        assert_eq!(new.view().counters[&jobs], 10);
     }
 }

@@ -4,7 +4,9 @@
 //! Every process of a cluster installs a recorder (`recorder.rs`): `counter!`,
 //! `gauge!` and `histogram!` calls, with labels, from the app and from any library it
 //! uses, update atomics in the process. Every [`FLUSH_INTERVAL`] a worker sends the
-//! series that changed, in one exchange message, to the master, which keeps the cluster's
+//! series that changed, in one exchange message (every 10 s, and after a batch the
+//! channel refused, all of them: values are totals, so a lost batch is made good), to
+//! the master, which keeps the cluster's
 //! view (`aggregate.rs`) for `/metrics`, the dashboard and the `Statsd` plugin:
 //!
 //! - **counters** are summed over every process that reported them; a process that
@@ -178,18 +180,33 @@ pub(crate) fn flush_worker(generation: u32) {
 }
 
 fn send(registry: &Registry, generation: u32) {
-    if let Some(batch) = changes(registry, generation) {
+    // Set when a batch could not be sent (the channel's backlog is full): its changes
+    // are lost, so the next batch carries every series. Every [`REFRESH_EVERY`] batches
+    // do anyway.
+    static RESEND_ALL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static SENT: AtomicU64 = AtomicU64::new(0);
+    let refresh = SENT.fetch_add(1, Ordering::Relaxed) % REFRESH_EVERY == 0;
+    let all = RESEND_ALL.swap(false, Ordering::Relaxed) || refresh;
+    if let Some(batch) = changes(registry, generation, all) {
         if let Err(e) = exchange::send(&batch) {
+            RESEND_ALL.store(true, Ordering::Relaxed);
             tracing::debug!("metrics not sent: {e}");
         }
     }
 }
 
+/// Every how many batches a worker sends all its series, changed or not.
+const REFRESH_EVERY: u64 = 40;
+
 /// What changed since the last call, as a batch; `None` when nothing did. This
 /// process's count of dropped updates travels as the counter [`DROPPED_TOTAL`].
-fn changes(registry: &Registry, generation: u32) -> Option<Batch> {
+fn changes(registry: &Registry, generation: u32, all: bool) -> Option<Batch> {
     static SENT_DROPPED: AtomicU64 = AtomicU64::new(0);
-    let (mut series, descriptions) = registry.take_changes();
+    let (mut series, descriptions) = if all {
+        registry.take_all()
+    } else {
+        registry.take_changes()
+    };
     let dropped = dropped_updates();
     if SENT_DROPPED.swap(dropped, Ordering::Relaxed) != dropped {
         series.push((
@@ -246,7 +263,7 @@ pub(crate) fn start_collector(settings: &Settings, origin: Origin) {
 }
 
 fn collect_own(registry: &Registry, origin: Origin) {
-    if let Some(batch) = changes(registry, 0) {
+    if let Some(batch) = changes(registry, 0, false) {
         aggregate().ingest(origin, batch);
     }
 }
@@ -286,7 +303,7 @@ pub(crate) fn totals() -> Vec<(SeriesKey, Total)> {
     aggregate().totals()
 }
 
-/// Adds the totals an old master handed over.
-pub(crate) fn adopt(totals: Vec<(SeriesKey, Total)>) {
-    aggregate().adopt(totals);
+/// The old master's latest totals (an upgrade): they replace the ones it sent before.
+pub(crate) fn set_predecessor(totals: Vec<(SeriesKey, Total)>) {
+    aggregate().set_predecessor(totals);
 }

@@ -94,22 +94,31 @@ impl Registry {
     /// Every series that changed since the last call, with its value now, and the
     /// descriptions given since.
     pub(crate) fn take_changes(&self) -> Changes {
+        self.take(false)
+    }
+
+    /// Every series with its value now, changed or not (and the new descriptions).
+    pub(crate) fn take_all(&self) -> Changes {
+        self.take(true)
+    }
+
+    fn take(&self, all: bool) -> Changes {
         let mut cells = self.cells();
         let mut changed = Vec::new();
         for cell in cells.counters.values() {
-            if cell.dirty.swap(false, Ordering::AcqRel) {
+            if cell.dirty.swap(false, Ordering::AcqRel) || all {
                 let value = cell.value.load(Ordering::Relaxed);
                 changed.push((cell.key.clone(), Reading::Counter(value)));
             }
         }
         for cell in cells.gauges.values() {
-            if cell.dirty.swap(false, Ordering::AcqRel) {
+            if cell.dirty.swap(false, Ordering::AcqRel) || all {
                 let value = f64::from_bits(cell.bits.load(Ordering::Relaxed));
                 changed.push((cell.key.clone(), Reading::Gauge(value)));
             }
         }
         for cell in cells.histograms.values() {
-            if cell.dirty.swap(false, Ordering::AcqRel) {
+            if cell.dirty.swap(false, Ordering::AcqRel) || all {
                 changed.push((cell.key.clone(), Reading::Histogram(cell.read())));
             }
         }
@@ -340,6 +349,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(recorder.0.take_changes().0.is_empty());
+        assert_eq!(recorder.0.take_all().0.len(), 2);
         counter.increment(1);
         assert_eq!(
             recorder.0.take_changes().0,
