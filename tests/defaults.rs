@@ -18,10 +18,17 @@ fn replaced(program: &Program, n: usize, gone: u32) -> Vec<u32> {
     workers
 }
 
+/// The cluster's `n` workers once it has served (a worker killed before any is ready
+/// is a failed start: the cluster stops, by design).
+fn started(program: &Program, n: usize) -> Vec<u32> {
+    program.wait_for_200(program.listening_addr(), "/");
+    program.wait_for_workers(n)
+}
+
 #[test]
 fn with_no_plugins_a_killed_worker_is_replaced() {
     let program = Program::start("defaults", &[("PORT", "0")]);
-    let workers = program.wait_for_workers(3);
+    let workers = started(&program, 3);
     send_signal(workers[1], Signal::SIGKILL);
     replaced(&program, 3, workers[1]);
     let addr = program.listening_addr();
@@ -31,7 +38,7 @@ fn with_no_plugins_a_killed_worker_is_replaced() {
 #[test]
 fn with_no_plugins_a_crash_loop_is_detected() {
     let program = Program::start("defaults", &[("PORT", "0"), ("EXIT_AFTER_MS", "50")]);
-    let workers = program.wait_for_workers(3);
+    let workers = started(&program, 3);
     // The first generation lives; kill them so every slot loops.
     for pid in workers {
         send_signal(pid, Signal::SIGKILL);
@@ -46,7 +53,7 @@ fn with_no_plugins_a_crash_loop_is_detected() {
 #[test]
 fn with_no_plugins_a_stalled_worker_is_killed_and_replaced() {
     let program = Program::start("defaults", &[("PORT", "0")]);
-    let workers = program.wait_for_workers(3);
+    let workers = started(&program, 3);
     let addr = program.listening_addr();
     // Block every worker's loop for longer than the default heartbeat timeout (30 s);
     // each is killed and replaced.
@@ -69,7 +76,7 @@ fn with_no_plugins_a_stalled_worker_is_killed_and_replaced() {
 #[test]
 fn without_respawn_a_killed_worker_stays_dead() {
     let program = Program::start("without_respawn", &[("PORT", "0")]);
-    let workers = program.wait_for_workers(3);
+    let workers = started(&program, 3);
     send_signal(workers[0], Signal::SIGKILL);
     program.wait_until_gone(workers[0]);
     std::thread::sleep(Duration::from_millis(1500));
