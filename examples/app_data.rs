@@ -57,11 +57,8 @@ impl Plugin for PriceTable {
 
 #[wix_cluster::main(workers = 2, plugins(PriceTable, Respawn, Graceful))]
 async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(8080);
-    let listener = worker.listen(("127.0.0.1", port)).await?;
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_owned());
+    let listener = worker.listen(format!("127.0.0.1:{port}")).await?;
     let app = Router::new().route(
         "/price/{item}",
         get(|Path(item): Path<String>| async move {

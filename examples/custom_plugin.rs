@@ -29,11 +29,8 @@ impl Plugin for ForkNotifier {
 #[wix_cluster::main(plugins(ForkNotifier, Respawn, Graceful))]
 async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
     let host = std::env::var("HOST").unwrap_or_else(|_| "0.0.0.0".to_owned());
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|port| port.parse().ok())
-        .unwrap_or(8080);
-    let listener = worker.listen((host.as_str(), port)).await?;
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_owned());
+    let listener = worker.listen(format!("{host}:{port}")).await?;
     let app = Router::new().route("/", get(|| async { "Hi there" }));
     wix_cluster::http::serve(listener, app, &worker).await
 }

@@ -23,11 +23,8 @@ async fn exit() -> &'static str {
 
 #[wix_cluster::main(workers = 3)]
 async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|port| port.parse().ok())
-        .unwrap_or(8080);
-    let listener = worker.listen(("127.0.0.1", port)).await?;
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_owned());
+    let listener = worker.listen(format!("127.0.0.1:{port}")).await?;
     let exit_after = std::env::var("EXIT_AFTER_MS")
         .ok()
         .and_then(|ms| ms.parse().ok())

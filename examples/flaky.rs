@@ -83,11 +83,8 @@ async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
         ));
     }
     tokio::time::sleep(Duration::from_millis(env_number("START_DELAY_MS", 0))).await;
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|port| port.parse().ok())
-        .unwrap_or(8080);
-    let listener = worker.listen(("127.0.0.1", port)).await?;
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_owned());
+    let listener = worker.listen(format!("127.0.0.1:{port}")).await?;
     let pid = worker.pid().to_string();
     let app = Router::new()
         .route(

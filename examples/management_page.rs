@@ -36,11 +36,8 @@ fn admin_pages() -> Router {
     management_page = admin_pages
 )]
 async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|port| port.parse().ok())
-        .unwrap_or(8080);
-    let listener = worker.listen(("127.0.0.1", port)).await?;
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_owned());
+    let listener = worker.listen(format!("127.0.0.1:{port}")).await?;
     wix_cluster::metrics::gauge("app_ready", 1.0);
     let pid = worker.pid().to_string();
     let app = Router::new()

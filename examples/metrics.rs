@@ -30,10 +30,7 @@ struct Flood {
 
 #[wix_cluster::main(workers = 2)]
 async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|port| port.parse().ok())
-        .unwrap_or(8080);
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_owned());
     metrics::describe_counter!(
         "app_jobs_requested_total",
         "Jobs asked of the app, by kind."
@@ -69,7 +66,7 @@ async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
                 "flooded"
             }),
         );
-    let listener = worker.listen(("127.0.0.1", port)).await?;
+    let listener = worker.listen(format!("127.0.0.1:{port}")).await?;
     tracing::info!("listening on {}", listener.local_addr()?);
     wix_cluster::http::serve(listener, app, &worker).await
 }

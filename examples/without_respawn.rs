@@ -9,11 +9,8 @@ use axum::{Router, routing::get};
 
 #[wix_cluster::main(workers = 3, without(Respawn))]
 async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|port| port.parse().ok())
-        .unwrap_or(8080);
-    let listener = worker.listen(("127.0.0.1", port)).await?;
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_owned());
+    let listener = worker.listen(format!("127.0.0.1:{port}")).await?;
     let pid = worker.pid().to_string();
     let app = Router::new().route("/", get(move || async move { pid }));
     wix_cluster::http::serve(listener, app, &worker).await

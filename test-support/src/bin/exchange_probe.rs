@@ -263,11 +263,8 @@ async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
     record::<Note>(notes.clone(), |note| note.text);
     record::<Other>(others.clone(), |other| other.text);
 
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(8080);
-    let listener = worker.listen(("127.0.0.1", port)).await?;
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_owned());
+    let listener = worker.listen(format!("127.0.0.1:{port}")).await?;
     let reply = move |text: String| format!("{pid} {text}");
     let ask = move |ask: Ask| match ask.send() {
         Ok(()) => reply("asked".into()),
