@@ -14,18 +14,20 @@ pub const ENV_MANAGEMENT_ADDR: &str = "WIX_CLUSTER_MANAGEMENT_ADDR";
 /// require (overrides the program's; empty means none).
 pub const ENV_ADMIN_TOKEN: &str = "WIX_CLUSTER_ADMIN_TOKEN";
 /// `WIX_CLUSTER_DRAIN_DELAY`: how long the cluster reports not ready before its workers
-/// start draining on a stop (overrides `Graceful(delay = ..)`): `500ms`, `5s` or `0`.
+/// start draining on a stop (overrides `Graceful(delay = ..)`): a duration such as
+/// `500ms`, `5s`, `1m 30s` or `0`, at most 1 h. Every duration variable is read in
+/// [`humantime`]'s grammar, the one the macro's plugin settings use.
 pub const ENV_DRAIN_DELAY: &str = "WIX_CLUSTER_DRAIN_DELAY";
 /// `WIX_CLUSTER_READY_TIMEOUT`: how long a new process may take to become ready before
 /// it is given up on — a worker's successor (rolling restart, recycle) and a new master
-/// with all its workers (upgrade): `500ms` or `90s`, more than 0, at most 1 h.
+/// with all its workers (upgrade): `500ms`, `90s` or `1m 30s`, more than 0, at most 1 h.
 pub const ENV_READY_TIMEOUT: &str = "WIX_CLUSTER_READY_TIMEOUT";
 /// `WIX_CLUSTER_HEADER_READ_TIMEOUT`: how long a connection to the app
 /// ([`crate::http::serve`]) or the management app may take to send a whole request head
-/// (`500ms`, `10s`; more than 0, at most 1 h).
+/// (`500ms`, `10s`, `1m`; more than 0, at most 1 h).
 pub const ENV_HEADER_READ_TIMEOUT: &str = "WIX_CLUSTER_HEADER_READ_TIMEOUT";
 /// `WIX_CLUSTER_IDLE_TIMEOUT`: how long such a connection may stay open with nothing to
-/// do (`500ms`, `60s`; more than 0, at most 1 h).
+/// do (`500ms`, `60s`, `1m 30s`; more than 0, at most 1 h).
 pub const ENV_IDLE_TIMEOUT: &str = "WIX_CLUSTER_IDLE_TIMEOUT";
 /// `WIX_CLUSTER_WATCH`: `1` turns watch mode on (the cluster upgrades itself when its
 /// program file changes), `0` off.
@@ -284,7 +286,7 @@ impl Config {
                 ConfigError::new(
                     ENV_DRAIN_DELAY,
                     &raw,
-                    "a duration in ms or s such as 500ms or 5s, at most 1h",
+                    "a duration such as 500ms, 5s or 1m 30s, at most 1h",
                 )
             })?),
         };
@@ -297,7 +299,7 @@ impl Config {
                         ConfigError::new(
                             ENV_READY_TIMEOUT,
                             &raw,
-                            "a duration in ms or s such as 500ms or 90s, more than 0, at most 1h",
+                            "a duration such as 500ms, 90s or 1m 30s, more than 0, at most 1h",
                         )
                     })?,
             ),
@@ -325,7 +327,7 @@ impl Config {
                         ConfigError::new(
                             env,
                             &raw,
-                            "a duration in ms or s such as 500ms or 30s, more than 0, at most 1h",
+                            "a duration such as 500ms, 30s or 1m 30s, more than 0, at most 1h",
                         )
                     }),
                 None => match requested {
@@ -367,19 +369,15 @@ impl Config {
     }
 }
 
-/// `500ms`, `5s`, `0`: a whole number of milliseconds or seconds, at most an hour.
+/// The longest duration a `WIX_CLUSTER_*` variable may set.
+const MAX_ENV_DURATION: Duration = Duration::from_secs(3600);
+
+/// A duration in [`humantime`]'s grammar (`500ms`, `1.5s`, `1m 30s`, `0`; the macro's
+/// plugin settings use the same), at most an hour.
 fn parse_delay(raw: &str) -> Option<Duration> {
-    let raw = raw.trim();
-    let delay = if let Some(ms) = raw.strip_suffix("ms") {
-        Duration::from_millis(ms.parse().ok()?)
-    } else if let Some(s) = raw.strip_suffix('s') {
-        Duration::from_secs(s.parse().ok()?)
-    } else if raw == "0" {
-        Duration::ZERO
-    } else {
-        return None;
-    };
-    (delay <= Duration::from_secs(3600)).then_some(delay)
+    humantime::parse_duration(raw.trim())
+        .ok()
+        .filter(|delay| *delay <= MAX_ENV_DURATION)
 }
 
 /// The management app's settings with the environment's overrides applied.
@@ -572,13 +570,26 @@ mod tests {
     }
 
     #[test]
-    fn drain_delay_accepts_ms_s_and_zero_and_rejects_the_rest() {
+    fn drain_delay_is_a_humantime_duration_of_at_most_an_hour() {
         let delay = |raw: &str| resolve(&[(ENV_DRAIN_DELAY, raw)]).map(|c| c.drain_delay);
         assert_eq!(delay("500ms"), Ok(Some(Duration::from_millis(500))));
         assert_eq!(delay(" 5s "), Ok(Some(Duration::from_secs(5))));
         assert_eq!(delay("0"), Ok(Some(Duration::ZERO)));
+        assert_eq!(delay("1.5s"), Ok(Some(Duration::from_millis(1500))));
+        assert_eq!(delay("1m 30s"), Ok(Some(Duration::from_secs(90))));
+        assert_eq!(delay("1h"), Ok(Some(Duration::from_secs(3600))));
         assert_eq!(resolve(&[]).map(|c| c.drain_delay), Ok(None));
-        for bad in ["5", "five s", "-1s", "2h", "7200s", "1.5s", ""] {
+        for bad in [
+            "5",
+            "five s",
+            "-1s",
+            "2h",
+            "7200s",
+            "1h 1s",
+            "0.5ns",
+            "5 parsecs",
+            "",
+        ] {
             let err = delay(bad).expect_err(bad).to_string();
             assert!(err.contains("WIX_CLUSTER_DRAIN_DELAY"), "{err}");
         }
