@@ -87,8 +87,9 @@ use proc_macro::TokenStream;
 ///
 /// - **`management_page = path::to::function`**: a function taking nothing and
 ///   returning an `axum::Router`, whose routes the management app serves beside its
-///   built-in pages (the original's `addPage`). It is called once at start-up, in every
-///   process; only the master serves it. Default: none.
+///   built-in pages: `.management_app(ManagementApp::builder().page(function()).build())`.
+///   It is called once at start-up, in every process; only the master serves it.
+///   Default: none.
 ///
 /// The expansion also passes the crate's `CARGO_PKG_VERSION` to the builder
 /// (`app_version`), which the management app shows.
