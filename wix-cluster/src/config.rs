@@ -86,7 +86,8 @@ pub enum Flavor {
 }
 
 /// A setting that cannot be used, named with the value that was given.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {setting}={value:?}: expected {expected}")]
 pub struct ConfigError {
     setting: String,
     value: String,
@@ -102,18 +103,6 @@ impl ConfigError {
         }
     }
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid {}={:?}: expected {}",
-            self.setting, self.value, self.expected
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// How many workers the program asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
