@@ -242,7 +242,7 @@ impl ClusterBuilder {
         let config = match Config::resolve(
             &self.requested,
             |name| std::env::var(name).ok(),
-            crate::config::debugger_attached,
+            crate::procfs::debugger_attached,
         ) {
             Ok(config) => config,
             Err(e) => {

@@ -399,19 +399,6 @@ fn resolve_management_app(
     })
 }
 
-/// Whether a debugger (anything using ptrace) is attached to this process.
-pub(crate) fn debugger_attached() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("TracerPid:"))
-                .map(|pid| pid.trim() != "0")
-        })
-        .unwrap_or(false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
