@@ -12,5 +12,5 @@ mod pages {
 async fn main(worker: wix_cluster::Worker) {
     let _ = worker;
     // A path to a function in another module works the same way.
-    let _ = wix_cluster::Cluster::builder().management_page(pages::more());
+    let _ = wix_cluster::ManagementApp::builder().page(pages::more());
 }

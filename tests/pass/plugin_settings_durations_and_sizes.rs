@@ -25,6 +25,11 @@ mod my_plugins {
             self
         }
 
+        pub fn combined(self, combined: Duration) -> Self {
+            assert_eq!(combined, Duration::from_secs(90));
+            self
+        }
+
         pub fn zero(self, zero: Duration) -> Self {
             assert_eq!(zero, Duration::ZERO);
             self
@@ -66,6 +71,7 @@ mod my_plugins {
         interval = "1.5 s",
         fine = "250µs",
         long = "2h",
+        combined = "1m 30s",
         zero = "0ms",
         buffer = "512MiB",
         disk = "2GB",

@@ -1103,16 +1103,16 @@ mod tests {
     fn string_settings_that_are_neither_a_duration_nor_a_size_are_reported() {
         let (args, errors) = parse(quote!(plugins(
             Respawn(within = "30x", max_deaths = 5),
-            Graceful(timeout = "-5s", timeout = "5 sec")
+            Graceful(timeout = "-5s", timeout = "5 parsecs")
         )));
         assert_eq!(
             errors,
             [
-                "`\"30x\"` is not a duration (like \"30s\", \"500ms\", \"1.5m\") or a size \
+                "`\"30x\"` is not a duration (like \"30s\", \"1.5s\", \"1m 30s\") or a size \
                  (like \"512MiB\", \"1GB\")",
                 "durations and sizes cannot be negative: `\"-5s\"`",
                 "`timeout` set multiple times",
-                "`\"5 sec\"` is not a duration (like \"30s\", \"500ms\", \"1.5m\") or a size \
+                "`\"5 parsecs\"` is not a duration (like \"30s\", \"1.5s\", \"1m 30s\") or a size \
                  (like \"512MiB\", \"1GB\")",
             ]
         );

@@ -168,9 +168,18 @@ fn builder(args: &Args) -> TokenStream {
         addr.set_span(setting.span);
         call(setting, addr)
     });
+    // The management app's settings have one path, `ManagementApp::builder()`; the
+    // page's call is spanned at the key, so a page that is not a router points there.
     let management_page = management_page.as_ref().map(|setting| {
         let function = &setting.value;
-        call(setting, quote_spanned!(setting.span=> #function()))
+        let key = setting.key.span();
+        let page = method_call(
+            &Ident::new("page", key),
+            quote_spanned!(setting.span=> #function()),
+        );
+        quote_spanned! {key=>
+            .management_app(::wix_cluster::ManagementApp::builder() #page .build())
+        }
     });
     let [watch, request_metrics] = [watch, request_metrics].map(|setting| {
         setting.as_ref().map(|setting| {
@@ -325,7 +334,9 @@ mod tests {
                     .flavor(::wix_cluster::__private::Flavor::MultiThread)
                     .worker_threads(2)
                     .management("127.0.0.1:9090")
-                    .management_page(pages::admin())
+                    .management_app(::wix_cluster::ManagementApp::builder()
+                        .page(pages::admin())
+                        .build())
                     .app_version(::core::option_env!("CARGO_PKG_VERSION").unwrap_or("")))
                 .run(main)
             }

@@ -49,18 +49,21 @@ use proc_macro::TokenStream;
 ///   with a digit, `-`, `+` or `.` is a duration or a size, checked and computed at
 ///   compile time.
 ///
-///   - A **duration** is an integer or decimal number, optional spaces, and a unit: `ns`,
-///     `us` (or `µs`), `ms`, `s`, `m` (or `min`), `h`. `within = "30s"` becomes
+///   - A **duration** is written in [humantime](https://docs.rs/humantime)'s grammar,
+///     the same as the `WIX_CLUSTER_*` duration variables: one or more numbers (integer
+///     or decimal), each followed by a unit, spaces allowed between them. Units: `ns`,
+///     `us` (or `µs`), `ms`, `s` (or `sec`), `m` (or `min`), `h`, `d`, `w`, and their
+///     longer names (`seconds`, `hours`, ...). `within = "30s"` becomes
 ///     `within(::core::time::Duration::from_nanos(30000000000))`; `"1.5s"`, `"500ms"`,
-///     `"2m"` and `"1h"` work the same way. It must be a whole number of nanoseconds and
-///     at most `u64::MAX` of them (about 584 years).
+///     `"1m 30s"` and `"1h"` work the same way. It must be a whole number of nanoseconds
+///     and at most `u64::MAX` of them (about 584 years).
 ///   - A **size** is an integer, optional spaces, and a unit: `B`, `KB`, `MB`, `GB`
 ///     (powers of 1000) or `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024). `max_rss =
 ///     "512MiB"` becomes `max_rss(536870912_u64)`. It must be at most `u64::MAX` bytes.
 ///
-///   Units are case-sensitive (`m` is minutes, `MB` megabytes), zero is allowed, and a
-///   negative value or anything else (`"30x"`, `"5"`, `"1.5GB"`) is a compile error at
-///   the literal. Other strings (`"localhost:9090"`, and IP or socket addresses such as
+///   Units are case-sensitive (`m` is minutes, `M` months, `MB` megabytes), zero is
+///   allowed, and a negative value or anything else (`"30x"`, `"5"`, `"1.5GB"`) is a
+///   compile error at the literal. Other strings (`"localhost:9090"`, and IP or socket addresses such as
 ///   `"127.0.0.1:9090"`) and other expressions (`Duration::from_secs(30)`, `5`) are
 ///   passed as written.
 ///
@@ -84,8 +87,9 @@ use proc_macro::TokenStream;
 ///
 /// - **`management_page = path::to::function`**: a function taking nothing and
 ///   returning an `axum::Router`, whose routes the management app serves beside its
-///   built-in pages (the original's `addPage`). It is called once at start-up, in every
-///   process; only the master serves it. Default: none.
+///   built-in pages: `.management_app(ManagementApp::builder().page(function()).build())`.
+///   It is called once at start-up, in every process; only the master serves it.
+///   Default: none.
 ///
 /// The expansion also passes the crate's `CARGO_PKG_VERSION` to the builder
 /// (`app_version`), which the management app shows.

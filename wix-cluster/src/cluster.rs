@@ -121,36 +121,36 @@ impl ClusterBuilder {
         self
     }
 
-    /// The management app's pages, mount point, admin token and sampling, all at once
-    /// (replacing what [`ClusterBuilder::management_page`],
-    /// [`ClusterBuilder::management_mount_point`] and [`ClusterBuilder::admin_token`]
-    /// set before). Default: [`ManagementApp::builder`]'s defaults.
+    /// The management app's pages, mount point, admin token and sampling: the one place
+    /// they are set, built with [`ManagementApp::builder`] (its methods give each
+    /// default). Default: no user page, no mount point, no admin token, workers sampled
+    /// every 2 s. Where the app listens is [`ClusterBuilder::management`].
+    ///
+    /// ```no_run
+    /// use axum::{Router, routing::get};
+    /// use wix_cluster::{Cluster, ManagementApp};
+    ///
+    /// fn main() -> std::process::ExitCode {
+    ///     let page = Router::new().route("/custom", get(|| async { "custom page" }));
+    ///     Cluster::builder()
+    ///         .management("127.0.0.1:8084")
+    ///         .management_app(
+    ///             ManagementApp::builder()
+    ///                 .page(page)
+    ///                 .mount_point("/admin")
+    ///                 .admin_token("s3cret")
+    ///                 .build(),
+    ///         )
+    ///         .run(app)
+    /// }
+    ///
+    /// async fn app(worker: wix_cluster::Worker) -> std::io::Result<()> {
+    /// #   drop(worker);
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn management_app(mut self, app: ManagementApp) -> Self {
         self.requested.management_app = app;
-        self
-    }
-
-    /// Mounts `router` in the management app beside the built-in pages (the original's
-    /// `addPage`). May be called several times; see [`ManagementAppBuilder::page`].
-    ///
-    /// [`ManagementAppBuilder::page`]: crate::ManagementAppBuilder::page
-    pub fn management_page(mut self, router: axum::Router) -> Self {
-        self.requested.management_app.pages.push(router);
-        self
-    }
-
-    /// A path prefixing every page of the management app, such as `/admin`. Default:
-    /// none; `WIX_CLUSTER_MOUNT_POINT` overrides it.
-    pub fn management_mount_point(mut self, path: impl Into<String>) -> Self {
-        self.requested.management_app.mount_point = Some(path.into());
-        self
-    }
-
-    /// The bearer token the management app's `POST /workers/restart` and
-    /// `POST /workers/scale` require. Default: none (they answer 403);
-    /// `WIX_CLUSTER_ADMIN_TOKEN` overrides it.
-    pub fn admin_token(mut self, token: impl Into<String>) -> Self {
-        self.requested.management_app.admin_token = Some(token.into());
         self
     }
 
@@ -242,7 +242,7 @@ impl ClusterBuilder {
         let config = match Config::resolve(
             &self.requested,
             |name| std::env::var(name).ok(),
-            crate::config::debugger_attached,
+            crate::procfs::debugger_attached,
         ) {
             Ok(config) => config,
             Err(e) => {

@@ -14,18 +14,20 @@ pub const ENV_MANAGEMENT_ADDR: &str = "WIX_CLUSTER_MANAGEMENT_ADDR";
 /// require (overrides the program's; empty means none).
 pub const ENV_ADMIN_TOKEN: &str = "WIX_CLUSTER_ADMIN_TOKEN";
 /// `WIX_CLUSTER_DRAIN_DELAY`: how long the cluster reports not ready before its workers
-/// start draining on a stop (overrides `Graceful(delay = ..)`): `500ms`, `5s` or `0`.
+/// start draining on a stop (overrides `Graceful(delay = ..)`): a duration such as
+/// `500ms`, `5s`, `1m 30s` or `0`, at most 1 h. Every duration variable is read in
+/// [`humantime`]'s grammar, the one the macro's plugin settings use.
 pub const ENV_DRAIN_DELAY: &str = "WIX_CLUSTER_DRAIN_DELAY";
 /// `WIX_CLUSTER_READY_TIMEOUT`: how long a new process may take to become ready before
 /// it is given up on — a worker's successor (rolling restart, recycle) and a new master
-/// with all its workers (upgrade): `500ms` or `90s`, more than 0, at most 1 h.
+/// with all its workers (upgrade): `500ms`, `90s` or `1m 30s`, more than 0, at most 1 h.
 pub const ENV_READY_TIMEOUT: &str = "WIX_CLUSTER_READY_TIMEOUT";
 /// `WIX_CLUSTER_HEADER_READ_TIMEOUT`: how long a connection to the app
 /// ([`crate::http::serve`]) or the management app may take to send a whole request head
-/// (`500ms`, `10s`; more than 0, at most 1 h).
+/// (`500ms`, `10s`, `1m`; more than 0, at most 1 h).
 pub const ENV_HEADER_READ_TIMEOUT: &str = "WIX_CLUSTER_HEADER_READ_TIMEOUT";
 /// `WIX_CLUSTER_IDLE_TIMEOUT`: how long such a connection may stay open with nothing to
-/// do (`500ms`, `60s`; more than 0, at most 1 h).
+/// do (`500ms`, `60s`, `1m 30s`; more than 0, at most 1 h).
 pub const ENV_IDLE_TIMEOUT: &str = "WIX_CLUSTER_IDLE_TIMEOUT";
 /// `WIX_CLUSTER_WATCH`: `1` turns watch mode on (the cluster upgrades itself when its
 /// program file changes), `0` off.
@@ -84,7 +86,8 @@ pub enum Flavor {
 }
 
 /// A setting that cannot be used, named with the value that was given.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {setting}={value:?}: expected {expected}")]
 pub struct ConfigError {
     setting: String,
     value: String,
@@ -100,18 +103,6 @@ impl ConfigError {
         }
     }
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid {}={:?}: expected {}",
-            self.setting, self.value, self.expected
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// How many workers the program asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,137 +214,42 @@ impl Config {
         var: impl Fn(&str) -> Option<String>,
         debugger_attached: impl FnOnce() -> bool,
     ) -> Result<Config, ConfigError> {
-        if let WorkerCount::Fixed(n) = requested.workers {
-            if n == 0 || n > MAX_WORKERS {
-                return Err(ConfigError::new("workers", n, "at least 1, at most 1024"));
-            }
-        }
-        let bounds = &requested.metrics.buckets;
-        if bounds.is_empty()
-            || bounds.iter().any(|b| !b.is_finite())
-            || bounds.windows(2).any(|w| w[0] >= w[1])
-        {
-            return Err(ConfigError::new(
-                "histogram_buckets",
-                format!("{bounds:?}"),
-                "finite bounds in increasing order",
-            ));
-        }
-        if requested.worker_threads == Some(0) {
-            return Err(ConfigError::new("worker_threads", 0, "at least 1"));
-        }
-        let workers = match var(ENV_WORKERS) {
-            None => requested.workers,
-            Some(raw) => WorkerCount::parse(&raw).ok_or_else(|| {
-                ConfigError::new(
-                    ENV_WORKERS,
-                    &raw,
-                    "a whole number of workers from 1 to 1024, or auto",
-                )
-            })?,
-        }
-        .count();
-        let single_process = match var(ENV_SINGLE).as_deref().map(str::trim) {
-            Some("1") => true,
-            Some("0") => false,
-            Some(other) => return Err(ConfigError::new(ENV_SINGLE, other, "1 or 0")),
+        check_requested(requested)?;
+        let workers = from_env(&var, ENV_WORKERS, worker_count)?
+            .unwrap_or(requested.workers)
+            .count();
+        let single_process = match from_env(&var, ENV_SINGLE, flag)? {
+            Some(single) => single,
             None => match requested.single_process {
                 SingleProcess::Always => true,
                 SingleProcess::Never => false,
                 SingleProcess::Auto => debugger_attached(),
             },
         };
-        let (setting, raw) = match var(ENV_MANAGEMENT_ADDR) {
-            Some(raw) => (ENV_MANAGEMENT_ADDR, raw),
-            None => (
+        let management = match from_env(&var, ENV_MANAGEMENT_ADDR, address)? {
+            Some(addr) => addr,
+            None => read(
                 "management",
                 requested
                     .management
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_MANAGEMENT_ADDR.to_owned()),
-            ),
+                    .as_deref()
+                    .unwrap_or(DEFAULT_MANAGEMENT_ADDR),
+                address,
+            )?,
         };
-        let management = raw
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError::new(setting, &raw, "an address such as 127.0.0.1:8084"))?;
         let management_app = resolve_management_app(&requested.management_app, &var)?;
-        let drain_delay = match var(ENV_DRAIN_DELAY) {
-            None => None,
-            Some(raw) => Some(parse_delay(&raw).ok_or_else(|| {
-                ConfigError::new(
-                    ENV_DRAIN_DELAY,
-                    &raw,
-                    "a duration in ms or s such as 500ms or 5s, at most 1h",
-                )
-            })?),
-        };
-        let ready_timeout = match var(ENV_READY_TIMEOUT) {
-            None => None,
-            Some(raw) => Some(
-                parse_delay(&raw)
-                    .filter(|timeout| !timeout.is_zero())
-                    .ok_or_else(|| {
-                        ConfigError::new(
-                            ENV_READY_TIMEOUT,
-                            &raw,
-                            "a duration in ms or s such as 500ms or 90s, more than 0, at most 1h",
-                        )
-                    })?,
-            ),
-        };
-        let watch = match var(ENV_WATCH).as_deref().map(str::trim) {
-            None => requested.watch,
-            Some("1") => true,
-            Some("0") => false,
-            Some(other) => return Err(ConfigError::new(ENV_WATCH, other, "1 or 0")),
-        };
-        let metrics = crate::metrics::Settings {
-            requests: match var(ENV_REQUEST_METRICS).as_deref().map(str::trim) {
-                None => requested.metrics.requests,
-                Some("1") => true,
-                Some("0") => false,
-                Some(other) => return Err(ConfigError::new(ENV_REQUEST_METRICS, other, "1 or 0")),
-            },
-            buckets: requested.metrics.buckets.clone(),
-        };
-        let timeout =
-            |env: &str, setting: &str, requested: Option<Duration>, default| match var(env) {
-                Some(raw) => parse_delay(&raw)
-                    .filter(|timeout| !timeout.is_zero())
-                    .ok_or_else(|| {
-                        ConfigError::new(
-                            env,
-                            &raw,
-                            "a duration in ms or s such as 500ms or 30s, more than 0, at most 1h",
-                        )
-                    }),
-                None => match requested {
-                    Some(timeout) if timeout.is_zero() => {
-                        Err(ConfigError::new(setting, "0s", "more than 0"))
-                    }
-                    Some(timeout) => Ok(timeout),
-                    None => Ok(default),
-                },
-            };
-        let timeouts = crate::connection::Timeouts {
-            header_read: timeout(
-                ENV_HEADER_READ_TIMEOUT,
-                "header_read_timeout",
-                requested.header_read_timeout,
-                DEFAULT_HEADER_READ_TIMEOUT,
-            )?,
-            idle: timeout(
-                ENV_IDLE_TIMEOUT,
-                "idle_timeout",
-                requested.idle_timeout,
-                DEFAULT_IDLE_TIMEOUT,
-            )?,
+        let timeout = |env, setting, requested: Option<Duration>, default| match from_env(
+            &var,
+            env,
+            positive_delay,
+        )? {
+            Some(timeout) => Ok(timeout),
+            None if requested.is_some_and(|timeout| timeout.is_zero()) => {
+                Err(ConfigError::new(setting, "0s", "more than 0"))
+            }
+            None => Ok(requested.unwrap_or(default)),
         };
         Ok(Config {
-            metrics,
-            timeouts,
-            watch,
             workers,
             single_process,
             flavor: requested.flavor,
@@ -361,25 +257,111 @@ impl Config {
             management,
             management_app,
             app_version: requested.app_version.clone(),
-            drain_delay,
-            ready_timeout,
+            drain_delay: from_env(&var, ENV_DRAIN_DELAY, delay)?,
+            ready_timeout: from_env(&var, ENV_READY_TIMEOUT, positive_delay)?,
+            watch: from_env(&var, ENV_WATCH, flag)?.unwrap_or(requested.watch),
+            timeouts: crate::connection::Timeouts {
+                header_read: timeout(
+                    ENV_HEADER_READ_TIMEOUT,
+                    "header_read_timeout",
+                    requested.header_read_timeout,
+                    DEFAULT_HEADER_READ_TIMEOUT,
+                )?,
+                idle: timeout(
+                    ENV_IDLE_TIMEOUT,
+                    "idle_timeout",
+                    requested.idle_timeout,
+                    DEFAULT_IDLE_TIMEOUT,
+                )?,
+            },
+            metrics: crate::metrics::Settings {
+                requests: from_env(&var, ENV_REQUEST_METRICS, flag)?
+                    .unwrap_or(requested.metrics.requests),
+                buckets: requested.metrics.buckets.clone(),
+            },
         })
     }
 }
 
-/// `500ms`, `5s`, `0`: a whole number of milliseconds or seconds, at most an hour.
-fn parse_delay(raw: &str) -> Option<Duration> {
-    let raw = raw.trim();
-    let delay = if let Some(ms) = raw.strip_suffix("ms") {
-        Duration::from_millis(ms.parse().ok()?)
-    } else if let Some(s) = raw.strip_suffix('s') {
-        Duration::from_secs(s.parse().ok()?)
-    } else if raw == "0" {
-        Duration::ZERO
-    } else {
-        return None;
-    };
-    (delay <= Duration::from_secs(3600)).then_some(delay)
+/// The checks on what the program asked for that no variable overrides.
+fn check_requested(requested: &Requested) -> Result<(), ConfigError> {
+    if let WorkerCount::Fixed(n) = requested.workers {
+        if n == 0 || n > MAX_WORKERS {
+            return Err(ConfigError::new("workers", n, "at least 1, at most 1024"));
+        }
+    }
+    let bounds = &requested.metrics.buckets;
+    if bounds.is_empty()
+        || bounds.iter().any(|b| !b.is_finite())
+        || bounds.windows(2).any(|w| w[0] >= w[1])
+    {
+        return Err(ConfigError::new(
+            "histogram_buckets",
+            format!("{bounds:?}"),
+            "finite bounds in increasing order",
+        ));
+    }
+    if requested.worker_threads == Some(0) {
+        return Err(ConfigError::new("worker_threads", 0, "at least 1"));
+    }
+    Ok(())
+}
+
+/// Reads a setting's text (trimmed): its value, or what was expected instead.
+type Read<T> = fn(&str) -> Result<T, &'static str>;
+
+/// `raw`, the text of `setting`, read by `read`; an error names the setting and the text.
+fn read<T>(setting: &str, raw: &str, read: Read<T>) -> Result<T, ConfigError> {
+    read(raw.trim()).map_err(|expected| ConfigError::new(setting, raw, expected))
+}
+
+/// The variable `env` read by `read`, when it is set (the caller falls back on the
+/// program's value when it is not).
+fn from_env<T>(
+    var: impl Fn(&str) -> Option<String>,
+    env: &'static str,
+    read: Read<T>,
+) -> Result<Option<T>, ConfigError> {
+    var(env).map(|raw| self::read(env, &raw, read)).transpose()
+}
+
+/// `1` or `0`.
+fn flag(raw: &str) -> Result<bool, &'static str> {
+    match raw {
+        "1" => Ok(true),
+        "0" => Ok(false),
+        _ => Err("1 or 0"),
+    }
+}
+
+/// `auto` or a whole number of workers.
+fn worker_count(raw: &str) -> Result<WorkerCount, &'static str> {
+    WorkerCount::parse(raw).ok_or("a whole number of workers from 1 to 1024, or auto")
+}
+
+/// An IP address and a port.
+fn address(raw: &str) -> Result<SocketAddr, &'static str> {
+    raw.parse().map_err(|_| "an address such as 127.0.0.1:8084")
+}
+
+/// The longest duration a `WIX_CLUSTER_*` variable may set.
+const MAX_ENV_DURATION: Duration = Duration::from_secs(3600);
+
+/// A duration in [`humantime`]'s grammar (`500ms`, `1.5s`, `1m 30s`, `0`; the macro's
+/// plugin settings use the same), at most an hour.
+fn delay(raw: &str) -> Result<Duration, &'static str> {
+    humantime::parse_duration(raw)
+        .ok()
+        .filter(|delay| *delay <= MAX_ENV_DURATION)
+        .ok_or("a duration such as 500ms, 5s or 1m 30s, at most 1h")
+}
+
+/// A [`delay`] of more than 0.
+fn positive_delay(raw: &str) -> Result<Duration, &'static str> {
+    delay(raw)
+        .ok()
+        .filter(|delay| !delay.is_zero())
+        .ok_or("a duration such as 500ms, 30s or 1m 30s, more than 0, at most 1h")
 }
 
 /// The management app's settings with the environment's overrides applied.
@@ -390,25 +372,22 @@ fn resolve_management_app(
     use crate::management::settings::{
         DEFAULT_SAMPLE_INTERVAL, check_sample_interval, normalize_mount_point,
     };
-    let (setting, raw) = match var(ENV_MOUNT_POINT) {
-        Some(raw) => (ENV_MOUNT_POINT, raw),
-        None => (
+    let mount_point = match from_env(&var, ENV_MOUNT_POINT, normalize_mount_point)? {
+        Some(mount_point) => mount_point,
+        None => read(
             "management mount_point",
-            app.mount_point.clone().unwrap_or_default(),
-        ),
+            app.mount_point.as_deref().unwrap_or_default(),
+            normalize_mount_point,
+        )?,
     };
-    let mount_point = normalize_mount_point(&raw)
-        .map_err(|expected| ConfigError::new(setting, &raw, expected))?;
     let admin_token = var(ENV_ADMIN_TOKEN)
         .or_else(|| app.admin_token.clone())
         .filter(|token| !token.is_empty());
-    let sample_interval = check_sample_interval(
-        app.sample_interval.unwrap_or(DEFAULT_SAMPLE_INTERVAL),
-    )
-    .map_err(|expected| {
+    let sample_interval = app.sample_interval.unwrap_or(DEFAULT_SAMPLE_INTERVAL);
+    let sample_interval = check_sample_interval(sample_interval).map_err(|expected| {
         ConfigError::new(
             "management sample_interval",
-            format!("{:?}", app.sample_interval.unwrap_or_default()),
+            format!("{sample_interval:?}"),
             expected,
         )
     })?;
@@ -418,19 +397,6 @@ fn resolve_management_app(
         admin_token,
         sample_interval,
     })
-}
-
-/// Whether a debugger (anything using ptrace) is attached to this process.
-pub(crate) fn debugger_attached() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("TracerPid:"))
-                .map(|pid| pid.trim() != "0")
-        })
-        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -572,13 +538,26 @@ mod tests {
     }
 
     #[test]
-    fn drain_delay_accepts_ms_s_and_zero_and_rejects_the_rest() {
+    fn drain_delay_is_a_humantime_duration_of_at_most_an_hour() {
         let delay = |raw: &str| resolve(&[(ENV_DRAIN_DELAY, raw)]).map(|c| c.drain_delay);
         assert_eq!(delay("500ms"), Ok(Some(Duration::from_millis(500))));
         assert_eq!(delay(" 5s "), Ok(Some(Duration::from_secs(5))));
         assert_eq!(delay("0"), Ok(Some(Duration::ZERO)));
+        assert_eq!(delay("1.5s"), Ok(Some(Duration::from_millis(1500))));
+        assert_eq!(delay("1m 30s"), Ok(Some(Duration::from_secs(90))));
+        assert_eq!(delay("1h"), Ok(Some(Duration::from_secs(3600))));
         assert_eq!(resolve(&[]).map(|c| c.drain_delay), Ok(None));
-        for bad in ["5", "five s", "-1s", "2h", "7200s", "1.5s", ""] {
+        for bad in [
+            "5",
+            "five s",
+            "-1s",
+            "2h",
+            "7200s",
+            "1h 1s",
+            "0.5ns",
+            "5 parsecs",
+            "",
+        ] {
             let err = delay(bad).expect_err(bad).to_string();
             assert!(err.contains("WIX_CLUSTER_DRAIN_DELAY"), "{err}");
         }

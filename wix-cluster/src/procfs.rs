@@ -1,4 +1,6 @@
-//! What the kernel says about a process: CPU time and resident memory from `/proc`.
+//! Everything the runtime reads from `/proc`, in one place: a process's CPU time and
+//! resident memory, its open descriptors and their limit, this process's children,
+//! tracer and cgroups, and the path of its running image.
 
 use std::io;
 use std::sync::OnceLock;
@@ -70,6 +72,51 @@ fn parse_max_fds(text: &str) -> Option<u64> {
         .ok()
 }
 
+/// The running image (`/proc/self/exe`): executable even when its file was deleted or
+/// replaced.
+pub(crate) const SELF_EXE: &str = "/proc/self/exe";
+
+/// This process's children, from `/proc/self/task/*/children` (none if unreadable).
+pub(crate) fn children() -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// This process's cgroups, `/proc/self/cgroup` as the kernel writes it (`0::/path` for
+/// cgroup v2); `None` if unreadable.
+pub(crate) fn cgroups() -> Option<String> {
+    std::fs::read_to_string("/proc/self/cgroup").ok()
+}
+
+/// Whether a debugger (anything using ptrace) is attached to this process
+/// (`TracerPid` in `/proc/self/status`); `false` if unreadable.
+pub(crate) fn debugger_attached() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| tracer_pid(&status))
+        .is_some_and(|pid| pid != 0)
+}
+
+/// The `TracerPid` of a `status` text.
+fn tracer_pid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("TracerPid:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Parses a `stat` line (the command name may contain spaces and parentheses).
 fn parse_stat(text: &str, ticks_per_second: u64, page_size: u64) -> Option<ProcStat> {
     let after_name = text.rsplit_once(')')?.1;
@@ -101,6 +148,27 @@ mod tests {
     fn reads_this_process() {
         let stat = stat(std::process::id()).unwrap();
         assert!(stat.rss_bytes > 0);
+    }
+
+    #[test]
+    fn the_tracer_is_read_from_status() {
+        assert_eq!(tracer_pid("Name:\tapp\nTracerPid:\t0\n"), Some(0));
+        assert_eq!(
+            tracer_pid("Name:\tapp\nTracerPid:\t4242\nUid:\t0\n"),
+            Some(4242)
+        );
+        assert_eq!(tracer_pid("Name:\tapp\n"), None);
+    }
+
+    #[test]
+    fn the_children_of_this_process_are_listed() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .expect("sleep runs");
+        assert!(children().contains(&child.id()));
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     #[test]

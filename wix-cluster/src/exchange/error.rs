@@ -1,22 +1,24 @@
 //! What can go wrong when exchanging messages.
 
-use std::fmt;
 use std::time::Duration;
 
 use crate::WorkerId;
 
 /// Why an exchange call failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExchangeError {
     /// No cluster runs in this process (the call was made outside `Cluster::run`).
+    #[error("no wix-cluster runs in this process")]
     NotRunning,
     /// Only the master (or the one process of single-process mode) can do this.
+    #[error("{what} is only possible in the master")]
     MasterOnly {
         /// The operation.
         what: &'static str,
     },
     /// Two different types claimed the same topic.
+    #[error("topic {topic:?} is used by both {first} and {second}; give each type its own topic")]
     TopicClash {
         /// The topic.
         topic: &'static str,
@@ -26,11 +28,13 @@ pub enum ExchangeError {
         second: &'static str,
     },
     /// A request handler is already registered for the topic.
+    #[error("a request handler for topic {topic:?} is already registered")]
     HandlerExists {
         /// The topic.
         topic: &'static str,
     },
     /// The request got no answer in time.
+    #[error("request on topic {topic:?} got no answer within {after:?}")]
     Timeout {
         /// The topic.
         topic: &'static str,
@@ -38,6 +42,7 @@ pub enum ExchangeError {
         after: Duration,
     },
     /// The master has no handler for the request's topic, or the handler failed.
+    #[error("request on topic {topic:?} failed: {message}")]
     Handler {
         /// The topic.
         topic: String,
@@ -45,6 +50,7 @@ pub enum ExchangeError {
         message: String,
     },
     /// A message could not be encoded.
+    #[error("cannot encode a message on topic {topic:?}: {message}")]
     Encode {
         /// The topic.
         topic: &'static str,
@@ -52,6 +58,7 @@ pub enum ExchangeError {
         message: String,
     },
     /// An answer could not be decoded as the expected type.
+    #[error("cannot decode a message on topic {topic:?}: {message}")]
     Decode {
         /// The topic.
         topic: &'static str,
@@ -59,16 +66,20 @@ pub enum ExchangeError {
         message: String,
     },
     /// No worker runs in that slot.
+    #[error("no worker {0} is running")]
     UnknownWorker(WorkerId),
     /// The channel to the master is closed (the worker is going away).
+    #[error("the channel to the master is closed")]
     Closed,
     /// The channel to the master holds `queued` bytes this worker sent and the master
     /// has not read yet (more than 160 MiB): the master does not keep up. Try later.
+    #[error("{queued} bytes sent to the master wait unread: it does not keep up; try later")]
     Backlog {
         /// Bytes waiting.
         queued: usize,
     },
     /// The message (or app data) is larger than the exchange carries.
+    #[error("the {what} is {size} bytes, more than the exchange carries ({limit} bytes)")]
     TooLarge {
         /// What was too large: `"message"`, `"app data"`.
         what: &'static str,
@@ -81,55 +92,3 @@ pub enum ExchangeError {
         limit: usize,
     },
 }
-
-impl fmt::Display for ExchangeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExchangeError::Backlog { queued } => write!(
-                f,
-                "{queued} bytes sent to the master wait unread: it does not keep up; try later"
-            ),
-            ExchangeError::TooLarge { what, size, limit } => write!(
-                f,
-                "the {what} is {size} bytes, more than the exchange carries ({limit} bytes)"
-            ),
-            ExchangeError::NotRunning => f.write_str("no wix-cluster runs in this process"),
-            ExchangeError::MasterOnly { what } => {
-                write!(f, "{what} is only possible in the master")
-            }
-            ExchangeError::TopicClash {
-                topic,
-                first,
-                second,
-            } => write!(
-                f,
-                "topic {topic:?} is used by both {first} and {second}; give each type its own topic"
-            ),
-            ExchangeError::HandlerExists { topic } => {
-                write!(
-                    f,
-                    "a request handler for topic {topic:?} is already registered"
-                )
-            }
-            ExchangeError::Timeout { topic, after } => {
-                write!(
-                    f,
-                    "request on topic {topic:?} got no answer within {after:?}"
-                )
-            }
-            ExchangeError::Handler { topic, message } => {
-                write!(f, "request on topic {topic:?} failed: {message}")
-            }
-            ExchangeError::Encode { topic, message } => {
-                write!(f, "cannot encode a message on topic {topic:?}: {message}")
-            }
-            ExchangeError::Decode { topic, message } => {
-                write!(f, "cannot decode a message on topic {topic:?}: {message}")
-            }
-            ExchangeError::UnknownWorker(id) => write!(f, "no worker {id} is running"),
-            ExchangeError::Closed => f.write_str("the channel to the master is closed"),
-        }
-    }
-}
-
-impl std::error::Error for ExchangeError {}

@@ -38,21 +38,14 @@ pub(crate) fn into_stream(fd: OwnedFd) -> io::Result<Arc<Stream>> {
 }
 
 /// Why a channel stopped yielding frames.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum ReadError {
     /// The peer sent something that is not a valid frame.
+    #[error(transparent)]
     Frame(FrameError),
     /// The socket failed.
+    #[error("channel read failed: {0}")]
     Io(io::Error),
-}
-
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReadError::Frame(e) => e.fmt(f),
-            ReadError::Io(e) => write!(f, "channel read failed: {e}"),
-        }
-    }
 }
 
 /// The most bytes an [`Outbox`] queues: past it, sends fail with

@@ -21,44 +21,29 @@ const CONTINUED: u32 = 1 << 31;
 const HEADER: usize = 4;
 
 /// What can be wrong with a frame.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum FrameError {
     /// A part announces more than [`MAX_FRAME`] bytes, or a message's parts add up to
     /// more than the reader's limit (or [`MAX_MESSAGE`] when encoding).
+    #[error("a frame or message of {len} bytes exceeds the limit")]
     Oversized { len: usize },
     /// A part that says more follow carries no bytes.
+    #[error("malformed frame: an empty continued part")]
     EmptyPart,
     /// The channel's queue holds more than `MAX_BACKLOG` (160 MiB) bytes already:
     /// the peer is not reading.
+    #[error("{queued} bytes wait unread on the channel already")]
     Backlog { queued: usize },
     /// The payload is not a valid postcard encoding of the expected message.
+    #[error("malformed frame: {0}")]
     Malformed(postcard::Error),
     /// The payload decoded but left bytes over.
+    #[error("malformed frame: {extra} bytes left after the message")]
     TrailingBytes { extra: usize },
     /// A message could not be encoded (it would be larger than [`MAX_FRAME`]).
+    #[error("cannot encode message: {0}")]
     Encode(postcard::Error),
 }
-
-impl std::fmt::Display for FrameError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FrameError::Oversized { len } => {
-                write!(f, "a frame or message of {len} bytes exceeds the limit")
-            }
-            FrameError::EmptyPart => f.write_str("malformed frame: an empty continued part"),
-            FrameError::Backlog { queued } => {
-                write!(f, "{queued} bytes wait unread on the channel already")
-            }
-            FrameError::Malformed(e) => write!(f, "malformed frame: {e}"),
-            FrameError::TrailingBytes { extra } => {
-                write!(f, "malformed frame: {extra} bytes left after the message")
-            }
-            FrameError::Encode(e) => write!(f, "cannot encode message: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for FrameError {}
 
 /// Appends `msg` to `out` as one frame, or as parts when it is larger than
 /// [`MAX_FRAME`]; a message larger than [`MAX_MESSAGE`] is an error and leaves `out`

@@ -7,10 +7,10 @@
 //! and its shared context), `info`, `workers` (the worker table), `health`, `stats` (the
 //! sampler and its history), `metrics` (Prometheus, written by `exposition`), `traffic`
 //! (requests per second and latency over time, for the dashboard), `events` (the event
-//! log and its live stream), `dashboard` (the HTML page), `auth` (the bearer token and
-//! the actions it guards).
+//! log and its live stream), `dashboard` (the HTML page), `admin` (the admin actions,
+//! restart and scale, and the bearer token that guards them).
 
-mod auth;
+mod admin;
 mod dashboard;
 mod events;
 mod exposition;

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 
 use super::events::Streams;
 use super::stats::Stats;
-use super::{auth, dashboard, events, health, info, metrics, stats, traffic, workers};
+use super::{admin, dashboard, events, health, info, metrics, stats, traffic, workers};
 use crate::Master;
 use crate::config::Config;
 
@@ -87,8 +87,8 @@ pub(crate) fn router(ctx: Ctx, pages: Vec<Router>) -> Router {
     let builtin = Router::new()
         .route("/", get(info::page))
         .route("/workers", get(workers::page))
-        .route("/workers/restart", post(auth::restart))
-        .route("/workers/scale", post(auth::scale))
+        .route("/workers/restart", post(admin::restart))
+        .route("/workers/scale", post(admin::scale))
         .route("/health/is_alive", get(health::is_alive))
         .route("/health/ready", get(health::ready))
         .route("/health/deployment/test", get(health::deployment_test))

@@ -15,7 +15,11 @@ pub(crate) const HISTORY: Duration = Duration::from_secs(5 * 60);
 /// point prefixing every page, the admin token that enables `POST` actions, and how
 /// often workers are sampled.
 ///
-/// Its address is set apart, with [`ClusterBuilder::management`](crate::ClusterBuilder::management).
+/// It is the one way to set them, given to
+/// [`ClusterBuilder::management_app`](crate::ClusterBuilder::management_app) (the
+/// macro's `management_page = f` builds one too); its address is set apart, with
+/// [`ClusterBuilder::management`](crate::ClusterBuilder::management), like the other
+/// things the master binds.
 ///
 /// ```no_run
 /// use axum::{Router, routing::get};
@@ -79,7 +83,7 @@ impl ManagementAppBuilder {
         self
     }
 
-    /// A path prefixing every page, such as `/admin` (the original's `MOUNT_POINT`).
+    /// A path prefixing every page, such as `/admin`.
     /// Default: none. `WIX_CLUSTER_MOUNT_POINT` overrides it; it must start with `/`,
     /// and `/` alone means none.
     pub fn mount_point(mut self, path: impl Into<String>) -> Self {

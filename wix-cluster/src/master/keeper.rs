@@ -49,7 +49,7 @@ pub(crate) async fn keep(successor: u32, mut reports: mpsc::UnboundedReceiver<Re
             Ok(mut deliveries) => {
                 tokio::spawn(async move {
                     while deliveries.recv().await.is_some() {
-                        for child in children() {
+                        for child in crate::procfs::children() {
                             crate::master::spawn::signal(child, forward);
                         }
                     }
@@ -84,20 +84,4 @@ pub(crate) async fn keep(successor: u32, mut reports: mpsc::UnboundedReceiver<Re
         ExitReason::Code(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         ExitReason::Signal(_) => ExitCode::FAILURE,
     }
-}
-
-/// This process's children, from `/proc/self/task/*/children`.
-fn children() -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Vec::new();
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|list| {
-            list.split_whitespace()
-                .filter_map(|pid| pid.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect()
 }

@@ -18,18 +18,16 @@ pub(crate) struct OomWatch {
 impl OomWatch {
     /// Finds this process's cgroup and reads its count once (the baseline).
     pub(crate) fn new() -> OomWatch {
-        let events = std::fs::read_to_string("/proc/self/cgroup")
-            .ok()
-            .and_then(|text| {
-                let root = Path::new(CGROUP_ROOT);
-                [
-                    memory_events_path(&text, root),
-                    oom_control_path(&text, root),
-                ]
-                .into_iter()
-                .flatten()
-                .find(|path| path.is_file())
-            });
+        let events = crate::procfs::cgroups().and_then(|text| {
+            let root = Path::new(CGROUP_ROOT);
+            [
+                memory_events_path(&text, root),
+                oom_control_path(&text, root),
+            ]
+            .into_iter()
+            .flatten()
+            .find(|path| path.is_file())
+        });
         if let Some(path) = &events {
             tracing::debug!("OOM kills are counted in {}", path.display());
         }

@@ -16,7 +16,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// The running image, executable even when its file was deleted or replaced.
-const RUNNING_IMAGE: &str = "/proc/self/exe";
+const RUNNING_IMAGE: &str = crate::procfs::SELF_EXE;
 
 /// The program this process was started as, and its arguments.
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
-//! The admin token and the actions it guards: `POST /workers/restart` and
-//! `POST /workers/scale?count=N`.
+//! The admin actions, `POST /workers/restart` and `POST /workers/scale?count=N`, and
+//! the bearer token that guards them.
 //!
 //! Without a configured token (`WIX_CLUSTER_ADMIN_TOKEN`, or the program's) the actions
 //! answer 403; with one, a request must carry `Authorization: Bearer <token>` or gets
