@@ -39,8 +39,7 @@ pub const ENV_REQUEST_METRICS: &str = "WIX_CLUSTER_REQUEST_METRICS";
 /// (overrides the program's).
 pub const ENV_MOUNT_POINT: &str = "WIX_CLUSTER_MOUNT_POINT";
 
-/// The worker count when neither the program nor the environment sets one (the
-/// original's default).
+/// The worker count when neither the program nor the environment sets one.
 pub const DEFAULT_WORKERS: usize = 2;
 /// The most workers a cluster runs (configured, or scaled to).
 pub const MAX_WORKERS: usize = 1024;

@@ -256,7 +256,7 @@ impl Master {
     }
 
     /// Retires `worker` (it drains, then exits) and starts its successor in the same
-    /// slot after `after`: the original's "death row".
+    /// slot after `after`.
     pub fn replace(&self, worker: WorkerRef, after: Duration) {
         let _ = self.commands.send(Command::Replace { worker, after });
     }

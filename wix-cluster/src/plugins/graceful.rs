@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::{Master, Plugin, PluginError};
 
-/// Workers asked to stop get `timeout` (default 5 s, as in the original) to finish what
+/// Workers asked to stop get `timeout` (default 5 s) to finish what
 /// is in flight and exit; then the master kills them.
 ///
 /// With a `delay`, a stop (SIGTERM, SIGINT, [`Master::shutdown`]) first turns the

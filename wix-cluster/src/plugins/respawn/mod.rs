@@ -32,8 +32,8 @@ pub enum CyclicPolicy {
 ///
 /// - Backoff: a slot whose workers keep dying young (within 10 s of their start) waits
 ///   0, then 100 ms, 200 ms, ... up to 10 s (each ±25% jitter) before its next respawn.
-/// - Cyclic death: more than `max_deaths` deaths within `within` (default 10 in 10 s,
-///   the original's) triggers the [`CyclicPolicy`] (default [`CyclicPolicy::Degrade`]).
+/// - Cyclic death: more than `max_deaths` deaths within `within` (default 10 in 10 s)
+///   triggers the [`CyclicPolicy`] (default [`CyclicPolicy::Degrade`]).
 #[derive(Debug)]
 pub struct Respawn {
     max_deaths: usize,
