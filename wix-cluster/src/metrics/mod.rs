@@ -162,12 +162,17 @@ pub(crate) fn start_worker(settings: &Settings, generation: u32) {
         return;
     };
     let registry = registry.clone();
+    every_flush(move || send(&registry, generation));
+}
+
+/// Runs `flush` every [`FLUSH_INTERVAL`], for the life of the process.
+fn every_flush(flush: impl Fn() + Send + 'static) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(FLUSH_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            send(&registry, generation);
+            flush();
         }
     });
 }
@@ -232,14 +237,7 @@ pub(crate) fn start_collector(settings: &Settings, origin: Origin) {
     REQUESTS_ON.store(settings.requests, Ordering::Relaxed);
     if let Some(registry) = install(settings) {
         let registry = registry.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(FLUSH_INTERVAL);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                collect_own(&registry, origin);
-            }
-        });
+        every_flush(move || collect_own(&registry, origin));
     }
     if origin != Origin::Master {
         return;
