@@ -2,11 +2,13 @@
 //! postcard frames, with listening sockets passed alongside as `SCM_RIGHTS`.
 
 mod channel;
+mod correlate;
 mod fd;
 mod frame;
 mod stream;
 
 pub(crate) use channel::{BACKLOG_STALL, FrameReader, Outbox, into_stream, socketpair};
+pub(crate) use correlate::Correlation;
 pub(crate) use frame::{FrameError, encode};
 pub(crate) use stream::Stream;
 

@@ -9,6 +9,7 @@ use super::program::{self, Fallback, Program};
 use super::reexec::{self, Started};
 use crate::WorkerId;
 use crate::event::ExitReason;
+use crate::exchange::hub::{Hub, RequestScope, WorkerRequest};
 use crate::ipc::{FrameReader, Outbox};
 use crate::protocol::ToMaster;
 use crate::role::{ENV_WORKER_MARKER, WorkerMarker};
@@ -36,6 +37,8 @@ pub(crate) struct Spawner {
     program: Program,
     master_pid: u32,
     inbox: mpsc::UnboundedSender<(Key, Inbound)>,
+    /// Where the workers' readers route the exchange's traffic.
+    hub: &'static Hub,
 }
 
 /// A started worker.
@@ -45,12 +48,18 @@ pub(crate) struct Spawned {
 }
 
 impl Spawner {
-    /// Workers are started from `program` (resolved once, at start-up).
-    pub(crate) fn new(program: Program, inbox: mpsc::UnboundedSender<(Key, Inbound)>) -> Spawner {
+    /// Workers are started from `program` (resolved once, at start-up); what they say
+    /// goes to `inbox`, their exchange traffic to `hub`.
+    pub(crate) fn new(
+        program: Program,
+        inbox: mpsc::UnboundedSender<(Key, Inbound)>,
+        hub: &'static Hub,
+    ) -> Spawner {
         Spawner {
             program,
             master_pid: std::process::id(),
             inbox,
+            hub,
         }
     }
 
@@ -104,6 +113,7 @@ impl Spawner {
             FrameReader::with_limit(stream, crate::exchange::MAX_MESSAGE_BYTES + (64 << 10)),
             key,
             self.inbox.clone(),
+            self.hub,
             out.clone(),
         ));
 
@@ -117,27 +127,26 @@ impl Spawner {
     }
 }
 
-/// Reads a worker's channel: the exchange's traffic goes straight to the hub (once the
+/// Reads a worker's channel: the exchange's traffic goes straight to `hub` (once the
 /// worker has said hello), everything else to the supervision loop.
 async fn read_worker(
     mut reader: FrameReader,
     key: Key,
     inbox: mpsc::UnboundedSender<(Key, Inbound)>,
+    hub: &'static Hub,
     out: Outbox,
 ) {
     let mut greeted = false;
     // The worker's requests in the master's hands: given up when this reader ends.
-    let requests = crate::exchange::hub::RequestScope::default();
+    let requests = RequestScope::default();
     loop {
         let report = match reader.recv::<ToMaster>().await {
             Ok(Some(_)) if reader.take_fd().is_some() => {
                 Inbound::Broken("sent a file descriptor".to_owned())
             }
             Ok(Some(ToMaster::Exchange { topic, payload })) if greeted => {
-                if let Ok(hub) = crate::exchange::hub::hub() {
-                    hub.deliver_from_worker(crate::Peer::Worker(key.id), &topic, payload.into())
-                        .await;
-                }
+                hub.deliver_from_worker(crate::Peer::Worker(key.id), &topic, payload.into())
+                    .await;
                 continue;
             }
             Ok(Some(ToMaster::Request {
@@ -146,16 +155,14 @@ async fn read_worker(
                 payload,
                 timeout_ms,
             })) if greeted => {
-                if let Ok(hub) = crate::exchange::hub::hub() {
-                    let request = crate::exchange::hub::WorkerRequest {
-                        from: key.id,
-                        id,
-                        topic,
-                        payload,
-                        timeout: std::time::Duration::from_millis(timeout_ms),
-                    };
-                    hub.on_request(request, &requests, out.clone());
-                }
+                let request = WorkerRequest {
+                    from: key.id,
+                    id,
+                    topic,
+                    payload,
+                    timeout: std::time::Duration::from_millis(timeout_ms),
+                };
+                hub.on_request(request, &requests, out.clone());
                 continue;
             }
             Ok(Some(msg)) => {

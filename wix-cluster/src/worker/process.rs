@@ -82,7 +82,7 @@ where
     );
     // The exchange works, and the app-scoped data is there, before any plugin or app
     // code runs.
-    let hub = crate::exchange::hub::install(Side::Worker(link.clone()));
+    let hub = crate::exchange::hub::install(Side::Worker(link.outbox()));
     for (topic, payload) in data {
         hub.set_data(&topic, payload, None);
     }
@@ -90,7 +90,7 @@ where
     let on_stop = worker.clone();
     tokio::spawn(
         link.clone()
-            .read_loop(reader, move || on_stop.begin_shutdown()),
+            .read_loop(reader, hub, move || on_stop.begin_shutdown()),
     );
     tokio::spawn(heartbeat(worker.clone()));
     if let Err(e) = stop_on_signals(worker.clone()) {

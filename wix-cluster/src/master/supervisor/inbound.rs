@@ -35,10 +35,8 @@ impl Supervisor {
                     };
                     slot.send(&welcome, None);
                 };
-                match crate::exchange::hub::hub() {
-                    Ok(hub) => hub.attach_worker(key.id, key.generation, slot.outbox(), welcome),
-                    Err(_) => welcome(Vec::new()),
-                }
+                self.hub
+                    .attach_worker(key.id, key.generation, slot.outbox(), welcome);
                 slot.state = State::Online;
                 if slot.retiring {
                     // Stopped before it was even online: tell it now.
@@ -136,9 +134,7 @@ impl Supervisor {
             return;
         };
         let worker = slot.worker();
-        if let Ok(hub) = crate::exchange::hub::hub() {
-            hub.detach_worker(key.id, key.generation);
-        }
+        self.hub.detach_worker(key.id, key.generation);
         crate::metrics::ended(key.id, key.generation);
         let requested = slot.retiring;
         if requested {

@@ -110,8 +110,9 @@ async fn supervise(
     let (inbox_tx, mut inbox) = mpsc::unbounded_channel();
     let (timers_tx, mut timers) = mpsc::unbounded_channel();
     let (upgrade_tx, mut upgrade_reports) = mpsc::unbounded_channel();
+    let hub = crate::exchange::hub::install(crate::exchange::hub::Side::Master);
     let spawner = match Program::of_this_process() {
-        Ok(program) => Spawner::new(program, inbox_tx),
+        Ok(program) => Spawner::new(program, inbox_tx, hub),
         Err(e) => {
             tracing::error!("cannot find this program's executable to spawn workers: {e}");
             return ExitCode::FAILURE;
@@ -142,7 +143,6 @@ async fn supervise(
             }
         }
     };
-    crate::exchange::hub::install(crate::exchange::hub::Side::Master);
     crate::metrics::start_collector(&config.metrics, crate::metrics::Origin::Master);
     for plugin in &plugins {
         if let Err(e) = plugin.on_master(&master).await {
@@ -178,6 +178,7 @@ async fn supervise(
     let mut sup = Supervisor {
         plugins,
         master,
+        hub,
         spawner,
         timers: timers_tx,
         table: WorkerTable::default(),
@@ -310,6 +311,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 struct Supervisor {
     plugins: Plugins,
     master: Master,
+    /// The exchange: workers attach to it once they said hello, and detach at exit.
+    hub: &'static crate::exchange::hub::Hub,
     spawner: Spawner,
     timers: mpsc::UnboundedSender<Timer>,
     table: WorkerTable,
