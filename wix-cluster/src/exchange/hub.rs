@@ -18,6 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use super::{ExchangeError, Peer};
 use crate::WorkerId;
+use crate::event::WorkerKey;
 use crate::ipc::{self, Correlation, FrameError, Outbox};
 use crate::protocol::{ExchangeRef, ToMaster, ToWorker};
 
@@ -143,7 +144,7 @@ struct State {
     /// Master: the channel of every worker process that completed its handshake and
     /// has not ended, by slot and generation. A slot mid-handover has two: both get
     /// broadcasts and app data, `send_to` reaches the newest.
-    workers: BTreeMap<(WorkerId, u32), Outbox>,
+    workers: BTreeMap<WorkerKey, Outbox>,
 }
 
 static HUB: OnceLock<Hub> = OnceLock::new();
@@ -371,7 +372,7 @@ impl Hub {
                 let state = self.state();
                 let (_, out) = state
                     .workers
-                    .range((id, 0)..=(id, u32::MAX))
+                    .range(WorkerKey::all_of(id))
                     .next_back()
                     .ok_or(ExchangeError::UnknownWorker(id))?;
                 let msg = ExchangeRef::to_worker(topic, &payload);
@@ -506,8 +507,7 @@ impl Hub {
     /// app-scoped data while no publish can interleave, so the worker misses nothing.
     pub(crate) fn attach_worker(
         &self,
-        id: WorkerId,
-        generation: u32,
+        key: WorkerKey,
         out: Outbox,
         welcome: impl FnOnce(Vec<(String, serde_bytes::ByteBuf)>),
     ) {
@@ -523,12 +523,12 @@ impl Hub {
             })
             .collect();
         welcome(data);
-        state.workers.insert((id, generation), out);
+        state.workers.insert(key, out);
     }
 
     /// Master: a worker process ended.
-    pub(crate) fn detach_worker(&self, id: WorkerId, generation: u32) {
-        self.state().workers.remove(&(id, generation));
+    pub(crate) fn detach_worker(&self, key: WorkerKey) {
+        self.state().workers.remove(&key);
     }
 
     /// Whether `len` bytes of app data on `topic` (replacing its current value) keep

@@ -7,19 +7,11 @@ use tokio::sync::mpsc;
 
 use super::program::{self, Fallback, Program};
 use super::reexec::{self, Started};
-use crate::WorkerId;
-use crate::event::ExitReason;
+use crate::event::{ExitReason, WorkerKey};
 use crate::exchange::hub::{Hub, RequestScope, WorkerRequest};
 use crate::ipc::{FrameReader, Outbox};
 use crate::protocol::ToMaster;
 use crate::role::{ENV_WORKER_MARKER, WorkerMarker};
-
-/// One process in one slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct Key {
-    pub(crate) id: WorkerId,
-    pub(crate) generation: u32,
-}
 
 /// What a worker's tasks report to the supervision loop.
 #[derive(Debug)]
@@ -36,7 +28,7 @@ pub(crate) enum Inbound {
 pub(crate) struct Spawner {
     program: Program,
     master_pid: u32,
-    inbox: mpsc::UnboundedSender<(Key, Inbound)>,
+    inbox: mpsc::UnboundedSender<(WorkerKey, Inbound)>,
     /// Where the workers' readers route the exchange's traffic.
     hub: &'static Hub,
 }
@@ -52,7 +44,7 @@ impl Spawner {
     /// goes to `inbox`, their exchange traffic to `hub`.
     pub(crate) fn new(
         program: Program,
-        inbox: mpsc::UnboundedSender<(Key, Inbound)>,
+        inbox: mpsc::UnboundedSender<(WorkerKey, Inbound)>,
         hub: &'static Hub,
     ) -> Spawner {
         Spawner {
@@ -70,7 +62,7 @@ impl Spawner {
 
     /// Starts the worker `key` from the program path; when that cannot be executed and
     /// `fallback` allows it, from the running image (with a warning).
-    pub(crate) fn spawn(&self, key: Key, fallback: Fallback) -> io::Result<Spawned> {
+    pub(crate) fn spawn(&self, key: WorkerKey, fallback: Fallback) -> io::Result<Spawned> {
         match self.start(key, false) {
             Err(e) if fallback == Fallback::RunningImage && program::cannot_execute(&e) => {
                 tracing::warn!(
@@ -84,7 +76,7 @@ impl Spawner {
         }
     }
 
-    fn start(&self, key: Key, running_image: bool) -> io::Result<Spawned> {
+    fn start(&self, key: WorkerKey, running_image: bool) -> io::Result<Spawned> {
         let mut command = self.program.command(running_image);
         // Secrets and systemd's notification socket are the master's: the workers, and
         // the programs an app starts, never see them.
@@ -131,8 +123,8 @@ impl Spawner {
 /// worker has said hello), everything else to the supervision loop.
 async fn read_worker(
     mut reader: FrameReader,
-    key: Key,
-    inbox: mpsc::UnboundedSender<(Key, Inbound)>,
+    key: WorkerKey,
+    inbox: mpsc::UnboundedSender<(WorkerKey, Inbound)>,
     hub: &'static Hub,
     out: Outbox,
 ) {

@@ -7,15 +7,15 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use super::spawn::Key;
 pub(crate) use crate::WorkerState as State;
+use crate::event::WorkerKey;
 use crate::event::WorkerRef;
 use crate::ipc::Outbox;
 use crate::protocol::ToWorker;
 use crate::{WorkerId, WorkerInfo};
 
 pub(crate) struct Slot {
-    pub(crate) key: Key,
+    pub(crate) key: WorkerKey,
     pub(crate) pid: u32,
     pub(crate) state: State,
     /// The master asked this worker to stop or replaced it: its exit is expected and
@@ -43,7 +43,7 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    pub(crate) fn new(key: Key, pid: u32, out: Outbox) -> Slot {
+    pub(crate) fn new(key: WorkerKey, pid: u32, out: Outbox) -> Slot {
         Slot {
             key,
             pid,
@@ -64,11 +64,7 @@ impl Slot {
     }
 
     pub(crate) fn worker(&self) -> WorkerRef {
-        WorkerRef {
-            id: self.key.id,
-            generation: self.key.generation,
-            pid: self.pid,
-        }
+        self.key.with_pid(self.pid)
     }
 
     pub(crate) fn info(&self) -> WorkerInfo {
@@ -128,15 +124,15 @@ impl Slot {
 
 #[derive(Default)]
 pub(crate) struct WorkerTable {
-    procs: BTreeMap<Key, Slot>,
+    procs: BTreeMap<WorkerKey, Slot>,
     generations: HashMap<WorkerId, u32>,
 }
 
 impl WorkerTable {
     /// The key for the next process in slot `id`.
-    pub(crate) fn next_key(&mut self, id: WorkerId) -> Key {
+    pub(crate) fn next_key(&mut self, id: WorkerId) -> WorkerKey {
         let generation = self.generations.entry(id).or_insert(0);
-        let key = Key {
+        let key = WorkerKey {
             id,
             generation: *generation,
         };
@@ -146,7 +142,7 @@ impl WorkerTable {
 
     /// Gives back `key`, the latest from [`WorkerTable::next_key`], when no process
     /// could be started with it: generations count processes.
-    pub(crate) fn forget_key(&mut self, key: Key) {
+    pub(crate) fn forget_key(&mut self, key: WorkerKey) {
         if let Some(generation) = self.generations.get_mut(&key.id) {
             if *generation == key.generation + 1 {
                 *generation = key.generation;
@@ -158,23 +154,18 @@ impl WorkerTable {
         self.procs.insert(slot.key, slot);
     }
 
-    pub(crate) fn get_mut(&mut self, key: Key) -> Option<&mut Slot> {
+    pub(crate) fn get_mut(&mut self, key: WorkerKey) -> Option<&mut Slot> {
         self.procs.get_mut(&key)
     }
 
-    pub(crate) fn remove(&mut self, key: Key) -> Option<Slot> {
+    pub(crate) fn remove(&mut self, key: WorkerKey) -> Option<Slot> {
         self.procs.remove(&key)
     }
 
     /// The newest non-retiring process of slot `id`.
     pub(crate) fn current(&self, id: WorkerId) -> Option<&Slot> {
         self.procs
-            .range(
-                Key { id, generation: 0 }..=Key {
-                    id,
-                    generation: u32::MAX,
-                },
-            )
+            .range(WorkerKey::all_of(id))
             .rev()
             .map(|(_, slot)| slot)
             .find(|slot| !slot.retiring)

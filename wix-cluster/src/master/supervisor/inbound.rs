@@ -7,13 +7,14 @@ use super::{Supervisor, Timer};
 /// worker: `kill -TERM -<pgid>` and `systemctl kill` signal every process of the group,
 /// which must be one stop of the cluster, not a round of replacements.
 const SIGNALLED_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+use crate::event::WorkerKey;
 use crate::event::{ExitReason, LifecycleEvent};
-use crate::master::spawn::{Inbound, Key};
+use crate::master::spawn::Inbound;
 use crate::master::table::State;
 use crate::protocol::{PROTOCOL_VERSION, ToMaster, ToWorker};
 
 impl Supervisor {
-    pub(super) fn on_inbound(&mut self, key: Key, inbound: Inbound) {
+    pub(super) fn on_inbound(&mut self, key: WorkerKey, inbound: Inbound) {
         let Some(slot) = self.table.get_mut(key) else {
             return;
         };
@@ -35,8 +36,7 @@ impl Supervisor {
                     };
                     slot.send(&welcome, None);
                 };
-                self.hub
-                    .attach_worker(key.id, key.generation, slot.outbox(), welcome);
+                self.hub.attach_worker(key, slot.outbox(), welcome);
                 slot.state = State::Online;
                 if slot.retiring {
                     // Stopped before it was even online: tell it now.
@@ -111,7 +111,7 @@ impl Supervisor {
 
     /// Worker `key` announced it is going down (after [`SIGNALLED_GRACE`] when a signal
     /// made it): the start-up failed, or it is failing and gets replaced.
-    pub(super) fn on_going_down(&mut self, key: Key) {
+    pub(super) fn on_going_down(&mut self, key: WorkerKey) {
         let Some(slot) = self.table.get_mut(key) else {
             return;
         };
@@ -128,13 +128,13 @@ impl Supervisor {
         self.emit(LifecycleEvent::Failing { worker, reason });
     }
 
-    fn on_exit(&mut self, key: Key, reason: ExitReason) {
+    fn on_exit(&mut self, key: WorkerKey, reason: ExitReason) {
         self.disconnect(key);
         let Some(slot) = self.table.remove(key) else {
             return;
         };
         let worker = slot.worker();
-        self.hub.detach_worker(key.id, key.generation);
+        self.hub.detach_worker(key);
         crate::metrics::ended(key.id, key.generation);
         let requested = slot.retiring;
         if requested {
@@ -179,7 +179,7 @@ impl Supervisor {
 
     /// The worker broke the protocol: it is killed (its exit follows as an event).
     /// Never the master's problem beyond that.
-    fn drop_worker(&mut self, key: Key, reason: &str) {
+    fn drop_worker(&mut self, key: WorkerKey, reason: &str) {
         let Some(slot) = self.table.get_mut(key) else {
             return;
         };
@@ -188,7 +188,7 @@ impl Supervisor {
         self.disconnect(key);
     }
 
-    fn disconnect(&mut self, key: Key) {
+    fn disconnect(&mut self, key: WorkerKey) {
         let Some(slot) = self.table.get_mut(key) else {
             return;
         };

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::listeners::Listeners;
 use super::program::{Fallback, Program};
-use super::spawn::{Key, Spawner};
+use super::spawn::Spawner;
 use super::systemd::{Notifier, View};
 use super::table::{Slot, WorkerTable};
 use super::upgrade::{Predecessor, Report};
@@ -34,6 +34,7 @@ use super::{Command, Master};
 use crate::WorkerId;
 use crate::config::Config;
 use crate::event::LifecycleEvent;
+use crate::event::WorkerKey;
 use crate::ipc::Outbox;
 use crate::plugin::Plugins;
 use handover::Handovers;
@@ -68,9 +69,9 @@ enum Timer {
     /// A respawn of slot `id` is due.
     Respawn(WorkerId),
     /// An aborted worker's grace is over: SIGKILL it if it is still there.
-    Kill(Key),
+    Kill(WorkerKey),
     /// A worker a signal made go down: if the master was not signalled too, replace it.
-    GoingDown(Key),
+    GoingDown(WorkerKey),
 }
 
 /// The signals the master acts on (see `crate::signals` for every signal's meaning).
@@ -395,7 +396,7 @@ impl Supervisor {
     /// Starts a process in slot `id`; `fallback` says whether it may come from the
     /// running image when the program path cannot be executed. A failure is logged,
     /// counted and emitted (`Respawn` retries it) and returned in words.
-    fn spawn(&mut self, id: WorkerId, fallback: Fallback) -> Result<Key, String> {
+    fn spawn(&mut self, id: WorkerId, fallback: Fallback) -> Result<WorkerKey, String> {
         let key = self.table.next_key(id);
         match self.spawner.spawn(key, fallback) {
             Ok(spawned) => {
@@ -412,13 +413,8 @@ impl Supervisor {
                 tracing::error!("cannot spawn worker {id}: {error}");
                 self.master
                     .set_spawn_error(Some(format!("cannot spawn worker {id}: {error}")));
-                let worker = crate::WorkerRef {
-                    id,
-                    generation: key.generation,
-                    pid: 0,
-                };
                 self.emit(LifecycleEvent::SpawnFailed {
-                    worker,
+                    worker: key.with_pid(0),
                     error: error.clone(),
                 });
                 Err(error)

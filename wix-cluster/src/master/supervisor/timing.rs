@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::Supervisor;
 use crate::WorkerId;
-use crate::master::spawn::Key;
+use crate::event::WorkerKey;
 
 #[derive(Default)]
 pub(super) struct Timing {
@@ -21,7 +21,7 @@ pub(super) struct Timing {
 
 impl Supervisor {
     /// `key` just became ready.
-    pub(super) fn time_ready(&mut self, key: Key) {
+    pub(super) fn time_ready(&mut self, key: WorkerKey) {
         if let Some(died) = self.timing.vacated.remove(&key.id) {
             tracing::info!(
                 "worker {} replaced in {:.1} ms (unexpected death -> successor ready)",
