@@ -7,25 +7,67 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-pub(crate) use crate::WorkerState as State;
-use crate::event::WorkerKey;
-use crate::event::WorkerRef;
+use crate::WorkerState;
+use crate::event::{WorkerKey, WorkerRef};
 use crate::ipc::Outbox;
 use crate::protocol::ToWorker;
 use crate::{WorkerId, WorkerInfo};
 
+/// Where a slot's process is in its life, as the master drives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Life {
+    /// Spawned; it has not said hello yet.
+    Starting,
+    /// It said hello; its app is starting.
+    Online,
+    /// Its app holds a listener.
+    Ready,
+    /// It announced it is going down (the master did not ask): it drains, and still
+    /// counts as the slot's worker until its exit.
+    Failing {
+        /// It was ready before.
+        was_ready: bool,
+    },
+    /// The master asked it to stop or replaced it: its exit is expected and it no
+    /// longer counts as the slot's worker.
+    Retiring {
+        /// What it is seen as: draining, or the step it was at when the master killed
+        /// it without a drain (a successor not ready in time).
+        seen_as: WorkerState,
+    },
+}
+
+impl Life {
+    /// The state plugins and the management app see.
+    pub(crate) fn state(self) -> WorkerState {
+        match self {
+            Life::Starting => WorkerState::Starting,
+            Life::Online => WorkerState::Online,
+            Life::Ready => WorkerState::Ready,
+            Life::Failing { .. } => WorkerState::Draining,
+            Life::Retiring { seen_as } => seen_as,
+        }
+    }
+
+    /// Whether its exit is expected (see [`Life::Retiring`]).
+    pub(crate) fn is_retiring(self) -> bool {
+        matches!(self, Life::Retiring { .. })
+    }
+
+    /// Whether it has been ready, as the slot's worker (a retiring one no longer is).
+    pub(crate) fn was_ready(self) -> bool {
+        matches!(self, Life::Ready | Life::Failing { was_ready: true })
+    }
+}
+
 pub(crate) struct Slot {
     pub(crate) key: WorkerKey,
     pub(crate) pid: u32,
-    pub(crate) state: State,
-    /// The master asked this worker to stop or replaced it: its exit is expected and
-    /// it no longer counts as the slot's worker.
-    pub(crate) retiring: bool,
+    life: Life,
     /// The channel closed (or the master dropped the worker).
     pub(crate) disconnected: bool,
-    /// It reached [`State::Ready`] at some point.
-    pub(crate) was_ready: bool,
-    /// What the worker said when it announced it was going down.
+    /// What the worker said when it announced it was going down (kept whatever its
+    /// life: its exit's cause quotes it).
     pub(crate) going_down: Option<String>,
     pub(crate) last_heartbeat: Instant,
     pub(crate) started_at: SystemTime,
@@ -47,10 +89,8 @@ impl Slot {
         Slot {
             key,
             pid,
-            state: State::Starting,
-            retiring: false,
+            life: Life::Starting,
             disconnected: false,
-            was_ready: false,
             going_down: None,
             last_heartbeat: Instant::now(),
             started_at: SystemTime::now(),
@@ -70,7 +110,7 @@ impl Slot {
     pub(crate) fn info(&self) -> WorkerInfo {
         WorkerInfo {
             worker: self.worker(),
-            state: self.state,
+            state: self.life.state(),
             started_at: self.started_at,
             since_heartbeat: self.last_heartbeat.elapsed(),
             requests: self.requests,
@@ -112,13 +152,71 @@ impl Slot {
         super::spawn::signal(self.pid, nix::sys::signal::Signal::SIGABRT);
     }
 
+    /// Where it is in its life.
+    pub(crate) fn life(&self) -> Life {
+        self.life
+    }
+
+    /// Whether its exit is expected (see [`Life::Retiring`]).
+    pub(crate) fn is_retiring(&self) -> bool {
+        self.life.is_retiring()
+    }
+
     /// Marks the worker as retiring and asks it to drain.
     pub(crate) fn retire(&mut self) {
-        if !self.retiring {
-            self.retiring = true;
-            self.state = State::Draining;
+        if !self.is_retiring() {
+            self.life = Life::Retiring {
+                seen_as: WorkerState::Draining,
+            };
             self.send(&ToWorker::Shutdown, None);
         }
+    }
+
+    /// Marks the worker as retiring without a drain, and sends it SIGKILL (see
+    /// [`Slot::kill`]).
+    pub(crate) fn kill_retiring(&mut self, why: impl Into<String>) {
+        if !self.is_retiring() {
+            self.life = Life::Retiring {
+                seen_as: self.life.state(),
+            };
+        }
+        self.kill(why);
+    }
+
+    /// It said hello: online, or (retired before that) told to drain now.
+    pub(crate) fn greeted(&mut self) {
+        self.life = match self.life {
+            Life::Retiring {
+                seen_as: WorkerState::Starting,
+            } => {
+                self.send(&ToWorker::Shutdown, None);
+                Life::Retiring {
+                    seen_as: WorkerState::Draining,
+                }
+            }
+            _ => Life::Online,
+        };
+    }
+
+    /// It said it is ready (it holds a listener).
+    pub(crate) fn became_ready(&mut self) {
+        self.life = match self.life {
+            Life::Online | Life::Ready => Life::Ready,
+            Life::Failing { .. } => Life::Failing { was_ready: true },
+            Life::Retiring {
+                seen_as: WorkerState::Online,
+            } => Life::Retiring {
+                seen_as: WorkerState::Ready,
+            },
+            other => other,
+        };
+    }
+
+    /// It announced it is going down, and the master did not ask: it drains.
+    pub(crate) fn failing(&mut self) {
+        self.life = Life::Failing {
+            was_ready: self.life.was_ready(),
+        };
     }
 }
 
@@ -168,14 +266,14 @@ impl WorkerTable {
             .range(WorkerKey::all_of(id))
             .rev()
             .map(|(_, slot)| slot)
-            .find(|slot| !slot.retiring)
+            .find(|slot| !slot.is_retiring())
     }
 
     /// Slots with a non-retiring process.
     pub(crate) fn occupied(&self) -> BTreeSet<WorkerId> {
         self.procs
             .values()
-            .filter(|slot| !slot.retiring)
+            .filter(|slot| !slot.is_retiring())
             .map(|slot| slot.key.id)
             .collect()
     }

@@ -35,7 +35,7 @@ impl Supervisor {
                 let Some(slot) = self.table.get_mut(key_of(worker)) else {
                     return;
                 };
-                if slot.retiring {
+                if slot.is_retiring() {
                     return;
                 }
                 slot.retire();
@@ -86,7 +86,7 @@ impl Supervisor {
             }
         }
         for slot in self.table.iter_mut() {
-            if !slot.retiring && (slot.key.id.0 as usize) > count {
+            if !slot.is_retiring() && (slot.key.id.0 as usize) > count {
                 tracing::info!("scaling down: draining {}", slot.worker());
                 slot.retire();
             }

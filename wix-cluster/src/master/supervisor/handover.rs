@@ -126,7 +126,7 @@ impl Supervisor {
         let Some(slot) = self.table.get_mut(key) else {
             return;
         };
-        if slot.retiring {
+        if slot.is_retiring() {
             return;
         }
         let worker = slot.worker();
@@ -200,8 +200,7 @@ impl Supervisor {
         self.handovers.active = on_time;
         for handover in late {
             if let Some(slot) = self.table.get_mut(handover.new) {
-                slot.retiring = true;
-                slot.kill("as a successor not ready in time");
+                slot.kill_retiring("as a successor not ready in time");
             }
             let why = format!(
                 "its successor was not ready within {:?}",

@@ -7,10 +7,10 @@ use super::{Supervisor, Timer};
 /// worker: `kill -TERM -<pgid>` and `systemctl kill` signal every process of the group,
 /// which must be one stop of the cluster, not a round of replacements.
 const SIGNALLED_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+use crate::WorkerState;
 use crate::event::WorkerKey;
 use crate::event::{ExitReason, LifecycleEvent};
 use crate::master::spawn::Inbound;
-use crate::master::table::State;
 use crate::protocol::{PROTOCOL_VERSION, ToMaster, ToWorker};
 
 impl Supervisor {
@@ -20,7 +20,9 @@ impl Supervisor {
         };
         let worker = slot.worker();
         match inbound {
-            Inbound::Message(ToMaster::Hello { version, pid }) if slot.state == State::Starting => {
+            Inbound::Message(ToMaster::Hello { version, pid })
+                if slot.life().state() == WorkerState::Starting =>
+            {
                 if version != PROTOCOL_VERSION || pid != slot.pid {
                     let reason = format!("bad hello (protocol {version}, pid {pid})");
                     self.drop_worker(key, &reason);
@@ -37,15 +39,11 @@ impl Supervisor {
                     slot.send(&welcome, None);
                 };
                 self.hub.attach_worker(key, slot.outbox(), welcome);
-                slot.state = State::Online;
-                if slot.retiring {
-                    // Stopped before it was even online: tell it now.
-                    slot.state = State::Draining;
-                    slot.send(&ToWorker::Shutdown, None);
-                }
+                // Stopped before it was even online: it is told now.
+                slot.greeted();
                 self.emit(LifecycleEvent::Online(worker));
             }
-            Inbound::Message(_) if slot.state == State::Starting => {
+            Inbound::Message(_) if slot.life().state() == WorkerState::Starting => {
                 self.drop_worker(key, "spoke before its hello");
             }
             Inbound::Message(ToMaster::Hello { .. }) => self.drop_worker(key, "said hello twice"),
@@ -66,10 +64,7 @@ impl Supervisor {
                 }
             },
             Inbound::Message(ToMaster::Ready) => {
-                if slot.state == State::Online {
-                    slot.state = State::Ready;
-                }
-                slot.was_ready = true;
+                slot.became_ready();
                 self.ever_ready = true;
                 tracing::debug!("{worker} is ready");
                 self.time_ready(key);
@@ -91,10 +86,10 @@ impl Supervisor {
             }
             Inbound::Message(ToMaster::GoingDown { reason, signalled }) => {
                 slot.going_down = Some(reason);
-                if slot.retiring || self.stopping.is_some() {
+                if slot.is_retiring() || self.stopping.is_some() {
                     return;
                 }
-                slot.state = State::Draining;
+                slot.failing();
                 if signalled {
                     // A signal sent to the whole process group reaches this master
                     // too, a moment later: a stop then, not a worker to replace.
@@ -115,12 +110,12 @@ impl Supervisor {
         let Some(slot) = self.table.get_mut(key) else {
             return;
         };
-        if slot.retiring || self.stopping.is_some() {
+        if slot.is_retiring() || self.stopping.is_some() {
             return;
         }
         let worker = slot.worker();
         let reason = slot.going_down.clone().unwrap_or_default();
-        if !slot.was_ready && !self.ever_ready {
+        if !slot.life().was_ready() && !self.ever_ready {
             self.fail_start_up(&reason);
             return;
         }
@@ -136,13 +131,13 @@ impl Supervisor {
         let worker = slot.worker();
         self.hub.detach_worker(key);
         crate::metrics::ended(key.id, key.generation);
-        let requested = slot.retiring;
+        let requested = slot.is_retiring();
         if requested {
             tracing::debug!("{worker} stopped ({reason})");
         } else {
             tracing::warn!("{worker} died unexpectedly ({reason})");
             self.time_death(key.id);
-            if !slot.was_ready && !self.ever_ready && self.stopping.is_none() {
+            if !slot.life().was_ready() && !self.ever_ready && self.stopping.is_none() {
                 let why = slot
                     .going_down
                     .clone()

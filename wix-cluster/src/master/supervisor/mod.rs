@@ -28,7 +28,7 @@ use super::listeners::Listeners;
 use super::program::{Fallback, Program};
 use super::spawn::Spawner;
 use super::systemd::{Notifier, View};
-use super::table::{Slot, WorkerTable};
+use super::table::{Life, Slot, WorkerTable};
 use super::upgrade::{Predecessor, Report};
 use super::{Command, Master};
 use crate::WorkerId;
@@ -493,7 +493,7 @@ impl Supervisor {
     fn ready_workers(&self) -> usize {
         self.table
             .iter()
-            .filter(|slot| slot.state == crate::WorkerState::Ready && !slot.retiring)
+            .filter(|slot| slot.life() == Life::Ready)
             .count()
     }
 
