@@ -252,6 +252,11 @@ impl WorkerTable {
         self.procs.insert(slot.key, slot);
     }
 
+    /// The process `key`, while it is in the table.
+    pub(crate) fn get(&self, key: WorkerKey) -> Option<&Slot> {
+        self.procs.get(&key)
+    }
+
     pub(crate) fn get_mut(&mut self, key: WorkerKey) -> Option<&mut Slot> {
         self.procs.get_mut(&key)
     }
