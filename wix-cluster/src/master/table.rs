@@ -299,3 +299,94 @@ impl WorkerTable {
         self.procs.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::{FrameReader, into_stream, socketpair};
+
+    /// A slot whose outbox writes to the returned reader. Its pid is one no signal can
+    /// reach (`spawn::signal` skips it), so that `kill` is harmless here.
+    fn slot() -> (Slot, FrameReader) {
+        let (ours, theirs) = socketpair().expect("socketpair");
+        let (out, writer) = Outbox::new(into_stream(ours).expect("stream"));
+        tokio::spawn(writer.run());
+        let key = WorkerKey {
+            id: WorkerId(1),
+            generation: 0,
+        };
+        let slot = Slot::new(key, u32::MAX, out);
+        (slot, FrameReader::new(into_stream(theirs).expect("stream")))
+    }
+
+    #[tokio::test]
+    async fn a_worker_is_ready_after_its_hello_and_a_listener_and_stays_so_when_failing() {
+        let (mut slot, _reader) = slot();
+        assert_eq!(slot.life(), Life::Starting);
+        slot.greeted();
+        assert_eq!(slot.life(), Life::Online);
+        assert!(!slot.life().was_ready());
+        slot.became_ready();
+        assert_eq!(slot.life(), Life::Ready);
+        slot.failing();
+        assert_eq!(slot.life(), Life::Failing { was_ready: true });
+        assert_eq!(slot.info().state, WorkerState::Draining);
+        assert!(!slot.is_retiring());
+    }
+
+    #[tokio::test]
+    async fn a_worker_failing_before_it_was_ready_is_ready_once_it_says_so() {
+        let (mut slot, _reader) = slot();
+        slot.greeted();
+        slot.failing();
+        assert_eq!(slot.life(), Life::Failing { was_ready: false });
+        slot.became_ready();
+        assert_eq!(slot.life(), Life::Failing { was_ready: true });
+    }
+
+    #[tokio::test]
+    async fn a_retired_worker_is_told_to_drain_once_and_no_longer_counts_as_ready() {
+        let (mut slot, mut reader) = slot();
+        slot.greeted();
+        slot.became_ready();
+        slot.retire();
+        slot.retire();
+        assert!(slot.is_retiring());
+        assert!(!slot.life().was_ready());
+        assert_eq!(slot.info().state, WorkerState::Draining);
+        let told = reader.recv::<ToWorker>().await.expect("a frame");
+        assert!(matches!(told, Some(ToWorker::Shutdown)), "{told:?}");
+        let marker = ToWorker::ListenFailed {
+            request: 7,
+            error: "marker".to_owned(),
+        };
+        slot.send(&marker, None);
+        // The frame after the Shutdown is the one sent by hand: retire sent only one.
+        let next = reader.recv::<ToWorker>().await.expect("a frame");
+        assert!(
+            matches!(next, Some(ToWorker::ListenFailed { request: 7, .. })),
+            "{next:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_successor_killed_before_its_hello_is_seen_as_starting_then_told_to_drain() {
+        let (mut slot, mut reader) = slot();
+        slot.kill_retiring("as a successor not ready in time");
+        assert!(slot.is_retiring());
+        assert_eq!(slot.info().state, WorkerState::Starting);
+        assert_eq!(
+            slot.sent_kill.as_deref(),
+            Some("as a successor not ready in time")
+        );
+        slot.greeted();
+        assert_eq!(
+            slot.life(),
+            Life::Retiring {
+                seen_as: WorkerState::Draining
+            }
+        );
+        let told = reader.recv::<ToWorker>().await.expect("a frame");
+        assert!(matches!(told, Some(ToWorker::Shutdown)), "{told:?}");
+    }
+}
