@@ -108,11 +108,14 @@ fn cost(payload: &[u8]) -> u32 {
 pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
 pub(crate) type Handler = Arc<dyn Fn(Peer, Vec<u8>) -> HandlerFuture + Send + Sync>;
 
-/// Which side of the cluster this process is.
+/// Which side of the cluster this process is, and so where its messages go.
 pub(crate) enum Side {
+    /// The master: to the workers' channels, as they attach.
     Master,
-    /// A worker, sending through its channel to the master.
+    /// A worker: through its channel to the master (see `worker::Mode::hub_side`).
     Worker(Outbox),
+    /// The one process of single-process mode, master and worker 0 at once: to this
+    /// process's own subscribers and handlers.
     Single,
 }
 

@@ -1,5 +1,6 @@
 //! The master/worker channel: one `socketpair` per worker carrying length-prefixed
-//! postcard frames, with listening sockets passed alongside as `SCM_RIGHTS`.
+//! postcard frames, with listening sockets passed alongside as `SCM_RIGHTS`, and the
+//! correlation of requests over it with their answers.
 
 mod channel;
 mod correlate;
