@@ -5,8 +5,39 @@ use std::net::SocketAddr;
 
 use crate::WorkerId;
 
+/// One process of one slot: the slot and the generation living in it. What the master
+/// knows a worker by before it has a pid, and the part of [`WorkerRef`] that names the
+/// process among the slot's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct WorkerKey {
+    /// The slot.
+    pub(crate) id: WorkerId,
+    /// How many processes the slot has had before this one.
+    pub(crate) generation: u32,
+}
+
+impl WorkerKey {
+    /// Every key of slot `id`, oldest generation first (a range of an ordered map).
+    pub(crate) fn all_of(id: WorkerId) -> std::ops::RangeInclusive<WorkerKey> {
+        WorkerKey { id, generation: 0 }..=WorkerKey {
+            id,
+            generation: u32::MAX,
+        }
+    }
+
+    /// The process of this slot and generation, whose pid is `pid`.
+    pub(crate) fn with_pid(self, pid: u32) -> WorkerRef {
+        WorkerRef {
+            id: self.id,
+            generation: self.generation,
+            pid,
+        }
+    }
+}
+
 /// Which process an event is about: a worker slot, the generation living in it, its pid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Ordered by slot, then generation, then pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WorkerRef {
     /// The slot, `1..=workers`; kept across respawns.
     pub id: WorkerId,

@@ -12,6 +12,7 @@ use crate::app::AppResult;
 use crate::config::Config;
 use crate::master::Command;
 use crate::plugin::Plugins;
+use crate::worker::Mode;
 use crate::worker::process::run_app;
 use crate::{Master, Worker, WorkerId};
 
@@ -33,12 +34,13 @@ where
     };
     let code = runtime.block_on(async {
         tracing::info!("running in single-process mode");
-        crate::exchange::hub::install(crate::exchange::hub::Side::Single);
+        let (master, commands) = Master::new(config);
+        let mode = Mode::single(master.clone(), sockets);
+        crate::exchange::hub::install(mode.hub_side());
         crate::metrics::start_collector(
             &config.metrics,
             crate::metrics::Origin::Worker(WorkerId(0)),
         );
-        let (master, commands) = Master::new(config);
         for plugin in &plugins {
             if let Err(e) = plugin.on_master(&master).await {
                 tracing::error!("plugin {} failed to start: {e}", plugin.name());
@@ -49,9 +51,7 @@ where
         let worker = Worker::new(
             WorkerId(0),
             0,
-            None,
-            Some(master.clone()),
-            Some(sockets),
+            mode,
             master.drain_timeout(),
             config.timeouts,
         );

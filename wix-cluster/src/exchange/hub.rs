@@ -1,6 +1,10 @@
 //! The process's exchange hub: subscribers, request handlers and app-scoped data by
 //! topic, and the way out of the process (the channel to the master, or the channels
 //! to every worker).
+//!
+//! The hub sends through the outboxes it is given (at construction in a worker, as
+//! workers attach in the master) and never reads a channel: the channels' readers hand
+//! it what arrives.
 
 use parking_lot::{Mutex, MutexGuard};
 use std::any::{Any, TypeId};
@@ -10,13 +14,13 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use super::{ExchangeError, Peer};
 use crate::WorkerId;
-use crate::ipc::{self, Outbox};
+use crate::event::WorkerKey;
+use crate::ipc::{self, Correlation, FrameError, Outbox};
 use crate::protocol::{ExchangeRef, ToMaster, ToWorker};
-use crate::worker::link::Link;
 
 /// The most requests one worker may have the master handle at once; past it, requests
 /// are answered with an error at once.
@@ -104,10 +108,14 @@ fn cost(payload: &[u8]) -> u32 {
 pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
 pub(crate) type Handler = Arc<dyn Fn(Peer, Vec<u8>) -> HandlerFuture + Send + Sync>;
 
-/// Which side of the cluster this process is.
+/// Which side of the cluster this process is, and so where its messages go.
 pub(crate) enum Side {
+    /// The master: to the workers' channels, as they attach.
     Master,
-    Worker(Arc<Link>),
+    /// A worker: through its channel to the master (see `worker::Mode::hub_side`).
+    Worker(Outbox),
+    /// The one process of single-process mode, master and worker 0 at once: to this
+    /// process's own subscribers and handlers.
     Single,
 }
 
@@ -120,7 +128,8 @@ pub(crate) struct DataCell {
 pub(crate) struct Hub {
     side: Side,
     state: Mutex<State>,
-    next_request: AtomicU64,
+    /// Worker: requests waiting for the master's answer.
+    requests: Correlation<Result<Vec<u8>, String>>,
     undecodable: AtomicU64,
     /// Messages dropped because a subscriber's budget was spent.
     dropped: AtomicU64,
@@ -138,9 +147,7 @@ struct State {
     /// Master: the channel of every worker process that completed its handshake and
     /// has not ended, by slot and generation. A slot mid-handover has two: both get
     /// broadcasts and app data, `send_to` reaches the newest.
-    workers: BTreeMap<(WorkerId, u32), Outbox>,
-    /// Worker: requests waiting for the master's answer.
-    pending: HashMap<u64, oneshot::Sender<Result<Vec<u8>, String>>>,
+    workers: BTreeMap<WorkerKey, Outbox>,
 }
 
 static HUB: OnceLock<Hub> = OnceLock::new();
@@ -150,7 +157,7 @@ pub(crate) fn install(side: Side) -> &'static Hub {
     HUB.get_or_init(|| Hub {
         side,
         state: Mutex::default(),
-        next_request: AtomicU64::new(1),
+        requests: Correlation::default(),
         undecodable: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
     })
@@ -317,7 +324,16 @@ impl Hub {
     pub(crate) fn send_to_master(&self, topic: &str, payload: &[u8]) -> Result<(), ExchangeError> {
         super::check_size("message", payload.len(), super::MAX_MESSAGE_BYTES)?;
         match &self.side {
-            Side::Worker(link) => link.send_exchange(topic, payload)?,
+            Side::Worker(out) => match out.send(&ExchangeRef::to_master(topic, payload)) {
+                Ok(()) => {}
+                // The master has not read what this worker sent: the caller hears it.
+                Err(FrameError::Backlog { queued }) => {
+                    return Err(ExchangeError::Backlog { queued });
+                }
+                Err(e) => {
+                    tracing::error!("cannot send a message on topic {topic:?} to the master: {e}");
+                }
+            },
             Side::Master => self.deliver(Peer::Master, topic, payload.into()),
             Side::Single => self.deliver(Peer::Worker(WorkerId(0)), topic, payload.into()),
         }
@@ -359,7 +375,7 @@ impl Hub {
                 let state = self.state();
                 let (_, out) = state
                     .workers
-                    .range((id, 0)..=(id, u32::MAX))
+                    .range(WorkerKey::all_of(id))
                     .next_back()
                     .ok_or(ExchangeError::UnknownWorker(id))?;
                 let msg = ExchangeRef::to_worker(topic, &payload);
@@ -401,20 +417,22 @@ impl Hub {
         };
         super::check_size("message", payload.len(), super::MAX_MESSAGE_BYTES)?;
         match &self.side {
-            Side::Worker(link) => {
-                let id = self.next_request.fetch_add(1, Ordering::Relaxed);
-                let (reply, answer) = oneshot::channel();
-                self.state().pending.insert(id, reply);
-                link.send(&ToMaster::Request {
-                    id,
+            Side::Worker(out) => {
+                // Forgotten if the caller stops waiting (timeout, drop).
+                let pending = self.requests.open();
+                let msg = ToMaster::Request {
+                    id: pending.id(),
                     topic: topic.to_owned(),
                     payload,
                     timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-                });
-                let _cleanup = PendingGuard { hub: self, id };
-                answer
+                };
+                if let Err(e) = out.send(&msg) {
+                    tracing::error!("cannot send a {} message to the master: {e}", msg.kind());
+                }
+                pending
+                    .answer()
                     .await
-                    .map_err(|_| ExchangeError::Closed)?
+                    .ok_or(ExchangeError::Closed)?
                     .map_err(handler_error)
             }
             Side::Master | Side::Single => {
@@ -432,9 +450,8 @@ impl Hub {
 
     /// Worker: the master answered request `id`.
     pub(crate) fn complete(&self, id: u64, result: Result<Vec<u8>, String>) {
-        if let Some(reply) = self.state().pending.remove(&id) {
-            let _ = reply.send(result);
-        }
+        // Nobody waits any more: the caller gave up (timed out) before it came.
+        let _ = self.requests.complete(id, result);
     }
 
     /// Master: a worker's request; the handler runs in its own task, within `requests`
@@ -493,8 +510,7 @@ impl Hub {
     /// app-scoped data while no publish can interleave, so the worker misses nothing.
     pub(crate) fn attach_worker(
         &self,
-        id: WorkerId,
-        generation: u32,
+        key: WorkerKey,
         out: Outbox,
         welcome: impl FnOnce(Vec<(String, serde_bytes::ByteBuf)>),
     ) {
@@ -510,12 +526,12 @@ impl Hub {
             })
             .collect();
         welcome(data);
-        state.workers.insert((id, generation), out);
+        state.workers.insert(key, out);
     }
 
     /// Master: a worker process ended.
-    pub(crate) fn detach_worker(&self, id: WorkerId, generation: u32) {
-        self.state().workers.remove(&(id, generation));
+    pub(crate) fn detach_worker(&self, key: WorkerKey) {
+        self.state().workers.remove(&key);
     }
 
     /// Whether `len` bytes of app data on `topic` (replacing its current value) keep
@@ -590,17 +606,5 @@ impl Hub {
             .entry(topic.to_owned())
             .or_insert_with(|| watch::channel(0).0)
             .subscribe()
-    }
-}
-
-/// Forgets a pending request when its caller stops waiting (timeout, drop).
-struct PendingGuard<'a> {
-    hub: &'a Hub,
-    id: u64,
-}
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        self.hub.state().pending.remove(&self.id);
     }
 }

@@ -1,12 +1,15 @@
 //! The master/worker channel: one `socketpair` per worker carrying length-prefixed
-//! postcard frames, with listening sockets passed alongside as `SCM_RIGHTS`.
+//! postcard frames, with listening sockets passed alongside as `SCM_RIGHTS`, and the
+//! correlation of requests over it with their answers.
 
 mod channel;
+mod correlate;
 mod fd;
 mod frame;
 mod stream;
 
 pub(crate) use channel::{BACKLOG_STALL, FrameReader, Outbox, into_stream, socketpair};
+pub(crate) use correlate::Correlation;
 pub(crate) use frame::{FrameError, encode};
 pub(crate) use stream::Stream;
 

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::routes::{Ctx, unix_seconds};
 use super::settings::HISTORY;
 use super::workers::{self, Row};
-use crate::{WorkerId, WorkerInfo, WorkerState, metrics};
+use crate::{WorkerId, WorkerInfo, WorkerRef, WorkerState, metrics};
 
 /// How long a worker that exited stays in the tables (state `exited`).
 pub(crate) const EXITED_KEPT: Duration = Duration::from_secs(60);
@@ -28,21 +28,11 @@ pub(crate) const EXITED_KEPT: Duration = Duration::from_secs(60);
 /// The shortest window CPU % is computed over.
 const MIN_CPU_WINDOW: Duration = Duration::from_millis(100);
 
-/// A process, as tracked: slot, generation, pid.
-type Key = (u32, u32, u32);
-
-fn key(info: &WorkerInfo) -> Key {
-    (
-        info.worker.id.get(),
-        info.worker.generation,
-        info.worker.pid,
-    )
-}
-
 /// Everything known about the workers, live and lately exited.
 pub(crate) struct Stats {
     interval: Duration,
-    tracked: Mutex<BTreeMap<Key, Tracked>>,
+    /// By process: slot, generation, pid.
+    tracked: Mutex<BTreeMap<WorkerRef, Tracked>>,
 }
 
 /// One worker process.
@@ -151,7 +141,7 @@ impl Stats {
         let mut tracked = self.tracked.lock();
         for info in live {
             tracked
-                .entry(key(info))
+                .entry(info.worker)
                 .and_modify(|known| known.info = info.clone())
                 .or_insert_with(|| {
                     let mut fresh = Tracked::new(info.clone());
@@ -160,7 +150,7 @@ impl Stats {
                 });
         }
         tracked.retain(|k, known| {
-            if known.exited_at.is_none() && !live.iter().any(|info| key(info) == *k) {
+            if known.exited_at.is_none() && !live.iter().any(|info| info.worker == *k) {
                 known.exited_at = Some(now);
             }
             known.exited_at.is_none_or(|at| {

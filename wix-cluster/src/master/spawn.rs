@@ -7,18 +7,11 @@ use tokio::sync::mpsc;
 
 use super::program::{self, Fallback, Program};
 use super::reexec::{self, Started};
-use crate::WorkerId;
-use crate::event::ExitReason;
+use crate::event::{ExitReason, WorkerKey};
+use crate::exchange::hub::{Hub, RequestScope, WorkerRequest};
 use crate::ipc::{FrameReader, Outbox};
 use crate::protocol::ToMaster;
 use crate::role::{ENV_WORKER_MARKER, WorkerMarker};
-
-/// One process in one slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct Key {
-    pub(crate) id: WorkerId,
-    pub(crate) generation: u32,
-}
 
 /// What a worker's tasks report to the supervision loop.
 #[derive(Debug)]
@@ -35,7 +28,9 @@ pub(crate) enum Inbound {
 pub(crate) struct Spawner {
     program: Program,
     master_pid: u32,
-    inbox: mpsc::UnboundedSender<(Key, Inbound)>,
+    inbox: mpsc::UnboundedSender<(WorkerKey, Inbound)>,
+    /// Where the workers' readers route the exchange's traffic.
+    hub: &'static Hub,
 }
 
 /// A started worker.
@@ -45,12 +40,18 @@ pub(crate) struct Spawned {
 }
 
 impl Spawner {
-    /// Workers are started from `program` (resolved once, at start-up).
-    pub(crate) fn new(program: Program, inbox: mpsc::UnboundedSender<(Key, Inbound)>) -> Spawner {
+    /// Workers are started from `program` (resolved once, at start-up); what they say
+    /// goes to `inbox`, their exchange traffic to `hub`.
+    pub(crate) fn new(
+        program: Program,
+        inbox: mpsc::UnboundedSender<(WorkerKey, Inbound)>,
+        hub: &'static Hub,
+    ) -> Spawner {
         Spawner {
             program,
             master_pid: std::process::id(),
             inbox,
+            hub,
         }
     }
 
@@ -61,7 +62,7 @@ impl Spawner {
 
     /// Starts the worker `key` from the program path; when that cannot be executed and
     /// `fallback` allows it, from the running image (with a warning).
-    pub(crate) fn spawn(&self, key: Key, fallback: Fallback) -> io::Result<Spawned> {
+    pub(crate) fn spawn(&self, key: WorkerKey, fallback: Fallback) -> io::Result<Spawned> {
         match self.start(key, false) {
             Err(e) if fallback == Fallback::RunningImage && program::cannot_execute(&e) => {
                 tracing::warn!(
@@ -75,7 +76,7 @@ impl Spawner {
         }
     }
 
-    fn start(&self, key: Key, running_image: bool) -> io::Result<Spawned> {
+    fn start(&self, key: WorkerKey, running_image: bool) -> io::Result<Spawned> {
         let mut command = self.program.command(running_image);
         // Secrets and systemd's notification socket are the master's: the workers, and
         // the programs an app starts, never see them.
@@ -104,6 +105,7 @@ impl Spawner {
             FrameReader::with_limit(stream, crate::exchange::MAX_MESSAGE_BYTES + (64 << 10)),
             key,
             self.inbox.clone(),
+            self.hub,
             out.clone(),
         ));
 
@@ -117,27 +119,26 @@ impl Spawner {
     }
 }
 
-/// Reads a worker's channel: the exchange's traffic goes straight to the hub (once the
+/// Reads a worker's channel: the exchange's traffic goes straight to `hub` (once the
 /// worker has said hello), everything else to the supervision loop.
 async fn read_worker(
     mut reader: FrameReader,
-    key: Key,
-    inbox: mpsc::UnboundedSender<(Key, Inbound)>,
+    key: WorkerKey,
+    inbox: mpsc::UnboundedSender<(WorkerKey, Inbound)>,
+    hub: &'static Hub,
     out: Outbox,
 ) {
     let mut greeted = false;
     // The worker's requests in the master's hands: given up when this reader ends.
-    let requests = crate::exchange::hub::RequestScope::default();
+    let requests = RequestScope::default();
     loop {
         let report = match reader.recv::<ToMaster>().await {
             Ok(Some(_)) if reader.take_fd().is_some() => {
                 Inbound::Broken("sent a file descriptor".to_owned())
             }
             Ok(Some(ToMaster::Exchange { topic, payload })) if greeted => {
-                if let Ok(hub) = crate::exchange::hub::hub() {
-                    hub.deliver_from_worker(crate::Peer::Worker(key.id), &topic, payload.into())
-                        .await;
-                }
+                hub.deliver_from_worker(crate::Peer::Worker(key.id), &topic, payload.into())
+                    .await;
                 continue;
             }
             Ok(Some(ToMaster::Request {
@@ -146,16 +147,14 @@ async fn read_worker(
                 payload,
                 timeout_ms,
             })) if greeted => {
-                if let Ok(hub) = crate::exchange::hub::hub() {
-                    let request = crate::exchange::hub::WorkerRequest {
-                        from: key.id,
-                        id,
-                        topic,
-                        payload,
-                        timeout: std::time::Duration::from_millis(timeout_ms),
-                    };
-                    hub.on_request(request, &requests, out.clone());
-                }
+                let request = WorkerRequest {
+                    from: key.id,
+                    id,
+                    topic,
+                    payload,
+                    timeout: std::time::Duration::from_millis(timeout_ms),
+                };
+                hub.on_request(request, &requests, out.clone());
                 continue;
             }
             Ok(Some(msg)) => {

@@ -7,25 +7,67 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use super::spawn::Key;
-pub(crate) use crate::WorkerState as State;
-use crate::event::WorkerRef;
+use crate::WorkerState;
+use crate::event::{WorkerKey, WorkerRef};
 use crate::ipc::Outbox;
 use crate::protocol::ToWorker;
 use crate::{WorkerId, WorkerInfo};
 
+/// Where a slot's process is in its life, as the master drives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Life {
+    /// Spawned; it has not said hello yet.
+    Starting,
+    /// It said hello; its app is starting.
+    Online,
+    /// Its app holds a listener.
+    Ready,
+    /// It announced it is going down (the master did not ask): it drains, and still
+    /// counts as the slot's worker until its exit.
+    Failing {
+        /// It was ready before.
+        was_ready: bool,
+    },
+    /// The master asked it to stop or replaced it: its exit is expected and it no
+    /// longer counts as the slot's worker.
+    Retiring {
+        /// What it is seen as: draining, or the step it was at when the master killed
+        /// it without a drain (a successor not ready in time).
+        seen_as: WorkerState,
+    },
+}
+
+impl Life {
+    /// The state plugins and the management app see.
+    pub(crate) fn state(self) -> WorkerState {
+        match self {
+            Life::Starting => WorkerState::Starting,
+            Life::Online => WorkerState::Online,
+            Life::Ready => WorkerState::Ready,
+            Life::Failing { .. } => WorkerState::Draining,
+            Life::Retiring { seen_as } => seen_as,
+        }
+    }
+
+    /// Whether its exit is expected (see [`Life::Retiring`]).
+    pub(crate) fn is_retiring(self) -> bool {
+        matches!(self, Life::Retiring { .. })
+    }
+
+    /// Whether it has been ready, as the slot's worker (a retiring one no longer is).
+    pub(crate) fn was_ready(self) -> bool {
+        matches!(self, Life::Ready | Life::Failing { was_ready: true })
+    }
+}
+
 pub(crate) struct Slot {
-    pub(crate) key: Key,
+    pub(crate) key: WorkerKey,
     pub(crate) pid: u32,
-    pub(crate) state: State,
-    /// The master asked this worker to stop or replaced it: its exit is expected and
-    /// it no longer counts as the slot's worker.
-    pub(crate) retiring: bool,
+    life: Life,
     /// The channel closed (or the master dropped the worker).
     pub(crate) disconnected: bool,
-    /// It reached [`State::Ready`] at some point.
-    pub(crate) was_ready: bool,
-    /// What the worker said when it announced it was going down.
+    /// What the worker said when it announced it was going down (kept whatever its
+    /// life: its exit's cause quotes it).
     pub(crate) going_down: Option<String>,
     pub(crate) last_heartbeat: Instant,
     pub(crate) started_at: SystemTime,
@@ -43,14 +85,12 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    pub(crate) fn new(key: Key, pid: u32, out: Outbox) -> Slot {
+    pub(crate) fn new(key: WorkerKey, pid: u32, out: Outbox) -> Slot {
         Slot {
             key,
             pid,
-            state: State::Starting,
-            retiring: false,
+            life: Life::Starting,
             disconnected: false,
-            was_ready: false,
             going_down: None,
             last_heartbeat: Instant::now(),
             started_at: SystemTime::now(),
@@ -64,17 +104,13 @@ impl Slot {
     }
 
     pub(crate) fn worker(&self) -> WorkerRef {
-        WorkerRef {
-            id: self.key.id,
-            generation: self.key.generation,
-            pid: self.pid,
-        }
+        self.key.with_pid(self.pid)
     }
 
     pub(crate) fn info(&self) -> WorkerInfo {
         WorkerInfo {
             worker: self.worker(),
-            state: self.state,
+            state: self.life.state(),
             started_at: self.started_at,
             since_heartbeat: self.last_heartbeat.elapsed(),
             requests: self.requests,
@@ -116,27 +152,85 @@ impl Slot {
         super::spawn::signal(self.pid, nix::sys::signal::Signal::SIGABRT);
     }
 
+    /// Where it is in its life.
+    pub(crate) fn life(&self) -> Life {
+        self.life
+    }
+
+    /// Whether its exit is expected (see [`Life::Retiring`]).
+    pub(crate) fn is_retiring(&self) -> bool {
+        self.life.is_retiring()
+    }
+
     /// Marks the worker as retiring and asks it to drain.
     pub(crate) fn retire(&mut self) {
-        if !self.retiring {
-            self.retiring = true;
-            self.state = State::Draining;
+        if !self.is_retiring() {
+            self.life = Life::Retiring {
+                seen_as: WorkerState::Draining,
+            };
             self.send(&ToWorker::Shutdown, None);
         }
+    }
+
+    /// Marks the worker as retiring without a drain, and sends it SIGKILL (see
+    /// [`Slot::kill`]).
+    pub(crate) fn kill_retiring(&mut self, why: impl Into<String>) {
+        if !self.is_retiring() {
+            self.life = Life::Retiring {
+                seen_as: self.life.state(),
+            };
+        }
+        self.kill(why);
+    }
+
+    /// It said hello: online, or (retired before that) told to drain now.
+    pub(crate) fn greeted(&mut self) {
+        self.life = match self.life {
+            Life::Retiring {
+                seen_as: WorkerState::Starting,
+            } => {
+                self.send(&ToWorker::Shutdown, None);
+                Life::Retiring {
+                    seen_as: WorkerState::Draining,
+                }
+            }
+            _ => Life::Online,
+        };
+    }
+
+    /// It said it is ready (it holds a listener).
+    pub(crate) fn became_ready(&mut self) {
+        self.life = match self.life {
+            Life::Online | Life::Ready => Life::Ready,
+            Life::Failing { .. } => Life::Failing { was_ready: true },
+            Life::Retiring {
+                seen_as: WorkerState::Online,
+            } => Life::Retiring {
+                seen_as: WorkerState::Ready,
+            },
+            other => other,
+        };
+    }
+
+    /// It announced it is going down, and the master did not ask: it drains.
+    pub(crate) fn failing(&mut self) {
+        self.life = Life::Failing {
+            was_ready: self.life.was_ready(),
+        };
     }
 }
 
 #[derive(Default)]
 pub(crate) struct WorkerTable {
-    procs: BTreeMap<Key, Slot>,
+    procs: BTreeMap<WorkerKey, Slot>,
     generations: HashMap<WorkerId, u32>,
 }
 
 impl WorkerTable {
     /// The key for the next process in slot `id`.
-    pub(crate) fn next_key(&mut self, id: WorkerId) -> Key {
+    pub(crate) fn next_key(&mut self, id: WorkerId) -> WorkerKey {
         let generation = self.generations.entry(id).or_insert(0);
-        let key = Key {
+        let key = WorkerKey {
             id,
             generation: *generation,
         };
@@ -146,7 +240,7 @@ impl WorkerTable {
 
     /// Gives back `key`, the latest from [`WorkerTable::next_key`], when no process
     /// could be started with it: generations count processes.
-    pub(crate) fn forget_key(&mut self, key: Key) {
+    pub(crate) fn forget_key(&mut self, key: WorkerKey) {
         if let Some(generation) = self.generations.get_mut(&key.id) {
             if *generation == key.generation + 1 {
                 *generation = key.generation;
@@ -158,33 +252,33 @@ impl WorkerTable {
         self.procs.insert(slot.key, slot);
     }
 
-    pub(crate) fn get_mut(&mut self, key: Key) -> Option<&mut Slot> {
+    /// The process `key`, while it is in the table.
+    pub(crate) fn get(&self, key: WorkerKey) -> Option<&Slot> {
+        self.procs.get(&key)
+    }
+
+    pub(crate) fn get_mut(&mut self, key: WorkerKey) -> Option<&mut Slot> {
         self.procs.get_mut(&key)
     }
 
-    pub(crate) fn remove(&mut self, key: Key) -> Option<Slot> {
+    pub(crate) fn remove(&mut self, key: WorkerKey) -> Option<Slot> {
         self.procs.remove(&key)
     }
 
     /// The newest non-retiring process of slot `id`.
     pub(crate) fn current(&self, id: WorkerId) -> Option<&Slot> {
         self.procs
-            .range(
-                Key { id, generation: 0 }..=Key {
-                    id,
-                    generation: u32::MAX,
-                },
-            )
+            .range(WorkerKey::all_of(id))
             .rev()
             .map(|(_, slot)| slot)
-            .find(|slot| !slot.retiring)
+            .find(|slot| !slot.is_retiring())
     }
 
     /// Slots with a non-retiring process.
     pub(crate) fn occupied(&self) -> BTreeSet<WorkerId> {
         self.procs
             .values()
-            .filter(|slot| !slot.retiring)
+            .filter(|slot| !slot.is_retiring())
             .map(|slot| slot.key.id)
             .collect()
     }
@@ -203,5 +297,96 @@ impl WorkerTable {
 
     pub(crate) fn len(&self) -> usize {
         self.procs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::{FrameReader, into_stream, socketpair};
+
+    /// A slot whose outbox writes to the returned reader. Its pid is one no signal can
+    /// reach (`spawn::signal` skips it), so that `kill` is harmless here.
+    fn slot() -> (Slot, FrameReader) {
+        let (ours, theirs) = socketpair().expect("socketpair");
+        let (out, writer) = Outbox::new(into_stream(ours).expect("stream"));
+        tokio::spawn(writer.run());
+        let key = WorkerKey {
+            id: WorkerId(1),
+            generation: 0,
+        };
+        let slot = Slot::new(key, u32::MAX, out);
+        (slot, FrameReader::new(into_stream(theirs).expect("stream")))
+    }
+
+    #[tokio::test]
+    async fn a_worker_is_ready_after_its_hello_and_a_listener_and_stays_so_when_failing() {
+        let (mut slot, _reader) = slot();
+        assert_eq!(slot.life(), Life::Starting);
+        slot.greeted();
+        assert_eq!(slot.life(), Life::Online);
+        assert!(!slot.life().was_ready());
+        slot.became_ready();
+        assert_eq!(slot.life(), Life::Ready);
+        slot.failing();
+        assert_eq!(slot.life(), Life::Failing { was_ready: true });
+        assert_eq!(slot.info().state, WorkerState::Draining);
+        assert!(!slot.is_retiring());
+    }
+
+    #[tokio::test]
+    async fn a_worker_failing_before_it_was_ready_is_ready_once_it_says_so() {
+        let (mut slot, _reader) = slot();
+        slot.greeted();
+        slot.failing();
+        assert_eq!(slot.life(), Life::Failing { was_ready: false });
+        slot.became_ready();
+        assert_eq!(slot.life(), Life::Failing { was_ready: true });
+    }
+
+    #[tokio::test]
+    async fn a_retired_worker_is_told_to_drain_once_and_no_longer_counts_as_ready() {
+        let (mut slot, mut reader) = slot();
+        slot.greeted();
+        slot.became_ready();
+        slot.retire();
+        slot.retire();
+        assert!(slot.is_retiring());
+        assert!(!slot.life().was_ready());
+        assert_eq!(slot.info().state, WorkerState::Draining);
+        let told = reader.recv::<ToWorker>().await.expect("a frame");
+        assert!(matches!(told, Some(ToWorker::Shutdown)), "{told:?}");
+        let marker = ToWorker::ListenFailed {
+            request: 7,
+            error: "marker".to_owned(),
+        };
+        slot.send(&marker, None);
+        // The frame after the Shutdown is the one sent by hand: retire sent only one.
+        let next = reader.recv::<ToWorker>().await.expect("a frame");
+        assert!(
+            matches!(next, Some(ToWorker::ListenFailed { request: 7, .. })),
+            "{next:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_successor_killed_before_its_hello_is_seen_as_starting_then_told_to_drain() {
+        let (mut slot, mut reader) = slot();
+        slot.kill_retiring("as a successor not ready in time");
+        assert!(slot.is_retiring());
+        assert_eq!(slot.info().state, WorkerState::Starting);
+        assert_eq!(
+            slot.sent_kill.as_deref(),
+            Some("as a successor not ready in time")
+        );
+        slot.greeted();
+        assert_eq!(
+            slot.life(),
+            Life::Retiring {
+                seen_as: WorkerState::Draining
+            }
+        );
+        let told = reader.recv::<ToWorker>().await.expect("a frame");
+        assert!(matches!(told, Some(ToWorker::Shutdown)), "{told:?}");
     }
 }

@@ -1,26 +1,20 @@
 //! The worker's end of its channel: handshake, requests to the master, and the task that
-//! reads what the master sends.
+//! reads what the master sends (the exchange's traffic goes to the hub it is given).
 
-use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-
-use crate::ExchangeError;
-use crate::ipc::{self, FrameReader, Outbox};
-use crate::protocol::{ExchangeRef, ListenOn, PROTOCOL_VERSION, ToMaster, ToWorker};
+use crate::exchange::hub::Hub;
+use crate::ipc::{self, Correlation, FrameReader, Outbox};
+use crate::protocol::{ListenOn, PROTOCOL_VERSION, ToMaster, ToWorker};
 
 /// How long the master has to answer the hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a worker about to exit waits for its last messages to be written.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
-
-type ListenReply = oneshot::Sender<io::Result<OwnedFd>>;
 
 /// A worker's channel after the handshake.
 pub(crate) struct Connected {
@@ -34,8 +28,8 @@ pub(crate) struct Connected {
 
 pub(crate) struct Link {
     out: Outbox,
-    pending: Mutex<HashMap<u64, ListenReply>>,
-    next_request: AtomicU64,
+    /// Requests for listeners waiting for the master's answer.
+    listens: Correlation<io::Result<OwnedFd>>,
     ready_sent: AtomicBool,
 }
 
@@ -53,8 +47,7 @@ impl Link {
         });
         let link = Arc::new(Link {
             out,
-            pending: Mutex::new(HashMap::new()),
-            next_request: AtomicU64::new(1),
+            listens: Correlation::default(),
             ready_sent: AtomicBool::new(false),
         });
         link.send(&ToMaster::Hello {
@@ -112,21 +105,9 @@ impl Link {
         }
     }
 
-    /// Queues an exchange message for the master without copying it into an owned
-    /// [`ToMaster`] first.
-    pub(crate) fn send_exchange(&self, topic: &str, payload: &[u8]) -> Result<(), ExchangeError> {
-        let msg = ExchangeRef::to_master(topic, payload);
-        match self.out.send(&msg) {
-            Ok(()) => Ok(()),
-            // The master has not read what this worker sent: the caller hears it.
-            Err(crate::ipc::FrameError::Backlog { queued }) => {
-                Err(ExchangeError::Backlog { queued })
-            }
-            Err(e) => {
-                tracing::error!("cannot send a message on topic {topic:?} to the master: {e}");
-                Ok(())
-            }
-        }
+    /// The channel's outgoing queue (for the exchange hub to send through).
+    pub(crate) fn outbox(&self) -> Outbox {
+        self.out.clone()
     }
 
     /// Waits (briefly) until everything queued so far is written to the master.
@@ -136,30 +117,28 @@ impl Link {
 
     /// Asks the master for the shared listener `on`.
     pub(crate) async fn listen(&self, on: ListenOn) -> io::Result<OwnedFd> {
-        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let (reply, answer) = oneshot::channel();
-        self.pending_requests().insert(request, reply);
-        self.send(&ToMaster::Listen { request, on });
-        let fd = answer
+        let pending = self.listens.open();
+        self.send(&ToMaster::Listen {
+            request: pending.id(),
+            on,
+        });
+        let fd = pending
+            .answer()
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the master went away"))??;
+            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "the master went away"))??;
         if !self.ready_sent.swap(true, Ordering::Relaxed) {
             self.send(&ToMaster::Ready);
         }
         Ok(fd)
     }
 
-    fn pending_requests(&self) -> parking_lot::MutexGuard<'_, HashMap<u64, ListenReply>> {
-        // A panic while holding this lock leaves the map consistent; keep going.
-        self.pending.lock()
-    }
-
-    /// Reads the master's messages until the channel ends. `on_shutdown` runs when the
-    /// master asks the worker to stop. When the master is gone the process exits: a
-    /// worker never outlives its master.
+    /// Reads the master's messages until the channel ends; the exchange's go to `hub`.
+    /// `on_shutdown` runs when the master asks the worker to stop. When the master is
+    /// gone the process exits: a worker never outlives its master.
     pub(crate) async fn read_loop(
         self: Arc<Self>,
         mut reader: FrameReader,
+        hub: &'static Hub,
         on_shutdown: impl Fn(),
     ) {
         loop {
@@ -183,19 +162,13 @@ impl Link {
                     tracing::warn!("ignoring a second welcome from the master");
                 }
                 Ok(Some(ToWorker::Exchange { topic, payload })) => {
-                    if let Ok(hub) = crate::exchange::hub::hub() {
-                        hub.deliver(crate::Peer::Master, &topic, payload.into());
-                    }
+                    hub.deliver(crate::Peer::Master, &topic, payload.into());
                 }
                 Ok(Some(ToWorker::Response { id, result })) => {
-                    if let Ok(hub) = crate::exchange::hub::hub() {
-                        hub.complete(id, result.map(serde_bytes::ByteBuf::into_vec));
-                    }
+                    hub.complete(id, result.map(serde_bytes::ByteBuf::into_vec));
                 }
                 Ok(Some(ToWorker::Data { topic, payload })) => {
-                    if let Ok(hub) = crate::exchange::hub::hub() {
-                        hub.set_data(&topic, payload, None);
-                    }
+                    hub.set_data(&topic, payload, None);
                 }
                 Ok(None) => {
                     tracing::error!("the master is gone; exiting");
@@ -210,11 +183,8 @@ impl Link {
     }
 
     fn answer(&self, request: u64, result: io::Result<OwnedFd>) {
-        match self.pending_requests().remove(&request) {
-            Some(reply) => {
-                let _ = reply.send(result);
-            }
-            None => tracing::warn!("the master answered request {request}, which nobody asked"),
+        if self.listens.complete(request, result).is_err() {
+            tracing::warn!("the master answered request {request}, which nobody is waiting for");
         }
     }
 }

@@ -15,9 +15,54 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::WorkerId;
+use crate::exchange::hub::Side;
 use crate::master::listeners::Listeners;
 use crate::protocol::ListenOn;
 use link::Link;
+
+/// How a worker runs: one of the processes a master supervises, or the one process of
+/// single-process mode (which is its own master too).
+pub(crate) enum Mode {
+    /// Behind a master, reached through the worker's channel.
+    Cluster {
+        /// The channel to the master.
+        link: Arc<Link>,
+    },
+    /// Alone: the master's handle is in this process, and so are the listening sockets.
+    Single {
+        /// The in-process master handle.
+        master: crate::Master,
+        /// The process's own listening sockets (bound, or from systemd).
+        sockets: parking_lot::Mutex<Listeners>,
+    },
+}
+
+impl Mode {
+    /// Single-process mode with `master`'s handle and the process's `sockets`.
+    pub(crate) fn single(master: crate::Master, sockets: Listeners) -> Mode {
+        Mode::Single {
+            master,
+            sockets: parking_lot::Mutex::new(sockets),
+        }
+    }
+
+    /// The exchange hub's side for a worker in this mode: it sends to the master
+    /// through the channel, or (single-process) delivers in this process.
+    pub(crate) fn hub_side(&self) -> Side {
+        match self {
+            Mode::Cluster { link } => Side::Worker(link.outbox()),
+            Mode::Single { .. } => Side::Single,
+        }
+    }
+
+    /// The channel to the master, in cluster mode.
+    fn link(&self) -> Option<&Link> {
+        match self {
+            Mode::Cluster { link } => Some(link),
+            Mode::Single { .. } => None,
+        }
+    }
+}
 
 /// The app's handle on its worker: who it is, the shared listeners, and when to stop.
 /// Cheap to clone.
@@ -29,13 +74,7 @@ pub struct Worker {
 struct Inner {
     id: WorkerId,
     generation: u32,
-    /// `None` in single-process mode.
-    link: Option<Arc<Link>>,
-    /// The in-process master handle, in single-process mode only.
-    local_master: Option<crate::Master>,
-    /// The process's own listening sockets (bound, or from systemd), in single-process
-    /// mode only.
-    local_sockets: Option<parking_lot::Mutex<Listeners>>,
+    mode: Mode,
     stop: watch::Sender<bool>,
     drain_timeout: Duration,
     /// The timeouts of the connections [`crate::http::serve`] serves.
@@ -52,9 +91,7 @@ impl Worker {
     pub(crate) fn new(
         id: WorkerId,
         generation: u32,
-        link: Option<Arc<Link>>,
-        local_master: Option<crate::Master>,
-        local_sockets: Option<Listeners>,
+        mode: Mode,
         drain_timeout: Duration,
         timeouts: crate::connection::Timeouts,
     ) -> Worker {
@@ -62,9 +99,7 @@ impl Worker {
             inner: Arc::new(Inner {
                 id,
                 generation,
-                link,
-                local_master,
-                local_sockets: local_sockets.map(parking_lot::Mutex::new),
+                mode,
                 stop: watch::Sender::new(false),
                 drain_timeout,
                 timeouts,
@@ -93,7 +128,7 @@ impl Worker {
 
     /// Whether the app runs as the one process of single-process mode.
     pub fn is_single_process(&self) -> bool {
-        self.inner.link.is_none()
+        matches!(self.inner.mode, Mode::Single { .. })
     }
 
     /// A listener on `addr` shared by every worker.
@@ -117,16 +152,13 @@ impl Worker {
     }
 
     async fn listen_on(&self, on: ListenOn) -> io::Result<TcpListener> {
-        let fd = match (&self.inner.link, &self.inner.local_sockets) {
-            (Some(link), _) => link.listen(on).await?,
-            (None, Some(sockets)) => {
+        let fd = match &self.inner.mode {
+            Mode::Cluster { link } => link.listen(on).await?,
+            Mode::Single { master, sockets } => {
                 let bound = sockets.lock().get(&on)?;
-                if let Some(master) = &self.inner.local_master {
-                    master.add_app_addr(bound.addr);
-                }
+                master.add_app_addr(bound.addr);
                 bound.fd.try_clone()?
             }
-            (None, None) => return Err(io::Error::other("this worker cannot listen")),
         };
         let std = std::net::TcpListener::from(fd);
         std.set_nonblocking(true)?;
@@ -193,7 +225,7 @@ impl Worker {
     /// Asks the master to replace this worker gracefully: its successor starts, then
     /// this worker drains. Does nothing in single-process mode.
     pub fn recycle(&self, reason: impl Into<String>) {
-        if let Some(link) = &self.inner.link {
+        if let Some(link) = self.inner.mode.link() {
             link.send(&crate::protocol::ToMaster::Recycle {
                 reason: reason.into(),
             });
@@ -201,7 +233,7 @@ impl Worker {
     }
 
     pub(crate) fn send_heartbeat(&self) {
-        if let Some(link) = &self.inner.link {
+        if let Some(link) = self.inner.mode.link() {
             link.send(&crate::protocol::ToMaster::Heartbeat {
                 requests: self.requests_served(),
                 accept_errors: self.inner.accept_errors.load(Ordering::Relaxed),
@@ -233,7 +265,7 @@ impl Worker {
     }
 
     fn announce_going_down(&self, reason: String, signalled: bool) {
-        if let Some(link) = &self.inner.link {
+        if let Some(link) = self.inner.mode.link() {
             if !self.is_shutting_down() {
                 link.send(&crate::protocol::ToMaster::GoingDown { reason, signalled });
             }
@@ -243,7 +275,7 @@ impl Worker {
 
     /// Waits until what was sent to the master has been written.
     pub(crate) async fn flush(&self) {
-        if let Some(link) = &self.inner.link {
+        if let Some(link) = self.inner.mode.link() {
             link.flush().await;
         }
     }

@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use tokio::signal::unix::SignalKind;
 
-use super::Worker;
 use super::link::{Connected, Link};
 use super::panic::CatchUnwind;
+use super::{Mode, Worker};
 use crate::app::AppResult;
 use crate::config::Config;
-use crate::exchange::hub::Side;
 use crate::plugin::Plugins;
 use crate::role::WorkerMarker;
 
@@ -71,18 +70,17 @@ where
             return ExitCode::FAILURE;
         }
     };
+    let mode = Mode::Cluster { link: link.clone() };
+    // The exchange works, and the app-scoped data is there, before any plugin or app
+    // code runs.
+    let hub = crate::exchange::hub::install(mode.hub_side());
     let worker = Worker::new(
         marker.id,
         marker.generation,
-        Some(link.clone()),
-        None,
-        None,
+        mode,
         drain_timeout,
         config.timeouts,
     );
-    // The exchange works, and the app-scoped data is there, before any plugin or app
-    // code runs.
-    let hub = crate::exchange::hub::install(Side::Worker(link.clone()));
     for (topic, payload) in data {
         hub.set_data(&topic, payload, None);
     }
@@ -90,7 +88,7 @@ where
     let on_stop = worker.clone();
     tokio::spawn(
         link.clone()
-            .read_loop(reader, move || on_stop.begin_shutdown()),
+            .read_loop(reader, hub, move || on_stop.begin_shutdown()),
     );
     tokio::spawn(heartbeat(worker.clone()));
     if let Err(e) = stop_on_signals(worker.clone()) {

@@ -4,16 +4,16 @@ use std::time::Duration;
 
 use super::{Supervisor, Timer};
 use crate::event::LifecycleEvent;
+use crate::event::WorkerKey;
 use crate::master::Command;
 use crate::master::program::Fallback;
-use crate::master::spawn::Key;
 use crate::{WorkerId, WorkerRef};
 
 /// Between SIGABRT and SIGKILL for a stalled worker.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
 
-fn key_of(worker: WorkerRef) -> Key {
-    Key {
+fn key_of(worker: WorkerRef) -> WorkerKey {
+    WorkerKey {
         id: worker.id,
         generation: worker.generation,
     }
@@ -35,7 +35,7 @@ impl Supervisor {
                 let Some(slot) = self.table.get_mut(key_of(worker)) else {
                     return;
                 };
-                if slot.retiring {
+                if slot.is_retiring() {
                     return;
                 }
                 slot.retire();
@@ -86,7 +86,7 @@ impl Supervisor {
             }
         }
         for slot in self.table.iter_mut() {
-            if !slot.retiring && (slot.key.id.0 as usize) > count {
+            if !slot.is_retiring() && (slot.key.id.0 as usize) > count {
                 tracing::info!("scaling down: draining {}", slot.worker());
                 slot.retire();
             }
@@ -96,7 +96,7 @@ impl Supervisor {
 
     /// A stalled worker: SIGABRT now (a core or backtrace where enabled), SIGKILL after
     /// a grace. Its exit is unexpected, so `Respawn` replaces it.
-    pub(super) fn abort(&mut self, key: Key, reason: String) {
+    pub(super) fn abort(&mut self, key: WorkerKey, reason: String) {
         let Some(slot) = self.table.get_mut(key) else {
             return;
         };

@@ -6,9 +6,9 @@ use std::collections::VecDeque;
 use tokio::time::Instant;
 
 use super::Supervisor;
+use crate::event::WorkerKey;
 use crate::event::{ExitReason, LifecycleEvent};
 use crate::master::program::Fallback;
-use crate::master::spawn::Key;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Purpose {
@@ -17,8 +17,8 @@ enum Purpose {
 }
 
 struct Handover {
-    old: Key,
-    new: Key,
+    old: WorkerKey,
+    new: WorkerKey,
     deadline: Instant,
     purpose: Purpose,
 }
@@ -50,11 +50,11 @@ impl Handovers {
         self.roll = None;
     }
 
-    fn replacing(&self, old: Key) -> bool {
+    fn replacing(&self, old: WorkerKey) -> bool {
         self.active.iter().any(|h| h.old == old)
     }
 
-    fn take_by_successor(&mut self, new: Key) -> Option<Handover> {
+    fn take_by_successor(&mut self, new: WorkerKey) -> Option<Handover> {
         let at = self.active.iter().position(|h| h.new == new)?;
         Some(self.active.swap_remove(at))
     }
@@ -119,14 +119,14 @@ impl Supervisor {
     }
 
     /// Replaces the worker `key` gracefully.
-    pub(super) fn recycle(&mut self, key: Key, reason: String) {
+    pub(super) fn recycle(&mut self, key: WorkerKey, reason: String) {
         if self.stopping.is_some() || self.handovers.replacing(key) {
             return;
         }
         let Some(slot) = self.table.get_mut(key) else {
             return;
         };
-        if slot.retiring {
+        if slot.is_retiring() {
             return;
         }
         let worker = slot.worker();
@@ -139,7 +139,7 @@ impl Supervisor {
 
     /// Starts `old`'s successor. A rolling restart runs the program on disk or
     /// nothing (that is what it is for); a recycle may use the running image.
-    fn start_handover(&mut self, old: Key, purpose: Purpose) -> Result<(), String> {
+    fn start_handover(&mut self, old: WorkerKey, purpose: Purpose) -> Result<(), String> {
         let fallback = match purpose {
             Purpose::Roll => Fallback::Never,
             Purpose::Recycle => Fallback::RunningImage,
@@ -155,7 +155,7 @@ impl Supervisor {
     }
 
     /// `key` became ready: if it is a successor, its predecessor drains now.
-    pub(super) fn on_ready(&mut self, key: Key) {
+    pub(super) fn on_ready(&mut self, key: WorkerKey) {
         let Some(handover) = self.handovers.take_by_successor(key) else {
             return;
         };
@@ -184,7 +184,7 @@ impl Supervisor {
     }
 
     /// `key` exited: if it was a successor, its handover failed.
-    pub(super) fn on_handover_exit(&mut self, key: Key, reason: &ExitReason) {
+    pub(super) fn on_handover_exit(&mut self, key: WorkerKey, reason: &ExitReason) {
         let Some(handover) = self.handovers.take_by_successor(key) else {
             return;
         };
@@ -200,8 +200,7 @@ impl Supervisor {
         self.handovers.active = on_time;
         for handover in late {
             if let Some(slot) = self.table.get_mut(handover.new) {
-                slot.retiring = true;
-                slot.kill("as a successor not ready in time");
+                slot.kill_retiring("as a successor not ready in time");
             }
             let why = format!(
                 "its successor was not ready within {:?}",

@@ -7,122 +7,155 @@ use super::{Supervisor, Timer};
 /// worker: `kill -TERM -<pgid>` and `systemctl kill` signal every process of the group,
 /// which must be one stop of the cluster, not a round of replacements.
 const SIGNALLED_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+use crate::WorkerState;
+use crate::event::WorkerKey;
 use crate::event::{ExitReason, LifecycleEvent};
-use crate::master::spawn::{Inbound, Key};
-use crate::master::table::State;
-use crate::protocol::{PROTOCOL_VERSION, ToMaster, ToWorker};
+use crate::master::spawn::Inbound;
+use crate::protocol::{ListenOn, PROTOCOL_VERSION, ToMaster, ToWorker};
 
 impl Supervisor {
-    pub(super) fn on_inbound(&mut self, key: Key, inbound: Inbound) {
-        let Some(slot) = self.table.get_mut(key) else {
-            return;
-        };
-        let worker = slot.worker();
+    /// What worker `key`'s tasks report: a message, a broken or closed channel, its exit.
+    pub(super) fn on_inbound(&mut self, key: WorkerKey, inbound: Inbound) {
         match inbound {
-            Inbound::Message(ToMaster::Hello { version, pid }) if slot.state == State::Starting => {
-                if version != PROTOCOL_VERSION || pid != slot.pid {
-                    let reason = format!("bad hello (protocol {version}, pid {pid})");
-                    self.drop_worker(key, &reason);
-                    return;
-                }
-                let drain_timeout_ms =
-                    u64::try_from(self.master.drain_timeout().as_millis()).unwrap_or(u64::MAX);
-                let welcome = |data| {
-                    let welcome = ToWorker::Welcome {
-                        version: PROTOCOL_VERSION,
-                        drain_timeout_ms,
-                        data,
-                    };
-                    slot.send(&welcome, None);
-                };
-                match crate::exchange::hub::hub() {
-                    Ok(hub) => hub.attach_worker(key.id, key.generation, slot.outbox(), welcome),
-                    Err(_) => welcome(Vec::new()),
-                }
-                slot.state = State::Online;
-                if slot.retiring {
-                    // Stopped before it was even online: tell it now.
-                    slot.state = State::Draining;
-                    slot.send(&ToWorker::Shutdown, None);
-                }
-                self.emit(LifecycleEvent::Online(worker));
-            }
-            Inbound::Message(_) if slot.state == State::Starting => {
-                self.drop_worker(key, "spoke before its hello");
-            }
-            Inbound::Message(ToMaster::Hello { .. }) => self.drop_worker(key, "said hello twice"),
-            Inbound::Message(ToMaster::Listen { request, on }) => match self.listeners.get(&on) {
-                Ok(bound) => {
-                    self.master.add_app_addr(bound.addr);
-                    let msg = ToWorker::Listener {
-                        request,
-                        addr: bound.addr,
-                    };
-                    slot.send(&msg, Some(bound.fd));
-                    self.emit(LifecycleEvent::Listening(worker, bound.addr));
-                }
-                Err(e) => {
-                    tracing::error!("cannot listen on {on} for {worker}: {e}");
-                    let error = format!("the master cannot listen on {on}: {e}");
-                    slot.send(&ToWorker::ListenFailed { request, error }, None);
-                }
-            },
-            Inbound::Message(ToMaster::Ready) => {
-                if slot.state == State::Online {
-                    slot.state = State::Ready;
-                }
-                slot.was_ready = true;
-                self.ever_ready = true;
-                tracing::debug!("{worker} is ready");
-                self.time_ready(key);
-                self.on_ready(key);
-            }
-            Inbound::Message(ToMaster::Heartbeat {
-                requests,
-                accept_errors,
-            }) => {
-                slot.last_heartbeat = std::time::Instant::now();
-                slot.requests = requests;
-                slot.accept_errors = accept_errors;
-            }
-            // The reader task hands these to the exchange hub directly once the worker
-            // has said hello; before that they were caught above.
-            Inbound::Message(ToMaster::Exchange { .. } | ToMaster::Request { .. }) => {}
-            Inbound::Message(ToMaster::Recycle { reason }) => {
-                self.recycle(key, reason);
-            }
-            Inbound::Message(ToMaster::GoingDown { reason, signalled }) => {
-                slot.going_down = Some(reason);
-                if slot.retiring || self.stopping.is_some() {
-                    return;
-                }
-                slot.state = State::Draining;
-                if signalled {
-                    // A signal sent to the whole process group reaches this master
-                    // too, a moment later: a stop then, not a worker to replace.
-                    self.schedule(SIGNALLED_GRACE, Timer::GoingDown(key));
-                    return;
-                }
-                self.on_going_down(key);
-            }
+            Inbound::Message(msg) => self.on_message(key, msg),
             Inbound::Broken(reason) => self.drop_worker(key, &reason),
             Inbound::Closed => self.disconnect(key),
             Inbound::Exited(reason) => self.on_exit(key, reason),
         }
     }
 
-    /// Worker `key` announced it is going down (after [`SIGNALLED_GRACE`] when a signal
-    /// made it): the start-up failed, or it is failing and gets replaced.
-    pub(super) fn on_going_down(&mut self, key: Key) {
+    /// A message of worker `key`: the hello first and once, then any other.
+    fn on_message(&mut self, key: WorkerKey, msg: ToMaster) {
+        let Some(slot) = self.table.get(key) else {
+            return;
+        };
+        if slot.life().state() == WorkerState::Starting {
+            match msg {
+                ToMaster::Hello { version, pid } => self.said_hello(key, version, pid),
+                _ => self.drop_worker(key, "spoke before its hello"),
+            }
+            return;
+        }
+        match msg {
+            ToMaster::Hello { .. } => self.drop_worker(key, "said hello twice"),
+            ToMaster::Listen { request, on } => self.asked_to_listen(key, request, on),
+            ToMaster::Ready => self.said_ready(key),
+            ToMaster::Heartbeat {
+                requests,
+                accept_errors,
+            } => {
+                if let Some(slot) = self.table.get_mut(key) {
+                    slot.last_heartbeat = std::time::Instant::now();
+                    slot.requests = requests;
+                    slot.accept_errors = accept_errors;
+                }
+            }
+            // The reader task hands these to the exchange hub directly once the worker
+            // has said hello; before that they were caught above.
+            ToMaster::Exchange { .. } | ToMaster::Request { .. } => {}
+            ToMaster::Recycle { reason } => self.recycle(key, reason),
+            ToMaster::GoingDown { reason, signalled } => {
+                self.said_going_down(key, reason, signalled);
+            }
+        }
+    }
+
+    /// The handshake: a hello with the right protocol and pid is welcomed with the
+    /// app-scoped data, and the worker is online.
+    fn said_hello(&mut self, key: WorkerKey, version: u32, pid: u32) {
         let Some(slot) = self.table.get_mut(key) else {
             return;
         };
-        if slot.retiring || self.stopping.is_some() {
+        if version != PROTOCOL_VERSION || pid != slot.pid {
+            let reason = format!("bad hello (protocol {version}, pid {pid})");
+            self.drop_worker(key, &reason);
+            return;
+        }
+        let drain_timeout_ms =
+            u64::try_from(self.master.drain_timeout().as_millis()).unwrap_or(u64::MAX);
+        let welcome = |data| {
+            let welcome = ToWorker::Welcome {
+                version: PROTOCOL_VERSION,
+                drain_timeout_ms,
+                data,
+            };
+            slot.send(&welcome, None);
+        };
+        self.hub.attach_worker(key, slot.outbox(), welcome);
+        // Stopped before it was even online: it is told now.
+        slot.greeted();
+        let worker = slot.worker();
+        self.emit(LifecycleEvent::Online(worker));
+    }
+
+    /// The worker asks for the shared listener `on` (request `request`).
+    fn asked_to_listen(&mut self, key: WorkerKey, request: u64, on: ListenOn) {
+        let Some(slot) = self.table.get(key) else {
+            return;
+        };
+        let worker = slot.worker();
+        match self.listeners.get(&on) {
+            Ok(bound) => {
+                self.master.add_app_addr(bound.addr);
+                let msg = ToWorker::Listener {
+                    request,
+                    addr: bound.addr,
+                };
+                slot.send(&msg, Some(bound.fd));
+                self.emit(LifecycleEvent::Listening(worker, bound.addr));
+            }
+            Err(e) => {
+                tracing::error!("cannot listen on {on} for {worker}: {e}");
+                let error = format!("the master cannot listen on {on}: {e}");
+                slot.send(&ToWorker::ListenFailed { request, error }, None);
+            }
+        }
+    }
+
+    /// The worker's app holds a listener.
+    fn said_ready(&mut self, key: WorkerKey) {
+        let Some(slot) = self.table.get_mut(key) else {
+            return;
+        };
+        slot.became_ready();
+        self.ever_ready = true;
+        tracing::debug!("{} is ready", slot.worker());
+        self.time_ready(key);
+        self.on_ready(key);
+    }
+
+    /// The worker announced it is going down; unless the master asked or the cluster
+    /// is stopping, it is failing (after [`SIGNALLED_GRACE`] when a signal made it).
+    fn said_going_down(&mut self, key: WorkerKey, reason: String, signalled: bool) {
+        let Some(slot) = self.table.get_mut(key) else {
+            return;
+        };
+        slot.going_down = Some(reason);
+        if slot.is_retiring() || self.stopping.is_some() {
+            return;
+        }
+        slot.failing();
+        if signalled {
+            // A signal sent to the whole process group reaches this master too, a
+            // moment later: a stop then, not a worker to replace.
+            self.schedule(SIGNALLED_GRACE, Timer::GoingDown(key));
+            return;
+        }
+        self.on_going_down(key);
+    }
+
+    /// Worker `key` announced it is going down (after [`SIGNALLED_GRACE`] when a signal
+    /// made it): the start-up failed, or it is failing and gets replaced.
+    pub(super) fn on_going_down(&mut self, key: WorkerKey) {
+        let Some(slot) = self.table.get_mut(key) else {
+            return;
+        };
+        if slot.is_retiring() || self.stopping.is_some() {
             return;
         }
         let worker = slot.worker();
         let reason = slot.going_down.clone().unwrap_or_default();
-        if !slot.was_ready && !self.ever_ready {
+        if !slot.life().was_ready() && !self.ever_ready {
             self.fail_start_up(&reason);
             return;
         }
@@ -130,23 +163,21 @@ impl Supervisor {
         self.emit(LifecycleEvent::Failing { worker, reason });
     }
 
-    fn on_exit(&mut self, key: Key, reason: ExitReason) {
+    fn on_exit(&mut self, key: WorkerKey, reason: ExitReason) {
         self.disconnect(key);
         let Some(slot) = self.table.remove(key) else {
             return;
         };
         let worker = slot.worker();
-        if let Ok(hub) = crate::exchange::hub::hub() {
-            hub.detach_worker(key.id, key.generation);
-        }
+        self.hub.detach_worker(key);
         crate::metrics::ended(key.id, key.generation);
-        let requested = slot.retiring;
+        let requested = slot.is_retiring();
         if requested {
             tracing::debug!("{worker} stopped ({reason})");
         } else {
             tracing::warn!("{worker} died unexpectedly ({reason})");
             self.time_death(key.id);
-            if !slot.was_ready && !self.ever_ready && self.stopping.is_none() {
+            if !slot.life().was_ready() && !self.ever_ready && self.stopping.is_none() {
                 let why = slot
                     .going_down
                     .clone()
@@ -183,7 +214,7 @@ impl Supervisor {
 
     /// The worker broke the protocol: it is killed (its exit follows as an event).
     /// Never the master's problem beyond that.
-    fn drop_worker(&mut self, key: Key, reason: &str) {
+    fn drop_worker(&mut self, key: WorkerKey, reason: &str) {
         let Some(slot) = self.table.get_mut(key) else {
             return;
         };
@@ -192,7 +223,7 @@ impl Supervisor {
         self.disconnect(key);
     }
 
-    fn disconnect(&mut self, key: Key) {
+    fn disconnect(&mut self, key: WorkerKey) {
         let Some(slot) = self.table.get_mut(key) else {
             return;
         };

@@ -26,14 +26,15 @@ use tokio::time::Instant;
 
 use super::listeners::Listeners;
 use super::program::{Fallback, Program};
-use super::spawn::{Key, Spawner};
+use super::spawn::{Inbound, Spawner};
 use super::systemd::{Notifier, View};
-use super::table::{Slot, WorkerTable};
+use super::table::{Life, Slot, WorkerTable};
 use super::upgrade::{Predecessor, Report};
 use super::{Command, Master};
 use crate::WorkerId;
 use crate::config::Config;
 use crate::event::LifecycleEvent;
+use crate::event::WorkerKey;
 use crate::ipc::Outbox;
 use crate::plugin::Plugins;
 use handover::Handovers;
@@ -68,9 +69,9 @@ enum Timer {
     /// A respawn of slot `id` is due.
     Respawn(WorkerId),
     /// An aborted worker's grace is over: SIGKILL it if it is still there.
-    Kill(Key),
+    Kill(WorkerKey),
     /// A worker a signal made go down: if the master was not signalled too, replace it.
-    GoingDown(Key),
+    GoingDown(WorkerKey),
 }
 
 /// The signals the master acts on (see `crate::signals` for every signal's meaning).
@@ -99,6 +100,28 @@ impl Signals {
     }
 }
 
+/// What the supervision loop waits on.
+struct Inputs {
+    /// What the workers' tasks report.
+    inbox: mpsc::UnboundedReceiver<(WorkerKey, Inbound)>,
+    /// What plugins and the management app ask for.
+    commands: mpsc::UnboundedReceiver<Command>,
+    timers: mpsc::UnboundedReceiver<Timer>,
+    /// What a new master started by an upgrade reports.
+    upgrade_reports: mpsc::UnboundedReceiver<Report>,
+    signals: Signals,
+}
+
+/// What a new master takes over from the old one.
+struct TakenOver {
+    /// The channel to the old master, to tell it when this one is ready.
+    predecessor: Option<Outbox>,
+    /// The management app's socket.
+    management: Option<std::net::TcpListener>,
+    /// What the old master changed at run time.
+    changes: Option<crate::master::RunTimeChanges>,
+}
+
 async fn supervise(
     config: &Config,
     plugins: Plugins,
@@ -106,78 +129,48 @@ async fn supervise(
     predecessor: Option<Predecessor>,
     keeper: bool,
 ) -> ExitCode {
-    let (master, mut commands) = Master::new(config);
-    let (inbox_tx, mut inbox) = mpsc::unbounded_channel();
-    let (timers_tx, mut timers) = mpsc::unbounded_channel();
-    let (upgrade_tx, mut upgrade_reports) = mpsc::unbounded_channel();
+    let (master, commands) = Master::new(config);
+    let (inbox_tx, inbox) = mpsc::unbounded_channel();
+    let (timers_tx, timers) = mpsc::unbounded_channel();
+    let (upgrade_tx, upgrade_reports) = mpsc::unbounded_channel();
+    let hub = crate::exchange::hub::install(crate::exchange::hub::Side::Master);
     let spawner = match Program::of_this_process() {
-        Ok(program) => Spawner::new(program, inbox_tx),
+        Ok(program) => Spawner::new(program, inbox_tx, hub),
         Err(e) => {
             tracing::error!("cannot find this program's executable to spawn workers: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let mut signals = match Signals::watch() {
+    let signals = match Signals::watch() {
         Ok(signals) => signals,
         Err(e) => {
             tracing::error!("cannot watch signals: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let (predecessor, inherited_management, changes) = match predecessor {
-        None => (None, None, None),
-        Some(predecessor) => {
-            let old = predecessor.pid();
-            tracing::info!("taking over from the old master (pid {old})");
-            match predecessor.receive(&mut listeners).await {
-                Ok(inherited) => (
-                    Some(inherited.answer),
-                    inherited.management,
-                    Some(inherited.changes),
-                ),
-                Err(e) => {
-                    tracing::error!("cannot take the old master's sockets: {e}; binding them anew");
-                    (None, None, None)
-                }
-            }
-        }
-    };
-    crate::exchange::hub::install(crate::exchange::hub::Side::Master);
+    let taken = take_over(predecessor, &mut listeners).await;
     crate::metrics::start_collector(&config.metrics, crate::metrics::Origin::Master);
-    for plugin in &plugins {
-        if let Err(e) = plugin.on_master(&master).await {
-            tracing::error!(
-                "plugin {} failed to start: {e}; no worker was started",
-                plugin.name()
-            );
-            return ExitCode::FAILURE;
-        }
+    if !start_plugins(&plugins, &master).await {
+        return ExitCode::FAILURE;
     }
-    if let Some(changes) = changes {
+    if let Some(changes) = taken.changes {
         if changes != crate::master::RunTimeChanges::default() {
             tracing::info!("keeping what the old master changed at run time: {changes:?}");
         }
         master.apply(changes);
     }
     master.set_running();
-    let management_listener =
-        inherited_management.or_else(|| crate::management::bind(master.management_addr()));
-    let management = management_listener.as_ref().and_then(handover_copy);
-    // A new master's management app starts once its workers are ready: until then the
-    // old master's answers on the shared socket (ready, not "starting").
-    let mut management_app = ManagementApp::Off;
-    if let Some(listener) = management_listener {
-        let (master, config) = (master.clone(), config.clone());
-        let start = move || crate::management::start_on(listener, &master, &config);
-        management_app = ManagementApp::Deferred(Box::new(start));
-        if predecessor.is_none() {
-            management_app.start();
-        }
-    }
+    let (management, management_app) = management_app(
+        taken.management,
+        &master,
+        config,
+        taken.predecessor.is_none(),
+    );
 
     let mut sup = Supervisor {
         plugins,
         master,
+        hub,
         spawner,
         timers: timers_tx,
         table: WorkerTable::default(),
@@ -189,7 +182,7 @@ async fn supervise(
         timing: timing::Timing::default(),
         notifier: Notifier::from_env(),
         upgrading: None,
-        predecessor,
+        predecessor: taken.predecessor,
         upgrade_reports: upgrade_tx,
         management,
         drain_delay_override: config.drain_delay,
@@ -198,84 +191,186 @@ async fn supervise(
         management_app,
         oom: super::oom::OomWatch::new(),
     };
-    if config.watch {
-        super::watch::start(
-            sup.spawner.program().path().to_path_buf(),
-            sup.master.clone(),
-        );
+    sup.start_workers(config.watch);
+    let inputs = Inputs {
+        inbox,
+        commands,
+        timers,
+        upgrade_reports,
+        signals,
+    };
+    sup.run(inputs, keeper).await
+}
+
+/// On a new master (an upgrade): takes the old master's sockets into `listeners`, and
+/// what else it hands over. When that fails, the sockets are bound anew.
+async fn take_over(predecessor: Option<Predecessor>, listeners: &mut Listeners) -> TakenOver {
+    let nothing = TakenOver {
+        predecessor: None,
+        management: None,
+        changes: None,
+    };
+    let Some(predecessor) = predecessor else {
+        return nothing;
+    };
+    let old = predecessor.pid();
+    tracing::info!("taking over from the old master (pid {old})");
+    match predecessor.receive(listeners).await {
+        Ok(inherited) => TakenOver {
+            predecessor: Some(inherited.answer),
+            management: inherited.management,
+            changes: Some(inherited.changes),
+        },
+        Err(e) => {
+            tracing::error!("cannot take the old master's sockets: {e}; binding them anew");
+            nothing
+        }
     }
-    let workers = sup.master.desired_workers();
-    tracing::info!("master started; spawning {workers} workers");
-    for id in 1..=workers {
-        // A failure is retried by `Respawn` (logged and counted either way).
-        let _ = sup.spawn(WorkerId(id as u32), Fallback::RunningImage);
+}
+
+/// Runs the plugins' master hooks; `false` (logged) when one fails.
+async fn start_plugins(plugins: &Plugins, master: &Master) -> bool {
+    for plugin in plugins {
+        if let Err(e) = plugin.on_master(master).await {
+            tracing::error!(
+                "plugin {} failed to start: {e}; no worker was started",
+                plugin.name()
+            );
+            return false;
+        }
+    }
+    true
+}
+
+/// The management app on `inherited` (the old master's socket) or a socket of its own,
+/// with a copy of that socket to hand over on an upgrade. It starts now when `start_now`;
+/// otherwise once this (new) master's workers are ready: until then the old master's
+/// answers on the shared socket (ready, not "starting").
+fn management_app(
+    inherited: Option<std::net::TcpListener>,
+    master: &Master,
+    config: &Config,
+    start_now: bool,
+) -> (Option<(SocketAddr, Arc<OwnedFd>)>, ManagementApp) {
+    let listener = inherited.or_else(|| crate::management::bind(master.management_addr()));
+    let copy = listener.as_ref().and_then(handover_copy);
+    let mut app = ManagementApp::Off;
+    if let Some(listener) = listener {
+        let (master, config) = (master.clone(), config.clone());
+        let start = move || crate::management::start_on(listener, &master, &config);
+        app = ManagementApp::Deferred(Box::new(start));
+        if start_now {
+            app.start();
+        }
+    }
+    (copy, app)
+}
+
+impl Supervisor {
+    /// Starts the desired workers (and, in watch mode, the watch on the program).
+    fn start_workers(&mut self, watch: bool) {
+        if watch {
+            super::watch::start(
+                self.spawner.program().path().to_path_buf(),
+                self.master.clone(),
+            );
+        }
+        let workers = self.master.desired_workers();
+        tracing::info!("master started; spawning {workers} workers");
+        for id in 1..=workers {
+            // A failure is retried by `Respawn` (logged and counted either way).
+            let _ = self.spawn(WorkerId(id as u32), Fallback::RunningImage);
+        }
     }
 
-    let mut watchdog = sup.notifier.watchdog_interval().map(tokio::time::interval);
-    let mut backlogs = tokio::time::interval(BACKLOG_CHECK);
-    backlogs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let drain_deadline = sup.stopping.as_ref().and_then(|stop| stop.deadline);
-        let drain_at = sup.stopping.as_ref().and_then(|stop| stop.drain_at);
-        let handover_deadline = sup.handovers.deadline();
-        let upgrade_deadline = sup.upgrading.as_ref().map(Upgrading::deadline);
+    /// The loop: reacts to each input until nothing is left to supervise; returns the
+    /// process's exit code (in watch mode, the first master's stays as the keeper).
+    async fn run(mut self, mut inputs: Inputs, keeper: bool) -> ExitCode {
+        let mut watchdog = self.notifier.watchdog_interval().map(tokio::time::interval);
+        let mut backlogs = tokio::time::interval(BACKLOG_CHECK);
+        backlogs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.next(&mut inputs, &mut watchdog, &mut backlogs).await;
+            self.settle(&mut inputs.commands);
+            if let Some(code) = self.finished() {
+                self.management_app.finish().await;
+                return match self.master.handed_over_to() {
+                    Some(successor) if keeper => {
+                        super::keeper::keep(successor, inputs.upgrade_reports).await
+                    }
+                    _ => code,
+                };
+            }
+        }
+    }
+
+    /// Waits for the next input (a worker's report, a command, a timer, a signal, a
+    /// deadline, a periodic check) and reacts to it.
+    async fn next(
+        &mut self,
+        inputs: &mut Inputs,
+        watchdog: &mut Option<tokio::time::Interval>,
+        backlogs: &mut tokio::time::Interval,
+    ) {
+        let drain_deadline = self.stopping.as_ref().and_then(|stop| stop.deadline);
+        let drain_at = self.stopping.as_ref().and_then(|stop| stop.drain_at);
+        let handover_deadline = self.handovers.deadline();
+        let upgrade_deadline = self.upgrading.as_ref().map(Upgrading::deadline);
+        let signals = &mut inputs.signals;
         tokio::select! {
-            Some((key, inbound)) = inbox.recv() => sup.on_inbound(key, inbound),
-            Some(command) = commands.recv() => sup.on_command(command),
-            Some(timer) = timers.recv() => sup.on_timer(timer),
-            Some(report) = upgrade_reports.recv() => sup.on_upgrade_report(report),
-            name = signals.stop.recv() => sup.on_stop_signal(name),
-            _ = signals.int.recv() => sup.on_stop_signal("SIGINT"),
+            Some((key, inbound)) = inputs.inbox.recv() => self.on_inbound(key, inbound),
+            Some(command) = inputs.commands.recv() => self.on_command(command),
+            Some(timer) = inputs.timers.recv() => self.on_timer(timer),
+            Some(report) = inputs.upgrade_reports.recv() => self.on_upgrade_report(report),
+            name = signals.stop.recv() => self.on_stop_signal(name),
+            _ = signals.int.recv() => self.on_stop_signal("SIGINT"),
             _ = signals.usr1.recv() => {
                 tracing::info!("SIGUSR1: logs go to stderr, so there is nothing to reopen");
             }
             _ = signals.hup.recv() => {
                 tracing::info!("SIGHUP: rolling restart");
-                sup.on_command(Command::RollingRestart);
+                self.on_command(Command::RollingRestart);
             }
             _ = signals.usr2.recv() => {
                 tracing::info!("SIGUSR2: upgrading the master");
-                sup.on_command(Command::Upgrade);
+                self.on_command(Command::Upgrade);
             }
             _ = signals.ttin.recv() => {
-                let count = sup.master.desired_workers() + 1;
+                let count = self.master.desired_workers() + 1;
                 tracing::info!("SIGTTIN: scaling to {count} workers");
-                sup.on_command(Command::Scale { count });
+                self.on_command(Command::Scale { count });
             }
             _ = signals.ttou.recv() => {
-                let count = sup.master.desired_workers().saturating_sub(1);
+                let count = self.master.desired_workers().saturating_sub(1);
                 tracing::info!("SIGTTOU: scaling to {} workers", count.max(1));
-                sup.on_command(Command::Scale { count });
+                self.on_command(Command::Scale { count });
             }
-            _ = sleep_until(drain_at), if drain_at.is_some() => sup.drain_now(),
-            _ = sleep_until(drain_deadline), if drain_deadline.is_some() => sup.on_drain_timeout(),
+            _ = sleep_until(drain_at), if drain_at.is_some() => self.drain_now(),
+            _ = sleep_until(drain_deadline), if drain_deadline.is_some() => self.on_drain_timeout(),
             _ = sleep_until(handover_deadline), if handover_deadline.is_some() => {
-                sup.on_handover_timeout();
+                self.on_handover_timeout();
             }
             _ = sleep_until(upgrade_deadline), if upgrade_deadline.is_some() => {
-                sup.on_upgrade_timeout();
+                self.on_upgrade_timeout();
             }
-            _ = backlogs.tick() => sup.check_backlogs(),
-            _ = tick(&mut watchdog), if watchdog.is_some() => {
-                sup.notifier.watchdog(sup.is_healthy());
+            _ = backlogs.tick() => self.check_backlogs(),
+            _ = tick(watchdog), if watchdog.is_some() => {
+                self.notifier.watchdog(self.is_healthy());
             }
         }
-        // Plugins react to events by queueing commands; apply them before deciding
-        // whether anything is left to supervise.
+    }
+
+    /// After each reaction: the commands plugins queued in reaction to events are
+    /// applied before deciding whether anything is left to supervise, then systemd and
+    /// the old master (on an upgrade) hear how things stand.
+    fn settle(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) {
         while let Ok(command) = commands.try_recv() {
-            sup.on_command(command);
+            self.on_command(command);
         }
-        sup.refresh_spawn_error();
+        self.refresh_spawn_error();
         // systemd hears READY=1 from a new master before the old one names it MAINPID.
-        sup.notifier.update(sup.systemd_view());
-        sup.answer_predecessor();
-        if let Some(code) = sup.finished() {
-            sup.management_app.finish().await;
-            return match sup.master.handed_over_to() {
-                Some(successor) if keeper => super::keeper::keep(successor, upgrade_reports).await,
-                _ => code,
-            };
-        }
+        self.notifier.update(self.systemd_view());
+        self.answer_predecessor();
     }
 }
 
@@ -310,6 +405,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 struct Supervisor {
     plugins: Plugins,
     master: Master,
+    /// The exchange: workers attach to it once they said hello, and detach at exit.
+    hub: &'static crate::exchange::hub::Hub,
     spawner: Spawner,
     timers: mpsc::UnboundedSender<Timer>,
     table: WorkerTable,
@@ -392,7 +489,7 @@ impl Supervisor {
     /// Starts a process in slot `id`; `fallback` says whether it may come from the
     /// running image when the program path cannot be executed. A failure is logged,
     /// counted and emitted (`Respawn` retries it) and returned in words.
-    fn spawn(&mut self, id: WorkerId, fallback: Fallback) -> Result<Key, String> {
+    fn spawn(&mut self, id: WorkerId, fallback: Fallback) -> Result<WorkerKey, String> {
         let key = self.table.next_key(id);
         match self.spawner.spawn(key, fallback) {
             Ok(spawned) => {
@@ -409,13 +506,8 @@ impl Supervisor {
                 tracing::error!("cannot spawn worker {id}: {error}");
                 self.master
                     .set_spawn_error(Some(format!("cannot spawn worker {id}: {error}")));
-                let worker = crate::WorkerRef {
-                    id,
-                    generation: key.generation,
-                    pid: 0,
-                };
                 self.emit(LifecycleEvent::SpawnFailed {
-                    worker,
+                    worker: key.with_pid(0),
                     error: error.clone(),
                 });
                 Err(error)
@@ -494,7 +586,7 @@ impl Supervisor {
     fn ready_workers(&self) -> usize {
         self.table
             .iter()
-            .filter(|slot| slot.state == crate::WorkerState::Ready && !slot.retiring)
+            .filter(|slot| slot.life() == Life::Ready)
             .count()
     }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::Supervisor;
 use crate::WorkerId;
-use crate::master::spawn::Key;
+use crate::event::WorkerKey;
 
 #[derive(Default)]
 pub(super) struct Timing {
@@ -21,7 +21,7 @@ pub(super) struct Timing {
 
 impl Supervisor {
     /// `key` just became ready.
-    pub(super) fn time_ready(&mut self, key: Key) {
+    pub(super) fn time_ready(&mut self, key: WorkerKey) {
         if let Some(died) = self.timing.vacated.remove(&key.id) {
             tracing::info!(
                 "worker {} replaced in {:.1} ms (unexpected death -> successor ready)",
@@ -36,7 +36,7 @@ impl Supervisor {
         let ready = self
             .table
             .iter()
-            .filter(|slot| slot.was_ready && !slot.retiring)
+            .filter(|slot| slot.life().was_ready())
             .count();
         if ready >= desired {
             self.timing.all_ready = true;
@@ -52,7 +52,10 @@ impl Supervisor {
 
     /// The worker in slot `id` died without being asked to.
     pub(super) fn time_death(&mut self, id: WorkerId) {
-        let covered = self.table.current(id).is_some_and(|slot| slot.was_ready);
+        let covered = self
+            .table
+            .current(id)
+            .is_some_and(|slot| slot.life().was_ready());
         if self.stopping.is_none() && !covered {
             self.timing.vacated.entry(id).or_insert_with(Instant::now);
         }
