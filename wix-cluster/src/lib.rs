@@ -15,7 +15,10 @@
 //! ```
 //!
 //! The attribute expands into [`Cluster::builder`] calls, which can be written by hand.
-//! See the README for the operating contract (environment variables, signals, defaults).
+//! The operating contract (environment variables, signals, defaults) is in
+//! [docs/operating.md](https://github.com/wix/wix-cluster-rs/blob/main/docs/operating.md);
+//! a guide from a first app to production in
+//! [docs/guide.md](https://github.com/wix/wix-cluster-rs/blob/main/docs/guide.md).
 
 mod app;
 mod cluster;

@@ -59,7 +59,7 @@ pub(crate) fn init(identity: Identity) -> Result<(), String> {
             .json()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
-            .event_format(WithIdentity {
+            .event_format(Tagged::Json {
                 members: identity.json_members(),
                 inner: tracing_subscriber::fmt::format().json(),
             })
@@ -70,7 +70,7 @@ pub(crate) fn init(identity: Identity) -> Result<(), String> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .event_format(Prefixed {
+        .event_format(Tagged::Text {
             prefix: identity.prefix(),
             inner: Format::default(),
         })
@@ -81,13 +81,20 @@ pub(crate) fn init(identity: Identity) -> Result<(), String> {
     }
 }
 
-/// Writes the process's prefix before the default text format.
-struct Prefixed {
-    prefix: String,
-    inner: Format,
+/// A log line with the process's identity: a prefix before the default text format,
+/// or the first members of tracing-subscriber's JSON object.
+enum Tagged {
+    Text {
+        prefix: String,
+        inner: Format,
+    },
+    Json {
+        members: String,
+        inner: Format<Json>,
+    },
 }
 
-impl<S, N> FormatEvent<S, N> for Prefixed
+impl<S, N> FormatEvent<S, N> for Tagged
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
@@ -98,38 +105,23 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        writer.write_str(&self.prefix)?;
-        self.inner.format_event(ctx, writer, event)
-    }
-}
-
-/// tracing-subscriber's JSON object with the process's identity as its first members.
-struct WithIdentity {
-    members: String,
-    inner: Format<Json>,
-}
-
-impl<S, N> FormatEvent<S, N> for WithIdentity
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        let mut line = String::new();
-        self.inner
-            .format_event(ctx, Writer::new(&mut line), event)?;
-        match line.strip_prefix('{') {
-            Some(rest) => {
-                writer.write_char('{')?;
-                writer.write_str(&self.members)?;
-                writer.write_str(rest)
+        match self {
+            Tagged::Text { prefix, inner } => {
+                writer.write_str(prefix)?;
+                inner.format_event(ctx, writer, event)
             }
-            None => writer.write_str(&line),
+            Tagged::Json { members, inner } => {
+                let mut line = String::new();
+                inner.format_event(ctx, Writer::new(&mut line), event)?;
+                match line.strip_prefix('{') {
+                    Some(rest) => {
+                        writer.write_char('{')?;
+                        writer.write_str(members)?;
+                        writer.write_str(rest)
+                    }
+                    None => writer.write_str(&line),
+                }
+            }
         }
     }
 }

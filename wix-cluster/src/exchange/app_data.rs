@@ -1,5 +1,5 @@
 //! [`AppData`]: a value the master publishes and every worker holds, current before the
-//! worker's app starts (the original's "RDF" / ExchangeCache idea).
+//! worker's app starts.
 
 use std::marker::PhantomData;
 use std::sync::Arc;

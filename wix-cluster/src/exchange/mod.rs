@@ -1,4 +1,4 @@
-//! Typed messaging between the master and the workers, the seed's `Exchange(topic)`:
+//! Typed messaging between the master and the workers, one topic per message type:
 //! publish/subscribe, request/response, and app-scoped data ([`AppData`]).
 //!
 //! `#[wix_cluster::exchange("topic")]` on a struct or enum derives serde for it and
@@ -26,7 +26,7 @@ pub use subscription::Subscription;
 
 use crate::WorkerId;
 
-/// How long [`request`] waits for the master's answer (the original's 1000 ms).
+/// How long [`request`] waits for the master's answer (1 s).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// Who sent a message.
