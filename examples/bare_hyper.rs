@@ -21,16 +21,8 @@ fn main() -> std::io::Result<()> {
 
 async fn serve() -> std::io::Result<()> {
     let host = std::env::var("HOST").unwrap_or_else(|_| "0.0.0.0".to_owned());
-    let port: u16 = match std::env::var("PORT") {
-        Ok(port) => port.parse().map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("PORT={port:?} is not a port number"),
-            )
-        })?,
-        Err(_) => 8080,
-    };
-    let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_owned());
+    let listener = tokio::net::TcpListener::bind(format!("{host}:{port}")).await?;
     println!("listening on {}", listener.local_addr()?);
 
     let served_by = [

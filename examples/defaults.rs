@@ -35,21 +35,15 @@ async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
             std::process::exit(3);
         });
     }
-    let pid = worker.pid().to_string();
+    let pid = worker.pid();
     let app = Router::new()
-        .route(
-            "/",
-            get({
-                let pid = pid.clone();
-                move || async move { pid }
-            }),
-        )
+        .route("/", get(move || async move { pid.to_string() }))
         .route("/exit", get(exit))
         .route(
             "/block",
             get(move |Query(block): Query<Block>| async move {
                 std::thread::sleep(Duration::from_millis(block.ms));
-                pid
+                pid.to_string()
             }),
         );
     wix_cluster::http::serve(listener, app, &worker).await

@@ -48,6 +48,16 @@ fn chromium(profile: &Path) -> Browser {
     Browser::new(options).expect("start headless chromium")
 }
 
+/// A tab showing the dashboard of the management app at `management`.
+fn open_dashboard(browser: &Browser, management: std::net::SocketAddr) -> std::sync::Arc<Tab> {
+    let tab = browser.new_tab().expect("a tab");
+    tab.set_default_timeout(PATIENCE);
+    tab.navigate_to(&format!("http://{management}/dashboard"))
+        .and_then(|tab| tab.wait_until_navigated())
+        .expect("load the dashboard");
+    tab
+}
+
 /// Evaluates `expression` (which must produce a JSON string) in the page.
 fn eval_json(tab: &Tab, expression: &str) -> Value {
     let result = tab
@@ -114,13 +124,9 @@ fn dashboard_in_chromium_shows_every_worker_and_follows_a_kill_without_reload() 
     let management = program.management_addr();
     program.wait_for_200(management, "/health/ready");
 
-    let profile = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-chromium-profile");
-    let browser = chromium(&profile);
-    let tab = browser.new_tab().expect("a tab");
-    tab.set_default_timeout(PATIENCE);
-    tab.navigate_to(&format!("http://{management}/dashboard"))
-        .and_then(|tab| tab.wait_until_navigated())
-        .expect("load the dashboard");
+    let browser =
+        chromium(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-chromium-profile"));
+    let tab = open_dashboard(&browser, management);
 
     // One row per worker, the master's children.
     let children: BTreeSet<u32> = program.children().into_iter().collect();
@@ -227,13 +233,9 @@ fn dashboard_in_chromium_charts_a_request_burst_and_lists_the_metrics() {
     let app = program.listening_addr();
     program.wait_for_200(management, "/health/ready");
 
-    let profile = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-traffic-profile");
-    let browser = chromium(&profile);
-    let tab = browser.new_tab().expect("a tab");
-    tab.set_default_timeout(PATIENCE);
-    tab.navigate_to(&format!("http://{management}/dashboard"))
-        .and_then(|tab| tab.wait_until_navigated())
-        .expect("load the dashboard");
+    let browser =
+        chromium(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-traffic-profile"));
+    let tab = open_dashboard(&browser, management);
     let plotted = || {
         eval_json(
             &tab,
