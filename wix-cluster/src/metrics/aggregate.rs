@@ -81,6 +81,27 @@ pub struct View {
     pub descriptions: BTreeMap<String, String>,
 }
 
+impl View {
+    /// Adds `value` to the counter `series`.
+    fn add_counter(&mut self, series: &SeriesKey, value: u64) {
+        let sum = self.counters.entry(series.clone()).or_default();
+        *sum = sum.saturating_add(value);
+    }
+
+    /// Merges `buckets` into the histogram `series` (a histogram with other bounds is
+    /// left out of the sum).
+    fn add_histogram(&mut self, series: &SeriesKey, buckets: &Buckets) {
+        match self.histograms.get_mut(series) {
+            Some(sum) => {
+                sum.merge(buckets);
+            }
+            None => {
+                self.histograms.insert(series.clone(), buckets.clone());
+            }
+        }
+    }
+}
+
 impl Aggregate {
     /// Takes a batch from `origin`'s process of generation `batch.generation`.
     pub(crate) fn ingest(&mut self, origin: Origin, batch: Batch) {
@@ -178,36 +199,16 @@ impl Aggregate {
         };
         for (series, total) in self.retired.iter().chain(&self.predecessor) {
             match total {
-                Total::Counter(value) => {
-                    let sum = view.counters.entry(series.clone()).or_default();
-                    *sum = sum.saturating_add(*value);
-                }
-                Total::Histogram(buckets) => match view.histograms.get_mut(series) {
-                    Some(sum) => {
-                        sum.merge(buckets);
-                    }
-                    None => {
-                        view.histograms.insert(series.clone(), buckets.clone());
-                    }
-                },
+                Total::Counter(value) => view.add_counter(series, *value),
+                Total::Histogram(buckets) => view.add_histogram(series, buckets),
             }
         }
         let newest = self.newest_live();
         for (key, process) in &self.processes {
             for (series, reading) in &process.series {
                 match reading {
-                    Reading::Counter(value) => {
-                        let sum = view.counters.entry(series.clone()).or_default();
-                        *sum = sum.saturating_add(*value);
-                    }
-                    Reading::Histogram(buckets) => match view.histograms.get_mut(series) {
-                        Some(sum) => {
-                            sum.merge(buckets);
-                        }
-                        None => {
-                            view.histograms.insert(series.clone(), buckets.clone());
-                        }
-                    },
+                    Reading::Counter(value) => view.add_counter(series, *value),
+                    Reading::Histogram(buckets) => view.add_histogram(series, buckets),
                     Reading::Gauge(value) if newest.get(&key.0) == Some(&key.1) => {
                         view.gauges
                             .entry(series.clone())
