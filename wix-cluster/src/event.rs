@@ -126,13 +126,18 @@ pub enum LifecycleEvent {
     },
     /// The master could not start a process for the slot (the system is short of
     /// processes, memory or descriptors, or the program cannot be executed). `worker`
-    /// has pid 0 and the generation the process would have had. `Respawn` retries it
-    /// with the slot's backoff and counts it toward cyclic death like a death.
+    /// has pid 0 and the generation the process would have had. When the slot was left
+    /// empty (`successor: false`), `Respawn` retries it with the slot's backoff and counts
+    /// it toward cyclic death like a death; a successor's failure (a rolling restart's or
+    /// a recycle's) is not a death: the slot's worker keeps serving, and the roll or the
+    /// recycle stops with the reason.
     SpawnFailed {
         /// The slot (pid 0: there is no process).
         worker: WorkerRef,
         /// The operating system's error, in words.
         error: String,
+        /// It was to succeed a live worker of the slot (a rolling restart, a recycle).
+        successor: bool,
     },
     /// The worker's channel to the master closed.
     Disconnect(WorkerRef),

@@ -163,7 +163,16 @@ pub(crate) fn describe(event: &LifecycleEvent) -> String {
         LifecycleEvent::Stalled { reason, .. } => {
             format!("stalled: {reason}; sent SIGABRT, SIGKILL if it is still there in 2 s")
         }
-        LifecycleEvent::SpawnFailed { error, .. } => format!("cannot start a process: {error}"),
+        LifecycleEvent::SpawnFailed {
+            error,
+            successor: false,
+            ..
+        } => format!("cannot start a process: {error}"),
+        LifecycleEvent::SpawnFailed {
+            error,
+            successor: true,
+            ..
+        } => format!("cannot start a successor: {error}; the slot's worker keeps serving"),
         LifecycleEvent::Disconnect(_) => "its channel to the master closed".to_owned(),
         LifecycleEvent::Exit { reason, .. } => format!("ended with {reason}"),
     }

@@ -144,7 +144,7 @@ impl Supervisor {
             Purpose::Roll => Fallback::Never,
             Purpose::Recycle => Fallback::RunningImage,
         };
-        let new = self.spawn(old.id, fallback)?;
+        let new = self.spawn_successor(old.id, fallback)?;
         self.handovers.active.push(Handover {
             old,
             new,

@@ -486,10 +486,26 @@ const BACKLOG_PATIENCE: Duration = Duration::from_secs(5);
 const HANDED_OVER_REQUESTS_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Supervisor {
-    /// Starts a process in slot `id`; `fallback` says whether it may come from the
-    /// running image when the program path cannot be executed. A failure is logged,
-    /// counted and emitted (`Respawn` retries it) and returned in words.
+    /// Starts a process in slot `id`, which has none; `fallback` says whether it may
+    /// come from the running image when the program path cannot be executed. A failure
+    /// is logged, counted and emitted (`Respawn` retries it) and returned in words.
     fn spawn(&mut self, id: WorkerId, fallback: Fallback) -> Result<WorkerKey, String> {
+        self.start_process(id, fallback, false)
+    }
+
+    /// Starts a successor for slot `id`'s live worker (a rolling restart, a recycle).
+    /// A failure is logged, counted and emitted as a successor's, which is no death of
+    /// the slot: the caller stops the roll or the recycle, the worker keeps serving.
+    fn spawn_successor(&mut self, id: WorkerId, fallback: Fallback) -> Result<WorkerKey, String> {
+        self.start_process(id, fallback, true)
+    }
+
+    fn start_process(
+        &mut self,
+        id: WorkerId,
+        fallback: Fallback,
+        successor: bool,
+    ) -> Result<WorkerKey, String> {
         let key = self.table.next_key(id);
         match self.spawner.spawn(key, fallback) {
             Ok(spawned) => {
@@ -504,11 +520,15 @@ impl Supervisor {
                 self.table.forget_key(key);
                 let error = e.to_string();
                 tracing::error!("cannot spawn worker {id}: {error}");
-                self.master
-                    .set_spawn_error(Some(format!("cannot spawn worker {id}: {error}")));
+                if !successor {
+                    // The cluster is short of a worker until a retry succeeds.
+                    self.master
+                        .set_spawn_error(Some(format!("cannot spawn worker {id}: {error}")));
+                }
                 self.emit(LifecycleEvent::SpawnFailed {
                     worker: key.with_pid(0),
                     error: error.clone(),
+                    successor,
                 });
                 Err(error)
             }

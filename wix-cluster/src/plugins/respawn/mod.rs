@@ -27,8 +27,10 @@ pub enum CyclicPolicy {
 
 /// Replaces every worker that dies without being asked to, in the same slot (with the
 /// next generation). A worker that announces it is going down (app error, panic,
-/// SIGTERM) is replaced at once while it drains. A worker process that could not be
-/// started ([`LifecycleEvent::SpawnFailed`]) is retried the same way.
+/// SIGTERM) is replaced at once while it drains. A slot whose process could not be
+/// started ([`LifecycleEvent::SpawnFailed`]) is retried the same way; a successor that
+/// could not be started (a rolling restart's, a recycle's) is not a death and is not
+/// retried: the slot's worker keeps serving.
 ///
 /// - Backoff: a slot whose workers keep dying young (within 10 s of their start) waits
 ///   0, then 100 ms, 200 ms, ... up to 10 s (each ±25% jitter) before its next respawn.
@@ -178,7 +180,12 @@ impl Plugin for Respawn {
                 }
             }
             LifecycleEvent::Failing { worker, .. } => self.on_death(*worker, true, master),
-            LifecycleEvent::SpawnFailed { worker, .. } => {
+            // A successor that could not start leaves the slot's worker serving: no death.
+            LifecycleEvent::SpawnFailed {
+                worker,
+                successor: false,
+                ..
+            } => {
                 // A process that could not start died at birth: young, and counted.
                 self.state.lock().backoff.forked(worker.id, Instant::now());
                 self.on_death(*worker, false, master);
