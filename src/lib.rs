@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 /// A generous deadline for anything a test waits on (2-core CI machines are slow).
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
+/// How long a set of workers must stay the same to count as steady: longer than any
+/// period of the mechanisms that replace workers (a respawn's first backoff is 0, the
+/// next 100 ms; a signalled worker is replaced 500 ms after it says so).
+pub const STEADY: Duration = Duration::from_millis(1500);
+
 /// What the master logs once its management app is bound, before the address.
 pub const MANAGEMENT_LINE: &str = "management app listening on ";
 
@@ -218,6 +223,23 @@ impl Program {
         self.wait_for_line(needle, |_| true)
     }
 
+    /// Waits for the `n`th log line containing `needle` and returns it; panics after
+    /// [`PATIENCE`].
+    pub fn wait_for_log_count(&self, needle: &str, n: usize) -> String {
+        let mut found = None;
+        let ok = wait_until(PATIENCE, || {
+            found = self
+                .log()
+                .lines()
+                .filter(|line| line.contains(needle))
+                .nth(n.saturating_sub(1))
+                .map(str::to_owned);
+            found.is_some()
+        });
+        assert!(ok, "fewer than {n} log lines contain {needle:?}");
+        found.unwrap_or_default()
+    }
+
     /// The first log line that contains `needle` and passes `keep`; waits up to
     /// [`PATIENCE`] for it, then panics.
     fn wait_for_line(&self, needle: &str, keep: impl Fn(&str) -> bool) -> String {
@@ -244,6 +266,31 @@ impl Program {
         self.logged_addr(MANAGEMENT_LINE, |_| true)
     }
 
+    /// Waits up to [`PATIENCE`] until the cluster's workers have at least `n` requests in
+    /// flight (the sum of `http_server_active_requests` in `/metrics`, which a worker
+    /// reports every 250 ms): the positive sign that slow requests were accepted before
+    /// a test signals the cluster.
+    pub fn wait_for_requests_in_flight(&self, n: u64) {
+        let management = self.management_addr();
+        let mut last = 0;
+        let reached = wait_until(PATIENCE, || {
+            let Ok(page) = http_get(management, "/metrics") else {
+                return false;
+            };
+            last = page
+                .body
+                .lines()
+                .filter(|line| line.starts_with("http_server_active_requests{"))
+                .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum::<f64>() as u64;
+            last >= n
+        });
+        assert!(
+            reached,
+            "expected {n} requests in flight, /metrics says {last}"
+        );
+    }
+
     /// The address after `marker` in the first log line that has it and passes `keep`;
     /// waits up to [`PATIENCE`] for it.
     fn logged_addr(&self, marker: &str, keep: impl Fn(&str) -> bool) -> SocketAddr {
@@ -262,17 +309,53 @@ impl Program {
         children_of(self.pid())
     }
 
-    /// Waits up to [`PATIENCE`] until the master has exactly `n` live children (its
-    /// workers) and returns them, as seen when the count was reached; panics with the
-    /// children it has otherwise.
+    /// The master's live children that run as workers: started with the worker marker
+    /// in their environment. A child forked but not yet (or never: the exec failed)
+    /// running the program is not one, nor a new master an upgrade starts.
+    pub fn workers(&self) -> Vec<u32> {
+        workers_of(self.pid())
+    }
+
+    /// Waits up to [`PATIENCE`] until the master has exactly `n` workers (see
+    /// [`Program::workers`]) and returns them (sorted), as seen when the count was
+    /// reached; panics with the workers it has otherwise.
     pub fn wait_for_workers(&self, n: usize) -> Vec<u32> {
         let mut workers = Vec::new();
         let reached = wait_until(PATIENCE, || {
-            workers = self.children();
+            workers = self.workers();
             workers.len() == n
         });
         assert!(reached, "expected {n} workers, have {workers:?}");
         workers
+    }
+
+    /// Waits up to [`PATIENCE`] until the master has exactly `n` workers and the same
+    /// ones for [`STEADY`], and returns them (sorted): a count reached while workers are
+    /// still being replaced does not pass.
+    pub fn wait_for_steady_workers(&self, n: usize) -> Vec<u32> {
+        let mut workers = Vec::new();
+        let mut since: Option<(Vec<u32>, Instant)> = None;
+        let steady = wait_until(PATIENCE + STEADY, || {
+            workers = self.workers();
+            match &since {
+                Some((seen, at)) if *seen == workers => {
+                    workers.len() == n && at.elapsed() >= STEADY
+                }
+                _ => {
+                    since = Some((workers.clone(), Instant::now()));
+                    false
+                }
+            }
+        });
+        assert!(steady, "expected {n} steady workers, have {workers:?}");
+        workers
+    }
+
+    /// Checks for [`STEADY`] that the master's workers are exactly `expected` (in any
+    /// order) throughout; panics at the first change. For "nothing was replaced" after
+    /// a positive sign that the action in question was handled.
+    pub fn assert_workers_stay(&self, expected: &[u32], why: &str) {
+        assert_workers_stay(self.pid(), expected, why);
     }
 
     /// Waits up to [`PATIENCE`] until process `pid` (a worker, say) is gone: exited, or
@@ -405,6 +488,40 @@ pub fn send_signal(pid: u32, signal: nix::sys::signal::Signal) {
 /// Whether `pid` is a live process (not a zombie).
 pub fn is_alive(pid: u32) -> bool {
     proc_stat(pid).is_some_and(|stat| stat.is_live())
+}
+
+/// Whether process `pid` runs as a wix-cluster worker (its environment, as it started,
+/// has the worker marker).
+pub fn is_worker(pid: u32) -> bool {
+    environ_of(pid)
+        .iter()
+        .any(|entry| entry.starts_with("__WIX_CLUSTER_WORKER="))
+}
+
+/// The live children of `master` that run as workers (see [`is_worker`]), sorted.
+pub fn workers_of(master: u32) -> Vec<u32> {
+    let mut workers: Vec<u32> = children_of(master)
+        .into_iter()
+        .filter(|&pid| is_worker(pid))
+        .collect();
+    workers.sort_unstable();
+    workers
+}
+
+/// Checks for [`STEADY`] that `master`'s workers are exactly `expected` (in any order)
+/// throughout; panics at the first change.
+pub fn assert_workers_stay(master: u32, expected: &[u32], why: &str) {
+    let mut expected = expected.to_vec();
+    expected.sort_unstable();
+    let until = Instant::now() + STEADY;
+    loop {
+        let now = workers_of(master);
+        assert_eq!(now, expected, "{why}: the workers changed");
+        if Instant::now() >= until {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Live processes whose parent is `parent`.

@@ -35,7 +35,7 @@ fn peak_rss(pid: u32, patience: Duration, mut until: impl FnMut() -> bool) -> u6
 #[test]
 fn a_worker_that_stops_reading_is_replaced_and_the_master_stays_bounded() {
     let (program, addr) = probe();
-    let workers = program.children();
+    let workers = program.workers();
     let stopped = workers[0];
     let before = rss_bytes(program.pid());
     send_signal(stopped, Signal::SIGSTOP);
@@ -50,7 +50,7 @@ fn a_worker_that_stops_reading_is_replaced_and_the_master_stays_bounded() {
     program.wait_until_gone(stopped);
     let mut now = Vec::new();
     let replaced = wait_until(PATIENCE, || {
-        now = program.children();
+        now = program.workers();
         now.len() == 2 && !now.contains(&stopped)
     });
     assert!(replaced, "{now:?}");

@@ -15,13 +15,10 @@ fn hello(extra: &[(&str, &str)]) -> Program {
     Program::start("hello", &env)
 }
 
-/// Waits until the master has exactly `n` children, and they stay `n` for a moment.
+/// Waits until the master has exactly `n` workers, the same ones for
+/// [`wix_cluster_suite::STEADY`].
 fn assert_children(program: &Program, n: usize) -> Vec<u32> {
-    program.wait_for_workers(n);
-    std::thread::sleep(Duration::from_millis(300));
-    let children = program.children();
-    assert_eq!(children.len(), n);
-    children
+    program.wait_for_steady_workers(n)
 }
 
 #[test]
@@ -191,7 +188,7 @@ fn a_worker_sending_garbage_is_dropped_while_the_others_keep_serving() {
     }
     // Respawn fills the slot again.
     let refilled = wait_until(PATIENCE, || {
-        let now = program.children();
+        let now = program.workers();
         now.len() == 2 && !now.contains(&culprit)
     });
     assert!(refilled, "the slot was not refilled");

@@ -129,7 +129,7 @@ fn dashboard_in_chromium_shows_every_worker_and_follows_a_kill_without_reload() 
     let tab = open_dashboard(&browser, management);
 
     // One row per worker, the master's children.
-    let children: BTreeSet<u32> = program.children().into_iter().collect();
+    let children: BTreeSet<u32> = program.workers().into_iter().collect();
     let mut shown = Vec::new();
     let all_shown = wait_until(PATIENCE, || {
         shown = rows(&tab);

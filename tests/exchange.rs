@@ -51,7 +51,7 @@ fn from_each(addr: SocketAddr, path: &str, pids: &HashSet<u32>) -> HashMap<u32, 
 
 fn serving_pids(program: &Program, mode: Mode) -> HashSet<u32> {
     match mode {
-        Mode::Cluster => program.children().into_iter().collect(),
+        Mode::Cluster => program.workers().into_iter().collect(),
         Mode::Single => HashSet::from([program.pid()]),
     }
 }
@@ -160,7 +160,7 @@ fn app_data_is_there_before_the_app_and_refreshes_everywhere(mode: Mode) {
     assert!(refreshed);
     if mode == Mode::Cluster {
         // A worker spawned after the refresh has the current value before its app runs.
-        let before: HashSet<u32> = program.children().into_iter().collect();
+        let before: HashSet<u32> = program.workers().into_iter().collect();
         program.signal(Signal::SIGTTIN);
         let newcomer: HashSet<u32> = program
             .wait_for_workers(3)
@@ -239,7 +239,7 @@ fn after_a_failed_handover_the_old_workers_still_get_broadcasts_and_app_data() {
     program.wait_for_log("rolling restart stopped");
     program.wait_for_workers(2);
     assert_eq!(
-        program.children().into_iter().collect::<HashSet<u32>>(),
+        program.workers().into_iter().collect::<HashSet<u32>>(),
         pids,
         "the old workers keep serving"
     );
@@ -299,7 +299,7 @@ fn sixteen_mib_of_app_data_reaches_every_worker_respawns_and_refreshes() {
     wix_cluster_suite::send_signal(victim, Signal::SIGKILL);
     let mut now = Vec::new();
     let replaced = wait_until(PATIENCE, || {
-        now = program.children();
+        now = program.workers();
         now.len() == 2 && !now.contains(&victim)
     });
     assert!(replaced, "{now:?}");

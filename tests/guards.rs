@@ -37,7 +37,7 @@ fn a_blocked_worker_is_detected_and_replaced_while_the_others_keep_serving() {
                 served_by.insert(pid);
             }
         }
-        let now: HashSet<u32> = program.children().into_iter().collect();
+        let now: HashSet<u32> = program.workers().into_iter().collect();
         if replaced_after.is_none() && now.len() == 2 && now.intersection(&before).count() == 1 {
             replaced_after = Some(blocked_at.elapsed());
         }

@@ -120,7 +120,7 @@ fn the_workers_page_has_a_row_per_worker_with_every_field_sampled_and_counted() 
     assert_eq!(workers["desired"], 2);
     let rows = workers["workers"].as_array().expect("workers").clone();
     assert_eq!(rows.len(), 2, "{workers}");
-    let children: BTreeSet<u32> = program.children().into_iter().collect();
+    let children: BTreeSet<u32> = program.workers().into_iter().collect();
     assert_eq!(pids(&rows), children);
     for (row, id) in rows.iter().zip([1, 2]) {
         assert_eq!(row["id"], id, "{row}");
@@ -445,7 +445,7 @@ fn ready_turns_503_at_the_stop_signal_while_workers_still_serve_through_the_drai
 
     sigterm_then_see_ready_turn_stopping(&program, management);
     assert_serves_through_the_drain_delay(app);
-    let still: BTreeSet<u32> = program.children().into_iter().collect();
+    let still: BTreeSet<u32> = program.workers().into_iter().collect();
     let before: BTreeSet<u32> = workers.into_iter().collect();
     assert_eq!(still, before, "no worker may stop during the delay");
     assert!(
@@ -622,7 +622,7 @@ fn admin_actions_are_403_without_a_configured_token() {
     }
     let (_, info) = get_json(management, "/");
     assert_eq!(info["admin_actions"], false);
-    assert_eq!(program.children().len(), 2, "nothing was scaled");
+    assert_eq!(program.workers().len(), 2, "nothing was scaled");
 }
 
 #[test]
@@ -645,7 +645,7 @@ fn admin_actions_need_the_right_bearer_token_and_then_act() {
     }
     let no_challenge = http_request(management, "POST", "/workers/restart", &[]).expect("POST");
     assert_eq!(no_challenge.header("www-authenticate"), Some("Bearer"));
-    assert_eq!(program.children().len(), 2, "a refused action acted");
+    assert_eq!(program.workers().len(), 2, "a refused action acted");
 
     let (status, body) = post(management, "/workers/scale?count=0", Some(TOKEN));
     assert_eq!(status, 400, "{body}");
@@ -659,7 +659,7 @@ fn admin_actions_need_the_right_bearer_token_and_then_act() {
         (Some(2), Some(3))
     );
     let scaled = wait_until(PATIENCE, || {
-        program.children().len() == 3
+        program.workers().len() == 3
             && http_get(management, "/health/ready").is_ok_and(|r| r.status == 200)
     });
     assert!(scaled, "not scaled to 3");

@@ -227,7 +227,7 @@ fn counters_never_go_backwards_across_a_kill_a_rolling_restart_and_an_upgrade() 
     let mut before = jobs(app, management, 20, 20.0);
 
     // kill -9 of a worker: its totals stay in the sums.
-    let victim = program.children()[0];
+    let victim = program.workers()[0];
     send_signal(victim, Signal::SIGKILL);
     program.wait_until_gone(victim);
     let after = counters(management);
@@ -236,10 +236,10 @@ fn counters_never_go_backwards_across_a_kill_a_rolling_restart_and_an_upgrade() 
     before = jobs(app, management, 10, 30.0);
 
     // A rolling restart: every worker replaced gracefully.
-    let old = program.children();
+    let old = program.workers();
     program.signal(Signal::SIGHUP);
     let rolled = wait_until(PATIENCE, || {
-        let now = program.children();
+        let now = program.workers();
         now.len() == 2 && now.iter().all(|pid| !old.contains(pid))
     });
     assert!(rolled, "the workers were not replaced");

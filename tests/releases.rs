@@ -2,8 +2,6 @@
 //! that goes away, and worker spawns that fail for a while. The cluster runs the path
 //! it was started as, never loses capacity, and retries what failed.
 
-use std::time::Duration;
-
 use nix::sys::signal::Signal;
 use wix_cluster_suite::{
     PATIENCE, Program, Scratch, example_path, exe_of, http_get, send_signal, wait_until,
@@ -20,7 +18,7 @@ const ENV: [(&str, &str); 3] = [
 fn wait_for_new_workers(program: &Program, n: usize, old: &[u32]) -> Vec<u32> {
     let mut workers = Vec::new();
     let replaced = wait_until(PATIENCE, || {
-        workers = program.children();
+        workers = program.workers();
         workers.len() == n && workers.iter().all(|pid| !old.contains(pid))
     });
     assert!(
@@ -97,18 +95,51 @@ fn with_the_program_file_gone_a_killed_worker_is_replaced_and_a_roll_stops_with_
         line.contains("No such file or directory") && line.contains("keep serving"),
         "{line}"
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let mut now = program.children();
-    now.sort_unstable();
-    let mut before = replaced.clone();
-    before.sort_unstable();
-    assert_eq!(now, before, "the workers keep serving");
+    program.assert_workers_stay(&replaced, "the workers keep serving");
     assert_serves(&program);
 
     // Not executable behaves the same for respawns: a file that is there but cannot run.
     std::fs::write(&binary, "not a program").expect("write a file that cannot run");
     send_signal(replaced[0], Signal::SIGKILL);
     wait_for_new_workers(&program, 2, &[replaced[0]]);
+    assert_serves(&program);
+}
+
+#[test]
+fn a_successor_that_cannot_be_started_is_not_a_death_of_its_slot() {
+    let scratch = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "releases-no-successor");
+    let binary = scratch.deploy(&example_path("hello"), "app");
+    let program = Program::start_path(&binary, &ENV);
+    let workers = program.wait_for_steady_workers(2);
+    program.wait_for_200(program.listening_addr(), "/");
+    std::fs::remove_file(&binary).expect("remove the program file");
+
+    // Twelve rolls, each stopped by a successor that cannot be started: were those
+    // deaths of slot 1, Respawn's default (more than 10 within 10 s) would call it
+    // cyclic death, and each would schedule a respawn of a slot whose worker is alive.
+    for roll in 1..=12 {
+        program.signal(Signal::SIGHUP);
+        program.wait_for_log_count("rolling restart stopped", roll);
+    }
+    program.assert_workers_stay(&workers, "the workers keep serving");
+    let log = program.log();
+    assert!(
+        !log.contains("respawning worker"),
+        "a failed successor was counted as a death"
+    );
+    assert!(
+        !log.contains("cyclic death"),
+        "failed successors fed cyclic-death detection"
+    );
+    let alive = http_get(program.management_addr(), "/health/is_alive").expect("health");
+    assert_eq!(alive.status, 200, "{alive:?}");
+    // The event log says what happened, as a successor's failure.
+    let events = http_get(program.management_addr(), "/events").expect("events");
+    assert!(
+        events.body.contains("cannot start a successor"),
+        "{}",
+        events.body
+    );
     assert_serves(&program);
 }
 
@@ -169,7 +200,7 @@ fn a_spawn_that_fails_is_retried_until_the_cluster_has_its_workers_again() {
             >= 2
     });
     assert!(retried, "the spawn was not retried");
-    assert_eq!(program.children().len(), 1);
+    assert_eq!(program.workers().len(), 1);
 
     set_soft_nofile(program.pid(), restore);
     wait_for_new_workers(&program, 2, &[workers[0]]);

@@ -2,8 +2,6 @@
 //! SIGWINCH) never end the cluster, signals sent to the whole process group do what the
 //! master does with them and nothing more, and a group-wide stop is one graceful stop.
 
-use std::time::Duration;
-
 use nix::sys::signal::Signal;
 use wix_cluster_suite::{PATIENCE, Program, group_members, http_get, is_alive, wait_until};
 
@@ -15,49 +13,44 @@ fn start() -> (Program, std::net::SocketAddr) {
     (program, addr)
 }
 
-fn sorted(mut pids: Vec<u32>) -> Vec<u32> {
-    pids.sort_unstable();
-    pids
-}
-
-/// The master is alive, answers on the port with 200, and has exactly `workers`.
+/// The master is alive, answers on the port with 200, and has exactly `workers`
+/// throughout [`wix_cluster_suite::STEADY`].
 fn assert_unchanged(program: &Program, addr: std::net::SocketAddr, workers: &[u32]) {
     assert!(is_alive(program.pid()), "the master died");
     let response = http_get(addr, "/").expect("the port serves");
     assert_eq!(response.status, 200, "{response:?}");
-    assert_eq!(
-        sorted(program.children()),
-        sorted(workers.to_vec()),
-        "the workers changed"
-    );
+    program.assert_workers_stay(workers, "after the signals");
+    assert!(is_alive(program.pid()), "the master died");
 }
 
 #[test]
 fn sigusr1_and_sigwinch_to_the_master_change_nothing() {
     let (program, addr) = start();
-    let workers = program.children();
+    let workers = program.workers();
     program.signal(Signal::SIGUSR1);
     program.wait_for_log("SIGUSR1: logs go to stderr");
     program.signal(Signal::SIGWINCH);
-    std::thread::sleep(Duration::from_millis(500));
+    // The master ignores SIGWINCH (discarded when sent); a second SIGUSR1 handled says
+    // the master was still there after it.
+    program.signal(Signal::SIGUSR1);
+    program.wait_for_log_count("SIGUSR1: logs go to stderr", 2);
     assert_unchanged(&program, addr, &workers);
 }
 
 #[test]
 fn sigusr1_and_sigwinch_to_the_whole_group_change_nothing() {
     let (program, addr) = start();
-    let workers = program.children();
-    for signal in [
-        Signal::SIGUSR1,
-        Signal::SIGWINCH,
-        Signal::SIGTTIN,
-        Signal::SIGUSR1,
-    ] {
-        program.signal_group(signal);
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let workers = program.workers();
+    // Each signal once its predecessor was handled (a pending signal would merge).
+    program.signal_group(Signal::SIGUSR1);
+    program.wait_for_log_count("SIGUSR1: logs go to stderr", 1);
+    program.signal_group(Signal::SIGWINCH);
+    program.signal_group(Signal::SIGTTIN);
+    program.wait_for_log("SIGTTIN: scaling to 3 workers");
+    program.signal_group(Signal::SIGUSR1);
+    program.wait_for_log_count("SIGUSR1: logs go to stderr", 2);
     // SIGTTIN reached the master too: one worker more, the old ones untouched.
-    let three = program.wait_for_workers(3);
+    let three = program.wait_for_steady_workers(3);
     assert!(workers.iter().all(|pid| three.contains(pid)), "{three:?}");
     program.signal_group(Signal::SIGTTOU);
     program.wait_for_workers(2);
@@ -68,7 +61,7 @@ fn sigusr1_and_sigwinch_to_the_whole_group_change_nothing() {
 #[test]
 fn sighup_to_the_whole_group_is_one_rolling_restart_with_the_worker_count_unchanged() {
     let (program, addr) = start();
-    let before = program.children();
+    let before = program.workers();
     program.signal_group(Signal::SIGHUP);
     program.wait_for_log("rolling restart done");
     let after = program.wait_for_workers(2);
@@ -83,8 +76,8 @@ fn sighup_to_the_whole_group_is_one_rolling_restart_with_the_worker_count_unchan
 /// master exits 0 with no worker left, and no worker was replaced on the way.
 fn a_group_wide_stop_is_one_graceful_stop(signal: Signal) {
     let (mut program, addr) = start();
-    let slow = std::thread::spawn(move || http_get(addr, "/slow?ms=1500"));
-    std::thread::sleep(Duration::from_millis(300));
+    let slow = std::thread::spawn(move || http_get(addr, "/slow?ms=3000"));
+    program.wait_for_requests_in_flight(1);
     program.signal_group(signal);
     let response = slow.join().expect("slow request thread");
     let response = response.unwrap_or_else(|e| panic!("{e}"));
@@ -115,8 +108,8 @@ fn a_group_wide_sigquit_is_a_graceful_stop_too() {
 #[test]
 fn sigquit_to_the_master_stops_the_cluster_gracefully() {
     let (mut program, addr) = start();
-    let slow = std::thread::spawn(move || http_get(addr, "/slow?ms=1500"));
-    std::thread::sleep(Duration::from_millis(300));
+    let slow = std::thread::spawn(move || http_get(addr, "/slow?ms=3000"));
+    program.wait_for_requests_in_flight(1);
     program.signal(Signal::SIGQUIT);
     let response = slow.join().expect("slow request thread").expect("answered");
     assert_eq!(response.status, 200, "{response:?}");
@@ -127,11 +120,11 @@ fn sigquit_to_the_master_stops_the_cluster_gracefully() {
 #[test]
 fn sigterm_to_one_worker_still_replaces_it() {
     let (program, addr) = start();
-    let workers = program.children();
+    let workers = program.workers();
     wix_cluster_suite::send_signal(workers[0], Signal::SIGTERM);
     let mut now = Vec::new();
     let replaced = wait_until(PATIENCE, || {
-        now = program.children();
+        now = program.workers();
         now.len() == 2 && !now.contains(&workers[0])
     });
     assert!(replaced, "{now:?}");

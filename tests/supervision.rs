@@ -30,11 +30,11 @@ fn kill_9_of_a_worker_under_load_is_replaced_and_the_port_keeps_serving() {
     let victim = *before.iter().next().expect("a worker");
     send_signal(victim, Signal::SIGKILL);
     let replaced = wait_until(PATIENCE, || {
-        let now: HashSet<u32> = program.children().into_iter().collect();
+        let now: HashSet<u32> = program.workers().into_iter().collect();
         now.len() == 2 && !now.contains(&victim)
     });
     assert!(replaced, "no replacement");
-    let after: HashSet<u32> = program.children().into_iter().collect();
+    let after: HashSet<u32> = program.workers().into_iter().collect();
     let replacement = *after.difference(&before).next().expect("a new pid");
     // Keep the load on until the replacement serves too.
     let served = wait_until(PATIENCE, || pid_of(http_get(addr, "/")) == replacement);
@@ -78,7 +78,7 @@ fn a_panicking_worker_is_replaced_at_once_and_drains() {
     let _ = http_get(addr, "/die");
     program.wait_for_log("is going down: panicked at");
     let replaced = wait_until(PATIENCE, || {
-        let now: HashSet<u32> = program.children().into_iter().collect();
+        let now: HashSet<u32> = program.workers().into_iter().collect();
         now.len() == 2
             && now.difference(&before).count() == 1
             && now.intersection(&before).count() == 1
@@ -138,9 +138,9 @@ fn ready_timeout_gives_up_on_a_slow_successor_and_the_old_workers_keep_serving()
     );
     // The late successor is killed; the old workers are the cluster again.
     let back = wait_until(PATIENCE, || {
-        program.children().into_iter().collect::<HashSet<u32>>() == before
+        program.workers().into_iter().collect::<HashSet<u32>>() == before
     });
-    assert!(back, "children {:?}, before {before:?}", program.children());
+    assert!(back, "children {:?}, before {before:?}", program.workers());
     for _ in 0..10 {
         assert!(before.contains(&pid_of(http_get(addr, "/"))));
     }

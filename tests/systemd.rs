@@ -238,7 +238,7 @@ fn socket_activation_hands_systemds_socket_to_every_worker() {
     ));
     program.wait_for_workers(2);
     let pids = serving_workers(addr);
-    let children: std::collections::HashSet<u32> = program.children().into_iter().collect();
+    let children: std::collections::HashSet<u32> = program.workers().into_iter().collect();
     assert!(
         pids.is_subset(&children) && !pids.is_empty(),
         "{pids:?} vs {children:?}"
