@@ -37,6 +37,16 @@ fn sigusr1_and_sigwinch_to_the_master_change_nothing() {
     assert_unchanged(&program, addr, &workers);
 }
 
+/// A `/proc/<pid>/status` signal mask field (`SigBlk`, `SigIgn`) as a bit set.
+fn signal_mask(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(":"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .expect("a mask")
+}
+
 #[test]
 fn sigusr1_and_sigwinch_to_the_whole_group_change_nothing() {
     let (program, addr) = start();
@@ -49,9 +59,31 @@ fn sigusr1_and_sigwinch_to_the_whole_group_change_nothing() {
     program.wait_for_log("SIGTTIN: scaling to 3 workers");
     program.signal_group(Signal::SIGUSR1);
     program.wait_for_log_count("SIGUSR1: logs go to stderr", 2);
-    // SIGTTIN reached the master too: one worker more, the old ones untouched.
+    // SIGTTIN reached the master too: one worker more, the old ones untouched; the new
+    // one, which the second SIGUSR1 may have reached before its handlers existed, too.
     let three = program.wait_for_steady_workers(3);
     assert!(workers.iter().all(|pid| three.contains(pid)), "{three:?}");
+    // Held while a worker starts, the signals are neither blocked nor ignored once it
+    // runs (the programs an app starts inherit both).
+    let ours = [
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+        Signal::SIGWINCH,
+        Signal::SIGTERM,
+        Signal::SIGQUIT,
+    ]
+    .iter()
+    .fold(0u64, |bits, signal| bits | 1 << (*signal as i32 - 1));
+    for pid in &three {
+        let blocked = signal_mask(*pid, "SigBlk") & ours;
+        assert_eq!(blocked, 0, "worker {pid} blocks signals");
+        let ignored = signal_mask(*pid, "SigIgn") & ours;
+        assert_eq!(ignored, 0, "worker {pid} ignores signals");
+    }
     program.signal_group(Signal::SIGTTOU);
     program.wait_for_workers(2);
     assert_unchanged(&program, addr, &workers);

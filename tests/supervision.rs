@@ -69,21 +69,135 @@ fn crash_on_start_gives_up_with_the_apps_error_and_exits_non_zero() {
     );
 }
 
+/// A keep-alive HTTP/1.1 connection: it stays with the worker that accepted it.
+struct Conn {
+    reader: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl Conn {
+    fn open(addr: std::net::SocketAddr) -> Conn {
+        let stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(PATIENCE))
+            .expect("read timeout");
+        Conn {
+            reader: std::io::BufReader::new(stream),
+        }
+    }
+
+    fn send(&mut self, path: &str) {
+        use std::io::Write;
+        write!(
+            self.reader.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .expect("send");
+    }
+
+    /// The status and body of the next response.
+    fn response(&mut self) -> std::io::Result<(u16, String)> {
+        use std::io::{BufRead, Read};
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("status line {line:?}")))?;
+        let mut length = 0;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line)?;
+            if line.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body)?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    fn get(&mut self, path: &str) -> (u16, String) {
+        self.send(path);
+        self.response().expect("a response")
+    }
+}
+
 #[test]
 fn a_panicking_worker_is_replaced_at_once_and_drains() {
     let program = flaky(&[]);
     let addr = program.listening_addr();
-    let before: HashSet<u32> = program.wait_for_workers(2).into_iter().collect();
-    // The panic kills the request it happened in; the worker announces it is going down.
-    let _ = http_get(addr, "/die");
+    program.wait_for_workers(2);
+    program.wait_for_200(addr, "/");
+    // Two keep-alive connections held by one worker (of three, two share a worker).
+    let mut by_pid: std::collections::HashMap<String, Vec<Conn>> = Default::default();
+    let (pid, mut conns) = loop {
+        let mut conn = Conn::open(addr);
+        let (status, pid) = conn.get("/");
+        assert_eq!(status, 200);
+        let conns = by_pid.entry(pid.clone()).or_default();
+        conns.push(conn);
+        if conns.len() == 2 {
+            let conns = by_pid.remove(&pid).expect("just filled");
+            break (pid, conns);
+        }
+    };
+    let victim: u32 = pid.parse().expect("a pid");
+    // A slow request in flight on it, then a panic in another of its requests: the
+    // worker announces it is going down and drains while its successor starts.
+    conns[0].send("/slow?ms=4000");
+    program.wait_for_requests_in_flight(1);
+    conns[1].send("/die");
     program.wait_for_log("is going down: panicked at");
-    let replaced = wait_until(PATIENCE, || {
-        let now: HashSet<u32> = program.workers().into_iter().collect();
-        now.len() == 2
-            && now.difference(&before).count() == 1
-            && now.intersection(&before).count() == 1
+    let (status, body) = conns[0].response().expect("the slow request's answer");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, pid.as_str()),
+        "the panicked worker's request in flight completes"
+    );
+
+    // The successor was started before the panicked worker exited.
+    let mut events = Vec::new();
+    let seen = wait_until(PATIENCE, || {
+        events = http_get(program.management_addr(), "/events")
+            .ok()
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok())
+            .and_then(|v| v["events"].as_array().cloned())
+            .unwrap_or_default();
+        events
+            .iter()
+            .any(|e| e["kind"] == "exit" && e["worker"]["pid"] == victim)
     });
-    assert!(replaced);
+    assert!(seen, "no exit of {victim}: {events:?}");
+    let seq = |kind: &str, pid: u32| {
+        events
+            .iter()
+            .find(|e| e["kind"] == kind && e["worker"]["pid"] == pid)
+            .and_then(|e| e["seq"].as_u64())
+    };
+    let victim_forked = seq("fork", victim).expect("the victim's fork");
+    let exited = seq("exit", victim).expect("its exit");
+    let slot = events
+        .iter()
+        .find(|e| e["worker"]["pid"] == victim)
+        .map(|e| e["worker"]["id"].clone())
+        .expect("the victim's slot");
+    let successor_forked = events
+        .iter()
+        .filter(|e| e["kind"] == "fork" && e["worker"]["id"] == slot)
+        .filter_map(|e| e["seq"].as_u64())
+        .filter(|&forked| forked > victim_forked)
+        .min();
+    assert!(
+        successor_forked.is_some_and(|forked| forked < exited),
+        "the successor must start before the panicked worker exits: {events:?}"
+    );
+    program.wait_for_steady_workers(2);
     for _ in 0..10 {
         pid_of(http_get(addr, "/"));
     }
@@ -152,8 +266,8 @@ fn sigterm_lets_a_slow_request_finish_then_the_master_exits_0() {
     let mut program = flaky(&[]);
     let addr = program.listening_addr();
     program.wait_for_workers(2);
-    let slow = std::thread::spawn(move || http_get(addr, "/slow?ms=2000"));
-    std::thread::sleep(Duration::from_millis(500));
+    let slow = std::thread::spawn(move || http_get(addr, "/slow?ms=3000"));
+    program.wait_for_requests_in_flight(1);
     program.signal(Signal::SIGTERM);
     let response = slow
         .join()
@@ -187,11 +301,11 @@ fn sigttin_and_sigttou_scale_the_worker_count() {
     program.signal(Signal::SIGTTOU);
     program.wait_for_workers(2);
     program.signal(Signal::SIGTTOU);
-    program.wait_for_workers(1);
+    let one = program.wait_for_steady_workers(1);
     // Never below one.
     program.signal(Signal::SIGTTOU);
-    std::thread::sleep(Duration::from_millis(500));
-    program.wait_for_workers(1);
+    program.wait_for_log_count("SIGTTOU: scaling to 1 workers", 2);
+    program.assert_workers_stay(&one, "scaled below one");
     pid_of(http_get(addr, "/"));
 }
 
@@ -201,14 +315,16 @@ fn cyclic_death_with_the_default_policy_keeps_survivors_serving() {
     let addr = program.listening_addr();
     program.wait_for_workers(2);
     // Three unannounced deaths in a row: more than 2 within 10 s.
-    for _ in 0..3 {
+    for death in 1..=3 {
         let _ = http_get(addr, "/exit");
-        std::thread::sleep(Duration::from_millis(300));
+        program.wait_for_log_count("died unexpectedly", death);
     }
     program.wait_for_log("cyclic death: 3 worker deaths within 10s");
     assert!(is_alive(program.pid()), "the master must keep running");
-    // Survivors keep serving.
-    program.wait_for_200(addr, "/");
+    // A survivor serves: one request, right after the cyclic death (a retry loop of
+    // 30 s would outlast the 10 s window and be answered by the retried slot).
+    let response = http_get(addr, "/").expect("a survivor answers");
+    assert_eq!(response.status, 200, "{response:?}");
 }
 
 #[test]
@@ -216,9 +332,9 @@ fn cyclic_death_with_the_exit_policy_stops_the_cluster_non_zero() {
     let mut program = flaky(&[("MAX_DEATHS", "2"), ("CYCLIC_POLICY", "exit")]);
     let addr = program.listening_addr();
     program.wait_for_workers(2);
-    for _ in 0..3 {
+    for death in 1..=3 {
         let _ = http_get(addr, "/exit");
-        std::thread::sleep(Duration::from_millis(300));
+        program.wait_for_log_count("died unexpectedly", death);
     }
     program.assert_exits_with(1);
     program.wait_for_log("policy Exit: stopping the cluster");

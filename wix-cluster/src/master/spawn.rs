@@ -83,6 +83,9 @@ impl Spawner {
         command
             .env_remove(crate::config::ENV_ADMIN_TOKEN)
             .env_remove("NOTIFY_SOCKET");
+        // SAFETY: only blocks signals (sigprocmask), async-signal-safe, on a set built
+        // before the fork.
+        unsafe { command.pre_exec(crate::signals::block_in_new_worker()) };
         let master_pid = self.master_pid;
         let what = format!("worker {}", key.id);
         let started = reexec::start(

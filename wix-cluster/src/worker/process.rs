@@ -32,6 +32,9 @@ where
     // Die with the master even if it is SIGKILLed. The spawner set this before exec
     // too; setting it again is harmless, and the parent check closes the window where
     // the master died before this process could notice.
+    if let Err(e) = crate::signals::release_in_worker() {
+        tracing::warn!("cannot unblock the signals a worker ignores: {e}");
+    }
     if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
         tracing::warn!("cannot ask to die with the master: {e}");
     }
