@@ -153,8 +153,10 @@ impl Program {
     }
 
     /// The environment every started program gets: `RUST_LOG=info`, the management app
-    /// on a free loopback port, no inherited cluster settings, then `env`.
-    fn with_test_env(command: &mut Command, env: &[(&str, &str)]) {
+    /// on a free loopback port, no inherited cluster settings, then `env`. For a test
+    /// that builds its own [`Command`] (a wrapper that sets more) before
+    /// [`Program::spawn`].
+    pub fn with_test_env(command: &mut Command, env: &[(&str, &str)]) {
         command
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

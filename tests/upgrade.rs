@@ -4,7 +4,6 @@
 //! request may fail; a new master that cannot start leaves the old one serving.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -48,16 +47,12 @@ impl Deployed {
 
     /// Starts the deployed binary with 2 workers on a free loopback port.
     fn start(&self) -> Program {
-        let mut command = Command::new(&self.binary);
-        command
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .env("HOST", "127.0.0.1")
-            .env("PORT", "0")
-            .env("WIX_CLUSTER_WORKERS", "2")
-            .env("WIX_CLUSTER_MANAGEMENT_ADDR", "127.0.0.1:0")
-            .env_remove("WIX_CLUSTER_SINGLE");
-        Program::spawn(command)
+        let env = [
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("WIX_CLUSTER_WORKERS", "2"),
+        ];
+        Program::start_path(&self.binary, &env)
     }
 }
 
