@@ -56,6 +56,52 @@ fn serving_pids(program: &Program, mode: Mode) -> HashSet<u32> {
     }
 }
 
+/// The pid of slot `id`'s running process, from the management app's `/workers`.
+fn pid_of_slot(program: &Program, id: u32) -> u32 {
+    let management = program.management_addr();
+    let mut pid = None;
+    let found = wait_until(PATIENCE, || {
+        let rows = http_get(management, "/workers")
+            .ok()
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok())
+            .and_then(|v| v["workers"].as_array().cloned())
+            .unwrap_or_default();
+        pid = rows
+            .iter()
+            .filter(|row| row["id"] == id && row["state"] != "exited")
+            .filter(|row| row["state"] != "draining")
+            .filter_map(|row| row["pid"].as_u64())
+            .last();
+        pid.is_some()
+    });
+    assert!(found, "no process in slot {id}");
+    pid.unwrap_or_default() as u32
+}
+
+/// Every pid in `pids` whose `/notes` have `note`, once at least one has (waiting up to
+/// [`PATIENCE`]), then again after any stray copy could have arrived (the notes of
+/// every worker are read twice more).
+fn reached_by(addr: SocketAddr, pids: &HashSet<u32>, note: &str) -> HashSet<u32> {
+    let mut reached = HashSet::new();
+    let mut look = |reached: &mut HashSet<u32>| {
+        for (pid, notes) in from_each(addr, "/notes", pids) {
+            if notes.split(',').any(|n| n == note) {
+                reached.insert(pid);
+            }
+        }
+    };
+    let delivered = wait_until(PATIENCE, || {
+        look(&mut reached);
+        !reached.is_empty()
+    });
+    assert!(delivered, "{note} reached no worker");
+    // A copy sent to another worker would have been sent with this one: by the time
+    // each worker has answered twice more, it has landed.
+    look(&mut reached);
+    look(&mut reached);
+    reached
+}
+
 fn worker_to_master(mode: Mode) {
     let (program, _addr) = probe(mode);
     for pid in serving_pids(&program, mode) {
@@ -88,25 +134,17 @@ fn master_to_one_worker(mode: Mode) {
         Mode::Cluster => 2,
         Mode::Single => 0,
     };
+    let addressed = match mode {
+        Mode::Cluster => pid_of_slot(&program, target),
+        Mode::Single => program.pid(),
+    };
     get(addr, &format!("/ask/send-to?worker={target}&text=just-you"));
-    let mut reached = HashSet::new();
-    let delivered = wait_until(PATIENCE, || {
-        for (pid, notes) in from_each(addr, "/notes", &pids) {
-            if notes.split(',').any(|n| n == "just-you") {
-                reached.insert(pid);
-            }
-        }
-        !reached.is_empty()
-    });
-    assert!(delivered);
-    // Give a stray copy time to arrive, then check it went to one worker only.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    for (pid, notes) in from_each(addr, "/notes", &pids) {
-        if notes.split(',').any(|n| n == "just-you") {
-            reached.insert(pid);
-        }
-    }
-    assert_eq!(reached.len(), 1, "send_to reached {reached:?}");
+    let reached = reached_by(addr, &pids, "just-you");
+    assert_eq!(
+        reached,
+        HashSet::from([addressed]),
+        "send_to worker {target} (pid {addressed}) reached {reached:?}"
+    );
 }
 
 fn topics_are_isolated(mode: Mode) {
@@ -237,12 +275,8 @@ fn after_a_failed_handover_the_old_workers_still_get_broadcasts_and_app_data() {
     let pids: HashSet<u32> = program.wait_for_workers(2).into_iter().collect();
     program.signal(Signal::SIGHUP);
     program.wait_for_log("rolling restart stopped");
-    program.wait_for_workers(2);
-    assert_eq!(
-        program.workers().into_iter().collect::<HashSet<u32>>(),
-        pids,
-        "the old workers keep serving"
-    );
+    let old: Vec<u32> = pids.iter().copied().collect();
+    program.assert_workers_stay(&old, "the old workers keep serving");
     get(addr, "/ask/broadcast?text=after-the-failed-handover");
     let reached = wait_until(PATIENCE, || {
         from_each(addr, "/notes", &pids)
@@ -257,14 +291,15 @@ fn after_a_failed_handover_the_old_workers_still_get_broadcasts_and_app_data() {
             .all(|answer| answer.ends_with("now=2"))
     });
     assert!(refreshed, "app data missed a worker");
-    // `send_to` reaches the slot whose successor failed.
+    // `send_to` reaches the slot whose successor failed, and only it.
+    let slot_one = pid_of_slot(&program, 1);
     get(addr, "/ask/send-to?worker=1&text=slot-one");
-    let delivered = wait_until(PATIENCE, || {
-        from_each(addr, "/notes", &pids)
-            .values()
-            .any(|notes| notes.split(',').any(|n| n == "slot-one"))
-    });
-    assert!(delivered, "send_to missed slot 1");
+    let reached = reached_by(addr, &pids, "slot-one");
+    assert_eq!(
+        reached,
+        HashSet::from([slot_one]),
+        "send_to slot 1 reached {reached:?}"
+    );
 }
 
 /// `/blob` of every worker in `pids`, until each says what `expected` accepts.
