@@ -3,6 +3,7 @@
 //! grace period and scraping.
 
 use std::process::Command;
+use std::time::Duration;
 
 const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes/hello.yaml");
 
@@ -56,6 +57,7 @@ print(c["readinessProbe"]["httpGet"]["path"], c["readinessProbe"]["httpGet"]["po
 print(pod["spec"]["terminationGracePeriodSeconds"])
 print(pod["metadata"]["annotations"]["prometheus.io/scrape"], pod["metadata"]["annotations"]["prometheus.io/path"], pod["metadata"]["annotations"]["prometheus.io/port"])
 print(ports["management"], env["WIX_CLUSTER_MANAGEMENT_ADDR"])
+print(env.get("WIX_CLUSTER_DRAIN_DELAY", "0s"))
 "#;
     let out = Command::new("python3")
         .args(["-c", script, MANIFEST])
@@ -70,10 +72,16 @@ print(ports["management"], env["WIX_CLUSTER_MANAGEMENT_ADDR"])
     let lines: Vec<&str> = facts.lines().collect();
     assert_eq!(lines[0], "/health/is_alive management");
     assert_eq!(lines[1], "/health/ready management");
-    let grace: u64 = lines[2].parse().expect("seconds");
+    let grace = Duration::from_secs(lines[2].parse().expect("seconds"));
+    // A stop reports not ready for the drain delay, then drains for up to the drain
+    // timeout (the example's Graceful default); SIGKILL must come after both, with a
+    // margin for the kubelet's and the master's own steps.
+    let delay = humantime::parse_duration(lines[5]).expect("the drain delay");
+    let needed = delay + wix_cluster::config::DEFAULT_DRAIN_TIMEOUT + Duration::from_secs(5);
     assert!(
-        grace > 5,
-        "the grace period must outlast the 5 s drain timeout"
+        grace >= needed,
+        "terminationGracePeriodSeconds {grace:?} must cover the drain delay {delay:?}, the \
+         drain timeout and a 5 s margin ({needed:?})"
     );
     assert_eq!(lines[3], "true /metrics 8084");
     assert_eq!(lines[4], "8084 0.0.0.0:8084");

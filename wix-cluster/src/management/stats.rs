@@ -341,17 +341,23 @@ mod tests {
 
     #[test]
     fn samples_give_cpu_percent_and_a_bounded_history() {
-        let stats = Stats::new(Duration::from_millis(100));
+        // A sample every 100 s keeps 3 in the 5-minute history: exceeded below.
+        let stats = Stats::new(Duration::from_secs(100));
+        assert_eq!(stats.keep(), 3);
         let live = [info(1, std::process::id())];
         stats.sample(&live); // the first reading: no CPU % yet
-        for _ in 0..5 {
+        assert!(stats.tracked()[0].cpu_percent.is_none());
+        for sampled in 1..=6 {
+            // Past the shortest CPU window (100 ms), so that each reading counts.
             std::thread::sleep(Duration::from_millis(110));
             stats.sample(&live);
+            assert_eq!(stats.tracked()[0].history.len(), sampled.min(3));
         }
         let tracked = stats.tracked();
         assert!(tracked[0].cpu_percent.is_some());
-        assert_eq!(tracked[0].history.len(), 5);
-        assert_eq!(stats.keep(), 3000);
+        // The oldest samples went: the three kept are the newest, in order.
+        let history: Vec<_> = tracked[0].history.iter().collect();
+        assert!(history.windows(2).all(|pair| pair[0].t <= pair[1].t));
     }
 
     #[test]
