@@ -122,13 +122,27 @@ fn sigterm_stops_every_worker_gracefully_and_the_master_exits_0() {
         assert!(!is_alive(*pid), "worker {pid} outlived the master");
     }
     let log = program.log();
+    program.wait_for_log("SIGTERM: stopping 2 workers gracefully");
     for pid in &workers {
-        assert!(
-            log.lines()
-                .any(|l| l.starts_with("[worker=") && l.contains(&format!(" pid={pid}]"))),
-            "worker {pid}'s log lines should carry its id and pid"
-        );
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with("[worker=") && l.contains(&format!(" pid={pid}]")))
+            .collect();
+        // Graceful: each worker was asked, stopped accepting, finished and exited on its
+        // own; the master killed none.
+        for step in [
+            "the master asked this worker to stop",
+            "draining: stopped accepting",
+            "drained",
+        ] {
+            assert!(
+                lines.iter().any(|l| l.contains(step)),
+                "worker {pid} did not log {step:?}: {lines:?}"
+            );
+        }
     }
+    assert!(!log.contains("did not stop within"), "a worker was killed");
+    assert!(log.contains("every worker has stopped; master exiting"));
 }
 
 #[test]
