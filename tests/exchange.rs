@@ -71,7 +71,7 @@ fn pid_of_slot(program: &Program, id: u32) -> u32 {
             .filter(|row| row["id"] == id && row["state"] != "exited")
             .filter(|row| row["state"] != "draining")
             .filter_map(|row| row["pid"].as_u64())
-            .last();
+            .next_back();
         pid.is_some()
     });
     assert!(found, "no process in slot {id}");
@@ -83,7 +83,7 @@ fn pid_of_slot(program: &Program, id: u32) -> u32 {
 /// every worker are read twice more).
 fn reached_by(addr: SocketAddr, pids: &HashSet<u32>, note: &str) -> HashSet<u32> {
     let mut reached = HashSet::new();
-    let mut look = |reached: &mut HashSet<u32>| {
+    let look = |reached: &mut HashSet<u32>| {
         for (pid, notes) in from_each(addr, "/notes", pids) {
             if notes.split(',').any(|n| n == note) {
                 reached.insert(pid);
