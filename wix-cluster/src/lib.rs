@@ -10,9 +10,15 @@
 //! async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
 //!     let listener = worker.listen("127.0.0.1:8080").await?;
 //!     let app = axum::Router::new().route("/", axum::routing::get(|| async { "Hi there" }));
-//!     axum::serve(listener, app).with_graceful_shutdown(worker.shutdown()).await
+//!     wix_cluster::http::serve(listener, app, &worker).await
 //! }
 //! ```
+//!
+//! [`http::serve`] is how a worker serves HTTP: it drains keep-alive connections safely
+//! when the worker stops or is replaced (`axum::serve(..).with_graceful_shutdown(..)`
+//! would cut the requests a client sends on a keep-alive connection during a rolling
+//! restart), counts requests for the management app and applies the connection
+//! timeouts.
 //!
 //! The attribute expands into [`Cluster::builder`] calls, which can be written by hand.
 //! The operating contract (environment variables, signals, defaults) is in
