@@ -476,6 +476,16 @@ fn capture(
     })
 }
 
+/// When a log line was written: the RFC 3339 timestamp after its `[...]` prefix (the
+/// default text format's); panics when the line has none.
+pub fn logged_at(line: &str) -> std::time::SystemTime {
+    let stamp = line
+        .split_once("] ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or_default();
+    humantime::parse_rfc3339(stamp).unwrap_or_else(|e| panic!("no timestamp in {line:?}: {e}"))
+}
+
 /// Polls `check` every 20 ms until it is true or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
