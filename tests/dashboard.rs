@@ -249,6 +249,13 @@ fn dashboard_in_chromium_charts_a_request_burst_and_lists_the_metrics() {
         wait_until(PATIENCE, || plotted() >= 0.0),
         "the chart is not drawn"
     );
+    // The app has served nothing yet: the chart reads below what the burst must reach,
+    // or reaching it later would prove nothing.
+    let before = plotted();
+    assert!(
+        before < 10.0,
+        "the request chart reads {before} before any request"
+    );
 
     // A burst of requests moves the request chart and shows a latency.
     let burst = std::thread::spawn(move || {
