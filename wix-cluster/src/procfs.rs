@@ -72,7 +72,7 @@ fn parse_max_fds(text: &str) -> Option<u64> {
         .ok()
 }
 
-/// The running image (`/proc/self/exe`): executable even when its file was deleted or
+/// The running image (`/proc/self/exe`): opens and executes even when its file was deleted or
 /// replaced.
 pub(crate) const SELF_EXE: &str = "/proc/self/exe";
 

@@ -107,7 +107,7 @@ pub(crate) fn start(
     changes: RunTimeChanges,
     reports: mpsc::UnboundedSender<Report>,
 ) -> io::Result<Successor> {
-    let mut command = program.command(false);
+    let mut command = program.command();
     // systemd's watchdog names the main process in WATCHDOG_PID; the new master is
     // about to become it, so it must take the watchdog as its own.
     let own_pid = std::process::id();

@@ -118,6 +118,7 @@ impl Supervisor {
             return;
         };
         slot.became_ready();
+        self.spawner.ready(key);
         self.ever_ready = true;
         tracing::debug!("{} is ready", slot.worker());
         self.time_ready(key);
@@ -165,6 +166,7 @@ impl Supervisor {
 
     fn on_exit(&mut self, key: WorkerKey, reason: ExitReason) {
         self.disconnect(key);
+        self.spawner.ended(key);
         let Some(slot) = self.table.remove(key) else {
             return;
         };

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::listeners::Listeners;
-use super::program::{Fallback, Program};
+use super::program::{Build, Fallback, Program};
 use super::spawn::{Inbound, Spawner};
 use super::systemd::{Notifier, View};
 use super::table::{Life, Slot, WorkerTable};
@@ -134,8 +134,9 @@ async fn supervise(
     let (timers_tx, timers) = mpsc::unbounded_channel();
     let (upgrade_tx, upgrade_reports) = mpsc::unbounded_channel();
     let hub = crate::exchange::hub::install(crate::exchange::hub::Side::Master);
-    let spawner = match Program::of_this_process() {
-        Ok(program) => Spawner::new(program, inbox_tx, hub),
+    let spawner = match Program::of_this_process().and_then(|p| Ok((p, Build::of_this_process()?)))
+    {
+        Ok((program, held)) => Spawner::new(program, held, inbox_tx, hub),
         Err(e) => {
             tracing::error!("cannot find this program's executable to spawn workers: {e}");
             return ExitCode::FAILURE;
@@ -486,8 +487,8 @@ const BACKLOG_PATIENCE: Duration = Duration::from_secs(5);
 const HANDED_OVER_REQUESTS_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Supervisor {
-    /// Starts a process in slot `id`; `fallback` says whether it may come from the
-    /// running image when the program path cannot be executed. A failure is logged,
+    /// Starts a process in slot `id`; `fallback` says whether it runs the cluster's
+    /// build or (a rolling restart) the program file on disk. A failure is logged,
     /// counted and emitted (`Respawn` retries it) and returned in words.
     fn spawn(&mut self, id: WorkerId, fallback: Fallback) -> Result<WorkerKey, String> {
         let key = self.table.next_key(id);
