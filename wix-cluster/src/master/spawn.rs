@@ -115,6 +115,9 @@ impl Spawner {
         command
             .env_remove(crate::config::ENV_ADMIN_TOKEN)
             .env_remove("NOTIFY_SOCKET");
+        // A process group of its own, which what the app starts joins: signalled when
+        // the worker ends (`master::groups`).
+        command.process_group(0);
         let master_pid = self.master_pid;
         let what = format!("worker {}", key.id);
         let started = reexec::start(

@@ -191,6 +191,7 @@ async fn supervise(
         upgrade_ready_timeout: config.upgrade_ready_timeout(),
         management_app,
         oom: super::oom::OomWatch::new(),
+        groups: super::groups::Groups::new(config.keep_worker_children),
     };
     sup.start_workers(config.watch);
     let inputs = Inputs {
@@ -295,6 +296,7 @@ impl Supervisor {
             self.settle(&mut inputs.commands);
             if let Some(code) = self.finished() {
                 self.management_app.finish().await;
+                self.groups.finish().await;
                 return match self.master.handed_over_to() {
                     Some(successor) if keeper => {
                         super::keeper::keep(successor, inputs.upgrade_reports).await
@@ -438,6 +440,8 @@ struct Supervisor {
     management_app: ManagementApp,
     /// The cgroup's OOM kill count, read at each worker exit for its cause.
     oom: super::oom::OomWatch,
+    /// The process groups of ended workers, signalled until they are empty.
+    groups: super::groups::Groups,
 }
 
 /// The master's management app.
