@@ -364,3 +364,34 @@ fn with_keep_worker_children_what_the_app_starts_outlives_the_cluster() {
         "the opt-out did not keep what the app started: {started:?}"
     );
 }
+
+#[test]
+fn a_worker_retired_before_its_hello_drains_without_being_dropped() {
+    let program = hello(&[
+        ("WIX_CLUSTER_WORKERS", "1"),
+        ("RUST_LOG", "info,wix_cluster::master=debug"),
+    ]);
+    program.wait_for_200(program.listening_addr(), "/");
+    // One worker more, and at once one fewer: the new worker is retired while it is
+    // still starting (exec takes longer than the master's next loop turn).
+    program.signal(Signal::SIGTTIN);
+    program.signal(Signal::SIGTTOU);
+    let ended = wait_until(PATIENCE, || {
+        let log = program.log();
+        log.lines().any(|line| {
+            line.contains("worker 2 (pid ")
+                && (line.contains(" stopped (") || line.contains("dropping it"))
+        })
+    });
+    assert!(ended, "worker 2 never ended");
+    let log = program.log();
+    assert!(
+        !log.contains("said hello twice"),
+        "a retired worker's hello was refused"
+    );
+    assert!(
+        log.lines()
+            .any(|line| line.contains("worker 2 (pid ") && line.contains("stopped (exit code 0)")),
+        "worker 2 did not drain and exit 0"
+    );
+}
