@@ -102,6 +102,11 @@ fn state_and_group(pid: &str) -> Option<(char, u32)> {
     Some((state, group))
 }
 
+/// Whether process `pid` exists (a zombie too).
+pub(crate) fn exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Whether process `pid` exists and is not a zombie.
 pub(crate) fn is_live(pid: u32) -> bool {
     state_and_group(&pid.to_string()).is_some_and(|(state, _)| state != 'Z')

@@ -124,6 +124,7 @@ impl Spawner {
             command,
             ENV_WORKER_MARKER,
             |fd| WorkerMarker::encode(key.id, key.generation, fd, master_pid),
+            None,
             true,
             what.clone(),
         )?;
