@@ -92,6 +92,28 @@ fn a_build_that_fails_to_start_leaves_the_old_cluster_serving() {
     assert_eq!(http_get(addr, "/").expect("serves").body, "Hi there");
     // Not retried while the file stays the same.
     assert_eq!(program.log().matches("upgrade failed").count(), 1);
+
+    // A killed worker comes back as the build the cluster runs, not the broken file on
+    // disk (which would make a crash loop of a healthy cluster).
+    wix_cluster_suite::send_signal(workers[0], Signal::SIGKILL);
+    let mut now = Vec::new();
+    let replaced = wait_until(PATIENCE, || {
+        now = program.children();
+        now.len() == 2 && !now.contains(&workers[0])
+    });
+    assert!(replaced, "worker {} not replaced: {now:?}", workers[0]);
+    for pid in &now {
+        let exe = wix_cluster_suite::exe_of(*pid);
+        assert!(
+            exe.to_string_lossy().ends_with("app (deleted)"),
+            "worker {pid} runs {exe:?}"
+        );
+    }
+    assert_eq!(http_get(addr, "/").expect("serves").body, "Hi there");
+    assert!(
+        !program.log().contains("died unexpectedly (exit code 3)"),
+        "a worker ran the broken file"
+    );
 }
 
 #[test]
