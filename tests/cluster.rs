@@ -280,3 +280,129 @@ fn workers_never_see_the_admin_token_or_the_notify_socket() {
     .expect("management app");
     assert_eq!(scale.status, 202, "{scale:?}");
 }
+
+/// What the `starts_programs` workers logged they started: `(worker pid, program pid)`,
+/// waiting until there are `n`.
+fn started_programs(program: &Program, n: usize) -> Vec<(u32, u32)> {
+    let parse = |log: String| -> Vec<(u32, u32)> {
+        log.lines()
+            .filter_map(|line| {
+                let (_, rest) = line.split_once(" (pid ")?;
+                let (worker, rest) = rest.split_once(") started pid ")?;
+                Some((worker.parse().ok()?, rest.trim().parse().ok()?))
+            })
+            .collect()
+    };
+    let mut started = Vec::new();
+    let all = wait_until(PATIENCE, || {
+        started = parse(program.log());
+        started.len() >= n
+    });
+    assert!(all, "expected {n} started programs, have {started:?}");
+    started
+}
+
+/// Kills, when dropped, the `sleep` processes a test expects to be gone or left.
+struct Sleeps(Vec<u32>);
+
+impl Drop for Sleeps {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "sleep" {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*pid as i32),
+                    Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+const STARTS_PROGRAMS: [(&str, &str); 2] = [("PORT", "0"), ("WIX_CLUSTER_WORKERS", "2")];
+
+#[test]
+fn what_the_app_starts_ends_when_the_cluster_stops() {
+    let mut program = Program::start_fixture("starts_programs", &STARTS_PROGRAMS);
+    let started = started_programs(&program, 2);
+    let sleeps = Sleeps(started.iter().map(|(_, sleep)| *sleep).collect());
+    assert!(sleeps.0.iter().all(|pid| is_alive(*pid)), "{started:?}");
+    program.wait_for_200(program.listening_addr(), "/");
+
+    program.signal(Signal::SIGTERM);
+    program.assert_exits_with(0);
+    let gone = wait_until(PATIENCE, || !sleeps.0.iter().any(|pid| is_alive(*pid)));
+    assert!(
+        gone,
+        "what the app started outlived the cluster: {started:?}"
+    );
+}
+
+#[test]
+fn what_a_killed_worker_started_ends_with_it_and_only_that() {
+    let program = Program::start_fixture("starts_programs", &STARTS_PROGRAMS);
+    let started = started_programs(&program, 2);
+    let mut sleeps = Sleeps(started.iter().map(|(_, sleep)| *sleep).collect());
+    program.wait_for_200(program.listening_addr(), "/");
+    let (killed, its_sleep) = started[0];
+    let (_, other_sleep) = started[1];
+
+    wix_cluster_suite::send_signal(killed, Signal::SIGKILL);
+    let gone = wait_until(PATIENCE, || !is_alive(its_sleep));
+    assert!(gone, "worker {killed}'s sleep {its_sleep} outlived it");
+    // Its replacement started its own; the other worker's is left alone.
+    let now = started_programs(&program, 3);
+    sleeps.0.extend(now.iter().map(|(_, sleep)| *sleep));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(is_alive(other_sleep), "the other worker's sleep was killed");
+    assert!(is_alive(now[2].1), "the replacement's sleep was killed");
+}
+
+#[test]
+fn with_keep_worker_children_what_the_app_starts_outlives_the_cluster() {
+    let mut env = STARTS_PROGRAMS.to_vec();
+    env.push(("WIX_CLUSTER_KEEP_WORKER_CHILDREN", "1"));
+    let mut program = Program::start_fixture("starts_programs", &env);
+    let started = started_programs(&program, 2);
+    let sleeps = Sleeps(started.iter().map(|(_, sleep)| *sleep).collect());
+    program.wait_for_200(program.listening_addr(), "/");
+
+    program.signal(Signal::SIGTERM);
+    program.assert_exits_with(0);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        sleeps.0.iter().all(|pid| is_alive(*pid)),
+        "the opt-out did not keep what the app started: {started:?}"
+    );
+}
+
+#[test]
+fn a_worker_retired_before_its_hello_drains_without_being_dropped() {
+    let program = hello(&[
+        ("WIX_CLUSTER_WORKERS", "1"),
+        ("RUST_LOG", "info,wix_cluster::master=debug"),
+    ]);
+    program.wait_for_200(program.listening_addr(), "/");
+    // One worker more, and at once one fewer: the new worker is retired while it is
+    // still starting (exec takes longer than the master's next loop turn).
+    program.signal(Signal::SIGTTIN);
+    program.signal(Signal::SIGTTOU);
+    let ended = wait_until(PATIENCE, || {
+        let log = program.log();
+        log.lines().any(|line| {
+            line.contains("worker 2 (pid ")
+                && (line.contains(" stopped (") || line.contains("dropping it"))
+        })
+    });
+    assert!(ended, "worker 2 never ended");
+    let log = program.log();
+    assert!(
+        !log.contains("said hello twice"),
+        "a retired worker's hello was refused"
+    );
+    assert!(
+        log.lines()
+            .any(|line| line.contains("worker 2 (pid ") && line.contains("stopped (exit code 0)")),
+        "worker 2 did not drain and exit 0"
+    );
+}

@@ -1,6 +1,7 @@
 //! Deployments as they are done: releases behind a `current` symlink, a program file
-//! that goes away, and worker spawns that fail for a while. The cluster runs the path
-//! it was started as, never loses capacity, and retries what failed.
+//! that goes away or is replaced, and worker spawns that fail for a while. Respawns run
+//! the build the cluster runs, a roll moves it to the path it was started as, capacity
+//! is never lost, and what failed is retried.
 
 use nix::sys::signal::Signal;
 use wix_cluster_suite::{
@@ -86,7 +87,13 @@ fn with_the_program_file_gone_a_killed_worker_is_replaced_and_a_roll_stops_with_
 
     send_signal(workers[0], Signal::SIGKILL);
     let replaced = wait_for_new_workers(&program, 2, &[workers[0]]);
-    program.wait_for_log("from the running image instead");
+    for pid in &replaced {
+        let exe = exe_of(*pid);
+        assert!(
+            exe.to_string_lossy().ends_with("app (deleted)"),
+            "worker {pid} runs {exe:?}, not the build the cluster runs"
+        );
+    }
     assert_serves(&program);
 
     program.signal(Signal::SIGHUP);
@@ -141,6 +148,90 @@ fn a_successor_that_cannot_be_started_is_not_a_death_of_its_slot() {
         events.body
     );
     assert_serves(&program);
+}
+
+/// Whether some descriptor of process `pid` is open on `file` (or on its deleted copy).
+fn has_fd_on(pid: u32, file: &std::path::Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| {
+            target
+                .to_string_lossy()
+                .starts_with(&*file.to_string_lossy())
+        })
+    })
+}
+
+/// What the worker `pid` answers on `/`: waits for a response it served (hello names
+/// its worker in `x-worker-pid`; a build that does not answers with its pid).
+fn body_served_by(program: &Program, pid: u32) -> String {
+    let addr = program.listening_addr();
+    let mut body = None;
+    let served = wait_until(PATIENCE, || {
+        let Ok(response) = http_get(addr, "/") else {
+            return false;
+        };
+        let by = response
+            .header("x-worker-pid")
+            .map_or_else(|| response.body.trim().to_owned(), str::to_owned);
+        if by == pid.to_string() {
+            body = Some(response.body.clone());
+        }
+        body.is_some()
+    });
+    assert!(served, "worker {pid} served nothing");
+    body.unwrap_or_default()
+}
+
+#[test]
+fn a_replaced_program_file_is_run_by_a_roll_and_never_by_a_respawn() {
+    let scratch = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "releases-replaced");
+    let binary = scratch.deploy(&example_path("hello"), "app");
+    let program = Program::start_path(&binary, &ENV);
+    let workers = program.wait_for_workers(2);
+    program.wait_for_200(program.listening_addr(), "/");
+    // Another build in its place: `defaults` answers with its pid, not "Hi there".
+    scratch.deploy(&example_path("defaults"), "app");
+
+    send_signal(workers[0], Signal::SIGKILL);
+    let respawned = wait_for_new_workers(&program, 2, &[workers[0]]);
+    let replacement = respawned
+        .iter()
+        .copied()
+        .find(|pid| *pid != workers[1])
+        .expect("a replacement");
+    let exe = exe_of(replacement);
+    assert!(
+        exe.to_string_lossy().ends_with("app (deleted)"),
+        "the replacement runs {exe:?}, not the build the cluster runs"
+    );
+    assert_eq!(body_served_by(&program, replacement), "Hi there");
+    for pid in &respawned {
+        assert!(
+            !has_fd_on(*pid, &binary),
+            "worker {pid} inherited the held build"
+        );
+    }
+
+    // A roll moves the cluster to the file on disk; respawns follow it from then on.
+    program.signal(Signal::SIGHUP);
+    program.wait_for_log("rolling restart done");
+    let rolled = wait_for_new_workers(&program, 2, &respawned);
+    for pid in &rolled {
+        assert_eq!(exe_of(*pid), binary, "worker {pid} after the roll");
+        assert_eq!(body_served_by(&program, *pid), pid.to_string());
+    }
+    send_signal(rolled[0], Signal::SIGKILL);
+    let after = wait_for_new_workers(&program, 2, &[rolled[0]]);
+    for pid in &after {
+        assert_eq!(
+            exe_of(*pid),
+            binary,
+            "worker {pid} respawned after the roll"
+        );
+    }
 }
 
 /// Sets the soft descriptor limit of process `pid`, returning the old one.

@@ -267,6 +267,28 @@ fn a_new_master_that_fails_to_start_leaves_the_old_one_serving() {
         steps[1].starts_with("upgrade failed") && steps[1].contains("exit code 3"),
         "{steps:#?}"
     );
+
+    // The broken file stays on disk: a killed worker is replaced from the build the
+    // cluster runs, not from it (which would crash-loop a healthy cluster).
+    wix_cluster_suite::send_signal(workers[0], Signal::SIGKILL);
+    let mut now = Vec::new();
+    let replaced = wait_until(PATIENCE, || {
+        now = wix_cluster_suite::workers_of(master);
+        now.len() == 2 && !now.contains(&workers[0])
+    });
+    assert!(replaced, "worker {} not replaced: {now:?}", workers[0]);
+    program.wait_for_200(addr, "/");
+    for pid in &now {
+        let exe = wix_cluster_suite::exe_of(*pid);
+        assert!(
+            exe.to_string_lossy().ends_with("hello (deleted)"),
+            "worker {pid} runs {exe:?}"
+        );
+    }
+    assert!(
+        !program.log().contains("died unexpectedly (exit code 3)"),
+        "a worker ran the broken file"
+    );
 }
 
 #[test]

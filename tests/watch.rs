@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use wix_cluster_suite::{
-    Load, PATIENCE, Program, Scratch, children_of, example_path, group_members, http_get,
-    wait_until,
+    Load, PATIENCE, Program, Scratch, children_of, example_path, fixture_path, group_members,
+    http_get, is_alive, wait_until,
 };
 
 const ENV: [(&str, &str); 4] = [
@@ -89,4 +89,111 @@ fn a_build_that_fails_to_start_leaves_the_old_cluster_serving() {
     assert_eq!(http_get(addr, "/").expect("serves").body, "Hi there");
     // Not retried while the file stays the same.
     assert_eq!(program.log().matches("upgrade failed").count(), 1);
+
+    // A killed worker comes back as the build the cluster runs, not the broken file on
+    // disk (which would make a crash loop of a healthy cluster).
+    wix_cluster_suite::send_signal(workers[0], Signal::SIGKILL);
+    let mut now = Vec::new();
+    let replaced = wait_until(PATIENCE, || {
+        now = program.children();
+        now.len() == 2 && !now.contains(&workers[0])
+    });
+    assert!(replaced, "worker {} not replaced: {now:?}", workers[0]);
+    for pid in &now {
+        let exe = wix_cluster_suite::exe_of(*pid);
+        assert!(
+            exe.to_string_lossy().ends_with("app (deleted)"),
+            "worker {pid} runs {exe:?}"
+        );
+    }
+    assert_eq!(http_get(addr, "/").expect("serves").body, "Hi there");
+    assert!(
+        !program.log().contains("died unexpectedly (exit code 3)"),
+        "a worker ran the broken file"
+    );
+}
+
+#[test]
+fn the_keeper_ignores_the_orphans_it_adopts_for_signals_and_its_exit_status() {
+    let scratch = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "watch-orphans");
+    let binary = scratch.deploy(&fixture_path("starts_programs"), "app");
+    let mut env = ENV.to_vec();
+    env.push(("ORPHAN", "1"));
+    let mut program = Program::start_path(&binary, &env);
+    // Not `wait_for_workers`: this master, the subreaper, adopts its workers' orphans.
+    program.wait_for_200(program.listening_addr(), "/");
+    program.wait_for_log("watch mode: upgrading the cluster whenever");
+
+    // A rebuild (the same program, a new file): this process stays as the keeper, and
+    // the later masters' workers leave orphans (exiting 42 on TERM, HUP or USR1) that
+    // the keeper, their subreaper, adopts.
+    scratch.deploy(&fixture_path("starts_programs"), "app");
+    program.new_master_pid();
+    program.wait_for_log("this process stays until it ends");
+    // Another rebuild: the keeper hears of the master its successor starts, which
+    // becomes its child once that successor has exited.
+    std::thread::sleep(Duration::from_millis(1000));
+    scratch.deploy(&fixture_path("starts_programs"), "app");
+    let mut master = 0;
+    let upgraded_twice = wait_until(PATIENCE, || {
+        let log = program.log();
+        let second = log.split("upgraded: the new master (pid ").nth(2);
+        master = second
+            .and_then(|rest| rest.split(')').next())
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or(0);
+        master != 0 && children_of(program.pid()).contains(&master)
+    });
+    assert!(
+        upgraded_twice,
+        "no second upgrade handed over to a child of the keeper"
+    );
+    // The newest workers' orphans are there; the older workers' have ended with their
+    // groups.
+    let mut orphans = Vec::new();
+    let adopted = wait_until(PATIENCE, || {
+        orphans = children_of(program.pid());
+        orphans.retain(|pid| *pid != master);
+        program.log().matches("left an orphan").count() >= 6 && orphans.len() == 2
+    });
+    let _cleanup = KillOnDrop(orphans.clone());
+    assert!(adopted, "the keeper adopted {orphans:?}");
+
+    // Forwarded to the master, not to them.
+    program.signal(Signal::SIGUSR1);
+    let heard = wait_until(PATIENCE, || {
+        program
+            .log()
+            .lines()
+            .any(|line| line.contains(&format!("pid={master}")) && line.contains("SIGUSR1"))
+    });
+    assert!(heard, "the current master never got the forwarded SIGUSR1");
+    std::thread::sleep(Duration::from_millis(500));
+    let dead: Vec<u32> = orphans
+        .iter()
+        .copied()
+        .filter(|pid| !is_alive(*pid))
+        .collect();
+    assert!(dead.is_empty(), "the keeper signalled the orphans {dead:?}");
+
+    // The cluster stops (the orphans end with their workers' groups, exiting 42): the
+    // keeper's status is its master's.
+    program.signal(Signal::SIGTERM);
+    program.assert_exits_with(0);
+}
+
+/// Sends SIGKILL to the processes it names when dropped (a failed test's orphans).
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if is_alive(*pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*pid as i32),
+                    Signal::SIGKILL,
+                );
+            }
+        }
+    }
 }

@@ -35,6 +35,10 @@ pub const ENV_WATCH: &str = "WIX_CLUSTER_WATCH";
 /// `WIX_CLUSTER_REQUEST_METRICS`: `0` turns off the request metrics of
 /// [`crate::http::serve`], `1` on (overrides the program's).
 pub const ENV_REQUEST_METRICS: &str = "WIX_CLUSTER_REQUEST_METRICS";
+/// `WIX_CLUSTER_KEEP_WORKER_CHILDREN`: `1` leaves what a worker's app starts running
+/// when that worker ends (by default its process group gets SIGTERM, then SIGKILL after
+/// the drain timeout), `0` the default.
+pub const ENV_KEEP_WORKER_CHILDREN: &str = "WIX_CLUSTER_KEEP_WORKER_CHILDREN";
 /// `WIX_CLUSTER_MOUNT_POINT`: a path prefixing every page of the management app
 /// (overrides the program's).
 pub const ENV_MOUNT_POINT: &str = "WIX_CLUSTER_MOUNT_POINT";
@@ -189,6 +193,8 @@ pub(crate) struct Config {
     pub(crate) ready_timeout: Option<Duration>,
     /// Watch mode: upgrade the cluster when the program file changes.
     pub(crate) watch: bool,
+    /// `WIX_CLUSTER_KEEP_WORKER_CHILDREN`: what a worker starts outlives it.
+    pub(crate) keep_worker_children: bool,
     /// The timeouts of every HTTP connection we serve.
     pub(crate) timeouts: crate::connection::Timeouts,
     /// Histogram buckets and request metrics.
@@ -259,6 +265,7 @@ impl Config {
             drain_delay: from_env(&var, ENV_DRAIN_DELAY, delay)?,
             ready_timeout: from_env(&var, ENV_READY_TIMEOUT, positive_delay)?,
             watch: from_env(&var, ENV_WATCH, flag)?.unwrap_or(requested.watch),
+            keep_worker_children: from_env(&var, ENV_KEEP_WORKER_CHILDREN, flag)?.unwrap_or(false),
             timeouts: crate::connection::Timeouts {
                 header_read: timeout(
                     ENV_HEADER_READ_TIMEOUT,

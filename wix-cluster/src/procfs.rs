@@ -1,6 +1,6 @@
 //! Everything the runtime reads from `/proc`, in one place: a process's CPU time and
 //! resident memory, its open descriptors and their limit, this process's children,
-//! tracer and cgroups, and the path of its running image.
+//! tracer and cgroups, the path of its running image, and who is in a process group.
 
 use std::io;
 use std::sync::OnceLock;
@@ -72,7 +72,7 @@ fn parse_max_fds(text: &str) -> Option<u64> {
         .ok()
 }
 
-/// The running image (`/proc/self/exe`): executable even when its file was deleted or
+/// The running image (`/proc/self/exe`): opens and executes even when its file was deleted or
 /// replaced.
 pub(crate) const SELF_EXE: &str = "/proc/self/exe";
 
@@ -90,6 +90,43 @@ pub(crate) fn children() -> Vec<u32> {
                 .collect::<Vec<u32>>()
         })
         .collect()
+}
+
+/// The state letter and process group of `pid` (`/proc/<pid>/stat`), if it exists.
+fn state_and_group(pid: &str) -> Option<(char, u32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid pgrp ...`: the command may hold spaces and parentheses.
+    let mut fields = text.get(text.rfind(')')? + 1..)?.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let group = fields.nth(1)?.parse().ok()?;
+    Some((state, group))
+}
+
+/// Whether process `pid` exists (a zombie too).
+pub(crate) fn exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub(crate) fn is_live(pid: u32) -> bool {
+    state_and_group(&pid.to_string()).is_some_and(|(state, _)| state != 'Z')
+}
+
+/// Whether some live (not zombie) process is in the process group `group`.
+pub(crate) fn group_has_live_members(group: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|entry| {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            return false;
+        };
+        state_and_group(pid).is_some_and(|(state, g)| g == group && state != 'Z')
+    })
 }
 
 /// This process's cgroups, `/proc/self/cgroup` as the kernel writes it (`0::/path` for

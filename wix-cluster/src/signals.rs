@@ -18,9 +18,9 @@ use std::io;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-/// The signals only a master acts on; a worker ignores them, so that one sent to the
-/// whole process group (`kill -HUP -<pgid>`, `systemctl kill`) does what the master does
-/// with it and nothing else.
+/// The signals only a master acts on; a worker ignores them, so that one sent to every
+/// process of the cluster (`systemctl kill`, which signals the whole control group) does
+/// what the master does with it and nothing else.
 pub(crate) const MASTER_ONLY: [SignalKind; 6] = [
     SignalKind::hangup(),
     SignalKind::user_defined1(),

@@ -2,6 +2,7 @@
 //! events to plugins, and stops everything gracefully on SIGTERM / SIGINT.
 
 mod exit_cause;
+mod groups;
 mod handle;
 mod keeper;
 pub(crate) mod listeners;

@@ -1,22 +1,25 @@
-//! The program path as the user invoked it: what every worker spawn, rolling restart and
-//! master upgrade executes, so that a deployment that switches a `current -> releases/N`
-//! link deploys the new release.
+//! The program path as the user invoked it, and the build the cluster's workers run.
 //!
 //! `std::env::current_exe()` resolves symlinks (it reads `/proc/self/exe`), which would
 //! pin the cluster to the release it started from. This module resolves `argv[0]`
 //! instead, once at start-up, against `PATH` and the start directory, and keeps the
-//! links in it. When that path cannot be executed any more (the release was deleted, a
-//! copy is half-written), a spawn that must not lose capacity falls back to the running
-//! image, `/proc/self/exe`, which the kernel keeps even when its file is deleted.
+//! links in it: what a rolling restart and an upgrade execute, so that a deployment that
+//! switches a `current -> releases/N` link deploys the new release.
+//!
+//! Respawns, scale-ups and recycles must not run whatever file is on disk now (a build
+//! that was never tried, beside workers and a master of another): they run the build
+//! the cluster's workers run, held open as an `O_PATH` descriptor ([`Build`]) and
+//! executed through `/proc/self/fd/N`, which works when its file was deleted or
+//! replaced. The held build starts as the master's own image and moves to the file on
+//! disk only once a rolling restart's worker of that file is ready.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-
-/// The running image, executable even when its file was deleted or replaced.
-const RUNNING_IMAGE: &str = crate::procfs::SELF_EXE;
+use std::sync::Arc;
 
 /// The program this process was started as, and its arguments.
 #[derive(Debug, Clone)]
@@ -26,14 +29,56 @@ pub(crate) struct Program {
     args: Vec<OsString>,
 }
 
-/// Whether a spawn may fall back to the running image when the program path cannot be
-/// executed.
+/// Which build a worker spawn runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fallback {
-    /// Respawns and scale-ups: capacity first (the running image speaks the protocol).
+    /// Respawns, scale-ups and recycles: the build the cluster's workers run (held open,
+    /// so that a deleted or replaced file still runs), never the file on disk.
     RunningImage,
-    /// Rolling restarts and upgrades: they exist to run the program on disk.
+    /// Rolling restarts: the program file on disk, or nothing (that is what they are
+    /// for); the cluster's build moves to it once such a worker is ready.
     Never,
+}
+
+/// An executable held open (`O_PATH`, close-on-exec: no worker or program an app starts
+/// inherits it), which a spawn executes through `/proc/self/fd/N` whatever happened to
+/// its file since. Close-on-exec does not get in the way: the kernel opens the file
+/// while it resolves that path, before it closes such descriptors.
+#[derive(Debug, Clone)]
+pub(crate) struct Build {
+    fd: Arc<OwnedFd>,
+}
+
+impl Build {
+    /// Holds the file at `path` (following its links: the release they point at now).
+    pub(crate) fn open(path: &Path) -> io::Result<Build> {
+        use nix::fcntl::OFlag;
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_PATH | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(io::Error::from)?;
+        Ok(Build { fd: Arc::new(fd) })
+    }
+
+    /// Holds this process's own image (`/proc/self/exe`, even when its file is gone).
+    pub(crate) fn of_this_process() -> io::Result<Build> {
+        Build::open(Path::new(crate::procfs::SELF_EXE))
+    }
+
+    /// The path that executes this build, in this process and in a child forked from it.
+    fn exec_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+
+    /// The file it is, as the kernel names it (` (deleted)` once unlinked), for logs.
+    pub(crate) fn describe(&self) -> String {
+        std::fs::read_link(self.exec_path()).map_or_else(
+            |_| "an unknown file".to_owned(),
+            |p| p.display().to_string(),
+        )
+    }
 }
 
 impl Program {
@@ -47,41 +92,24 @@ impl Program {
         Ok(Program { path, args })
     }
 
-    /// The path spawns execute.
+    /// The path rolling restarts and upgrades execute.
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
-    /// A command for this program (`argv[0]` is the program path); `running_image`
-    /// executes this process's own image instead.
-    pub(crate) fn command(&self, running_image: bool) -> tokio::process::Command {
-        let mut command = if running_image {
-            tokio::process::Command::new(RUNNING_IMAGE)
-        } else {
-            tokio::process::Command::new(&self.path)
-        };
+    /// A command that executes the program path (an upgrade's new master).
+    pub(crate) fn command(&self) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&self.path);
+        command.args(&self.args);
+        command
+    }
+
+    /// A command that executes `build`, with the program path as `argv[0]`.
+    pub(crate) fn command_of(&self, build: &Build) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(build.exec_path());
         command.arg0(&self.path).args(&self.args);
         command
     }
-}
-
-/// Whether `error` from a spawn means the program file itself cannot be executed (as
-/// opposed to the system being short of processes, memory or descriptors).
-pub(crate) fn cannot_execute(error: &io::Error) -> bool {
-    use nix::libc;
-    matches!(
-        error.raw_os_error(),
-        Some(
-            libc::ENOENT
-                | libc::EACCES
-                | libc::ENOEXEC
-                | libc::ETXTBSY
-                | libc::ENOTDIR
-                | libc::ELOOP
-                | libc::EPERM
-                | libc::ENAMETOOLONG
-        )
-    )
 }
 
 /// The directory this process started in, with the symlinks the shell saw (`$PWD`, when
@@ -163,14 +191,5 @@ mod tests {
             resolve(OsStr::new(""), Some(OsStr::new("/bin")), Path::new("/")),
             None
         );
-    }
-
-    #[test]
-    fn only_errors_about_the_file_allow_the_fallback() {
-        let os = |code| io::Error::from_raw_os_error(code);
-        assert!(cannot_execute(&os(nix::libc::ENOENT)));
-        assert!(cannot_execute(&os(nix::libc::ETXTBSY)));
-        assert!(!cannot_execute(&os(nix::libc::EMFILE)));
-        assert!(!cannot_execute(&os(nix::libc::EAGAIN)));
     }
 }

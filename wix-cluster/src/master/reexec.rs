@@ -22,12 +22,14 @@ pub(crate) struct Started {
 
 /// Starts `command` (program, arguments and environment set) with stdin closed and the
 /// other end of a new channel inherited, named in `channel_var` as `channel_value` of
-/// its descriptor. With `die_with_parent`, the process gets SIGKILL when this thread
-/// ends (`PR_SET_PDEATHSIG`). `what` names it in logs.
+/// its descriptor, and `inherit` (a descriptor of this process, named in `command`'s
+/// environment by the caller) inherited too. With `die_with_parent`, the process gets
+/// SIGKILL when this thread ends (`PR_SET_PDEATHSIG`). `what` names it in logs.
 pub(crate) fn start(
     mut command: Command,
     channel_var: &str,
     channel_value: impl FnOnce(RawFd) -> String,
+    inherit: Option<RawFd>,
     die_with_parent: bool,
     what: String,
 ) -> io::Result<Started> {
@@ -43,6 +45,11 @@ pub(crate) fn start(
             // Let the child's end of the channel survive exec (in the child only).
             if nix::libc::fcntl(child_fd, nix::libc::F_SETFD, 0) == -1 {
                 return Err(io::Error::last_os_error());
+            }
+            if let Some(fd) = inherit {
+                if nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             if die_with_parent
                 && nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL, 0, 0, 0) == -1

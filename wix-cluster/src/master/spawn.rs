@@ -5,7 +5,7 @@ use std::io;
 
 use tokio::sync::mpsc;
 
-use super::program::{self, Fallback, Program};
+use super::program::{Build, Fallback, Program};
 use super::reexec::{self, Started};
 use crate::event::{ExitReason, WorkerKey};
 use crate::exchange::hub::{Hub, RequestScope, WorkerRequest};
@@ -24,9 +24,18 @@ pub(crate) enum Inbound {
     Exited(ExitReason),
 }
 
+/// How many rolled-in builds may wait for their worker to be ready at once (one per
+/// roll step in flight; more are not held, and their workers promote nothing).
+const MAX_CANDIDATES: usize = crate::config::MAX_WORKERS;
+
 /// How to start this program again as a worker.
 pub(crate) struct Spawner {
     program: Program,
+    /// The build the cluster's workers run: respawns, scale-ups and recycles run it.
+    held: Build,
+    /// Builds of the file on disk a rolling restart started workers from, by worker,
+    /// until that worker is ready (then its build becomes the held one) or gone.
+    candidates: Vec<(WorkerKey, Build)>,
     master_pid: u32,
     inbox: mpsc::UnboundedSender<(WorkerKey, Inbound)>,
     /// Where the workers' readers route the exchange's traffic.
@@ -40,15 +49,19 @@ pub(crate) struct Spawned {
 }
 
 impl Spawner {
-    /// Workers are started from `program` (resolved once, at start-up); what they say
-    /// goes to `inbox`, their exchange traffic to `hub`.
+    /// Workers are started from `held` (this master's own build) and, by rolling
+    /// restarts, from `program`'s path (resolved once, at start-up); what they say goes
+    /// to `inbox`, their exchange traffic to `hub`.
     pub(crate) fn new(
         program: Program,
+        held: Build,
         inbox: mpsc::UnboundedSender<(WorkerKey, Inbound)>,
         hub: &'static Hub,
     ) -> Spawner {
         Spawner {
             program,
+            held,
+            candidates: Vec::new(),
             master_pid: std::process::id(),
             inbox,
             hub,
@@ -60,24 +73,43 @@ impl Spawner {
         &self.program
     }
 
-    /// Starts the worker `key` from the program path; when that cannot be executed and
-    /// `fallback` allows it, from the running image (with a warning).
-    pub(crate) fn spawn(&self, key: WorkerKey, fallback: Fallback) -> io::Result<Spawned> {
-        match self.start(key, false) {
-            Err(e) if fallback == Fallback::RunningImage && program::cannot_execute(&e) => {
-                tracing::warn!(
-                    "cannot execute {} ({e}); starting worker {} from the running image instead",
-                    self.program.path().display(),
-                    key.id
+    /// Starts the worker `key`: from the held build, or (`Fallback::Never`, a rolling
+    /// restart) from the program file on disk, which the cluster's build becomes once
+    /// that worker is ready ([`Spawner::ready`]).
+    pub(crate) fn spawn(&mut self, key: WorkerKey, fallback: Fallback) -> io::Result<Spawned> {
+        if fallback == Fallback::RunningImage {
+            return self.start(key, &self.held);
+        }
+        let build = Build::open(self.program.path())?;
+        let spawned = self.start(key, &build)?;
+        if self.candidates.len() < MAX_CANDIDATES {
+            self.candidates.push((key, build));
+        }
+        Ok(spawned)
+    }
+
+    /// Worker `key` is ready: when it runs a rolled-in build, that build is the
+    /// cluster's from now on.
+    pub(crate) fn ready(&mut self, key: WorkerKey) {
+        if let Some(at) = self.candidates.iter().position(|(k, _)| *k == key) {
+            let (_, build) = self.candidates.swap_remove(at);
+            if build.describe() != self.held.describe() {
+                tracing::info!(
+                    "workers start from {} from now on (rolled in)",
+                    build.describe()
                 );
-                self.start(key, true)
             }
-            started => started,
+            self.held = build;
         }
     }
 
-    fn start(&self, key: WorkerKey, running_image: bool) -> io::Result<Spawned> {
-        let mut command = self.program.command(running_image);
+    /// Worker `key` is gone: a rolled-in build it ran and that never got ready is let go.
+    pub(crate) fn ended(&mut self, key: WorkerKey) {
+        self.candidates.retain(|(k, _)| *k != key);
+    }
+
+    fn start(&self, key: WorkerKey, build: &Build) -> io::Result<Spawned> {
+        let mut command = self.program.command_of(build);
         // Secrets and systemd's notification socket are the master's: the workers, and
         // the programs an app starts, never see them.
         command
@@ -86,12 +118,16 @@ impl Spawner {
         // SAFETY: only blocks signals (sigprocmask), async-signal-safe, on a set built
         // before the fork.
         unsafe { command.pre_exec(crate::signals::block_in_new_worker()) };
+        // A process group of its own, which what the app starts joins: signalled when
+        // the worker ends (`master::groups`).
+        command.process_group(0);
         let master_pid = self.master_pid;
         let what = format!("worker {}", key.id);
         let started = reexec::start(
             command,
             ENV_WORKER_MARKER,
             |fd| WorkerMarker::encode(key.id, key.generation, fd, master_pid),
+            None,
             true,
             what.clone(),
         )?;

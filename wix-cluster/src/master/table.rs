@@ -162,13 +162,23 @@ impl Slot {
         self.life.is_retiring()
     }
 
-    /// Marks the worker as retiring and asks it to drain.
+    /// Marks the worker as retiring and asks it to drain; one that has not said hello
+    /// yet is asked once it does ([`Slot::greeted`]): its first message must still be
+    /// its hello, and nothing but the welcome may reach it before.
     pub(crate) fn retire(&mut self) {
-        if !self.is_retiring() {
-            self.life = Life::Retiring {
-                seen_as: WorkerState::Draining,
-            };
-            self.send(&ToWorker::Shutdown, None);
+        match self.life {
+            Life::Retiring { .. } => {}
+            Life::Starting => {
+                self.life = Life::Retiring {
+                    seen_as: WorkerState::Starting,
+                };
+            }
+            _ => {
+                self.life = Life::Retiring {
+                    seen_as: WorkerState::Draining,
+                };
+                self.send(&ToWorker::Shutdown, None);
+            }
         }
     }
 
@@ -362,6 +372,35 @@ mod tests {
         };
         slot.send(&marker, None);
         // The frame after the Shutdown is the one sent by hand: retire sent only one.
+        let next = reader.recv::<ToWorker>().await.expect("a frame");
+        assert!(
+            matches!(next, Some(ToWorker::ListenFailed { request: 7, .. })),
+            "{next:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_worker_retired_before_its_hello_awaits_it_then_is_told_to_drain() {
+        let (mut slot, mut reader) = slot();
+        slot.retire();
+        assert!(slot.is_retiring());
+        // Still waiting for its hello: the loop takes its first message as one.
+        assert_eq!(slot.life().state(), WorkerState::Starting);
+        slot.greeted();
+        assert_eq!(
+            slot.life(),
+            Life::Retiring {
+                seen_as: WorkerState::Draining
+            }
+        );
+        // The first frame it gets is the Shutdown sent after its hello, not one before.
+        let marker = ToWorker::ListenFailed {
+            request: 7,
+            error: "marker".to_owned(),
+        };
+        slot.send(&marker, None);
+        let told = reader.recv::<ToWorker>().await.expect("a frame");
+        assert!(matches!(told, Some(ToWorker::Shutdown)), "{told:?}");
         let next = reader.recv::<ToWorker>().await.expect("a frame");
         assert!(
             matches!(next, Some(ToWorker::ListenFailed { request: 7, .. })),

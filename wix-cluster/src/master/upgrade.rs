@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::RunTimeChanges;
+use super::keeper::{ENV_KEEPER, Line};
 use super::listeners::{Bound, Listeners};
 use super::program::Program;
 use super::reexec::{self, Started};
@@ -99,15 +100,20 @@ pub(crate) struct Successor {
 }
 
 /// Starts the new master from `program`'s path and hands it `listeners` and the
-/// management app's socket; its reports arrive on `reports`.
+/// management app's socket; its reports arrive on `reports`. In watch mode, the new
+/// master inherits the `keeper` line, which hears of it.
 pub(crate) fn start(
     program: &Program,
     listeners: &Listeners,
     management: Option<(SocketAddr, Arc<OwnedFd>)>,
     changes: RunTimeChanges,
     reports: mpsc::UnboundedSender<Report>,
+    keeper: Option<&Line>,
 ) -> io::Result<Successor> {
-    let mut command = program.command(false);
+    let mut command = program.command();
+    if let Some(line) = keeper {
+        command.env(ENV_KEEPER, line.fd().to_string());
+    }
     // systemd's watchdog names the main process in WATCHDOG_PID; the new master is
     // about to become it, so it must take the watchdog as its own.
     let own_pid = std::process::id();
@@ -124,9 +130,13 @@ pub(crate) fn start(
         command,
         ENV_UPGRADE,
         |fd| format!("{fd}:{own_pid}"),
+        keeper.map(Line::fd),
         false,
         "the new master".to_owned(),
     )?;
+    if let Some(line) = keeper {
+        line.started(pid);
+    }
     for (requested, bound) in listeners.handover() {
         let msg = Handing::Listener {
             requested,

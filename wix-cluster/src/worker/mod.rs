@@ -258,8 +258,8 @@ impl Worker {
     }
 
     /// [`Worker::going_down`] because of the signal `name` (SIGTERM, SIGQUIT): the
-    /// master waits a moment before replacing it, in case the signal was sent to the
-    /// whole process group and is about to stop the master too.
+    /// master waits a moment before replacing it, in case the signal was sent to every
+    /// process of the cluster and is about to stop the master too.
     pub(crate) fn signalled_down(&self, name: &str) {
         self.announce_going_down(format!("got {name}"), true);
     }

@@ -153,8 +153,8 @@ async fn heartbeat(worker: Worker) {
 }
 
 /// SIGTERM and SIGQUIT start a graceful stop instead of killing the process. A worker
-/// ignores SIGINT (a Ctrl-C in a terminal reaches every process of the group, and the
-/// master coordinates the stop) and the master-only signals (see `crate::signals`).
+/// ignores SIGINT (sent to every process, say by `systemctl kill --signal=INT`, it is
+/// the master that coordinates the stop) and the master-only signals (see `crate::signals`).
 fn stop_on_signals(worker: Worker) -> std::io::Result<()> {
     let mut stop = crate::signals::StopSignals::watch()?;
     crate::signals::ignore(&[SignalKind::interrupt()])?;

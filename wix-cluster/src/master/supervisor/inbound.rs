@@ -4,8 +4,9 @@ use super::{Supervisor, Timer};
 
 /// How long the master waits, when a worker says a signal (SIGTERM, SIGQUIT) is making
 /// it go down, for the same signal to reach the master itself before it replaces that
-/// worker: `kill -TERM -<pgid>` and `systemctl kill` signal every process of the group,
-/// which must be one stop of the cluster, not a round of replacements.
+/// worker: `systemctl kill` signals every process of the control group (workers lead
+/// process groups of their own, so `kill -TERM -<pgid>` reaches the master alone), which
+/// must be one stop of the cluster, not a round of replacements.
 const SIGNALLED_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 use crate::WorkerState;
 use crate::event::WorkerKey;
@@ -118,6 +119,7 @@ impl Supervisor {
             return;
         };
         slot.became_ready();
+        self.spawner.ready(key);
         self.ever_ready = true;
         tracing::debug!("{} is ready", slot.worker());
         self.time_ready(key);
@@ -136,7 +138,7 @@ impl Supervisor {
         }
         slot.failing();
         if signalled {
-            // A signal sent to the whole process group reaches this master too, a
+            // A signal sent to every process reaches this master too, a
             // moment later: a stop then, not a worker to replace.
             self.schedule(SIGNALLED_GRACE, Timer::GoingDown(key));
             return;
@@ -165,10 +167,12 @@ impl Supervisor {
 
     fn on_exit(&mut self, key: WorkerKey, reason: ExitReason) {
         self.disconnect(key);
+        self.spawner.ended(key);
         let Some(slot) = self.table.remove(key) else {
             return;
         };
         let worker = slot.worker();
+        self.groups.end(slot.pid, self.master.drain_timeout());
         self.hub.detach_worker(key);
         crate::metrics::ended(key.id, key.generation);
         let requested = slot.is_retiring();

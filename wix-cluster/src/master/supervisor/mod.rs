@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::listeners::Listeners;
-use super::program::{Fallback, Program};
+use super::program::{Build, Fallback, Program};
 use super::spawn::{Inbound, Spawner};
 use super::systemd::{Notifier, View};
 use super::table::{Life, Slot, WorkerTable};
@@ -46,6 +46,17 @@ pub(crate) fn run(config: &Config, plugins: Plugins) -> ExitCode {
     crate::limits::raise_nofile();
     let listeners = Listeners::adopt_activated();
     let predecessor = Predecessor::take_from_env();
+    // Watch mode: the first master outlives its handovers as their keeper; later masters
+    // have a line to it.
+    let keeper = if config.watch && predecessor.is_none() {
+        super::keeper::become_subreaper();
+        match super::keeper::open_line() {
+            Some((hearing, line)) => Keeper::Is(Some(hearing), Some(line)),
+            None => Keeper::Is(None, None),
+        }
+    } else {
+        Keeper::Isnt(super::keeper::line_from_env())
+    };
     let runtime = match crate::runtime::master() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -53,14 +64,16 @@ pub(crate) fn run(config: &Config, plugins: Plugins) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Watch mode: the first master outlives its handovers as their keeper.
-    let keeper = config.watch && predecessor.is_none();
-    if keeper {
-        super::keeper::become_subreaper();
-    }
     let code = runtime.block_on(supervise(config, plugins, listeners, predecessor, keeper));
     runtime.shutdown_background();
     code
+}
+
+/// Whether this master is watch mode's keeper (with where it hears of later masters),
+/// and its line to the keeper.
+enum Keeper {
+    Is(Option<super::keeper::Hearing>, Option<super::keeper::Line>),
+    Isnt(Option<super::keeper::Line>),
 }
 
 /// Something scheduled for later.
@@ -127,15 +140,20 @@ async fn supervise(
     plugins: Plugins,
     mut listeners: Listeners,
     predecessor: Option<Predecessor>,
-    keeper: bool,
+    keeper: Keeper,
 ) -> ExitCode {
+    let (hearing, keeper_line, keeper) = match keeper {
+        Keeper::Is(hearing, line) => (hearing, line, true),
+        Keeper::Isnt(line) => (None, line, false),
+    };
     let (master, commands) = Master::new(config);
     let (inbox_tx, inbox) = mpsc::unbounded_channel();
     let (timers_tx, timers) = mpsc::unbounded_channel();
     let (upgrade_tx, upgrade_reports) = mpsc::unbounded_channel();
     let hub = crate::exchange::hub::install(crate::exchange::hub::Side::Master);
-    let spawner = match Program::of_this_process() {
-        Ok(program) => Spawner::new(program, inbox_tx, hub),
+    let spawner = match Program::of_this_process().and_then(|p| Ok((p, Build::of_this_process()?)))
+    {
+        Ok((program, held)) => Spawner::new(program, held, inbox_tx, hub),
         Err(e) => {
             tracing::error!("cannot find this program's executable to spawn workers: {e}");
             return ExitCode::FAILURE;
@@ -190,6 +208,8 @@ async fn supervise(
         upgrade_ready_timeout: config.upgrade_ready_timeout(),
         management_app,
         oom: super::oom::OomWatch::new(),
+        groups: super::groups::Groups::new(config.keep_worker_children),
+        keeper_line,
     };
     sup.start_workers(config.watch);
     let inputs = Inputs {
@@ -199,7 +219,7 @@ async fn supervise(
         upgrade_reports,
         signals,
     };
-    sup.run(inputs, keeper).await
+    sup.run(inputs, keeper.then_some(hearing)).await
 }
 
 /// On a new master (an upgrade): takes the old master's sockets into `listeners`, and
@@ -284,8 +304,13 @@ impl Supervisor {
     }
 
     /// The loop: reacts to each input until nothing is left to supervise; returns the
-    /// process's exit code (in watch mode, the first master's stays as the keeper).
-    async fn run(mut self, mut inputs: Inputs, keeper: bool) -> ExitCode {
+    /// process's exit code (in watch mode, the first master's stays as the keeper, with
+    /// `keeper` the line it hears later masters on).
+    async fn run(
+        mut self,
+        mut inputs: Inputs,
+        keeper: Option<Option<super::keeper::Hearing>>,
+    ) -> ExitCode {
         let mut watchdog = self.notifier.watchdog_interval().map(tokio::time::interval);
         let mut backlogs = tokio::time::interval(BACKLOG_CHECK);
         backlogs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -294,9 +319,10 @@ impl Supervisor {
             self.settle(&mut inputs.commands);
             if let Some(code) = self.finished() {
                 self.management_app.finish().await;
-                return match self.master.handed_over_to() {
-                    Some(successor) if keeper => {
-                        super::keeper::keep(successor, inputs.upgrade_reports).await
+                self.groups.finish().await;
+                return match (self.master.handed_over_to(), keeper) {
+                    (Some(successor), Some(hearing)) => {
+                        super::keeper::keep(successor, inputs.upgrade_reports, hearing).await
                     }
                     _ => code,
                 };
@@ -437,6 +463,10 @@ struct Supervisor {
     management_app: ManagementApp,
     /// The cgroup's OOM kill count, read at each worker exit for its cause.
     oom: super::oom::OomWatch,
+    /// The process groups of ended workers, signalled until they are empty.
+    groups: super::groups::Groups,
+    /// Watch mode: the line to the keeper, which a new master inherits.
+    keeper_line: Option<super::keeper::Line>,
 }
 
 /// The master's management app.
@@ -486,8 +516,8 @@ const BACKLOG_PATIENCE: Duration = Duration::from_secs(5);
 const HANDED_OVER_REQUESTS_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Supervisor {
-    /// Starts a process in slot `id`, which has none; `fallback` says whether it may
-    /// come from the running image when the program path cannot be executed. A failure
+    /// Starts a process in slot `id`, which has none; `fallback` says whether it runs
+    /// the cluster's build or (a rolling restart) the program file on disk. A failure
     /// is logged, counted and emitted (`Respawn` retries it) and returned in words.
     fn spawn(&mut self, id: WorkerId, fallback: Fallback) -> Result<WorkerKey, String> {
         self.start_process(id, fallback, false)

@@ -48,6 +48,7 @@ impl Supervisor {
             management,
             self.master.run_time_changes(),
             self.upgrade_reports.clone(),
+            self.keeper_line.as_ref(),
         ) {
             Ok(successor) => {
                 tracing::info!(
