@@ -384,8 +384,15 @@ fn a_worker_retired_before_its_hello_drains_without_being_dropped() {
     ]);
     program.wait_for_200(program.listening_addr(), "/");
     // One worker more, and at once one fewer: the new worker is retired while it is
-    // still starting (exec takes longer than the master's next loop turn).
+    // still starting (exec takes longer than the master's next loop turn). The two
+    // signals may be handled in either order when sent together: SIGTTOU goes once the
+    // master has forked for SIGTTIN (its child appears, polled without a pause).
+    let before = program.children().len();
     program.signal(Signal::SIGTTIN);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while program.children().len() <= before && std::time::Instant::now() < deadline {
+        std::hint::spin_loop();
+    }
     program.signal(Signal::SIGTTOU);
     let ended = wait_until(PATIENCE, || {
         let log = program.log();
