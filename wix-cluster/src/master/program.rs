@@ -31,13 +31,13 @@ pub(crate) struct Program {
 
 /// Which build a worker spawn runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fallback {
+pub(crate) enum Source {
     /// Respawns, scale-ups and recycles: the build the cluster's workers run (held open,
     /// so that a deleted or replaced file still runs), never the file on disk.
-    RunningImage,
+    ClusterBuild,
     /// Rolling restarts: the program file on disk, or nothing (that is what they are
     /// for); the cluster's build moves to it once such a worker is ready.
-    Never,
+    FileOnDisk,
 }
 
 /// An executable held open (`O_PATH`, close-on-exec: no worker or program an app starts

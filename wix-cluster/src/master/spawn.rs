@@ -5,7 +5,7 @@ use std::io;
 
 use tokio::sync::mpsc;
 
-use super::program::{Build, Fallback, Program};
+use super::program::{Build, Program, Source};
 use super::reexec::{self, Started};
 use crate::event::{ExitReason, WorkerKey};
 use crate::exchange::hub::{Hub, RequestScope, WorkerRequest};
@@ -73,11 +73,11 @@ impl Spawner {
         &self.program
     }
 
-    /// Starts the worker `key`: from the held build, or (`Fallback::Never`, a rolling
+    /// Starts the worker `key`: from the held build, or (`Source::FileOnDisk`, a rolling
     /// restart) from the program file on disk, which the cluster's build becomes once
     /// that worker is ready ([`Spawner::ready`]).
-    pub(crate) fn spawn(&mut self, key: WorkerKey, fallback: Fallback) -> io::Result<Spawned> {
-        if fallback == Fallback::RunningImage {
+    pub(crate) fn spawn(&mut self, key: WorkerKey, source: Source) -> io::Result<Spawned> {
+        if source == Source::ClusterBuild {
             return self.start(key, &self.held);
         }
         let build = Build::open(self.program.path())?;

@@ -6,7 +6,7 @@ use super::{Supervisor, Timer};
 use crate::event::LifecycleEvent;
 use crate::event::WorkerKey;
 use crate::master::Command;
-use crate::master::program::Fallback;
+use crate::master::program::Source;
 use crate::{WorkerId, WorkerRef};
 
 /// Between SIGABRT and SIGKILL for a stalled worker.
@@ -67,7 +67,7 @@ impl Supervisor {
         self.pending_respawns.retain(|pending| *pending != id);
         if self.stopping.is_none() && self.table.current(id).is_none() && self.is_desired(id) {
             // A failure is retried by `Respawn` (logged and counted either way).
-            let _ = self.spawn(id, Fallback::RunningImage);
+            let _ = self.spawn(id, Source::ClusterBuild);
         }
     }
 
@@ -82,7 +82,7 @@ impl Supervisor {
         let occupied = self.table.occupied();
         for id in (1..=count).map(|id| WorkerId(id as u32)) {
             if !occupied.contains(&id) && !self.pending_respawns.contains(&id) {
-                let _ = self.spawn(id, Fallback::RunningImage);
+                let _ = self.spawn(id, Source::ClusterBuild);
             }
         }
         for slot in self.table.iter_mut() {

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use super::Supervisor;
 use crate::event::WorkerKey;
 use crate::event::{ExitReason, LifecycleEvent};
-use crate::master::program::Fallback;
+use crate::master::program::Source;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Purpose {
@@ -140,11 +140,11 @@ impl Supervisor {
     /// Starts `old`'s successor. A rolling restart runs the program on disk or
     /// nothing (that is what it is for); a recycle may use the running image.
     fn start_handover(&mut self, old: WorkerKey, purpose: Purpose) -> Result<(), String> {
-        let fallback = match purpose {
-            Purpose::Roll => Fallback::Never,
-            Purpose::Recycle => Fallback::RunningImage,
+        let source = match purpose {
+            Purpose::Roll => Source::FileOnDisk,
+            Purpose::Recycle => Source::ClusterBuild,
         };
-        let new = self.spawn_successor(old.id, fallback)?;
+        let new = self.spawn_successor(old.id, source)?;
         self.handovers.active.push(Handover {
             old,
             new,

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::listeners::Listeners;
-use super::program::{Build, Fallback, Program};
+use super::program::{Build, Program, Source};
 use super::spawn::{Inbound, Spawner};
 use super::systemd::{Notifier, View};
 use super::table::{Life, Slot, WorkerTable};
@@ -299,7 +299,7 @@ impl Supervisor {
         tracing::info!("master started; spawning {workers} workers");
         for id in 1..=workers {
             // A failure is retried by `Respawn` (logged and counted either way).
-            let _ = self.spawn(WorkerId(id as u32), Fallback::RunningImage);
+            let _ = self.spawn(WorkerId(id as u32), Source::ClusterBuild);
         }
     }
 
@@ -516,28 +516,28 @@ const BACKLOG_PATIENCE: Duration = Duration::from_secs(5);
 const HANDED_OVER_REQUESTS_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Supervisor {
-    /// Starts a process in slot `id`, which has none; `fallback` says whether it runs
+    /// Starts a process in slot `id`, which has none; `source` says whether it runs
     /// the cluster's build or (a rolling restart) the program file on disk. A failure
     /// is logged, counted and emitted (`Respawn` retries it) and returned in words.
-    fn spawn(&mut self, id: WorkerId, fallback: Fallback) -> Result<WorkerKey, String> {
-        self.start_process(id, fallback, false)
+    fn spawn(&mut self, id: WorkerId, source: Source) -> Result<WorkerKey, String> {
+        self.start_process(id, source, false)
     }
 
     /// Starts a successor for slot `id`'s live worker (a rolling restart, a recycle).
     /// A failure is logged, counted and emitted as a successor's, which is no death of
     /// the slot: the caller stops the roll or the recycle, the worker keeps serving.
-    fn spawn_successor(&mut self, id: WorkerId, fallback: Fallback) -> Result<WorkerKey, String> {
-        self.start_process(id, fallback, true)
+    fn spawn_successor(&mut self, id: WorkerId, source: Source) -> Result<WorkerKey, String> {
+        self.start_process(id, source, true)
     }
 
     fn start_process(
         &mut self,
         id: WorkerId,
-        fallback: Fallback,
+        source: Source,
         successor: bool,
     ) -> Result<WorkerKey, String> {
         let key = self.table.next_key(id);
-        match self.spawner.spawn(key, fallback) {
+        match self.spawner.spawn(key, source) {
             Ok(spawned) => {
                 let slot = Slot::new(key, spawned.pid, spawned.out);
                 let worker = slot.worker();
