@@ -17,6 +17,9 @@ fn probe() -> (Program, SocketAddr) {
     let addr = program.listening_addr();
     program.wait_for_workers(2);
     program.wait_for_200(addr, "/notes");
+    // Both workers ready (one answering is not both): what the tests then hold the
+    // master to.
+    program.wait_for_200(program.management_addr(), "/health/ready");
     (program, addr)
 }
 

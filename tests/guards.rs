@@ -76,10 +76,13 @@ fn assert_recycled(env: &[(&str, &str)], path: &str, reason: &str) {
 
 #[test]
 fn a_cpu_hog_is_recycled_with_the_cpu_guard_on() {
+    // 20%: a spinning worker takes more than that of one core even on a machine whose
+    // two cores other tests keep busy (it got about 25% under a load average of 9),
+    // and an idle worker nowhere near it.
     assert_recycled(
-        &[("CPU_PERCENT", "50"), ("CPU_FOR_MS", "2000")],
+        &[("CPU_PERCENT", "20"), ("CPU_FOR_MS", "2000")],
         "/hog",
-        "CPU above 50% for",
+        "CPU above 20% for",
     );
 }
 
