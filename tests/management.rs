@@ -682,9 +682,11 @@ fn the_mount_point_prefixes_every_page() {
     let program = start("management_page", &[("WIX_CLUSTER_MOUNT_POINT", "/admin/")]);
     let management = program.management_addr();
     program.wait_for_200(management, "/admin/health/ready");
-    let (status, info) = get_json(management, "/admin");
-    assert_eq!(status, 200, "{info}");
-    assert_eq!(info["mount_point"], "/admin");
+    for root in ["/admin", "/admin/"] {
+        let (status, info) = get_json(management, root);
+        assert_eq!(status, 200, "{root}: {info}");
+        assert_eq!(info["mount_point"], "/admin", "{root}");
+    }
     for path in [
         "/admin/workers",
         "/admin/stats",

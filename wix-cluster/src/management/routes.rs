@@ -81,9 +81,11 @@ impl Ctx {
 
 /// The whole app: built-in pages first, then each user page in the order given (the
 /// first router with a matching path answers; the last one's fallback, or a 404,
-/// answers the rest), all under the mount point.
+/// answers the rest), all under the mount point. Under a mount point, the info page
+/// answers both `/admin` and `/admin/` (the dashboard asks for the latter).
 pub(crate) fn router(ctx: Ctx, pages: Vec<Router>) -> Router {
     let mount_point = ctx.about.mount_point.clone();
+    let root = get(info::page).with_state(ctx.clone());
     let builtin = Router::new()
         .route("/", get(info::page))
         .route("/workers", get(workers::page))
@@ -113,7 +115,12 @@ pub(crate) fn router(ctx: Ctx, pages: Vec<Router>) -> Router {
     if mount_point.is_empty() {
         app
     } else {
-        Router::new().nest(&mount_point, app).fallback(not_found)
+        // `nest` gives the inner `/` the mount point itself; its `/` with a trailing
+        // slash is routed here.
+        Router::new()
+            .route(&format!("{mount_point}/"), root)
+            .nest(&mount_point, app)
+            .fallback(not_found)
     }
 }
 
