@@ -350,3 +350,84 @@ fn dashboard_in_chromium_under_a_mount_point_shows_the_workers_and_charts() {
     }
     screenshot(&tab, "management-dashboard-mounted.png");
 }
+
+#[test]
+fn dashboard_in_chromium_shows_nan_and_infinite_gauges_and_keeps_refreshing() {
+    let program = Program::start(
+        "metrics",
+        &[
+            ("PORT", "0"),
+            ("WIX_CLUSTER_MANAGEMENT_ADDR", "127.0.0.1:0"),
+            ("WIX_CLUSTER_ADMIN_TOKEN", "dashboard-token"),
+        ],
+    );
+    let management = program.management_addr();
+    let app = program.listening_addr();
+    program.wait_for_200(management, "/health/ready");
+    let cases = [
+        ("app_probe_nan", "NaN", "NaN"),
+        ("app_probe_inf", "inf", "+Inf"),
+        ("app_probe_minus_inf", "-inf", "-Inf"),
+    ];
+    for (name, value, _) in cases {
+        let set = http_get(app, &format!("/gauge/{name}/{value}")).expect("set a gauge");
+        assert_eq!(set.status, 200, "{set:?}");
+    }
+    let browser =
+        chromium(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-nonfinite-profile"));
+    let tab = open_dashboard(&browser, management);
+    let mut shown = Value::Null;
+    let rendered = wait_until(PATIENCE, || {
+        shown = eval_json(
+            &tab,
+            "Object.fromEntries([...document.querySelectorAll('#metrics tbody tr')]\
+             .map(r => [r.cells[0].textContent, r.cells[4].textContent]))",
+        );
+        cases
+            .iter()
+            .all(|(name, _, text)| shown[*name].as_str() == Some(*text))
+    });
+    assert!(
+        rendered,
+        "the metrics table shows {shown}; error: {}",
+        eval_json(&tab, "document.getElementById('error').textContent")
+    );
+    assert_eq!(
+        eval_json(&tab, "!document.getElementById('admin').hidden"),
+        true,
+        "the admin controls did not appear"
+    );
+    // It keeps refreshing: the footer's time changes and no error shows.
+    let updated = || eval_json(&tab, "document.getElementById('updated').textContent");
+    let before = updated();
+    assert!(
+        wait_until(PATIENCE, || updated() != before),
+        "the page stopped refreshing"
+    );
+    assert_eq!(
+        eval_json(&tab, "document.getElementById('error').style.display"),
+        "none",
+        "the page reports an error"
+    );
+    // `/traffic` spells them as Prometheus does, where JSON has no number for them.
+    let mut table = Value::Null;
+    let listed = wait_until(PATIENCE, || {
+        table = http_get(management, "/traffic")
+            .ok()
+            .and_then(|r| serde_json::from_str::<Value>(&r.body).ok())
+            .map_or(Value::Null, |traffic| traffic["metrics"].clone());
+        cases.iter().all(|(name, _, shown)| {
+            table
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["name"] == *name && m["value"] == *shown)
+        })
+    });
+    assert!(
+        listed,
+        "/traffic lacks the gauges as NaN, +Inf, -Inf: {table}"
+    );
+
+    screenshot(&tab, "management-dashboard-nonfinite.png");
+}

@@ -143,3 +143,30 @@ pub(crate) fn unix_seconds(time: std::time::SystemTime) -> f64 {
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
 }
+
+/// A float as JSON: a number when finite; `"NaN"`, `"+Inf"` or `"-Inf"` (as Prometheus
+/// writes them) otherwise, where JSON has no number and `serde_json` would write `null`.
+pub(crate) fn number(value: f64) -> serde_json::Value {
+    if value.is_finite() {
+        serde_json::Value::from(value)
+    } else if value.is_nan() {
+        serde_json::Value::from("NaN")
+    } else if value > 0.0 {
+        serde_json::Value::from("+Inf")
+    } else {
+        serde_json::Value::from("-Inf")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::number;
+
+    #[test]
+    fn non_finite_numbers_are_spelled_as_prometheus_does() {
+        assert_eq!(number(1.5), serde_json::json!(1.5));
+        assert_eq!(number(f64::NAN), "NaN");
+        assert_eq!(number(f64::INFINITY), "+Inf");
+        assert_eq!(number(f64::NEG_INFINITY), "-Inf");
+    }
+}
