@@ -7,11 +7,13 @@
 //! and its shared context), `info`, `workers` (the worker table), `health`, `stats` (the
 //! sampler and its history), `metrics` (Prometheus, written by `exposition`), `traffic`
 //! (requests per second and latency over time, for the dashboard), `events` (the event
-//! log and its live stream), `dashboard` (the HTML page), `admin` (the admin actions,
+//! log and its live stream), `delivery` (whether a stream's client takes what is sent),
+//! `dashboard` (the HTML page), `admin` (the admin actions,
 //! restart and scale, and the bearer token that guards them).
 
 mod admin;
 mod dashboard;
+mod delivery;
 mod events;
 mod exposition;
 mod health;
