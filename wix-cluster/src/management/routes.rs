@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 
 use super::events::Streams;
 use super::stats::Stats;
-use super::{admin, dashboard, events, health, info, metrics, stats, traffic, workers};
+use super::{admin, dashboard, events, health, host, info, metrics, stats, traffic, workers};
 use crate::Master;
 use crate::config::Config;
 
@@ -37,7 +37,10 @@ pub(crate) struct About {
     pub(crate) version: Option<String>,
     /// `""` or `/admin`.
     pub(crate) mount_point: String,
-    pub(crate) admin_token: Option<String>,
+    /// The admin token's SHA-256 digest (what requests are compared with), if one is set.
+    pub(crate) admin_token: Option<admin::Digest>,
+    /// The names the app answers to besides `localhost` and IP addresses.
+    pub(crate) hosts: Arc<host::Hosts>,
 }
 
 impl Ctx {
@@ -63,7 +66,8 @@ impl Ctx {
                 name,
                 version: config.app_version.clone().filter(|v| !v.is_empty()),
                 mount_point: app.mount_point.clone(),
-                admin_token: app.admin_token.clone(),
+                admin_token: app.admin_token.as_deref().map(admin::digest),
+                hosts: Arc::new(host::Hosts::new(&app.hosts)),
             }),
             bound: Arc::new(OnceLock::new()),
             streams: Arc::new(Streams::new(config.timeouts.idle, stopped)),
@@ -82,9 +86,11 @@ impl Ctx {
 /// The whole app: built-in pages first, then each user page in the order given (the
 /// first router with a matching path answers; the last one's fallback, or a 404,
 /// answers the rest), all under the mount point. Under a mount point, the info page
-/// answers both `/admin` and `/admin/` (the dashboard asks for the latter).
+/// answers both `/admin` and `/admin/` (the dashboard asks for the latter). In front of
+/// all, the `Host` check (421 for a name the app does not answer to).
 pub(crate) fn router(ctx: Ctx, pages: Vec<Router>) -> Router {
     let mount_point = ctx.about.mount_point.clone();
+    let hosts = ctx.about.hosts.clone();
     let root = get(info::page).with_state(ctx.clone());
     let builtin = Router::new()
         .route("/", get(info::page))
@@ -112,7 +118,7 @@ pub(crate) fn router(ctx: Ctx, pages: Vec<Router>) -> Router {
         Some(user) => builtin.fallback_service(user),
         None => builtin.fallback(not_found),
     };
-    if mount_point.is_empty() {
+    let app = if mount_point.is_empty() {
         app
     } else {
         // `nest` gives the inner `/` the mount point itself; its `/` with a trailing
@@ -121,7 +127,8 @@ pub(crate) fn router(ctx: Ctx, pages: Vec<Router>) -> Router {
             .route(&format!("{mount_point}/"), root)
             .nest(&mount_point, app)
             .fallback(not_found)
-    }
+    };
+    app.layer(axum::middleware::from_fn_with_state(hosts, host::check))
 }
 
 async fn not_found() -> Response {
