@@ -9,7 +9,9 @@
 //! `PORT` (default 8080) is the app's port. Routes: `/` answers `ok`; `/status/<code>`
 //! answers with that status; `/job?kind=K` runs the library's job of kind K and counts
 //! `app_jobs_requested_total{kind}`; `/flood?series=N&increments=M` records N distinct
-//! counter series (`flood_<i>_total`) and M increments of one (for the bounds tests).
+//! counter series (`flood_<i>_total`) and M increments of one (for the bounds tests);
+//! `/gauge/<name>/<value>` sets the gauge `<name>` of the worker that answers to
+//! `<value>`, which may be `NaN`, `inf` or `-inf` (for the dashboard's tests).
 //! Each worker sets the gauge `app_worker_generation` to its generation.
 
 use axum::extract::{Path, Query};
@@ -51,6 +53,18 @@ async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
                     .increment(1);
                 wix_cluster_test_support::process_job(&job.kind, 0.03);
                 "done"
+            }),
+        )
+        .route(
+            "/gauge/{name}/{value}",
+            get(|Path((name, value)): Path<(String, String)>| async move {
+                match value.parse::<f64>() {
+                    Ok(value) => {
+                        metrics::gauge!(name).set(value);
+                        StatusCode::OK
+                    }
+                    Err(_) => StatusCode::BAD_REQUEST,
+                }
             }),
         )
         .route(

@@ -2,7 +2,8 @@
 //! (`/usr/bin/chromium`, which `.ci/run` installs when missing) driven over the DevTools
 //! protocol. The page loads, shows one row per worker, a screenshot is written under
 //! `target/`, and a killed worker's row changes, and its death appears in the event
-//! timeline with its signal, within seconds without a reload.
+//! timeline with its signal, within seconds without a reload; under a mount point the
+//! worker table and charts render too.
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -50,9 +51,18 @@ fn chromium(profile: &Path) -> Browser {
 
 /// A tab showing the dashboard of the management app at `management`.
 fn open_dashboard(browser: &Browser, management: std::net::SocketAddr) -> std::sync::Arc<Tab> {
+    open_dashboard_at(browser, management, "/dashboard")
+}
+
+/// A tab showing the page at `path` of the management app at `management`.
+fn open_dashboard_at(
+    browser: &Browser,
+    management: std::net::SocketAddr,
+    path: &str,
+) -> std::sync::Arc<Tab> {
     let tab = browser.new_tab().expect("a tab");
     tab.set_default_timeout(PATIENCE);
-    tab.navigate_to(&format!("http://{management}/dashboard"))
+    tab.navigate_to(&format!("http://{management}{path}"))
         .and_then(|tab| tab.wait_until_navigated())
         .expect("load the dashboard");
     tab
@@ -289,4 +299,142 @@ fn dashboard_in_chromium_charts_a_request_burst_and_lists_the_metrics() {
     });
     assert!(listed, "the metrics table lacks the app's metrics");
     screenshot(&tab, "management-dashboard-traffic.png");
+}
+
+#[test]
+fn dashboard_in_chromium_under_a_mount_point_shows_the_workers_and_charts() {
+    let program = Program::start(
+        "management_page",
+        &[
+            ("PORT", "0"),
+            ("WIX_CLUSTER_WORKERS", "2"),
+            ("WIX_CLUSTER_MOUNT_POINT", "/admin"),
+            ("WIX_CLUSTER_ADMIN_TOKEN", "dashboard-token"),
+        ],
+    );
+    let management = program.management_addr();
+    program.wait_for_200(management, "/admin/health/ready");
+    let browser =
+        chromium(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-mounted-profile"));
+    let children: BTreeSet<u32> = program.children().into_iter().collect();
+    let path = "/admin/dashboard";
+    let tab = open_dashboard_at(&browser, management, path);
+    {
+        let mut shown = Vec::new();
+        let all_shown = wait_until(PATIENCE, || {
+            shown = rows(&tab);
+            live_pids(&shown) == children
+        });
+        assert!(
+            all_shown,
+            "{path}: rows {shown:?}, workers {children:?}; error: {}",
+            eval_json(&tab, "document.getElementById('error').textContent")
+        );
+        let charted = wait_until(PATIENCE, || {
+            eval_json(
+                &tab,
+                "document.querySelectorAll('#cpu-chart polyline, #rss-chart polyline').length",
+            )
+            .as_u64()
+                >= Some(4)
+        });
+        assert!(charted, "{path}: no chart lines drawn");
+        assert_eq!(
+            eval_json(&tab, "!document.getElementById('admin').hidden"),
+            true,
+            "{path}: the actions show when a token is configured"
+        );
+        assert_eq!(
+            eval_json(&tab, "document.getElementById('error').style.display"),
+            "none",
+            "{path}: the page reports an error"
+        );
+        assert_eq!(
+            eval_json(&tab, "document.getElementById('events-state').textContent"),
+            "live",
+            "{path}: the event stream is not live"
+        );
+    }
+    screenshot(&tab, "management-dashboard-mounted.png");
+}
+
+#[test]
+fn dashboard_in_chromium_shows_nan_and_infinite_gauges_and_keeps_refreshing() {
+    let program = Program::start(
+        "metrics",
+        &[
+            ("PORT", "0"),
+            ("WIX_CLUSTER_MANAGEMENT_ADDR", "127.0.0.1:0"),
+            ("WIX_CLUSTER_ADMIN_TOKEN", "dashboard-token"),
+        ],
+    );
+    let management = program.management_addr();
+    let app = program.listening_addr();
+    program.wait_for_200(management, "/health/ready");
+    let cases = [
+        ("app_probe_nan", "NaN", "NaN"),
+        ("app_probe_inf", "inf", "+Inf"),
+        ("app_probe_minus_inf", "-inf", "-Inf"),
+    ];
+    for (name, value, _) in cases {
+        let set = http_get(app, &format!("/gauge/{name}/{value}")).expect("set a gauge");
+        assert_eq!(set.status, 200, "{set:?}");
+    }
+    let browser =
+        chromium(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-nonfinite-profile"));
+    let tab = open_dashboard(&browser, management);
+    let mut shown = Value::Null;
+    let rendered = wait_until(PATIENCE, || {
+        shown = eval_json(
+            &tab,
+            "Object.fromEntries([...document.querySelectorAll('#metrics tbody tr')]\
+             .map(r => [r.cells[0].textContent, r.cells[4].textContent]))",
+        );
+        cases
+            .iter()
+            .all(|(name, _, text)| shown[*name].as_str() == Some(*text))
+    });
+    assert!(
+        rendered,
+        "the metrics table shows {shown}; error: {}",
+        eval_json(&tab, "document.getElementById('error').textContent")
+    );
+    assert_eq!(
+        eval_json(&tab, "!document.getElementById('admin').hidden"),
+        true,
+        "the admin controls did not appear"
+    );
+    // It keeps refreshing: the footer's time changes and no error shows.
+    let updated = || eval_json(&tab, "document.getElementById('updated').textContent");
+    let before = updated();
+    assert!(
+        wait_until(PATIENCE, || updated() != before),
+        "the page stopped refreshing"
+    );
+    assert_eq!(
+        eval_json(&tab, "document.getElementById('error').style.display"),
+        "none",
+        "the page reports an error"
+    );
+    // `/traffic` spells them as Prometheus does, where JSON has no number for them.
+    let mut table = Value::Null;
+    let listed = wait_until(PATIENCE, || {
+        table = http_get(management, "/traffic")
+            .ok()
+            .and_then(|r| serde_json::from_str::<Value>(&r.body).ok())
+            .map_or(Value::Null, |traffic| traffic["metrics"].clone());
+        cases.iter().all(|(name, _, shown)| {
+            table
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["name"] == *name && m["value"] == *shown)
+        })
+    });
+    assert!(
+        listed,
+        "/traffic lacks the gauges as NaN, +Inf, -Inf: {table}"
+    );
+
+    screenshot(&tab, "management-dashboard-nonfinite.png");
 }

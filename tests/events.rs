@@ -1,7 +1,8 @@
 //! The master's event log through the management app: `GET /events` names the cause of
 //! a kill -9, a panic, a stall and a rolling restart; `GET /events/stream` delivers a
 //! new entry as it is recorded, resumes after `Last-Event-ID`, outlives the idle timeout
-//! and is bounded; `?since=` and newest-first order; the log is bounded at its capacity.
+//! and is bounded, and closes the streams of clients that stop reading; `?since=` and
+//! newest-first order; the log is bounded at its capacity.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -547,4 +548,90 @@ fn an_upgrade_ends_the_old_masters_streams_and_the_new_master_logs_its_taking_ov
         first.id, oldest,
         "the replay starts with the new log's oldest entry"
     );
+}
+
+/// A client of `/events/stream` that sends its request and never reads a byte, with a
+/// receive buffer as small as the kernel allows (so that what the stream sends fills it
+/// soon).
+fn silent_stream(addr: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("a socket");
+    // Before connecting: the window is set at the handshake.
+    socket.set_recv_buffer_size(1).expect("SO_RCVBUF");
+    socket.connect(&addr.into()).expect("connect");
+    let fd: std::os::fd::OwnedFd = socket.into();
+    let mut stream = TcpStream::from(fd);
+    stream
+        .write_all(format!("GET /events/stream HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .expect("send the request");
+    stream
+}
+
+#[test]
+fn streams_of_clients_that_stop_reading_are_closed_and_a_33rd_is_served() {
+    let program = flaky(&[
+        ("WIX_CLUSTER_IDLE_TIMEOUT", "1s"),
+        ("WIX_CLUSTER_ADMIN_TOKEN", "events-token"),
+    ]);
+    let addr = program.management_addr();
+    let silent: Vec<TcpStream> = (0..32).map(|_| silent_stream(addr)).collect();
+    // Every place is taken: a 33rd is refused (a probe that got one is closed at once).
+    let full = wait_until(PATIENCE, || {
+        Stream::open(addr, "/events/stream", &[]).status == 503
+    });
+    assert!(full, "the 32 silent clients do not hold every stream");
+    // A rolling restart's few entries fill the small windows of the silent clients;
+    // from then on their streams only queue keep-alive comments in the kernel.
+    let restart = http_request(
+        addr,
+        "POST",
+        "/workers/restart",
+        &[("Authorization", "Bearer events-token")],
+    )
+    .expect("POST /workers/restart");
+    assert_eq!(restart.status, 202, "{restart:?}");
+    let started = Instant::now();
+    let served = wait_until(Duration::from_secs(90), || {
+        Stream::open(addr, "/events/stream", &[]).status == 200
+    });
+    let ss = std::process::Command::new("ss")
+        .args([
+            "-tnmi",
+            "state",
+            "established",
+            &format!("sport = :{}", addr.port()),
+        ])
+        .output()
+        .map(|o| {
+            let all = String::from_utf8_lossy(&o.stdout).into_owned();
+            all.lines().take(6).collect::<Vec<_>>().join("\n")
+        })
+        .unwrap_or_default();
+    assert!(
+        served,
+        "no 33rd stream served within 90 s of 32 clients that never read; sockets:\n{ss}"
+    );
+    eprintln!(
+        "a 33rd stream was served {:?} after the restart",
+        started.elapsed()
+    );
+    // The silent clients' connections were closed: past what their buffers hold, a
+    // read ends (a reset or the end of the stream) instead of waiting.
+    for mut client in silent {
+        client
+            .set_read_timeout(Some(PATIENCE))
+            .expect("read timeout");
+        let mut buffer = [0; 4096];
+        let ended = loop {
+            match client.read(&mut buffer) {
+                Ok(0) => break true,
+                Ok(_) => {}
+                Err(e) => {
+                    break e.kind() != std::io::ErrorKind::WouldBlock
+                        && e.kind() != std::io::ErrorKind::TimedOut;
+                }
+            }
+        };
+        assert!(ended, "a silent client's stream is still open");
+    }
 }

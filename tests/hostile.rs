@@ -55,7 +55,7 @@ fn assert_timeouts_close(addr: SocketAddr, path: &str) {
 
     // A kept-alive connection: served, then closed once idle.
     let mut stream = TcpStream::connect(addr).expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: idle\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
     stream
         .write_all(request.as_bytes())
         .expect("send a request");
@@ -153,7 +153,8 @@ fn probe(addr: SocketAddr, path: &str, duration: Duration) -> (usize, usize) {
             Err(_) => continue,
         };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        let request = format!("GET {path} HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         let mut response = Vec::new();
         let ok = stream.write_all(request.as_bytes()).is_ok()
             && stream.read_to_end(&mut response).is_ok()

@@ -709,9 +709,11 @@ fn the_mount_point_prefixes_every_page() {
     let program = start("management_page", &[("WIX_CLUSTER_MOUNT_POINT", "/admin/")]);
     let management = program.management_addr();
     program.wait_for_200(management, "/admin/health/ready");
-    let (status, info) = get_json(management, "/admin");
-    assert_eq!(status, 200, "{info}");
-    assert_eq!(info["mount_point"], "/admin");
+    for root in ["/admin", "/admin/"] {
+        let (status, info) = get_json(management, root);
+        assert_eq!(status, 200, "{root}: {info}");
+        assert_eq!(info["mount_point"], "/admin", "{root}");
+    }
     for path in [
         "/admin/workers",
         "/admin/stats",
@@ -771,4 +773,159 @@ fn a_bad_mount_point_is_refused_at_start_up() {
     let mut program = start("flaky", &[("WIX_CLUSTER_MOUNT_POINT", "admin")]);
     program.assert_exits_with(2);
     assert!(program.log().contains("WIX_CLUSTER_MOUNT_POINT"));
+}
+
+/// Sends `request` (a whole HTTP request head) on a new connection and reads the
+/// response to its end.
+fn raw(addr: SocketAddr, request: &str) -> Response {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).expect("read the response");
+    let text = String::from_utf8_lossy(&bytes);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    Response {
+        status,
+        headers: Vec::new(),
+        body: body.to_owned(),
+    }
+}
+
+/// `GET path` with `Host: host` (no Host header at all for `None`), over HTTP/1.1 or,
+/// without a host, HTTP/1.0.
+fn get_with_host(addr: SocketAddr, path: &str, host: Option<&str>) -> Response {
+    match host {
+        Some(host) => raw(
+            addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        ),
+        None => raw(addr, &format!("GET {path} HTTP/1.0\r\n\r\n")),
+    }
+}
+
+#[test]
+fn pages_answer_only_to_the_management_apps_own_host_names() {
+    let program = start(
+        "management_page",
+        &[(
+            "WIX_CLUSTER_MANAGEMENT_HOSTS",
+            "admin.internal, Ops.Example",
+        )],
+    );
+    let management = program.management_addr();
+    program.wait_for_200(management, "/health/ready");
+    let port = management.port();
+    // A DNS-rebinding page's requests carry its own name: every page refuses them,
+    // the event log (panic messages) and your own pages included.
+    for host in [
+        format!("evil.example:{port}"),
+        "evil.example".to_owned(),
+        format!("localhost.evil.example:{port}"),
+        format!("admin.internal.evil:{port}"),
+    ] {
+        for path in [
+            "/",
+            "/events",
+            "/events/stream",
+            "/dashboard",
+            "/custom",
+            "/no/such",
+        ] {
+            let response = get_with_host(management, path, Some(&host));
+            assert_eq!(response.status, 421, "{host} {path}: {response:?}");
+            assert!(
+                response.body.contains("WIX_CLUSTER_MANAGEMENT_HOSTS"),
+                "{host} {path}: {response:?}"
+            );
+        }
+    }
+    let refused = raw(
+        management,
+        "POST /workers/restart HTTP/1.1\r\nHost: evil.example\r\nAuthorization: Bearer x\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(refused.status, 421, "{refused:?}");
+    // Loopback names, the address it is bound to, and the names configured (in any
+    // case, with or without the port) are answered.
+    for host in [
+        format!("localhost:{port}"),
+        "LocalHost".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "127.0.0.1".to_owned(),
+        format!("[::1]:{port}"),
+        management.to_string(),
+        format!("admin.internal:{port}"),
+        "ADMIN.internal".to_owned(),
+        "ops.example".to_owned(),
+    ] {
+        for path in ["/", "/events", "/custom"] {
+            let response = get_with_host(management, path, Some(&host));
+            assert_eq!(response.status, 200, "{host} {path}: {response:?}");
+        }
+    }
+    // HTTP/1.0 without a Host header (no browser sends that) is answered.
+    let bare = get_with_host(management, "/health/ready", None);
+    assert_eq!(bare.status, 200, "{bare:?}");
+}
+
+#[test]
+fn the_bearer_scheme_is_case_insensitive_and_tokens_are_trimmed_both_sides() {
+    // The configured token's surrounding blanks (a token read from a file) are not
+    // part of it, as they are not of the presented one.
+    let program = start(
+        "flaky",
+        &[
+            ("WIX_CLUSTER_ADMIN_TOKEN", &format!("  {TOKEN}\n")),
+            ("WIX_CLUSTER_WORKERS", "2"),
+        ],
+    );
+    let management = program.management_addr();
+    program.wait_for_200(management, "/health/ready");
+    let post_with = |authorization: &str| {
+        let response = http_request(
+            management,
+            "POST",
+            "/workers/scale?count=2",
+            &[("Authorization", authorization)],
+        )
+        .expect("POST");
+        response.status
+    };
+    for authorization in [
+        format!("Bearer {TOKEN}"),
+        format!("bearer {TOKEN}"),
+        format!("BEARER {TOKEN}"),
+        format!("BeArEr   {TOKEN}  "),
+    ] {
+        assert_eq!(post_with(&authorization), 202, "{authorization:?}");
+    }
+    for authorization in [
+        format!("Basic {TOKEN}"),
+        format!("Bearer{TOKEN}"),
+        format!("Bearer {TOKEN}x"),
+        format!("Bearer {}", &TOKEN[1..]),
+        "Bearer ".to_owned(),
+        format!("Bearer x{TOKEN}"),
+    ] {
+        assert_eq!(post_with(&authorization), 401, "{authorization:?}");
+    }
+}
+
+#[test]
+fn a_bad_management_host_is_refused_at_start_up() {
+    let mut program = start(
+        "flaky",
+        &[("WIX_CLUSTER_MANAGEMENT_HOSTS", "admin.example:8084")],
+    );
+    program.assert_exits_with(2);
+    assert!(program.log().contains("WIX_CLUSTER_MANAGEMENT_HOSTS"));
 }

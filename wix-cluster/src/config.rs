@@ -43,6 +43,11 @@ pub const ENV_KEEP_WORKER_CHILDREN: &str = "WIX_CLUSTER_KEEP_WORKER_CHILDREN";
 /// (overrides the program's).
 pub const ENV_MOUNT_POINT: &str = "WIX_CLUSTER_MOUNT_POINT";
 
+/// `WIX_CLUSTER_MANAGEMENT_HOSTS`: the host names the management app answers to besides
+/// `localhost` and IP addresses, separated by commas, `*` for any (overrides the
+/// program's).
+pub const ENV_MANAGEMENT_HOSTS: &str = "WIX_CLUSTER_MANAGEMENT_HOSTS";
+
 /// The worker count when neither the program nor the environment sets one.
 pub const DEFAULT_WORKERS: usize = 2;
 /// The most workers a cluster runs (configured, or scaled to).
@@ -376,7 +381,8 @@ fn resolve_management_app(
     var: impl Fn(&str) -> Option<String>,
 ) -> Result<crate::management::ManagementConfig, ConfigError> {
     use crate::management::settings::{
-        DEFAULT_SAMPLE_INTERVAL, check_sample_interval, normalize_mount_point,
+        DEFAULT_SAMPLE_INTERVAL, check_host, check_hosts, check_sample_interval,
+        normalize_admin_token, normalize_mount_point,
     };
     let mount_point = match from_env(&var, ENV_MOUNT_POINT, normalize_mount_point)? {
         Some(mount_point) => mount_point,
@@ -388,7 +394,15 @@ fn resolve_management_app(
     };
     let admin_token = var(ENV_ADMIN_TOKEN)
         .or_else(|| app.admin_token.clone())
-        .filter(|token| !token.is_empty());
+        .and_then(|token| normalize_admin_token(&token));
+    let hosts = match from_env(&var, ENV_MANAGEMENT_HOSTS, check_hosts)? {
+        Some(hosts) => hosts,
+        None => app
+            .hosts
+            .iter()
+            .map(|name| read("management host", name, check_host))
+            .collect::<Result<_, _>>()?,
+    };
     let sample_interval = app.sample_interval.unwrap_or(DEFAULT_SAMPLE_INTERVAL);
     let sample_interval = check_sample_interval(sample_interval).map_err(|expected| {
         ConfigError::new(
@@ -402,6 +416,7 @@ fn resolve_management_app(
         mount_point,
         admin_token,
         sample_interval,
+        hosts,
     })
 }
 

@@ -3,7 +3,10 @@
 //!
 //! Without a configured token (`WIX_CLUSTER_ADMIN_TOKEN`, or the program's) the actions
 //! answer 403; with one, a request must carry `Authorization: Bearer <token>` or gets
-//! 401.
+//! 401. The scheme is read in any case (RFC 7235); blanks around the token are not
+//! part of it, as they are not of the configured one. The presented token is compared
+//! with the configured one as their SHA-256 digests, in constant time: neither where
+//! they differ nor the configured token's length shows in how long the answer takes.
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -29,10 +32,9 @@ fn refusal(ctx: &Ctx, headers: &HeaderMap) -> Option<Response> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer);
     match given {
-        Some(given) if same(given.as_bytes(), expected.as_bytes()) => {}
+        Some(given) if same(given, expected) => {}
         given => {
             let message = if given.is_some() {
                 "wrong admin token"
@@ -56,12 +58,29 @@ fn refusal(ctx: &Ctx, headers: &HeaderMap) -> Option<Response> {
     None
 }
 
-/// Compares in time independent of where the first difference is.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+/// A token's SHA-256 digest: what is kept of the configured token, and compared.
+pub(crate) type Digest = [u8; 32];
+
+/// The SHA-256 digest of `token`.
+pub(crate) fn digest(token: &str) -> Digest {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// The token of an `Authorization: Bearer <token>` value: the scheme in any case, then
+/// blanks, then the token without the blanks around it; `None` for another scheme or
+/// no token.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Whether `given` is the token whose digest is `expected`, in time independent of
+/// both (a fixed-size comparison of digests).
+fn same(given: &str, expected: &Digest) -> bool {
+    use subtle::ConstantTimeEq;
+    digest(given).ct_eq(expected).into()
 }
 
 /// `POST /workers/restart`: starts a rolling restart (as SIGHUP does); 202.
@@ -113,13 +132,24 @@ pub(crate) async fn scale(
 
 #[cfg(test)]
 mod tests {
-    use super::same;
+    use super::{bearer, digest, same};
 
     #[test]
     fn tokens_compare_whole() {
-        assert!(same(b"abc", b"abc"));
-        assert!(!same(b"abc", b"abd"));
-        assert!(!same(b"abc", b"abcd"));
-        assert!(!same(b"", b"a"));
+        assert!(same("abc", &digest("abc")));
+        assert!(!same("abc", &digest("abd")));
+        assert!(!same("abc", &digest("abcd")));
+        assert!(!same("", &digest("a")));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        assert_eq!(bearer("Bearer t0k"), Some("t0k"));
+        assert_eq!(bearer("bearer t0k"), Some("t0k"));
+        assert_eq!(bearer("BEARER \t t0k  "), Some("t0k"));
+        assert_eq!(bearer("Basic t0k"), None);
+        assert_eq!(bearer("Bearert0k"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("Bearer"), None);
     }
 }

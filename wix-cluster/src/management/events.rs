@@ -7,7 +7,8 @@
 //! caught up from the log; entries the log no longer holds are announced by a `gap`
 //! event, never skipped silently. At most [`MAX_STREAMS`] streams are open at once
 //! (503 past it). A comment is sent when nothing else is, often enough that the
-//! connection's idle timeout never closes a stream. Streams end when the app stops
+//! connection's idle timeout never closes a stream whose client reads; a stream whose
+//! client takes nothing sent to it for the idle timeout is closed (`delivery`). Streams end when the app stops
 //! accepting at an upgrade's handover: an `EventSource` reconnects, to the new master.
 
 use std::convert::Infallible;
@@ -16,15 +17,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 
+use super::delivery::{Delivery, Socket};
 use super::routes::{Ctx, error, unix_seconds};
 use crate::event_log::EventLog;
 use crate::{EVENT_LOG_CAPACITY, EventRecord};
@@ -38,10 +40,14 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How many events wait for a slow stream client before it is caught up from the log.
 const STREAM_BUFFER: usize = 64;
 
-/// The open streams' bound and how often they send a keep-alive comment.
+/// The open streams' bound, how often they send a keep-alive comment, and how long a
+/// client may take none of what its stream sent.
 pub(crate) struct Streams {
     permits: Arc<Semaphore>,
     keep_alive: Duration,
+    /// The connections' idle timeout: a stream whose client took nothing sent to it
+    /// for that long is closed.
+    idle: Duration,
     /// Turns true when the app stops accepting: streams end.
     stopped: watch::Receiver<bool>,
 }
@@ -53,6 +59,7 @@ impl Streams {
         Streams {
             permits: Arc::new(Semaphore::new(MAX_STREAMS)),
             keep_alive: KEEP_ALIVE.min(idle / 3).max(Duration::from_millis(50)),
+            idle,
             stopped,
         }
     }
@@ -110,6 +117,7 @@ pub(crate) async fn page(
 /// per entry (`id` its seq, `data` its JSON as in `/events`).
 pub(crate) async fn stream(
     State(ctx): State<Ctx>,
+    socket: Option<Extension<Socket>>,
     headers: HeaderMap,
     query: Result<Query<Since>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -129,20 +137,40 @@ pub(crate) async fn stream(
     let (sender, items) = mpsc::channel(STREAM_BUFFER);
     let log = ctx.master.event_log().clone();
     let mut stopped = ctx.streams.stopped.clone();
+    let delivery = socket.and_then(|Extension(socket)| Delivery::of(socket));
+    let idle = ctx.streams.idle;
     tokio::spawn(async move {
+        // The stream's place is held while this task runs: until the client is gone,
+        // the app stops, or the client takes nothing for the idle timeout.
+        let _permit = permit;
         tokio::select! {
             () = feed(log, last_event_id.or(since), sender) => {}
             // Dropping the sender ends the response.
             () = until_stopped(&mut stopped) => {}
+            () = until_stalled(delivery, idle) => {
+                tracing::info!(
+                    "closed an event stream whose client took nothing for {idle:?} \
+                     (the idle timeout)"
+                );
+            }
         }
     });
     let keep_alive = KeepAlive::new().interval(ctx.streams.keep_alive);
-    Sse::new(Feed {
-        items,
-        _permit: permit,
-    })
-    .keep_alive(keep_alive)
-    .into_response()
+    Sse::new(Feed { items })
+        .keep_alive(keep_alive)
+        .into_response()
+}
+
+/// Resolves once the stream's client has taken nothing sent to it for `idle`, the
+/// connection aborted (never, when its socket cannot be watched).
+async fn until_stalled(delivery: Option<Delivery>, idle: Duration) {
+    match delivery {
+        Some(delivery) => {
+            let every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+            delivery.until_stalled(idle, every).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves once the app stops accepting (never, when nothing can ask it to).
@@ -174,10 +202,9 @@ impl Item {
     }
 }
 
-/// The events of one stream, as its task sends them; holds the stream's permit.
+/// The events of one stream, as its task sends them.
 struct Feed {
     items: mpsc::Receiver<Item>,
-    _permit: OwnedSemaphorePermit,
 }
 
 impl futures_core::Stream for Feed {

@@ -7,14 +7,17 @@
 //! and its shared context), `info`, `workers` (the worker table), `health`, `stats` (the
 //! sampler and its history), `metrics` (Prometheus, written by `exposition`), `traffic`
 //! (requests per second and latency over time, for the dashboard), `events` (the event
-//! log and its live stream), `dashboard` (the HTML page), `admin` (the admin actions,
+//! log and its live stream), `delivery` (whether a stream's client takes what is sent),
+//! `dashboard` (the HTML page), `host` (the `Host` check in front of every page), `admin` (the admin actions,
 //! restart and scale, and the bearer token that guards them).
 
 mod admin;
 mod dashboard;
+mod delivery;
 mod events;
 mod exposition;
 mod health;
+mod host;
 mod info;
 mod listener;
 mod metrics;
@@ -44,6 +47,8 @@ pub(crate) struct ManagementConfig {
     pub(crate) admin_token: Option<String>,
     /// How often workers are sampled.
     pub(crate) sample_interval: Duration,
+    /// Host names answered besides `localhost` and IP addresses (lowercase; `*`: any).
+    pub(crate) hosts: Vec<String>,
 }
 
 impl fmt::Debug for ManagementConfig {
@@ -53,6 +58,7 @@ impl fmt::Debug for ManagementConfig {
             .field("mount_point", &self.mount_point)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("sample_interval", &self.sample_interval)
+            .field("hosts", &self.hosts)
             .finish()
     }
 }

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 
 use super::events::Streams;
 use super::stats::Stats;
-use super::{admin, dashboard, events, health, info, metrics, stats, traffic, workers};
+use super::{admin, dashboard, events, health, host, info, metrics, stats, traffic, workers};
 use crate::Master;
 use crate::config::Config;
 
@@ -37,7 +37,10 @@ pub(crate) struct About {
     pub(crate) version: Option<String>,
     /// `""` or `/admin`.
     pub(crate) mount_point: String,
-    pub(crate) admin_token: Option<String>,
+    /// The admin token's SHA-256 digest (what requests are compared with), if one is set.
+    pub(crate) admin_token: Option<admin::Digest>,
+    /// The names the app answers to besides `localhost` and IP addresses.
+    pub(crate) hosts: Arc<host::Hosts>,
 }
 
 impl Ctx {
@@ -63,7 +66,8 @@ impl Ctx {
                 name,
                 version: config.app_version.clone().filter(|v| !v.is_empty()),
                 mount_point: app.mount_point.clone(),
-                admin_token: app.admin_token.clone(),
+                admin_token: app.admin_token.as_deref().map(admin::digest),
+                hosts: Arc::new(host::Hosts::new(&app.hosts)),
             }),
             bound: Arc::new(OnceLock::new()),
             streams: Arc::new(Streams::new(config.timeouts.idle, stopped)),
@@ -81,9 +85,13 @@ impl Ctx {
 
 /// The whole app: built-in pages first, then each user page in the order given (the
 /// first router with a matching path answers; the last one's fallback, or a 404,
-/// answers the rest), all under the mount point.
+/// answers the rest), all under the mount point. Under a mount point, the info page
+/// answers both `/admin` and `/admin/` (the dashboard asks for the latter). In front of
+/// all, the `Host` check (421 for a name the app does not answer to).
 pub(crate) fn router(ctx: Ctx, pages: Vec<Router>) -> Router {
     let mount_point = ctx.about.mount_point.clone();
+    let hosts = ctx.about.hosts.clone();
+    let root = get(info::page).with_state(ctx.clone());
     let builtin = Router::new()
         .route("/", get(info::page))
         .route("/workers", get(workers::page))
@@ -110,11 +118,17 @@ pub(crate) fn router(ctx: Ctx, pages: Vec<Router>) -> Router {
         Some(user) => builtin.fallback_service(user),
         None => builtin.fallback(not_found),
     };
-    if mount_point.is_empty() {
+    let app = if mount_point.is_empty() {
         app
     } else {
-        Router::new().nest(&mount_point, app).fallback(not_found)
-    }
+        // `nest` gives the inner `/` the mount point itself; its `/` with a trailing
+        // slash is routed here.
+        Router::new()
+            .route(&format!("{mount_point}/"), root)
+            .nest(&mount_point, app)
+            .fallback(not_found)
+    };
+    app.layer(axum::middleware::from_fn_with_state(hosts, host::check))
 }
 
 async fn not_found() -> Response {
@@ -135,4 +149,31 @@ pub(crate) fn unix_seconds(time: std::time::SystemTime) -> f64 {
     time.duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+/// A float as JSON: a number when finite; `"NaN"`, `"+Inf"` or `"-Inf"` (as Prometheus
+/// writes them) otherwise, where JSON has no number and `serde_json` would write `null`.
+pub(crate) fn number(value: f64) -> serde_json::Value {
+    if value.is_finite() {
+        serde_json::Value::from(value)
+    } else if value.is_nan() {
+        serde_json::Value::from("NaN")
+    } else if value > 0.0 {
+        serde_json::Value::from("+Inf")
+    } else {
+        serde_json::Value::from("-Inf")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::number;
+
+    #[test]
+    fn non_finite_numbers_are_spelled_as_prometheus_does() {
+        assert_eq!(number(1.5), serde_json::json!(1.5));
+        assert_eq!(number(f64::NAN), "NaN");
+        assert_eq!(number(f64::INFINITY), "+Inf");
+        assert_eq!(number(f64::NEG_INFINITY), "-Inf");
+    }
 }

@@ -6,11 +6,14 @@ use std::net::SocketAddr;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use hyper::body::Incoming;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use std::os::fd::AsRawFd;
+use tower_service::Service;
 
+use super::delivery::Socket;
 use super::listener::StopsAccepting;
 use super::routes::Ctx;
 use crate::connection::{Registry, Timeouts};
@@ -87,12 +90,23 @@ pub(crate) async fn serve(
     let builder = auto::Builder::new(TokioExecutor::new());
     let registry = Registry::new(MAX_CONNECTIONS);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut stopped => break,
             accepted = listener.accept() => accepted,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // Every request knows its connection's socket: an event stream watches whether
+        // its client takes what is sent.
+        let socket = Socket {
+            fd: stream.as_raw_fd(),
+            peer,
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+            request.extensions_mut().insert(socket);
+            let mut app = app.clone();
+            async move { app.call(request).await }
+        });
         crate::connection::spawn(
             stream,
             service,

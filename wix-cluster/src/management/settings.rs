@@ -43,6 +43,7 @@ pub struct ManagementApp {
     pub(crate) mount_point: Option<String>,
     pub(crate) admin_token: Option<String>,
     pub(crate) sample_interval: Option<Duration>,
+    pub(crate) hosts: Vec<String>,
 }
 
 impl ManagementApp {
@@ -63,6 +64,7 @@ impl fmt::Debug for ManagementApp {
             // Never in logs.
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("sample_interval", &self.sample_interval)
+            .field("hosts", &self.hosts)
             .finish()
     }
 }
@@ -93,7 +95,8 @@ impl ManagementAppBuilder {
 
     /// The bearer token that `POST /workers/restart` and `POST /workers/scale` require.
     /// Default: none, and those actions answer 403. `WIX_CLUSTER_ADMIN_TOKEN` overrides
-    /// it; an empty token means none.
+    /// it. Blanks around it are not part of it (nor around the token a request
+    /// presents); an empty token means none.
     pub fn admin_token(mut self, token: impl Into<String>) -> Self {
         self.app.admin_token = Some(token.into());
         self
@@ -103,6 +106,17 @@ impl ManagementAppBuilder {
     /// `/proc` (CPU % is the change between two readings). Default 2 s; at least 100 ms.
     pub fn sample_interval(mut self, interval: Duration) -> Self {
         self.app.sample_interval = Some(interval);
+        self
+    }
+
+    /// A host name the management app answers to (its `Host` header, the port aside,
+    /// in any case), besides `localhost` and IP addresses, such as the name a reverse
+    /// proxy or Prometheus uses to reach it; `"*"` answers every name. May be called
+    /// several times. Other names get 421 Misdirected Request, so that a web page
+    /// whose name resolves to this machine (DNS rebinding) cannot read the pages.
+    /// `WIX_CLUSTER_MANAGEMENT_HOSTS` (names separated by commas) overrides them.
+    pub fn host(mut self, name: impl Into<String>) -> Self {
+        self.app.hosts.push(name.into());
         self
     }
 
@@ -128,6 +142,35 @@ pub(crate) fn normalize_mount_point(raw: &str) -> Result<String, &'static str> {
     Ok(path.trim_end_matches('/').to_owned())
 }
 
+/// The admin token as compared: without the blanks around it; `None` when empty.
+pub(crate) fn normalize_admin_token(raw: &str) -> Option<String> {
+    Some(raw.trim())
+        .filter(|token| !token.is_empty())
+        .map(str::to_owned)
+}
+
+/// Checks a host name the management app answers to: letters, digits, `-` and `.`,
+/// or `*`; returned lowercase.
+pub(crate) fn check_host(raw: &str) -> Result<String, &'static str> {
+    const EXPECTED: &str = "host names such as admin.example.com (letters, digits, `-` and \
+                            `.`, no port), or `*` for any, separated by commas";
+    let name = raw.trim();
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-.".contains(c);
+    if name == "*" || (!name.is_empty() && name.chars().all(allowed)) {
+        Ok(name.to_ascii_lowercase())
+    } else {
+        Err(EXPECTED)
+    }
+}
+
+/// Checks a list of host names separated by commas (blanks ignored, empty for none).
+pub(crate) fn check_hosts(raw: &str) -> Result<Vec<String>, &'static str> {
+    raw.split(',')
+        .filter(|name| !name.trim().is_empty())
+        .map(check_host)
+        .collect()
+}
+
 /// Checks a sampling interval.
 pub(crate) fn check_sample_interval(interval: Duration) -> Result<Duration, &'static str> {
     if interval < Duration::from_millis(100) {
@@ -149,6 +192,21 @@ mod tests {
         assert_eq!(normalize_mount_point("/a/b-c").unwrap(), "/a/b-c");
         for bad in ["admin", "/a b", "/{id}", "/*rest", "/a//b", "/a?x=1"] {
             assert!(normalize_mount_point(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tokens_are_trimmed_and_host_names_checked() {
+        assert_eq!(normalize_admin_token("  t0k\n").as_deref(), Some("t0k"));
+        assert_eq!(normalize_admin_token(" \t"), None);
+        assert_eq!(
+            check_hosts(" Admin.Example , ops-1.internal,").unwrap(),
+            ["admin.example", "ops-1.internal"]
+        );
+        assert_eq!(check_hosts("").unwrap(), Vec::<String>::new());
+        assert_eq!(check_hosts("*").unwrap(), ["*"]);
+        for bad in ["admin.example:8084", "a b", "*.example", "http://x"] {
+            assert!(check_hosts(bad).is_err(), "{bad}");
         }
     }
 

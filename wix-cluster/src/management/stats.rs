@@ -17,7 +17,7 @@ use axum::extract::State;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::routes::{Ctx, unix_seconds};
+use super::routes::{Ctx, number, unix_seconds};
 use super::settings::HISTORY;
 use super::workers::{self, Row};
 use crate::{WorkerId, WorkerInfo, WorkerRef, WorkerState, metrics};
@@ -245,8 +245,9 @@ struct StatRow {
     row: Row,
     /// When CPU and memory were last read (Unix seconds).
     sampled_at: Option<f64>,
-    /// The slot's gauges recorded through the `metrics` facade, by series.
-    custom: BTreeMap<String, f64>,
+    /// The slot's gauges recorded through the `metrics` facade, by series (see
+    /// [`number`] for values that are not finite).
+    custom: BTreeMap<String, Value>,
 }
 
 /// `GET /stats`: cluster counters and the latest stats of every worker.
@@ -258,7 +259,11 @@ pub(crate) async fn page(State(ctx): State<Ctx>) -> Json<Value> {
         .map(|known| StatRow {
             row: Row::new(known, &ctx),
             sampled_at: known.sampled_at.map(unix_seconds),
-            custom: known.custom.clone(),
+            custom: known
+                .custom
+                .iter()
+                .map(|(name, value)| (name.clone(), number(*value)))
+                .collect(),
         })
         .collect();
     Json(json!({

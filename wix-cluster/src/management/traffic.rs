@@ -13,7 +13,7 @@ use axum::extract::State;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::routes::{Ctx, unix_seconds};
+use super::routes::{Ctx, number, unix_seconds};
 use crate::metrics::requests::REQUEST_DURATION;
 use crate::metrics::{Buckets, Origin, ProcessKey};
 
@@ -145,7 +145,8 @@ pub(crate) async fn sample_forever(ctx: Ctx) {
 
 /// `GET /traffic`: `{interval_ms, samples: [{t, total: {rps, p50, p99}, workers:
 /// {"1": {...}}}], metrics: [{name, kind, labels, worker?, value?, count?, p50?, p99?}]}`,
-/// samples oldest first.
+/// samples oldest first. A gauge's value or a histogram's sum that is not finite is
+/// `"NaN"`, `"+Inf"` or `"-Inf"`.
 pub(crate) async fn page(State(ctx): State<Ctx>) -> Json<Value> {
     let samples: Vec<Sample> = ctx.traffic.inner.lock().samples.iter().cloned().collect();
     let view = ctx.master.metrics();
@@ -159,15 +160,15 @@ pub(crate) async fn page(State(ctx): State<Ctx>) -> Json<Value> {
         for (origin, value) in by_origin {
             table.push(json!({
                 "name": key.name, "kind": "gauge", "labels": labels(key),
-                "worker": origin.to_string(), "value": value,
+                "worker": origin.to_string(), "value": number(*value),
             }));
         }
     }
     for (key, buckets) in &view.histograms {
         table.push(json!({
             "name": key.name, "kind": "histogram", "labels": labels(key),
-            "count": buckets.count(), "sum": buckets.sum,
-            "p50": buckets.quantile(0.5), "p99": buckets.quantile(0.99),
+            "count": buckets.count(), "sum": number(buckets.sum),
+            "p50": buckets.quantile(0.5).map(number), "p99": buckets.quantile(0.99).map(number),
         }));
     }
     table.truncate(TABLE_ROWS);
