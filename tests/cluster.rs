@@ -413,3 +413,20 @@ fn a_worker_retired_before_its_hello_drains_without_being_dropped() {
         "worker 2 did not drain and exit 0"
     );
 }
+
+#[test]
+fn the_shared_listener_queues_1024_connections() {
+    let program = hello(&[("WIX_CLUSTER_WORKERS", "1")]);
+    let addr = program.listening_addr();
+    // `ss` shows a listening socket's backlog in its Send-Q column.
+    let out = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", addr.port())])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let backlogs: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(backlogs, ["1024"], "ss says: {text}");
+}
