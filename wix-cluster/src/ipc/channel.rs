@@ -488,6 +488,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn more_descriptors_than_eight_ahead_of_their_frames_break_the_channel() {
+        let (outbox, mut reader) = pair();
+        let (fd, _keep) = socketpair().unwrap();
+        let fd = Arc::new(fd);
+        for n in 0..=MAX_PENDING_FDS as u32 {
+            outbox.send_with_fd(&msg(n, 1), fd.clone()).unwrap();
+        }
+        outbox.flush().await;
+        // Frames read, their descriptors never taken: the ninth is one too many.
+        let mut outcome = Ok(None);
+        for _ in 0..=MAX_PENDING_FDS {
+            outcome = reader.recv::<Msg>().await;
+            if outcome.is_err() {
+                break;
+            }
+        }
+        let error = outcome.expect_err("a ninth descriptor ahead of its frame");
+        assert!(
+            error.to_string().contains("more than 8 descriptors"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_descriptor_queued_behind_inline_bytes_goes_with_its_own_frame() {
         let (outbox, reader) = pair();
         settle().await;
