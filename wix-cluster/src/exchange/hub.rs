@@ -608,3 +608,23 @@ impl Hub {
             .subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_has_at_most_256_requests_in_the_masters_hands() {
+        let scope = RequestScope::default();
+        let mut held: Vec<InFlight> = (0..MAX_REQUESTS_IN_FLIGHT)
+            .map(|n| scope.enter().unwrap_or_else(|| panic!("request {n} refused")))
+            .collect();
+        assert!(scope.enter().is_none(), "a 257th request was taken");
+        // One answered: its place, and only it, is free again.
+        drop(held.pop());
+        let again = scope.enter();
+        assert!(again.is_some(), "a freed place was not given back");
+        assert!(scope.enter().is_none(), "more than one place came back");
+        assert_eq!(held.len() + 1, MAX_REQUESTS_IN_FLIGHT);
+    }
+}
