@@ -440,12 +440,23 @@ impl Program {
 }
 
 impl Drop for Program {
-    /// Kills the program's process group; when the test is failing (the thread is
-    /// panicking), prints the program's log to stderr first, so that no assertion
-    /// needs to add it to its message.
+    /// Kills the program's process group and the groups its masters' workers lead (with
+    /// what their apps started); when the test is failing (the thread is panicking),
+    /// prints the program's log to stderr first, so that no assertion needs to add it to
+    /// its message.
     fn drop(&mut self) {
-        let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
-        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+        let kill_group = |leader: u32| {
+            let group = nix::unistd::Pid::from_raw(-(leader as i32));
+            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+        };
+        // Every master (the first, and a new one an upgrade started, both in this
+        // group): each of its workers leads a group of its own.
+        for master in group_members(self.child.id()) {
+            for worker in children_of(master) {
+                kill_group(worker);
+            }
+        }
+        kill_group(self.child.id());
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {

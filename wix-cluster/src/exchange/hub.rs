@@ -617,7 +617,11 @@ mod tests {
     fn a_worker_has_at_most_256_requests_in_the_masters_hands() {
         let scope = RequestScope::default();
         let mut held: Vec<InFlight> = (0..MAX_REQUESTS_IN_FLIGHT)
-            .map(|n| scope.enter().unwrap_or_else(|| panic!("request {n} refused")))
+            .map(|n| {
+                scope
+                    .enter()
+                    .unwrap_or_else(|| panic!("request {n} refused"))
+            })
             .collect();
         assert!(scope.enter().is_none(), "a 257th request was taken");
         // One answered: its place, and only it, is free again.
