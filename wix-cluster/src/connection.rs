@@ -6,8 +6,14 @@
 //!   kept-alive connection (a slowloris that sends a head byte by byte, or nothing, is
 //!   closed);
 //! - **idle**: a connection with no request in flight and no byte read or written for
-//!   that long is closed (a keep-alive connection nobody uses; a client that stopped
-//!   reading its response).
+//!   that long is closed (a keep-alive connection nobody uses), and so is one whose
+//!   client stopped reading a response: a response waiting for the client to take its
+//!   bytes, with no byte read or written for that long.
+//!
+//! A request is in flight from its head until its response has been sent whole (its
+//! body included) or dropped: a response the app streams slowly, with pauses longer than
+//! either timeout, is never cut by them, over HTTP/1 or HTTP/2 (where the client's
+//! WINDOW_UPDATE and PING frames arrive while the response streams).
 //!
 //! hyper has a header-read timeout of its own, but not during hyper-util's protocol
 //! detection, nor an idle one: a watchdog per connection does both, from what the
@@ -52,7 +58,11 @@ struct Activity {
     last_io: AtomicU64,
     /// Milliseconds since `epoch` when the head being read began; [`NONE`] when none is.
     head_since: AtomicU64,
+    /// Requests from their head until their response is sent whole or dropped.
     in_flight: AtomicUsize,
+    /// Responses whose body is the client's turn: the app has given hyper what it has
+    /// (or hyper has not asked yet), and the bytes wait for the client to take them.
+    sending: AtomicUsize,
     evict: Notify,
 }
 
@@ -64,6 +74,7 @@ impl Activity {
             // A new connection is waiting for its first head from the start.
             head_since: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            sending: AtomicUsize::new(0),
             evict: Notify::new(),
         }
     }
@@ -111,7 +122,16 @@ async fn watchdog(activity: &Activity, timeouts: Timeouts) -> &'static str {
         let now = activity.now();
         let head_since = activity.head_since.load(Ordering::Relaxed);
         let (deadline, why) = if activity.in_flight.load(Ordering::Relaxed) > 0 {
-            (now.saturating_add(recheck), "")
+            if activity.sending.load(Ordering::Relaxed) > 0 {
+                let idle_since = activity.last_io.load(Ordering::Relaxed);
+                (
+                    idle_since.saturating_add(idle),
+                    "the client took no byte of its response for the idle timeout",
+                )
+            } else {
+                // The app is working on every request: its business, not a timeout's.
+                (now.saturating_add(recheck), "")
+            }
         } else if head_since != NONE {
             (
                 head_since.saturating_add(header),
@@ -281,45 +301,137 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// A service that tells its connection's [`Activity`] when requests start and end.
+/// A service that tells its connection's [`Activity`] when requests start and end: a
+/// request ends when its response body has been sent whole or dropped.
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
 }
 
-impl<S, R> hyper::service::Service<R> for Tracked<S>
+impl<S, R, B> hyper::service::Service<R> for Tracked<S>
 where
-    S: hyper::service::Service<R>,
+    S: hyper::service::Service<R, Response = http::Response<B>>,
 {
-    type Response = S::Response;
+    type Response = http::Response<Sent<B>>;
     type Error = S::Error;
-    type Future = InFlight<S::Future>;
+    type Future = Answering<S::Future>;
 
     fn call(&self, request: R) -> Self::Future {
-        self.activity.request_started();
-        InFlight {
+        Answering {
             inner: Box::pin(self.inner.call(request)),
-            activity: self.activity.clone(),
+            request: Some(InFlight::start(self.activity.clone())),
         }
     }
 }
 
-/// A request's response future; the request ends when it resolves or is dropped.
-struct InFlight<F> {
-    inner: Pin<Box<F>>,
+/// One request of a connection, counted in its [`Activity`] until dropped.
+struct InFlight {
     activity: Arc<Activity>,
+    /// Counted in [`Activity::sending`].
+    sending: bool,
 }
 
-impl<F: Future> Future for InFlight<F> {
-    type Output = F::Output;
+impl InFlight {
+    fn start(activity: Arc<Activity>) -> InFlight {
+        activity.request_started();
+        InFlight {
+            activity,
+            sending: false,
+        }
+    }
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.inner.as_mut().poll(cx)
+    /// Whether the response's bytes wait for the client (`true`) or for the app.
+    fn sending(&mut self, sending: bool) {
+        if self.sending != sending {
+            self.sending = sending;
+            if sending {
+                self.activity.sending.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.activity.sending.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
-impl<F> Drop for InFlight<F> {
+impl Drop for InFlight {
     fn drop(&mut self) {
+        self.sending(false);
         self.activity.request_ended();
+    }
+}
+
+/// A request's response future; the request goes on in the response's body.
+struct Answering<F> {
+    inner: Pin<Box<F>>,
+    /// Taken by the response (or dropped with the future).
+    request: Option<InFlight>,
+}
+
+impl<F, B, E> Future for Answering<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<Sent<B>>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = std::task::ready!(self.inner.as_mut().poll(cx))?;
+        let mut request = self.request.take();
+        if let Some(request) = &mut request {
+            // hyper sends the head, then asks for the body.
+            request.sending(true);
+        }
+        Poll::Ready(Ok(response.map(|body| Sent {
+            inner: body,
+            request,
+        })))
+    }
+}
+
+/// A response body that keeps its request in flight until it has been sent whole or
+/// dropped, and tells whose turn it is: the app's while it has no frame ready, the
+/// client's while hyper holds one it has not written.
+pub(crate) struct Sent<B> {
+    inner: B,
+    request: Option<InFlight>,
+}
+
+impl<B: http_body::Body> http_body::Body for Sent<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        // SAFETY: `inner` is pinned structurally: it is never moved out of `self` nor
+        // given out unpinned, and `Sent` has no `Drop` impl; `request` is not pinned.
+        let (inner, request) = unsafe {
+            let this = self.get_unchecked_mut();
+            (Pin::new_unchecked(&mut this.inner), &mut this.request)
+        };
+        let polled = inner.poll_frame(cx);
+        match &polled {
+            Poll::Pending => {
+                if let Some(request) = request {
+                    request.sending(false);
+                }
+            }
+            Poll::Ready(Some(Ok(_))) => {
+                if let Some(request) = request {
+                    request.sending(true);
+                }
+            }
+            // The whole body, or its end by an error: the request is over.
+            Poll::Ready(None | Some(Err(_))) => *request = None,
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -1,0 +1,128 @@
+//! The connection settings against slow, legitimate traffic and against the limits
+//! they set, on the `slow_io` fixture with hyper's client (HTTP/1.1, and HTTP/2 over
+//! cleartext with prior knowledge): a response streamed slowly, with a silence longer
+//! than both timeouts, completes under 2 s/3 s header/idle timeouts.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hyper::body::Body as _;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use wix_cluster_suite::Program;
+
+/// The header read and idle timeouts of these tests: far shorter than the responses.
+const SHORT_TIMEOUTS: [(&str, &str); 3] = [
+    ("PORT", "0"),
+    ("WIX_CLUSTER_HEADER_READ_TIMEOUT", "2s"),
+    ("WIX_CLUSTER_IDLE_TIMEOUT", "3s"),
+];
+
+/// The last line of every `/stream` response of `slow_io`.
+const END: &[u8] = b"end of stream\n";
+
+#[derive(Clone, Copy, Debug)]
+enum Protocol {
+    Http1,
+    /// HTTP/2 over cleartext, with prior knowledge.
+    H2c,
+}
+
+/// What a request got: the status and every body byte received, or how it ended early.
+struct Fetched {
+    status: u16,
+    body: Vec<u8>,
+    /// The error that ended the response before its end, if one did.
+    error: Option<String>,
+    took: Duration,
+}
+
+/// `GET path` on a new connection with hyper's client, reading the body to its end.
+fn get(addr: SocketAddr, path: &str, protocol: Protocol) -> Fetched {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let started = Instant::now();
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let io = TokioIo::new(stream);
+        let request = http::Request::get(path)
+            .header(http::header::HOST, addr.to_string())
+            .body(String::new())
+            .expect("a request");
+        let response = match protocol {
+            Protocol::Http1 => {
+                let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+                    .await
+                    .expect("an HTTP/1 handshake");
+                tokio::spawn(connection);
+                sender.send_request(request).await
+            }
+            Protocol::H2c => {
+                let (mut sender, connection) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                        .await
+                        .expect("an HTTP/2 handshake");
+                tokio::spawn(connection);
+                sender.send_request(request).await
+            }
+        };
+        let response = response.unwrap_or_else(|e| panic!("{protocol:?} GET {path}: {e}"));
+        let status = response.status().as_u16();
+        let mut body = std::pin::pin!(response.into_body());
+        let mut received = Vec::new();
+        let mut error = None;
+        while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            match frame {
+                Ok(frame) => {
+                    if let Some(data) = frame.data_ref() {
+                        received.extend_from_slice(data);
+                    }
+                }
+                Err(e) => {
+                    error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        Fetched {
+            status,
+            body: received,
+            error,
+            took: started.elapsed(),
+        }
+    })
+}
+
+/// A 20 s response streamed at 1 KiB per 50 ms with a 4 s silence in the middle
+/// (longer than both timeouts) arrives whole: the request is in flight until its body
+/// has been sent, whatever the client sends meanwhile (HTTP/2's WINDOW_UPDATEs).
+fn slow_stream_completes(protocol: Protocol) {
+    let program = Program::start_fixture("slow_io", &SHORT_TIMEOUTS);
+    let addr = program.listening_addr();
+    program.wait_for_workers(1);
+    let fetched = get(addr, "/stream?secs=20&pause=4", protocol);
+    assert_eq!(fetched.status, 200);
+    assert!(
+        fetched.error.is_none() && fetched.body.ends_with(END),
+        "{protocol:?}: the response was cut after {:?} and {} bytes: {:?}",
+        fetched.took,
+        fetched.body.len(),
+        fetched.error
+    );
+    assert!(
+        fetched.took >= Duration::from_secs(19),
+        "{protocol:?}: the stream ended after {:?}, before its 20 s",
+        fetched.took
+    );
+}
+
+#[test]
+fn a_slowly_streamed_h2c_response_outlives_the_header_read_and_idle_timeouts() {
+    slow_stream_completes(Protocol::H2c);
+}
+
+#[test]
+fn a_slowly_streamed_http1_response_outlives_the_header_read_and_idle_timeouts() {
+    slow_stream_completes(Protocol::Http1);
+}
