@@ -1,14 +1,16 @@
 //! The connection settings against slow, legitimate traffic and against the limits
 //! they set, on the `slow_io` fixture with hyper's client (HTTP/1.1, and HTTP/2 over
 //! cleartext with prior knowledge): a response streamed slowly, with a silence longer
-//! than both timeouts, completes under 2 s/3 s header/idle timeouts.
+//! than both timeouts, completes under 2 s/3 s header/idle timeouts; a stalled request
+//! body is answered 408 after the body read timeout, on both ports, and a trickled one
+//! is read whole.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hyper::body::Body as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use wix_cluster_suite::Program;
+use wix_cluster_suite::{PATIENCE, Program};
 
 /// The header read and idle timeouts of these tests: far shorter than the responses.
 const SHORT_TIMEOUTS: [(&str, &str); 3] = [
@@ -125,4 +127,88 @@ fn a_slowly_streamed_h2c_response_outlives_the_header_read_and_idle_timeouts() {
 #[test]
 fn a_slowly_streamed_http1_response_outlives_the_header_read_and_idle_timeouts() {
     slow_stream_completes(Protocol::Http1);
+}
+
+/// The settings of the body tests: the timeouts above and a 2 s body read timeout.
+const SHORT_BODY_TIMEOUT: [(&str, &str); 4] = [
+    SHORT_TIMEOUTS[0],
+    SHORT_TIMEOUTS[1],
+    SHORT_TIMEOUTS[2],
+    ("WIX_CLUSTER_BODY_READ_TIMEOUT", "2s"),
+];
+
+/// Sends `request` on a new connection, then reads until the server closes it; panics
+/// if it does not within [`PATIENCE`]. Returns what was received.
+fn send_and_read_to_close(addr: SocketAddr, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.write_all(request).expect("send");
+    stream
+        .set_read_timeout(Some(PATIENCE))
+        .expect("a read timeout");
+    let mut received = Vec::new();
+    match stream.read_to_end(&mut received) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!(
+            "the server did not close the connection within {PATIENCE:?} ({e}); it sent {:?}",
+            String::from_utf8_lossy(&received)
+        ),
+    }
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+/// A POST declaring 100 MB that sends 3 bytes and then nothing, to a route that reads
+/// the whole body, is answered 408 and closed.
+fn stalled_body_is_answered_408(addr: SocketAddr) {
+    let started = Instant::now();
+    let received = send_and_read_to_close(
+        addr,
+        b"POST /upload HTTP/1.1\r\nHost: slow\r\nContent-Length: 100000000\r\n\r\nabc",
+    );
+    assert!(
+        received.starts_with("HTTP/1.1 408"),
+        "after {:?}: {received:?}",
+        started.elapsed()
+    );
+    assert!(received.contains("connection: close"), "{received:?}");
+}
+
+/// A body sent a byte every 500 ms, each byte well within the 2 s body read timeout,
+/// is read whole: the timeout is between reads, not for the whole body.
+fn trickled_body_is_read_whole(addr: SocketAddr) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: slow\r\nContent-Length: 10\r\nConnection: close\r\n\r\n")
+        .expect("send the head");
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(500));
+        stream.write_all(b"x").expect("send a byte");
+    }
+    stream
+        .set_read_timeout(Some(PATIENCE))
+        .expect("a read timeout");
+    let mut received = String::new();
+    let _ = stream.read_to_string(&mut received);
+    assert!(received.starts_with("HTTP/1.1 200"), "{received:?}");
+    assert!(received.ends_with("read 10 bytes"), "{received:?}");
+}
+
+#[test]
+fn a_stalled_request_body_to_the_app_is_answered_408_after_the_body_read_timeout() {
+    let program = Program::start_fixture("slow_io", &SHORT_BODY_TIMEOUT);
+    let addr = program.listening_addr();
+    program.wait_for_workers(1);
+    stalled_body_is_answered_408(addr);
+    trickled_body_is_read_whole(addr);
+}
+
+#[test]
+fn a_stalled_request_body_to_the_management_app_is_answered_408_too() {
+    let program = Program::start_fixture("slow_io", &SHORT_BODY_TIMEOUT);
+    let management = program.management_addr();
+    program.wait_for_workers(1);
+    stalled_body_is_answered_408(management);
+    trickled_body_is_read_whole(management);
 }

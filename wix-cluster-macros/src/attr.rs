@@ -54,6 +54,8 @@ pub(crate) struct Args {
     pub(crate) header_read_timeout: Option<Setting<u64>>,
     /// `idle_timeout = "60s"`, in nanoseconds.
     pub(crate) idle_timeout: Option<Setting<u64>>,
+    /// `body_read_timeout = "30s"`, in nanoseconds.
+    pub(crate) body_read_timeout: Option<Setting<u64>>,
 }
 
 /// One argument's value, with the spans that generated code points back to.
@@ -134,10 +136,11 @@ enum Argument {
     RequestMetrics,
     HeaderReadTimeout,
     IdleTimeout,
+    BodyReadTimeout,
 }
 
 impl Argument {
-    const ALL: [Self; 12] = [
+    const ALL: [Self; 13] = [
         Self::Workers,
         Self::Plugins,
         Self::Without,
@@ -150,6 +153,7 @@ impl Argument {
         Self::RequestMetrics,
         Self::HeaderReadTimeout,
         Self::IdleTimeout,
+        Self::BodyReadTimeout,
     ];
 
     fn name(self) -> &'static str {
@@ -166,6 +170,7 @@ impl Argument {
             Self::RequestMetrics => "request_metrics",
             Self::HeaderReadTimeout => "header_read_timeout",
             Self::IdleTimeout => "idle_timeout",
+            Self::BodyReadTimeout => "body_read_timeout",
         }
     }
 
@@ -184,6 +189,7 @@ impl Argument {
             Self::RequestMetrics => "request_metrics = false",
             Self::HeaderReadTimeout => "header_read_timeout = \"10s\"",
             Self::IdleTimeout => "idle_timeout = \"60s\"",
+            Self::BodyReadTimeout => "body_read_timeout = \"30s\"",
         }
     }
 
@@ -296,6 +302,9 @@ impl ArgsReader<'_> {
                 self.args.header_read_timeout = self.duration(&key, &value);
             }
             Argument::IdleTimeout => self.args.idle_timeout = self.duration(&key, &value),
+            Argument::BodyReadTimeout => {
+                self.args.body_read_timeout = self.duration(&key, &value);
+            }
             // Read above: they take `(...)`, not a value.
             Argument::Plugins | Argument::Without => {}
         }
@@ -1033,8 +1042,8 @@ mod tests {
             [
                 "unknown argument `threads`; expected `workers`, `plugins`, `without`, \
                  `single_process`, `flavor`, `worker_threads`, `management`, \
-                 `management_page`, `watch`, `request_metrics`, `header_read_timeout` or \
-                 `idle_timeout`",
+                 `management_page`, `watch`, `request_metrics`, `header_read_timeout`, \
+                 `idle_timeout` or `body_read_timeout`",
                 "`workers` must be at least 1",
                 "plugin `Respawn` listed more than once",
                 "`timeout` set multiple times",

@@ -122,6 +122,7 @@ fn builder(args: &Args) -> TokenStream {
         request_metrics,
         header_read_timeout,
         idle_timeout,
+        body_read_timeout,
     } = args;
     let workers = workers.as_ref().map(|setting| match setting.value {
         Workers::Count(n) => count(&Setting {
@@ -187,7 +188,7 @@ fn builder(args: &Args) -> TokenStream {
             call(setting, value)
         })
     });
-    let timeouts = [header_read_timeout, idle_timeout].map(|setting| {
+    let timeouts = [header_read_timeout, idle_timeout, body_read_timeout].map(|setting| {
         setting.as_ref().map(|setting| {
             let mut nanos = Literal::u64_unsuffixed(setting.value);
             nanos.set_span(setting.span);
@@ -197,7 +198,7 @@ fn builder(args: &Args) -> TokenStream {
             )
         })
     });
-    let [header_read_timeout, idle_timeout] = timeouts;
+    let [header_read_timeout, idle_timeout, body_read_timeout] = timeouts;
     // The program's version for the management app, read where the program is built.
     let version = quote! {
         .app_version(::core::option_env!("CARGO_PKG_VERSION").unwrap_or(""))
@@ -216,6 +217,7 @@ fn builder(args: &Args) -> TokenStream {
             #request_metrics
             #header_read_timeout
             #idle_timeout
+            #body_read_timeout
             #version
     }
 }

@@ -172,6 +172,17 @@ impl ClusterBuilder {
         self
     }
 
+    /// How long the app may wait for the next byte of a request body on such a
+    /// connection, counted from when it began to wait (nginx's `client_body_timeout`).
+    /// When it passes, the request is answered `408 Request Timeout` if the app has not
+    /// answered yet (the app's reading of the body fails, and its handler is dropped),
+    /// and the connection closes if it has. Default 60 s; `WIX_CLUSTER_BODY_READ_TIMEOUT`
+    /// overrides it. Must be more than 0.
+    pub fn body_read_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.requested.body_read_timeout = Some(timeout);
+        self
+    }
+
     /// Whether [`crate::http::serve`] records request metrics
     /// (`http_server_request_duration_seconds`, `http_server_active_requests`,
     /// `http_server_open_connections`). Default on; `WIX_CLUSTER_REQUEST_METRICS` (`1` or

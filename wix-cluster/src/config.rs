@@ -29,6 +29,9 @@ pub const ENV_HEADER_READ_TIMEOUT: &str = "WIX_CLUSTER_HEADER_READ_TIMEOUT";
 /// `WIX_CLUSTER_IDLE_TIMEOUT`: how long such a connection may stay open with nothing to
 /// do (`500ms`, `60s`, `1m 30s`; more than 0, at most 1 h).
 pub const ENV_IDLE_TIMEOUT: &str = "WIX_CLUSTER_IDLE_TIMEOUT";
+/// `WIX_CLUSTER_BODY_READ_TIMEOUT`: how long such a connection may leave the app waiting
+/// for more of a request body (`500ms`, `60s`, `1m 30s`; more than 0, at most 1 h).
+pub const ENV_BODY_READ_TIMEOUT: &str = "WIX_CLUSTER_BODY_READ_TIMEOUT";
 /// `WIX_CLUSTER_WATCH`: `1` turns watch mode on (the cluster upgrades itself when its
 /// program file changes), `0` off.
 pub const ENV_WATCH: &str = "WIX_CLUSTER_WATCH";
@@ -61,6 +64,9 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a connection may stay idle (no request in flight, no byte moving), unless
 /// set.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+/// How long the app may wait for the next byte of a request body, unless set (nginx's
+/// `client_body_timeout`).
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// When the app runs in one process instead of a master and workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -148,6 +154,7 @@ pub(crate) struct Requested {
     pub(crate) watch: bool,
     pub(crate) header_read_timeout: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) body_read_timeout: Option<Duration>,
     pub(crate) metrics: crate::metrics::Settings,
 }
 
@@ -164,6 +171,7 @@ impl Default for Requested {
             watch: false,
             header_read_timeout: None,
             idle_timeout: None,
+            body_read_timeout: None,
             metrics: crate::metrics::Settings::default(),
         }
     }
@@ -271,6 +279,12 @@ impl Config {
                     "idle_timeout",
                     requested.idle_timeout,
                     DEFAULT_IDLE_TIMEOUT,
+                )?,
+                body_read: timeout(
+                    ENV_BODY_READ_TIMEOUT,
+                    "body_read_timeout",
+                    requested.body_read_timeout,
+                    DEFAULT_BODY_READ_TIMEOUT,
                 )?,
             },
             metrics: crate::metrics::Settings {
@@ -432,19 +446,36 @@ mod tests {
         let config = resolve(&[]).unwrap();
         assert_eq!(config.timeouts.header_read, DEFAULT_HEADER_READ_TIMEOUT);
         assert_eq!(config.timeouts.idle, DEFAULT_IDLE_TIMEOUT);
-        let config =
-            resolve(&[(ENV_HEADER_READ_TIMEOUT, "2s"), (ENV_IDLE_TIMEOUT, "500ms")]).unwrap();
+        assert_eq!(config.timeouts.body_read, DEFAULT_BODY_READ_TIMEOUT);
+        let config = resolve(&[
+            (ENV_HEADER_READ_TIMEOUT, "2s"),
+            (ENV_IDLE_TIMEOUT, "500ms"),
+            (ENV_BODY_READ_TIMEOUT, "1m 30s"),
+        ])
+        .unwrap();
         assert_eq!(config.timeouts.header_read, Duration::from_secs(2));
         assert_eq!(config.timeouts.idle, Duration::from_millis(500));
+        assert_eq!(config.timeouts.body_read, Duration::from_secs(90));
         for bad in ["0", "0s", "soon", "2h"] {
             assert!(resolve(&[(ENV_IDLE_TIMEOUT, bad)]).is_err(), "{bad}");
             assert!(resolve(&[(ENV_HEADER_READ_TIMEOUT, bad)]).is_err(), "{bad}");
+            let err = resolve(&[(ENV_BODY_READ_TIMEOUT, bad)])
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("WIX_CLUSTER_BODY_READ_TIMEOUT"), "{err}");
         }
-        let requested = Requested {
-            idle_timeout: Some(Duration::ZERO),
-            ..Requested::default()
-        };
-        assert!(Config::resolve(&requested, |_| None, || false).is_err());
+        for requested in [
+            Requested {
+                idle_timeout: Some(Duration::ZERO),
+                ..Requested::default()
+            },
+            Requested {
+                body_read_timeout: Some(Duration::ZERO),
+                ..Requested::default()
+            },
+        ] {
+            assert!(Config::resolve(&requested, |_| None, || false).is_err());
+        }
     }
 
     #[test]
