@@ -212,3 +212,112 @@ fn a_stalled_request_body_to_the_management_app_is_answered_408_too() {
     stalled_body_is_answered_408(management);
     trickled_body_is_read_whole(management);
 }
+
+/// `GET /` with one `X-Big` header of `bytes` bytes, on a new connection.
+fn head_of(addr: SocketAddr, bytes: usize) -> String {
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: big\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(bytes)
+    );
+    send_and_read_to_close(addr, head.as_bytes())
+}
+
+/// A 100 KiB head (past the 64 KiB default) is answered 431; a 60 KiB one is served.
+fn large_heads_are_answered_431(addr: SocketAddr) {
+    let received = head_of(addr, 100 * 1024);
+    assert!(received.starts_with("HTTP/1.1 431"), "{received:?}");
+    let received = head_of(addr, 60 * 1024);
+    assert!(
+        !received.starts_with("HTTP/1.1 431") && received.starts_with("HTTP/1.1 "),
+        "{received:?}"
+    );
+}
+
+#[test]
+fn a_request_head_past_max_header_bytes_is_answered_431_by_the_app() {
+    let program = Program::start_fixture("slow_io", &SHORT_TIMEOUTS);
+    let addr = program.listening_addr();
+    program.wait_for_workers(1);
+    large_heads_are_answered_431(addr);
+}
+
+#[test]
+fn a_request_head_past_max_header_bytes_is_answered_431_by_the_management_app() {
+    let program = Program::start_fixture("slow_io", &SHORT_TIMEOUTS);
+    let management = program.management_addr();
+    program.wait_for_workers(1);
+    large_heads_are_answered_431(management);
+}
+
+/// `GET /` over h2c with one `x-big` header of `bytes` bytes: the status, or the error.
+fn h2_head_of(addr: SocketAddr, bytes: usize) -> Result<u16, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("an HTTP/2 handshake");
+        tokio::spawn(connection);
+        let request = http::Request::get(format!("http://{addr}/stream?secs=0"))
+            .header("x-big", "a".repeat(bytes))
+            .body(String::new())
+            .expect("a request");
+        sender
+            .send_request(request)
+            .await
+            .map(|response| response.status().as_u16())
+            .map_err(|e| e.to_string())
+    })
+}
+
+#[test]
+fn over_h2c_the_header_list_limit_is_max_header_bytes() {
+    let program = Program::start_fixture("slow_io", &SHORT_TIMEOUTS);
+    let addr = program.listening_addr();
+    program.wait_for_workers(1);
+    // hyper's default for HTTP/2 is 16 KiB: 60 KiB is within the 64 KiB setting.
+    assert_eq!(h2_head_of(addr, 60 * 1024), Ok(200));
+    let refused = h2_head_of(addr, 100 * 1024);
+    assert!(
+        refused == Ok(431) || refused.is_err(),
+        "a 100 KiB header list: {refused:?}"
+    );
+}
+
+#[test]
+fn max_header_bytes_from_the_environment_applies_to_both_ports() {
+    let mut env = SHORT_TIMEOUTS.to_vec();
+    env.push(("WIX_CLUSTER_MAX_HEADER_BYTES", "16KiB"));
+    let program = Program::start_fixture("slow_io", &env);
+    program.wait_for_workers(1);
+    for addr in [program.listening_addr(), program.management_addr()] {
+        let received = head_of(addr, 20 * 1024);
+        assert!(received.starts_with("HTTP/1.1 431"), "{received:?}");
+        let received = head_of(addr, 12 * 1024);
+        assert!(!received.starts_with("HTTP/1.1 431"), "{received:?}");
+    }
+}
+
+#[test]
+fn bad_body_read_timeout_or_max_header_bytes_exits_2_with_one_clear_line() {
+    for (variable, bad) in [
+        ("WIX_CLUSTER_BODY_READ_TIMEOUT", "0s"),
+        ("WIX_CLUSTER_BODY_READ_TIMEOUT", "soon"),
+        ("WIX_CLUSTER_MAX_HEADER_BYTES", "1KiB"),
+        ("WIX_CLUSTER_MAX_HEADER_BYTES", "big"),
+    ] {
+        let mut program = Program::start_fixture("slow_io", &[("PORT", "0"), (variable, bad)]);
+        program.assert_exits_with(2);
+        let log = program.log();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {lines:?}");
+        assert!(
+            lines[0].contains(&format!("{variable}=\"{bad}\"")),
+            "the line names the variable and the value: {lines:?}"
+        );
+    }
+}

@@ -123,6 +123,7 @@ fn builder(args: &Args) -> TokenStream {
         header_read_timeout,
         idle_timeout,
         body_read_timeout,
+        max_header_bytes,
     } = args;
     let workers = workers.as_ref().map(|setting| match setting.value {
         Workers::Count(n) => count(&Setting {
@@ -199,6 +200,11 @@ fn builder(args: &Args) -> TokenStream {
         })
     });
     let [header_read_timeout, idle_timeout, body_read_timeout] = timeouts;
+    let max_header_bytes = max_header_bytes.as_ref().map(|setting| {
+        let mut bytes = Literal::u64_unsuffixed(setting.value);
+        bytes.set_span(setting.span);
+        call(setting, bytes)
+    });
     // The program's version for the management app, read where the program is built.
     let version = quote! {
         .app_version(::core::option_env!("CARGO_PKG_VERSION").unwrap_or(""))
@@ -218,6 +224,7 @@ fn builder(args: &Args) -> TokenStream {
             #header_read_timeout
             #idle_timeout
             #body_read_timeout
+            #max_header_bytes
             #version
     }
 }

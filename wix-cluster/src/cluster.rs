@@ -183,6 +183,17 @@ impl ClusterBuilder {
         self
     }
 
+    /// The largest request head a connection to the app or to the management app may
+    /// send, in bytes: HTTP/1's request line and headers, HTTP/2's header list (as
+    /// HPACK counts it). A larger one is answered `431 Request Header Fields Too Large`.
+    /// Default 64 KiB; `WIX_CLUSTER_MAX_HEADER_BYTES` overrides it. From 8 KiB to
+    /// 16 MiB (otherwise an error at start, exit code 2). A connection holds at most
+    /// about this much while its head arrives.
+    pub fn max_header_bytes(mut self, bytes: usize) -> Self {
+        self.requested.max_header_bytes = Some(bytes);
+        self
+    }
+
     /// Whether [`crate::http::serve`] records request metrics
     /// (`http_server_request_duration_seconds`, `http_server_active_requests`,
     /// `http_server_open_connections`). Default on; `WIX_CLUSTER_REQUEST_METRICS` (`1` or

@@ -15,6 +15,9 @@
 //!   not held against the client). When it fires the request is answered `408 Request
 //!   Timeout` if the app has not answered yet, and the connection closes if it has.
 //!
+//! Request heads are at most `max_header_bytes` (431 past it): hyper's HTTP/1 read
+//! buffer is that large at most, and HTTP/2's header list too.
+//!
 //! A request is in flight from its head until its response has been sent whole (its
 //! body included) or dropped: a response the app streams slowly, with pauses longer than
 //! either timeout, is never cut by them, over HTTP/1 or HTTP/2 (where the client's
@@ -46,12 +49,29 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// How long a connection may take to deliver a request head, stay idle, and leave the
-/// app waiting for more of a request body.
+/// app waiting for more of a request body; and how large its request heads may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Timeouts {
     pub(crate) header_read: Duration,
     pub(crate) idle: Duration,
     pub(crate) body_read: Duration,
+    /// HTTP/1's read buffer, so the largest head; HTTP/2's header list.
+    pub(crate) max_header_bytes: usize,
+}
+
+/// hyper's connection builder for connections with `timeouts`: request heads past
+/// `max_header_bytes` are answered 431 (by hyper for HTTP/1; by h2 for HTTP/2).
+pub(crate) fn builder(timeouts: Timeouts) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The configuration keeps it at 8 KiB or more, hyper's least (it panics below).
+    let bytes = timeouts
+        .max_header_bytes
+        .max(crate::config::MIN_MAX_HEADER_BYTES);
+    builder.http1().max_buf_size(bytes);
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(bytes).unwrap_or(u32::MAX));
+    builder
 }
 
 /// No head being read.

@@ -8,8 +8,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -63,12 +61,12 @@ where
 {
     crate::metrics::requests::register();
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
     let stop = worker.shutdown();
     tokio::pin!(stop);
     let share_the_queue = !worker.is_single_process();
     let mut accept_errors = ErrorReport::default();
     let timeouts = worker.timeouts();
+    let builder = crate::connection::builder(timeouts);
     loop {
         let accepted = tokio::select! {
             _ = &mut stop => break,

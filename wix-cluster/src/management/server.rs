@@ -6,8 +6,6 @@ use std::net::SocketAddr;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 
@@ -84,7 +82,7 @@ pub(crate) async fn serve(
     };
     tokio::pin!(stopped);
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = crate::connection::builder(timeouts);
     let registry = Registry::new(MAX_CONNECTIONS);
     loop {
         let (stream, _peer) = tokio::select! {
