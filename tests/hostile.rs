@@ -1,7 +1,9 @@
 //! Hostile clients: half-sent request heads and idle connections are closed after their
 //! timeouts, on the app's port and on the management port, and a slowloris of thousands
 //! of half-sent heads, against a program started under the common soft descriptor limit
-//! of 1024, leaves normal clients answered.
+//! of 1024, leaves normal clients answered; 3000 connections each holding a 60 KiB head
+//! (just under the 64 KiB `max_header_bytes`) grow a worker's RSS by at most 128 KiB
+//! each.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -9,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use wix_cluster_suite::{Program, http_get};
+use wix_cluster_suite::{PATIENCE, Program, http_get, wait_until};
 
 const SHORT_TIMEOUTS: [(&str, &str); 5] = [
     ("HOST", "127.0.0.1"),
@@ -199,4 +201,78 @@ fn a_slowloris_on_the_app_port_leaves_normal_clients_answered() {
 #[test]
 fn a_slowloris_on_the_management_port_leaves_is_alive_answered() {
     survives_a_slowloris(Program::management_addr, "/health/is_alive");
+}
+
+/// How many connections [`large_heads_keep_the_worker_rss_bounded`] opens.
+const LARGE_HEADS: usize = 3000;
+
+/// The most a worker's RSS may grow per connection holding a head of just under the
+/// 64 KiB `max_header_bytes` default (docs/operating.md, *Limits*).
+const RSS_PER_HEAD: u64 = 128 * 1024;
+
+#[test]
+fn large_heads_keep_the_worker_rss_bounded() {
+    let hard = raise_own_nofile();
+    assert!(
+        hard as usize >= LARGE_HEADS + 500,
+        "the hard descriptor limit ({hard}) is too low for {LARGE_HEADS} connections: \
+         raise it (ulimit -Hn) to at least {}",
+        LARGE_HEADS + 500
+    );
+    let program = Program::start(
+        "hello",
+        &[
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("WIX_CLUSTER_WORKERS", "1"),
+            // Held for the whole measurement.
+            ("WIX_CLUSTER_HEADER_READ_TIMEOUT", "5m"),
+        ],
+    );
+    let worker = program.wait_for_workers(1)[0];
+    let addr = program.listening_addr();
+    program.wait_for_200(addr, "/");
+    let before = wix_cluster_suite::rss_bytes(worker);
+    // Just under the limit: a request line, a Host header and one 60 KiB header, not
+    // ended.
+    let mut head = b"GET / HTTP/1.1\r\nHost: large\r\nX-Large: ".to_vec();
+    head.resize(60 * 1024, b'a');
+    let mut held = Vec::with_capacity(LARGE_HEADS);
+    while held.len() < LARGE_HEADS {
+        let mut stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
+        stream
+            .set_write_timeout(Some(PATIENCE))
+            .expect("a write timeout");
+        stream.write_all(&head).expect("send 60 KiB of a head");
+        held.push(stream);
+    }
+    // The positive sign: the worker holds every connection.
+    assert!(
+        wait_until(PATIENCE, || wix_cluster_suite::open_fds(worker)
+            >= LARGE_HEADS),
+        "the worker holds {} descriptors, not {LARGE_HEADS} connections",
+        wix_cluster_suite::open_fds(worker)
+    );
+    let mut peak = 0;
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(3) {
+        peak = peak.max(wix_cluster_suite::rss_bytes(worker));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let grown = peak.saturating_sub(before);
+    eprintln!(
+        "worker RSS {} MiB before, {} MiB at most with {LARGE_HEADS} heads of 60 KiB \
+         ({} KiB per connection)",
+        before >> 20,
+        peak >> 20,
+        grown / LARGE_HEADS as u64 / 1024
+    );
+    assert!(
+        grown <= RSS_PER_HEAD * LARGE_HEADS as u64,
+        "the worker's RSS grew by {} MiB for {LARGE_HEADS} heads, more than {} KiB each",
+        grown >> 20,
+        RSS_PER_HEAD / 1024
+    );
+    drop(held);
+    assert!(http_get(addr, "/").is_ok_and(|r| r.status == 200));
 }

@@ -30,6 +30,8 @@ mod my_plugins {
     watch = false,
     header_read_timeout = "20s",
     idle_timeout = "1m",
+    body_read_timeout = "45s",
+    max_header_bytes = "32KiB",
 )]
 async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
     let _ = worker;

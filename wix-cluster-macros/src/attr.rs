@@ -54,6 +54,10 @@ pub(crate) struct Args {
     pub(crate) header_read_timeout: Option<Setting<u64>>,
     /// `idle_timeout = "60s"`, in nanoseconds.
     pub(crate) idle_timeout: Option<Setting<u64>>,
+    /// `body_read_timeout = "30s"`, in nanoseconds.
+    pub(crate) body_read_timeout: Option<Setting<u64>>,
+    /// `max_header_bytes = "64KiB"` (or a number of bytes), from 8 KiB to 16 MiB.
+    pub(crate) max_header_bytes: Option<Setting<u64>>,
 }
 
 /// One argument's value, with the spans that generated code points back to.
@@ -134,10 +138,12 @@ enum Argument {
     RequestMetrics,
     HeaderReadTimeout,
     IdleTimeout,
+    BodyReadTimeout,
+    MaxHeaderBytes,
 }
 
 impl Argument {
-    const ALL: [Self; 12] = [
+    const ALL: [Self; 14] = [
         Self::Workers,
         Self::Plugins,
         Self::Without,
@@ -150,6 +156,8 @@ impl Argument {
         Self::RequestMetrics,
         Self::HeaderReadTimeout,
         Self::IdleTimeout,
+        Self::BodyReadTimeout,
+        Self::MaxHeaderBytes,
     ];
 
     fn name(self) -> &'static str {
@@ -166,6 +174,8 @@ impl Argument {
             Self::RequestMetrics => "request_metrics",
             Self::HeaderReadTimeout => "header_read_timeout",
             Self::IdleTimeout => "idle_timeout",
+            Self::BodyReadTimeout => "body_read_timeout",
+            Self::MaxHeaderBytes => "max_header_bytes",
         }
     }
 
@@ -184,6 +194,8 @@ impl Argument {
             Self::RequestMetrics => "request_metrics = false",
             Self::HeaderReadTimeout => "header_read_timeout = \"10s\"",
             Self::IdleTimeout => "idle_timeout = \"60s\"",
+            Self::BodyReadTimeout => "body_read_timeout = \"30s\"",
+            Self::MaxHeaderBytes => "max_header_bytes = \"32KiB\"",
         }
     }
 
@@ -296,6 +308,12 @@ impl ArgsReader<'_> {
                 self.args.header_read_timeout = self.duration(&key, &value);
             }
             Argument::IdleTimeout => self.args.idle_timeout = self.duration(&key, &value),
+            Argument::BodyReadTimeout => {
+                self.args.body_read_timeout = self.duration(&key, &value);
+            }
+            Argument::MaxHeaderBytes => {
+                self.args.max_header_bytes = self.header_bytes(&key, &value)
+            }
             // Read above: they take `(...)`, not a value.
             Argument::Plugins | Argument::Without => {}
         }
@@ -355,6 +373,41 @@ impl ArgsReader<'_> {
                 self.errors.at(
                     lit.span(),
                     format_args!("`{key}` takes a duration of more than 0, like `{example}`"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Validates a size string (`"64KiB"`) or an integer literal of bytes, from 8 KiB
+    /// (hyper's smallest HTTP/1 read buffer) to 16 MiB.
+    fn header_bytes(&mut self, key: &Ident, value: &Expr) -> Option<Setting<u64>> {
+        const RANGE: std::ops::RangeInclusive<u64> = (8 << 10)..=(16 << 20);
+        let (bytes, span) = match literal(value) {
+            Some(Lit::Int(lit)) => (lit.base10_parse::<u64>().ok(), lit.span()),
+            Some(Lit::Str(lit)) => match units::parse(&lit.value()) {
+                Some(Ok(Quantity::Size { bytes })) => (Some(bytes), lit.span()),
+                Some(Err(error)) => {
+                    self.errors.at(lit.span(), error);
+                    return None;
+                }
+                _ => (None, lit.span()),
+            },
+            _ => (None, value.span()),
+        };
+        match bytes {
+            Some(bytes) if RANGE.contains(&bytes) => Some(Setting {
+                key: key.clone(),
+                value: bytes,
+                span,
+            }),
+            _ => {
+                self.errors.at(
+                    span,
+                    format_args!(
+                        "`{key}` takes a size from 8KiB to 16MiB, like `{key} = \"32KiB\"`, \
+                         or a number of bytes"
+                    ),
                 );
                 None
             }
@@ -1033,8 +1086,8 @@ mod tests {
             [
                 "unknown argument `threads`; expected `workers`, `plugins`, `without`, \
                  `single_process`, `flavor`, `worker_threads`, `management`, \
-                 `management_page`, `watch`, `request_metrics`, `header_read_timeout` or \
-                 `idle_timeout`",
+                 `management_page`, `watch`, `request_metrics`, `header_read_timeout`, \
+                 `idle_timeout`, `body_read_timeout` or `max_header_bytes`",
                 "`workers` must be at least 1",
                 "plugin `Respawn` listed more than once",
                 "`timeout` set multiple times",
@@ -1046,6 +1099,28 @@ mod tests {
         assert!(args.workers.is_none());
         assert_eq!(args.plugins.len(), 2);
         assert_eq!(args.plugins[1].settings.len(), 1);
+    }
+
+    #[test]
+    fn max_header_bytes_is_a_size_or_bytes_from_8_kib_to_16_mib() {
+        let (args, errors) = parse(quote!(max_header_bytes = "32KiB"));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(args.max_header_bytes.map(|s| s.value), Some(32768));
+        let (args, errors) = parse(quote!(max_header_bytes = 65536));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(args.max_header_bytes.map(|s| s.value), Some(65536));
+        for bad in [
+            quote!("1KiB"),
+            quote!("5s"),
+            quote!(4096),
+            quote!("32MiB"),
+            quote!(big),
+        ] {
+            let (args, errors) = parse(quote!(max_header_bytes = #bad));
+            assert!(args.max_header_bytes.is_none());
+            assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+            assert!(errors[0].contains("max_header_bytes"), "{errors:?}");
+        }
     }
 
     #[test]

@@ -122,6 +122,8 @@ fn builder(args: &Args) -> TokenStream {
         request_metrics,
         header_read_timeout,
         idle_timeout,
+        body_read_timeout,
+        max_header_bytes,
     } = args;
     let workers = workers.as_ref().map(|setting| match setting.value {
         Workers::Count(n) => count(&Setting {
@@ -187,7 +189,7 @@ fn builder(args: &Args) -> TokenStream {
             call(setting, value)
         })
     });
-    let timeouts = [header_read_timeout, idle_timeout].map(|setting| {
+    let timeouts = [header_read_timeout, idle_timeout, body_read_timeout].map(|setting| {
         setting.as_ref().map(|setting| {
             let mut nanos = Literal::u64_unsuffixed(setting.value);
             nanos.set_span(setting.span);
@@ -197,7 +199,12 @@ fn builder(args: &Args) -> TokenStream {
             )
         })
     });
-    let [header_read_timeout, idle_timeout] = timeouts;
+    let [header_read_timeout, idle_timeout, body_read_timeout] = timeouts;
+    let max_header_bytes = max_header_bytes.as_ref().map(|setting| {
+        let mut bytes = Literal::u64_unsuffixed(setting.value);
+        bytes.set_span(setting.span);
+        call(setting, bytes)
+    });
     // The program's version for the management app, read where the program is built.
     let version = quote! {
         .app_version(::core::option_env!("CARGO_PKG_VERSION").unwrap_or(""))
@@ -216,6 +223,8 @@ fn builder(args: &Args) -> TokenStream {
             #request_metrics
             #header_read_timeout
             #idle_timeout
+            #body_read_timeout
+            #max_header_bytes
             #version
     }
 }

@@ -172,6 +172,28 @@ impl ClusterBuilder {
         self
     }
 
+    /// How long the app may wait for the next byte of a request body on such a
+    /// connection, counted from when it began to wait (nginx's `client_body_timeout`).
+    /// When it passes, the request is answered `408 Request Timeout` if the app has not
+    /// answered yet (the app's reading of the body fails, and its handler is dropped),
+    /// and the connection closes if it has. Default 60 s; `WIX_CLUSTER_BODY_READ_TIMEOUT`
+    /// overrides it. Must be more than 0.
+    pub fn body_read_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.requested.body_read_timeout = Some(timeout);
+        self
+    }
+
+    /// The largest request head a connection to the app or to the management app may
+    /// send, in bytes: HTTP/1's request line and headers, HTTP/2's header list (as
+    /// HPACK counts it). A larger one is answered `431 Request Header Fields Too Large`.
+    /// Default 64 KiB; `WIX_CLUSTER_MAX_HEADER_BYTES` overrides it. From 8 KiB to
+    /// 16 MiB (otherwise an error at start, exit code 2). A connection holds at most
+    /// about this much while its head arrives.
+    pub fn max_header_bytes(mut self, bytes: usize) -> Self {
+        self.requested.max_header_bytes = Some(bytes);
+        self
+    }
+
     /// Whether [`crate::http::serve`] records request metrics
     /// (`http_server_request_duration_seconds`, `http_server_active_requests`,
     /// `http_server_open_connections`). Default on; `WIX_CLUSTER_REQUEST_METRICS` (`1` or

@@ -29,6 +29,14 @@ pub const ENV_HEADER_READ_TIMEOUT: &str = "WIX_CLUSTER_HEADER_READ_TIMEOUT";
 /// `WIX_CLUSTER_IDLE_TIMEOUT`: how long such a connection may stay open with nothing to
 /// do (`500ms`, `60s`, `1m 30s`; more than 0, at most 1 h).
 pub const ENV_IDLE_TIMEOUT: &str = "WIX_CLUSTER_IDLE_TIMEOUT";
+/// `WIX_CLUSTER_BODY_READ_TIMEOUT`: how long such a connection may leave the app waiting
+/// for more of a request body (`500ms`, `60s`, `1m 30s`; more than 0, at most 1 h).
+pub const ENV_BODY_READ_TIMEOUT: &str = "WIX_CLUSTER_BODY_READ_TIMEOUT";
+/// `WIX_CLUSTER_MAX_HEADER_BYTES`: the largest request head such a connection may send
+/// (HTTP/1's request line and headers; HTTP/2's header list), answered
+/// `431 Request Header Fields Too Large` past it: bytes (`65536`) or a size (`64KiB`,
+/// `1MiB`, `100KB`), from 8 KiB to 16 MiB.
+pub const ENV_MAX_HEADER_BYTES: &str = "WIX_CLUSTER_MAX_HEADER_BYTES";
 /// `WIX_CLUSTER_WATCH`: `1` turns watch mode on (the cluster upgrades itself when its
 /// program file changes), `0` off.
 pub const ENV_WATCH: &str = "WIX_CLUSTER_WATCH";
@@ -70,6 +78,15 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a connection may stay idle (no request in flight, no byte moving), unless
 /// set.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+/// How long the app may wait for the next byte of a request body, unless set (nginx's
+/// `client_body_timeout`).
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest request head a connection may send, unless set.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// The least `max_header_bytes` may be (hyper's smallest HTTP/1 read buffer).
+pub const MIN_MAX_HEADER_BYTES: usize = 8 * 1024;
+/// The most `max_header_bytes` may be.
+pub const MAX_MAX_HEADER_BYTES: usize = 16 * 1024 * 1024;
 
 /// When the app runs in one process instead of a master and workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -157,6 +174,8 @@ pub(crate) struct Requested {
     pub(crate) watch: bool,
     pub(crate) header_read_timeout: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) body_read_timeout: Option<Duration>,
+    pub(crate) max_header_bytes: Option<usize>,
     pub(crate) metrics: crate::metrics::Settings,
 }
 
@@ -173,6 +192,8 @@ impl Default for Requested {
             watch: false,
             header_read_timeout: None,
             idle_timeout: None,
+            body_read_timeout: None,
+            max_header_bytes: None,
             metrics: crate::metrics::Settings::default(),
         }
     }
@@ -284,6 +305,28 @@ impl Config {
                     requested.idle_timeout,
                     DEFAULT_IDLE_TIMEOUT,
                 )?,
+                body_read: timeout(
+                    ENV_BODY_READ_TIMEOUT,
+                    "body_read_timeout",
+                    requested.body_read_timeout,
+                    DEFAULT_BODY_READ_TIMEOUT,
+                )?,
+                max_header_bytes: match from_env(&var, ENV_MAX_HEADER_BYTES, header_bytes)? {
+                    Some(bytes) => bytes,
+                    None => {
+                        let bytes = requested
+                            .max_header_bytes
+                            .unwrap_or(DEFAULT_MAX_HEADER_BYTES);
+                        if !(MIN_MAX_HEADER_BYTES..=MAX_MAX_HEADER_BYTES).contains(&bytes) {
+                            return Err(ConfigError::new(
+                                "max_header_bytes",
+                                bytes,
+                                HEADER_BYTES_EXPECTED,
+                            ));
+                        }
+                        bytes
+                    }
+                },
             },
             metrics: crate::metrics::Settings {
                 requests: from_env(&var, ENV_REQUEST_METRICS, flag)?
@@ -375,6 +418,34 @@ fn positive_delay(raw: &str) -> Result<Duration, &'static str> {
         .ok_or("a duration such as 500ms, 30s or 1m 30s, more than 0, at most 1h")
 }
 
+/// What [`header_bytes`] expects.
+const HEADER_BYTES_EXPECTED: &str =
+    "bytes (65536) or a size such as 64KiB or 1MiB, from 8KiB to 16MiB";
+
+/// A number of bytes, with a unit or not (`65536`, `64KiB`, `64 KiB`, `100KB`, `1MiB`),
+/// from [`MIN_MAX_HEADER_BYTES`] to [`MAX_MAX_HEADER_BYTES`].
+fn header_bytes(raw: &str) -> Result<usize, &'static str> {
+    const UNITS: [(&str, usize); 7] = [
+        ("", 1),
+        ("B", 1),
+        ("KB", 1000),
+        ("MB", 1000 * 1000),
+        ("KiB", 1024),
+        ("MiB", 1024 * 1024),
+        ("GiB", 1024 * 1024 * 1024),
+    ];
+    let digits = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(digits);
+    let unit = unit.trim();
+    number
+        .parse::<usize>()
+        .ok()
+        .zip(UNITS.iter().find(|(name, _)| *name == unit))
+        .and_then(|(number, (_, scale))| number.checked_mul(*scale))
+        .filter(|bytes| (MIN_MAX_HEADER_BYTES..=MAX_MAX_HEADER_BYTES).contains(bytes))
+        .ok_or(HEADER_BYTES_EXPECTED)
+}
+
 /// The management app's settings with the environment's overrides applied.
 fn resolve_management_app(
     app: &crate::management::ManagementApp,
@@ -454,19 +525,64 @@ mod tests {
         let config = resolve(&[]).unwrap();
         assert_eq!(config.timeouts.header_read, DEFAULT_HEADER_READ_TIMEOUT);
         assert_eq!(config.timeouts.idle, DEFAULT_IDLE_TIMEOUT);
-        let config =
-            resolve(&[(ENV_HEADER_READ_TIMEOUT, "2s"), (ENV_IDLE_TIMEOUT, "500ms")]).unwrap();
+        assert_eq!(config.timeouts.body_read, DEFAULT_BODY_READ_TIMEOUT);
+        let config = resolve(&[
+            (ENV_HEADER_READ_TIMEOUT, "2s"),
+            (ENV_IDLE_TIMEOUT, "500ms"),
+            (ENV_BODY_READ_TIMEOUT, "1m 30s"),
+        ])
+        .unwrap();
         assert_eq!(config.timeouts.header_read, Duration::from_secs(2));
         assert_eq!(config.timeouts.idle, Duration::from_millis(500));
+        assert_eq!(config.timeouts.body_read, Duration::from_secs(90));
         for bad in ["0", "0s", "soon", "2h"] {
             assert!(resolve(&[(ENV_IDLE_TIMEOUT, bad)]).is_err(), "{bad}");
             assert!(resolve(&[(ENV_HEADER_READ_TIMEOUT, bad)]).is_err(), "{bad}");
+            let err = resolve(&[(ENV_BODY_READ_TIMEOUT, bad)])
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("WIX_CLUSTER_BODY_READ_TIMEOUT"), "{err}");
+        }
+        for requested in [
+            Requested {
+                idle_timeout: Some(Duration::ZERO),
+                ..Requested::default()
+            },
+            Requested {
+                body_read_timeout: Some(Duration::ZERO),
+                ..Requested::default()
+            },
+        ] {
+            assert!(Config::resolve(&requested, |_| None, || false).is_err());
+        }
+    }
+
+    #[test]
+    fn max_header_bytes_defaults_to_64_kib_reads_sizes_and_rejects_the_rest() {
+        let bytes = |raw: &str| {
+            resolve(&[(ENV_MAX_HEADER_BYTES, raw)]).map(|c| c.timeouts.max_header_bytes)
+        };
+        assert_eq!(
+            resolve(&[]).unwrap().timeouts.max_header_bytes,
+            DEFAULT_MAX_HEADER_BYTES
+        );
+        assert_eq!(bytes("65536"), Ok(65536));
+        assert_eq!(bytes(" 16KiB "), Ok(16384));
+        assert_eq!(bytes("100 KB"), Ok(100_000));
+        assert_eq!(bytes("1MiB"), Ok(1 << 20));
+        assert_eq!(bytes("16MiB"), Ok(16 << 20));
+        for bad in [
+            "", "8191", "4KiB", "17MiB", "1GiB", "64kib", "-1", "1.5KiB", "big", "64 K",
+        ] {
+            let err = bytes(bad).expect_err(bad).to_string();
+            assert!(err.contains("WIX_CLUSTER_MAX_HEADER_BYTES"), "{err}");
         }
         let requested = Requested {
-            idle_timeout: Some(Duration::ZERO),
+            max_header_bytes: Some(1024),
             ..Requested::default()
         };
-        assert!(Config::resolve(&requested, |_| None, || false).is_err());
+        let err = Config::resolve(&requested, |_| None, || false).unwrap_err();
+        assert!(err.to_string().contains("max_header_bytes"), "{err}");
     }
 
     #[test]

@@ -6,8 +6,22 @@
 //!   kept-alive connection (a slowloris that sends a head byte by byte, or nothing, is
 //!   closed);
 //! - **idle**: a connection with no request in flight and no byte read or written for
-//!   that long is closed (a keep-alive connection nobody uses; a client that stopped
-//!   reading its response).
+//!   that long is closed (a keep-alive connection nobody uses), and so is one whose
+//!   client stopped reading a response: a response waiting for the client to take its
+//!   bytes, with no byte read or written for that long.
+//!
+//! - **body read**: while the app waits for more of a request body, a byte must arrive
+//!   within it (counted from when the app began to wait, so an app that reads slowly is
+//!   not held against the client). When it fires the request is answered `408 Request
+//!   Timeout` if the app has not answered yet, and the connection closes if it has.
+//!
+//! Request heads are at most `max_header_bytes` (431 past it): hyper's HTTP/1 read
+//! buffer is that large at most, and HTTP/2's header list too.
+//!
+//! A request is in flight from its head until its response has been sent whole (its
+//! body included) or dropped: a response the app streams slowly, with pauses longer than
+//! either timeout, is never cut by them, over HTTP/1 or HTTP/2 (where the client's
+//! WINDOW_UPDATE and PING frames arrive while the response streams).
 //!
 //! hyper has a header-read timeout of its own, but not during hyper-util's protocol
 //! detection, nor an idle one: a watchdog per connection does both, from what the
@@ -34,11 +48,30 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// How long a connection may take to deliver a request head, and stay idle.
+/// How long a connection may take to deliver a request head, stay idle, and leave the
+/// app waiting for more of a request body; and how large its request heads may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Timeouts {
     pub(crate) header_read: Duration,
     pub(crate) idle: Duration,
+    pub(crate) body_read: Duration,
+    /// HTTP/1's read buffer, so the largest head; HTTP/2's header list.
+    pub(crate) max_header_bytes: usize,
+}
+
+/// hyper's connection builder for connections with `timeouts`: request heads past
+/// `max_header_bytes` are answered 431 (by hyper for HTTP/1; by h2 for HTTP/2).
+pub(crate) fn builder(timeouts: Timeouts) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The configuration keeps it at 8 KiB or more, hyper's least (it panics below).
+    let bytes = timeouts
+        .max_header_bytes
+        .max(crate::config::MIN_MAX_HEADER_BYTES);
+    builder.http1().max_buf_size(bytes);
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(bytes).unwrap_or(u32::MAX));
+    builder
 }
 
 /// No head being read.
@@ -52,7 +85,14 @@ struct Activity {
     last_io: AtomicU64,
     /// Milliseconds since `epoch` when the head being read began; [`NONE`] when none is.
     head_since: AtomicU64,
+    /// Requests from their head until their response is sent whole or dropped.
     in_flight: AtomicUsize,
+    /// Responses whose body is the client's turn: the app has given hyper what it has
+    /// (or hyper has not asked yet), and the bytes wait for the client to take them.
+    sending: AtomicUsize,
+    /// A request body stalled after its response began: the connection is to close.
+    body_stalled: std::sync::atomic::AtomicBool,
+    /// Wakes the watchdog to close the connection (evicted, or `body_stalled`).
     evict: Notify,
 }
 
@@ -64,6 +104,8 @@ impl Activity {
             // A new connection is waiting for its first head from the start.
             head_since: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            sending: AtomicUsize::new(0),
+            body_stalled: std::sync::atomic::AtomicBool::new(false),
             evict: Notify::new(),
         }
     }
@@ -111,7 +153,16 @@ async fn watchdog(activity: &Activity, timeouts: Timeouts) -> &'static str {
         let now = activity.now();
         let head_since = activity.head_since.load(Ordering::Relaxed);
         let (deadline, why) = if activity.in_flight.load(Ordering::Relaxed) > 0 {
-            (now.saturating_add(recheck), "")
+            if activity.sending.load(Ordering::Relaxed) > 0 {
+                let idle_since = activity.last_io.load(Ordering::Relaxed);
+                (
+                    idle_since.saturating_add(idle),
+                    "the client took no byte of its response for the idle timeout",
+                )
+            } else {
+                // The app is working on every request: its business, not a timeout's.
+                (now.saturating_add(recheck), "")
+            }
         } else if head_since != NONE {
             (
                 head_since.saturating_add(header),
@@ -131,7 +182,14 @@ async fn watchdog(activity: &Activity, timeouts: Timeouts) -> &'static str {
             .max(1);
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(wake)) => {}
-            () = activity.evict.notified() => return "evicted to make room for a new connection",
+            () = activity.evict.notified() => {
+                return if activity.body_stalled.load(Ordering::Relaxed) {
+                    "no byte of a request body within the body read timeout, after its \
+                     response began"
+                } else {
+                    "evicted to make room for a new connection"
+                };
+            }
         }
     }
 }
@@ -184,7 +242,7 @@ pub(crate) fn spawn<S, B>(
     timeouts: Timeouts,
     registry: Option<&Registry>,
 ) where
-    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+    S: hyper::service::Service<http::Request<axum::body::Body>, Response = http::Response<B>>
         + Send
         + 'static,
     S::Future: Send + 'static,
@@ -205,6 +263,7 @@ pub(crate) fn spawn<S, B>(
     let service = Tracked {
         inner: service,
         activity: activity.clone(),
+        body_read: timeouts.body_read,
     };
     let connection = builder
         .serve_connection_with_upgrades(io, service)
@@ -281,45 +340,318 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// A service that tells its connection's [`Activity`] when requests start and end.
+/// A service that tells its connection's [`Activity`] when requests start and end (a
+/// request ends when its response body has been sent whole or dropped), and times the
+/// request body's reads.
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    body_read: Duration,
 }
 
-impl<S, R> hyper::service::Service<R> for Tracked<S>
+impl<S, B> hyper::service::Service<http::Request<hyper::body::Incoming>> for Tracked<S>
 where
-    S: hyper::service::Service<R>,
+    S: hyper::service::Service<http::Request<axum::body::Body>, Response = http::Response<B>>,
 {
-    type Response = S::Response;
+    type Response = http::Response<Sent<B>>;
     type Error = S::Error;
-    type Future = InFlight<S::Future>;
+    type Future = Answering<S::Future>;
 
-    fn call(&self, request: R) -> Self::Future {
-        self.activity.request_started();
-        InFlight {
-            inner: Box::pin(self.inner.call(request)),
-            activity: self.activity.clone(),
+    fn call(&self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let in_flight = InFlight::start(self.activity.clone());
+        let http1 = request.version() <= http::Version::HTTP_11;
+        let (parts, incoming) = request.into_parts();
+        let (body, race) = if http_body::Body::is_end_stream(&incoming) {
+            (axum::body::Body::new(incoming), None)
+        } else {
+            let race = Arc::new(Race::new(self.activity.clone()));
+            let body = Timed {
+                inner: incoming,
+                timeout: self.body_read,
+                timer: None,
+                waiting: false,
+                over: false,
+                race: race.clone(),
+            };
+            (axum::body::Body::new(body), Some(race))
+        };
+        let request = http::Request::from_parts(parts, body);
+        Answering {
+            inner: Some(Box::pin(self.inner.call(request))),
+            request: Some(in_flight),
+            race,
+            http1,
         }
     }
 }
 
-/// A request's response future; the request ends when it resolves or is dropped.
-struct InFlight<F> {
-    inner: Pin<Box<F>>,
+/// Who comes first for a request with a body: the app's response, or the body read
+/// timeout ([`Race::ANSWERING`] until one of them does).
+struct Race {
+    state: std::sync::atomic::AtomicU8,
+    /// The response future's, woken when the body read timeout wins.
+    answer: Mutex<Option<std::task::Waker>>,
     activity: Arc<Activity>,
 }
 
-impl<F: Future> Future for InFlight<F> {
-    type Output = F::Output;
+impl Race {
+    const ANSWERING: u8 = 0;
+    const ANSWERED: u8 = 1;
+    const TIMED_OUT: u8 = 2;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.inner.as_mut().poll(cx)
+    fn new(activity: Arc<Activity>) -> Race {
+        Race {
+            state: std::sync::atomic::AtomicU8::new(Self::ANSWERING),
+            answer: Mutex::new(None),
+            activity,
+        }
+    }
+
+    /// The app answered: `false` if the body read timeout came first.
+    fn answered(&self) -> bool {
+        self.state
+            .compare_exchange(
+                Self::ANSWERING,
+                Self::ANSWERED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    fn timed_out(&self) -> bool {
+        self.state.load(Ordering::Acquire) == Self::TIMED_OUT
+    }
+
+    /// The body read timeout fired: the response future answers 408, or, when the app
+    /// has answered already, the connection closes.
+    fn time_out(&self) {
+        let first = self
+            .state
+            .compare_exchange(
+                Self::ANSWERING,
+                Self::TIMED_OUT,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        if first {
+            if let Some(waker) = self.answer.lock().take() {
+                waker.wake();
+            }
+        } else {
+            self.activity.body_stalled.store(true, Ordering::Relaxed);
+            self.activity.evict.notify_one();
+        }
     }
 }
 
-impl<F> Drop for InFlight<F> {
+/// A request body that gives up when the app has waited the body read timeout for its
+/// next frame.
+struct Timed {
+    inner: hyper::body::Incoming,
+    timeout: Duration,
+    /// Made at the first wait.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The app is waiting for a frame (the timer runs).
+    waiting: bool,
+    /// Timed out: nothing more comes.
+    over: bool,
+    race: Arc<Race>,
+}
+
+impl http_body::Body for Timed {
+    type Data = axum::body::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.over {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            self.waiting = false;
+            return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
+        }
+        if !self.waiting {
+            self.waiting = true;
+            let deadline = Instant::now() + self.timeout;
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        let fired = self
+            .timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
+        if !fired {
+            return Poll::Pending;
+        }
+        self.over = true;
+        self.race.time_out();
+        Poll::Ready(Some(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no byte of the request body within the body read timeout",
+        )
+        .into())))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.over || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// One request of a connection, counted in its [`Activity`] until dropped.
+struct InFlight {
+    activity: Arc<Activity>,
+    /// Counted in [`Activity::sending`].
+    sending: bool,
+}
+
+impl InFlight {
+    fn start(activity: Arc<Activity>) -> InFlight {
+        activity.request_started();
+        InFlight {
+            activity,
+            sending: false,
+        }
+    }
+
+    /// Whether the response's bytes wait for the client (`true`) or for the app.
+    fn sending(&mut self, sending: bool) {
+        if self.sending != sending {
+            self.sending = sending;
+            if sending {
+                self.activity.sending.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.activity.sending.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for InFlight {
     fn drop(&mut self) {
+        self.sending(false);
         self.activity.request_ended();
+    }
+}
+
+/// A request's response future; the request goes on in the response's body. A request
+/// whose body timed out before the app answered is answered 408 (its HTTP/1 connection
+/// closing after it), and the app's future dropped.
+struct Answering<F> {
+    inner: Option<Pin<Box<F>>>,
+    /// Taken by the response (or dropped with the future).
+    request: Option<InFlight>,
+    /// For a request with a body.
+    race: Option<Arc<Race>>,
+    http1: bool,
+}
+
+impl<F, B, E> Future for Answering<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<Sent<B>>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(race) = &self.race {
+            // Registered before the state is read: a timeout in between wakes us.
+            *race.answer.lock() = Some(cx.waker().clone());
+        }
+        let timed_out = self.race.as_ref().is_some_and(|race| race.timed_out());
+        let response = match (&mut self.inner, timed_out) {
+            (Some(inner), false) => {
+                let response = std::task::ready!(inner.as_mut().poll(cx))?;
+                let first = self.race.as_ref().is_none_or(|race| race.answered());
+                first.then(|| response.map(Some))
+            }
+            _ => None,
+        };
+        let response = response.unwrap_or_else(|| {
+            self.inner = None;
+            let mut timeout = http::Response::new(None);
+            *timeout.status_mut() = http::StatusCode::REQUEST_TIMEOUT;
+            if self.http1 {
+                timeout.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            timeout
+        });
+        let mut request = self.request.take();
+        if let Some(request) = &mut request {
+            // hyper sends the head, then asks for the body.
+            request.sending(true);
+        }
+        Poll::Ready(Ok(response.map(|body| Sent {
+            inner: body,
+            request,
+        })))
+    }
+}
+
+/// A response body that keeps its request in flight until it has been sent whole or
+/// dropped, and tells whose turn it is: the app's while it has no frame ready, the
+/// client's while hyper holds one it has not written. No body (`None`): the 408 of a
+/// request whose body timed out.
+pub(crate) struct Sent<B> {
+    inner: Option<B>,
+    request: Option<InFlight>,
+}
+
+impl<B: http_body::Body> http_body::Body for Sent<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        // SAFETY: `inner` is pinned structurally: it is never moved out of `self` nor
+        // given out unpinned, and `Sent` has no `Drop` impl; `request` is not pinned.
+        let (inner, request) = unsafe {
+            let this = self.get_unchecked_mut();
+            (Pin::new_unchecked(&mut this.inner), &mut this.request)
+        };
+        let Some(inner) = inner.as_pin_mut() else {
+            *request = None;
+            return Poll::Ready(None);
+        };
+        let polled = inner.poll_frame(cx);
+        match &polled {
+            Poll::Pending => {
+                if let Some(request) = request {
+                    request.sending(false);
+                }
+            }
+            Poll::Ready(Some(Ok(_))) => {
+                if let Some(request) = request {
+                    request.sending(true);
+                }
+            }
+            // The whole body, or its end by an error: the request is over.
+            Poll::Ready(None | Some(Err(_))) => *request = None,
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(B::is_end_stream)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), B::size_hint)
     }
 }

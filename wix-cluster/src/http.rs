@@ -8,9 +8,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -21,7 +18,8 @@ use crate::metrics::requests::{InFlight, OpenConnection};
 type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Serves HTTP/1 and HTTP/2 on `listener` with `service` (an `axum::Router`, or any
-/// tower service) until the worker is asked to stop, then drains:
+/// tower service taking requests with an [`axum::body::Body`]) until the worker is
+/// asked to stop, then drains:
 ///
 /// 1. stops accepting and drops the listener (the master's copy keeps the queue, which
 ///    the other workers go on accepting from);
@@ -32,6 +30,11 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 ///    still idle 100 ms after the stop;
 /// 3. returns when every connection is closed, or gives up on the rest just before the
 ///    drain timeout ([`Worker::drain_timeout`]) at which the master would kill the worker.
+///
+/// Every connection has the timeouts of [`crate::ClusterBuilder::header_read_timeout`],
+/// [`crate::ClusterBuilder::idle_timeout`] and
+/// [`crate::ClusterBuilder::body_read_timeout`]: a request body that stalls fails the
+/// app's read of it, and is answered 408 unless the app answered.
 ///
 /// Connections accepted in the last instant before the stop get 100 ms to deliver their
 /// first request before idle connections are closed, so that none is cut unanswered.
@@ -46,7 +49,10 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// ```
 pub async fn serve<S, B>(listener: TcpListener, service: S, worker: &Worker) -> io::Result<()>
 where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: tower_service::Service<Request<axum::body::Body>, Response = Response<B>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: http_body::Body + Send + 'static,
@@ -55,12 +61,12 @@ where
 {
     crate::metrics::requests::register();
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
     let stop = worker.shutdown();
     tokio::pin!(stop);
     let share_the_queue = !worker.is_single_process();
     let mut accept_errors = ErrorReport::default();
     let timeouts = worker.timeouts();
+    let builder = crate::connection::builder(timeouts);
     loop {
         let accepted = tokio::select! {
             _ = &mut stop => break,

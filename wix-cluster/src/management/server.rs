@@ -6,9 +6,6 @@ use std::net::SocketAddr;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use hyper::body::Incoming;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::os::fd::AsRawFd;
 use tower_service::Service;
@@ -87,7 +84,7 @@ pub(crate) async fn serve(
     };
     tokio::pin!(stopped);
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = crate::connection::builder(timeouts);
     let registry = Registry::new(MAX_CONNECTIONS);
     loop {
         let (stream, peer) = tokio::select! {
@@ -102,7 +99,7 @@ pub(crate) async fn serve(
             peer,
         };
         let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+        let service = hyper::service::service_fn(move |mut request: http::Request<axum::body::Body>| {
             request.extensions_mut().insert(socket);
             let mut app = app.clone();
             async move { app.call(request).await }
