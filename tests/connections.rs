@@ -164,7 +164,7 @@ fn stalled_body_is_answered_408(addr: SocketAddr) {
     let started = Instant::now();
     let received = send_and_read_to_close(
         addr,
-        b"POST /upload HTTP/1.1\r\nHost: slow\r\nContent-Length: 100000000\r\n\r\nabc",
+        b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000000\r\n\r\nabc",
     );
     assert!(
         received.starts_with("HTTP/1.1 408"),
@@ -180,7 +180,7 @@ fn trickled_body_is_read_whole(addr: SocketAddr) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");
     stream
-        .write_all(b"POST /upload HTTP/1.1\r\nHost: slow\r\nContent-Length: 10\r\nConnection: close\r\n\r\n")
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\nConnection: close\r\n\r\n")
         .expect("send the head");
     for _ in 0..10 {
         std::thread::sleep(Duration::from_millis(500));
@@ -216,7 +216,7 @@ fn a_stalled_request_body_to_the_management_app_is_answered_408_too() {
 /// `GET /` with one `X-Big` header of `bytes` bytes, on a new connection.
 fn head_of(addr: SocketAddr, bytes: usize) -> String {
     let head = format!(
-        "GET / HTTP/1.1\r\nHost: big\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
         "a".repeat(bytes)
     );
     send_and_read_to_close(addr, head.as_bytes())

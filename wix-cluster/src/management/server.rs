@@ -99,11 +99,12 @@ pub(crate) async fn serve(
             peer,
         };
         let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request: http::Request<axum::body::Body>| {
-            request.extensions_mut().insert(socket);
-            let mut app = app.clone();
-            async move { app.call(request).await }
-        });
+        let service =
+            hyper::service::service_fn(move |mut request: http::Request<axum::body::Body>| {
+                request.extensions_mut().insert(socket);
+                let mut app = app.clone();
+                async move { app.call(request).await }
+            });
         crate::connection::spawn(
             stream,
             service,
