@@ -35,6 +35,20 @@ fn peak_rss(pid: u32, patience: Duration, mut until: impl FnMut() -> bool) -> u6
 #[test]
 fn a_worker_that_stops_reading_is_replaced_and_the_master_stays_bounded() {
     let (program, addr) = probe();
+    let management = program.management_addr();
+    let refused = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("wix_cluster_exchange_backlog_refused_total "))
+            .and_then(|value| value.parse::<f64>().ok())
+    };
+    // Written from the start.
+    let mut at_start = None;
+    wait_until(PATIENCE, || {
+        at_start = refused(&program.wait_for_200(management, "/metrics").body);
+        at_start.is_some()
+    });
+    assert_eq!(at_start, Some(0.0));
     let workers = program.children();
     let stopped = workers[0];
     let before = rss_bytes(program.pid());
@@ -58,6 +72,16 @@ fn a_worker_that_stops_reading_is_replaced_and_the_master_stays_bounded() {
         peak < before + (400 << 20),
         "the master grew from {before} to {peak} bytes while one worker did not read"
     );
+    // The broadcasts the stopped worker had no room for were an error to the caller,
+    // and counted.
+    let line = program.wait_for_log("master could not do what");
+    assert!(line.contains("does not keep up"), "{line}");
+    let mut counted = None;
+    wait_until(PATIENCE, || {
+        counted = refused(&program.wait_for_200(management, "/metrics").body);
+        counted.is_some_and(|n| n > 0.0)
+    });
+    assert!(counted.is_some_and(|n| n > 0.0), "{counted:?}");
 }
 
 #[test]

@@ -13,7 +13,9 @@ use super::{Exchange, ExchangeError};
 /// The master publishes a value — typically a plugin's `on_master` loads it first, so
 /// that it is there before any worker starts — and may publish a new one at any time.
 /// Every worker has the current value before its app runs (it comes with the
-/// handshake), and sees each new one. Values are decoded once per process.
+/// handshake), and gets each new one; a worker whose channel has no room yet gets the
+/// newest once it has read the rest (values in between may be skipped, the newest
+/// never). Values are decoded once per process.
 ///
 /// ```no_run
 /// use wix_cluster::AppData;

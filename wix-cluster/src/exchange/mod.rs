@@ -117,11 +117,16 @@ pub fn subscribe<T: Exchange>() -> Result<Subscription<T>, ExchangeError> {
 }
 
 /// Sends `msg` to every worker and to the master's own subscribers (master only).
+///
+/// A worker whose channel holds too much unread (160 MiB: it does not keep up, and the
+/// master soon treats it as stalled) misses it: the call returns
+/// [`ExchangeError::Backlog`] and the others have it ([`refused_messages`]).
 pub fn broadcast<T: Exchange>(msg: impl Borrow<T>) -> Result<(), ExchangeError> {
     hub()?.broadcast(T::TOPIC, encode(msg.borrow())?)
 }
 
-/// Sends `msg` to worker `worker` only (master only).
+/// Sends `msg` to worker `worker` only (master only); [`ExchangeError::Backlog`] when
+/// its channel holds too much unread.
 pub fn send_to<T: Exchange>(worker: WorkerId, msg: impl Borrow<T>) -> Result<(), ExchangeError> {
     hub()?.send_to_worker(worker, T::TOPIC, encode(msg.borrow())?)
 }
@@ -190,6 +195,14 @@ pub fn undecodable_messages() -> u64 {
 /// too many bytes waiting (64 MiB: it does not keep up; see [`Subscription`]).
 pub fn dropped_messages() -> u64 {
     hub().map_or(0, |hub| hub.dropped())
+}
+
+/// Master: broadcasts and `send_to`s a worker missed since the master started because
+/// its channel's backlog was full (each call that missed one returned
+/// [`ExchangeError::Backlog`]). Also in `/metrics`, as
+/// `wix_cluster_exchange_backlog_refused_total`.
+pub fn refused_messages() -> u64 {
+    hub().map_or(0, |hub| hub.refused())
 }
 
 /// Broadcasts raw bytes on `topic`, bypassing the types (see [`send_raw`]).

@@ -242,6 +242,8 @@ pub(crate) fn start_collector(settings: &Settings, origin: Origin) {
     if origin != Origin::Master {
         return;
     }
+    // Written from the start, at 0.
+    ::metrics::counter!(exchange::hub::REFUSED_TOTAL).increment(0);
     let mut batches = match exchange::subscribe::<Batch>() {
         Ok(batches) => batches,
         Err(e) => {
