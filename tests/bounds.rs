@@ -161,3 +161,53 @@ fn a_custom_metric_named_like_a_built_in_family_leaves_metrics_whole() {
         assert!(metrics.contains(family), "{family} is missing:\n{metrics}");
     }
 }
+
+#[test]
+fn forged_metric_batches_leave_the_master_bounded_and_metrics_whole() {
+    let program = Program::start_fixture("forger", &[("PORT", "0")]);
+    let addr = program.listening_addr();
+    let management = program.management_addr();
+    program.wait_for_workers(1);
+    program.wait_for_200(addr, "/forge?batches=0");
+    // No app type reads the metrics topic.
+    let line = program.wait_for_log("subscribing to the metrics topic: ");
+    assert!(line.contains("is reserved"), "{line}");
+    let before = rss_bytes(program.pid());
+    // 120 batches, each claiming another process, each of 1000 series of 2 KiB.
+    let forge = std::thread::spawn(move || http_get(addr, "/forge?batches=120"));
+    let peak = peak_rss(program.pid(), Duration::from_secs(120), || {
+        forge.is_finished()
+    });
+    let forged = forge.join().expect("forge thread").expect("forge answered");
+    assert!(forged.body.starts_with("sent=120"), "{forged:?}");
+    assert!(
+        peak < before + (100 << 20),
+        "the master grew from {before} to {peak} bytes under forged batches"
+    );
+    let metrics = program.wait_for_200(management, "/metrics").body;
+    // One process's worth of series (the one channel they came on), none past a bound.
+    let forged_series = metrics
+        .lines()
+        .filter(|line| line.starts_with("forged_"))
+        .count();
+    assert!(
+        forged_series <= 1000,
+        "{forged_series} forged series (one process keeps at most 1000)"
+    );
+    for line in metrics.lines().filter(|line| !line.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap_or_default();
+        assert!(name.len() <= 200, "a name past its bound: {}", &line[..200]);
+        assert!(
+            line.matches("=\"").count() <= 9,
+            "too many labels: {line:.300}"
+        );
+        assert!(!name.starts_with("forged_wide_histogram"), "{line:.300}");
+    }
+    assert!(
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("# HELP"))
+            .all(|line| line.len() < 1000),
+        "a description past its bound"
+    );
+}

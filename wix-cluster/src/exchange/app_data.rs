@@ -42,6 +42,7 @@ impl<T: Exchange + Sync> AppData<T> {
                 what: "AppData::publish",
             });
         }
+        super::check_topic(T::TOPIC)?;
         hub.claim::<AppData<T>>(T::TOPIC)?;
         let bytes = super::encode(value)?;
         hub.check_data_room(T::TOPIC, bytes.len())?;
@@ -52,6 +53,7 @@ impl<T: Exchange + Sync> AppData<T> {
     /// The current value; `None` if nothing was published yet.
     pub fn get() -> Result<Option<Arc<T>>, ExchangeError> {
         let hub = hub()?;
+        super::check_topic(T::TOPIC)?;
         hub.claim::<AppData<T>>(T::TOPIC)?;
         Ok(
             hub.data(T::TOPIC, |bytes| match postcard::from_bytes::<T>(bytes) {
@@ -67,6 +69,7 @@ impl<T: Exchange + Sync> AppData<T> {
     /// Waits for the next value published after this call, and returns it.
     pub async fn changed() -> Result<Arc<T>, ExchangeError> {
         let hub = hub()?;
+        super::check_topic(T::TOPIC)?;
         hub.claim::<AppData<T>>(T::TOPIC)?;
         let mut versions = hub.watch_data(T::TOPIC);
         versions.borrow_and_update();
@@ -84,6 +87,7 @@ impl<T: Exchange + Sync> AppData<T> {
     /// The current value, waiting for the first one if nothing was published yet.
     pub async fn wait() -> Result<Arc<T>, ExchangeError> {
         let hub = hub()?;
+        super::check_topic(T::TOPIC)?;
         hub.claim::<AppData<T>>(T::TOPIC)?;
         let mut versions = hub.watch_data(T::TOPIC);
         loop {

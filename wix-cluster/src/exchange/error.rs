@@ -27,6 +27,17 @@ pub enum ExchangeError {
         /// The type that tried to claim it too.
         second: &'static str,
     },
+    /// The topic starts with `wix_cluster.`, which wix-cluster keeps for its own
+    /// messages ([`RESERVED_PREFIX`]).
+    ///
+    /// [`RESERVED_PREFIX`]: crate::exchange::RESERVED_PREFIX
+    #[error(
+        "topic {topic:?} is reserved: topics starting with \"wix_cluster.\" are wix-cluster's own"
+    )]
+    ReservedTopic {
+        /// The topic.
+        topic: &'static str,
+    },
     /// A request handler is already registered for the topic.
     #[error("a request handler for topic {topic:?} is already registered")]
     HandlerExists {

@@ -155,7 +155,13 @@ struct State {
     /// has not ended, by slot and generation. A slot mid-handover has two: both get
     /// broadcasts and app data, `send_to` reaches the newest.
     workers: BTreeMap<WorkerKey, Link>,
+    /// Master: the sinks of reserved topics (see [`Hub::intercept`]).
+    sinks: Vec<(&'static str, Sink)>,
 }
+
+/// What takes a reserved topic's messages in the master: the worker process and the
+/// payload.
+pub(crate) type Sink = Arc<dyn Fn(WorkerKey, &[u8]) + Send + Sync>;
 
 /// The master's link to one worker process.
 struct Link {
@@ -272,10 +278,43 @@ impl Hub {
         }
     }
 
-    /// Like [`Hub::deliver`], for a message read from a worker's channel: a subscriber
-    /// whose budget is spent is waited for (up to [`BUDGET_WAIT`]), so that the worker's
-    /// channel is read no faster than the master's subscribers keep up.
-    pub(crate) async fn deliver_from_worker(&self, from: Peer, topic: &str, payload: Arc<[u8]>) {
+    /// Master: where the messages of a reserved topic (`wix_cluster.*`) go, with the
+    /// worker process they came from, as its channel names it (no subscriber of the
+    /// app ever sees them). Set once.
+    pub(crate) fn intercept(&self, topic: &'static str, sink: Sink) {
+        let mut state = self.state();
+        state.sinks.retain(|(known, _)| *known != topic);
+        state.sinks.push((topic, sink));
+    }
+
+    /// Like [`Hub::deliver`], for a message read from the channel of worker process
+    /// `key`: a subscriber whose budget is spent is waited for (up to
+    /// [`BUDGET_WAIT`]), so that the worker's channel is read no faster than the
+    /// master's subscribers keep up. A reserved topic goes to its sink, if any, or
+    /// nowhere.
+    pub(crate) async fn deliver_from_worker(
+        &self,
+        key: WorkerKey,
+        topic: &str,
+        payload: Arc<[u8]>,
+    ) {
+        if topic.starts_with(super::RESERVED_PREFIX) {
+            let sink = self
+                .state()
+                .sinks
+                .iter()
+                .find(|(known, _)| *known == topic)
+                .map(|(_, sink)| sink.clone());
+            match sink {
+                Some(sink) => sink(key, &payload),
+                None => tracing::debug!(
+                    "dropping a message on the reserved topic {topic:?} from worker {}",
+                    key.id
+                ),
+            }
+            return;
+        }
+        let from = Peer::Worker(key.id);
         let subscribers = match self.state().subscribers.get(topic) {
             Some(subscribers) => subscribers.clone(),
             None => return,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::series::{Batch, Buckets, Reading, SeriesKey};
-use super::{MAX_SERIES_PER_PROCESS, count_dropped};
+use super::{MAX_HELP_LEN, MAX_NAME_LEN, MAX_SERIES_PER_PROCESS, count_dropped};
 use crate::WorkerId;
 
 /// How long an ended process's readings wait for a late batch before they are folded.
@@ -103,17 +103,27 @@ impl View {
 }
 
 impl Aggregate {
-    /// Takes a batch from `origin`'s process of generation `batch.generation`.
-    pub(crate) fn ingest(&mut self, origin: Origin, batch: Batch) {
+    /// Takes a batch from `origin`'s process of `generation` (as the channel it came
+    /// on says). Every bound is checked again: what breaks one is dropped and counted.
+    pub(crate) fn ingest(&mut self, origin: Origin, generation: u32, batch: Batch) {
         self.settle();
-        let key = (origin, batch.generation);
+        let key = (origin, generation);
         if self.folded.contains(&key) {
             return;
         }
         for (name, help) in batch.descriptions {
+            if name.len() > MAX_NAME_LEN {
+                count_dropped();
+                continue;
+            }
             if self.descriptions.len() < MAX_SERIES_PER_PROCESS
                 || self.descriptions.contains_key(&name)
             {
+                let help = if help.chars().count() > MAX_HELP_LEN {
+                    help.chars().take(MAX_HELP_LEN).collect()
+                } else {
+                    help
+                };
                 self.descriptions.insert(name, help);
             }
         }
@@ -122,6 +132,10 @@ impl Aggregate {
             ended_at: None,
         });
         for (series, reading) in batch.series {
+            if !series.is_within_bounds() || !reading.is_within_bounds() {
+                count_dropped();
+                continue;
+            }
             // The process's own count of drops is always kept (one more series).
             let full = process.series.len() >= MAX_SERIES_PER_PROCESS
                 && series.name != super::DROPPED_TOTAL;
@@ -302,6 +316,7 @@ mod tests {
         let one = Origin::Worker(WorkerId(1));
         all.ingest(
             one,
+            0,
             batch(
                 0,
                 vec![
@@ -312,11 +327,12 @@ mod tests {
         );
         all.ingest(
             Origin::Worker(WorkerId(2)),
+            0,
             batch(0, vec![(jobs.clone(), Reading::Counter(2))]),
         );
         assert_eq!(all.view().counters[&jobs], 7);
         all.ended(one, 0);
-        all.ingest(one, batch(1, vec![(jobs.clone(), Reading::Counter(1))]));
+        all.ingest(one, 1, batch(1, vec![(jobs.clone(), Reading::Counter(1))]));
         let view = all.view();
         assert_eq!(view.counters[&jobs], 8);
         assert!(!view.gauges.contains_key(&depth));
@@ -327,7 +343,7 @@ mod tests {
         assert_eq!(all.view().counters[&jobs], 8);
         assert!(!all.processes.contains_key(&(one, 0)));
         // A late batch of the folded process is ignored.
-        all.ingest(one, batch(0, vec![(jobs.clone(), Reading::Counter(50))]));
+        all.ingest(one, 0, batch(0, vec![(jobs.clone(), Reading::Counter(50))]));
         assert_eq!(all.view().counters[&jobs], 8);
     }
 
@@ -336,13 +352,13 @@ mod tests {
         let mut old = Aggregate::default();
         let jobs = SeriesKey::new("jobs", vec![]);
         let one = Origin::Worker(WorkerId(1));
-        old.ingest(one, batch(0, vec![(jobs.clone(), Reading::Counter(4))]));
+        old.ingest(one, 0, batch(0, vec![(jobs.clone(), Reading::Counter(4))]));
         let mut new = Aggregate::default();
         new.set_predecessor(old.totals());
-        new.ingest(one, batch(0, vec![(jobs.clone(), Reading::Counter(1))]));
+        new.ingest(one, 0, batch(0, vec![(jobs.clone(), Reading::Counter(1))]));
         assert_eq!(new.view().counters[&jobs], 5);
         // The old workers went on counting until they drained.
-        old.ingest(one, batch(0, vec![(jobs.clone(), Reading::Counter(9))]));
+        old.ingest(one, 0, batch(0, vec![(jobs.clone(), Reading::Counter(9))]));
         new.set_predecessor(old.totals());
         assert_eq!(new.view().counters[&jobs], 10);
     }
