@@ -379,3 +379,63 @@ fn in_single_process_mode_the_same_recorder_serves_metrics() {
     );
     promtool_finds_nothing(&text);
 }
+
+/// The master's thread count, from `/proc`.
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn failed_upgrades_leave_no_totals_loop_running() {
+    // A deployed copy of the example, so that its binary can be replaced on disk.
+    let scratch =
+        wix_cluster_suite::Scratch::new(env!("CARGO_TARGET_TMPDIR"), "metrics-failed-upgrades");
+    let binary = scratch.deploy(&wix_cluster_suite::example_path("metrics"), "metrics");
+    let mut command = Command::new(&binary);
+    command
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env("PORT", "0")
+        .env("WIX_CLUSTER_WORKERS", "2")
+        .env("WIX_CLUSTER_MANAGEMENT_ADDR", "127.0.0.1:0")
+        .env_remove("WIX_CLUSTER_SINGLE");
+    let program = Program::spawn(command);
+    let management = program.management_addr();
+    program.wait_for_workers(2);
+    let threads = threads_of(program.pid());
+    // A build that exits at once, then 20 upgrades to it.
+    let staged = scratch.path("metrics.staged");
+    std::fs::write(&staged, "#!/bin/sh\nexit 3\n").expect("write the failing binary");
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&staged, mode).expect("make it executable");
+    std::fs::rename(&staged, &binary).expect("rename it into place");
+    for attempt in 1..=20 {
+        program.signal(Signal::SIGUSR2);
+        let failed = wait_until(PATIENCE, || {
+            program.log().matches("upgrade failed").count() >= attempt
+        });
+        assert!(failed, "upgrade {attempt} did not fail");
+    }
+    let loops = |s: &Scrape| value(s, "wix_cluster_upgrade_totals_loops", &[]);
+    scrape_until(management, "every totals loop ends", |s| {
+        loops(s) == Some(0.0)
+    });
+    // And none comes back over a window.
+    for _ in 0..10 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(loops(&parse(&metrics_text(management))), Some(0.0));
+    }
+    assert_eq!(
+        threads_of(program.pid()),
+        threads,
+        "the master's threads grew"
+    );
+}

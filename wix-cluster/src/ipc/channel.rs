@@ -298,6 +298,12 @@ impl Outbox {
         Ok(())
     }
 
+    /// Whether the channel is closed: its socket failed (the peer went away), or every
+    /// sender is gone. Sends then do nothing.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared().lock().closed
+    }
+
     /// Bytes queued and not yet written (the writer task's batch in hand included).
     pub(crate) fn backlog(&self) -> usize {
         let pending = self.shared().lock();
