@@ -149,8 +149,18 @@ impl Aggregate {
 
     /// `origin`'s process of `generation` ended: its readings stay for [`SETTLE`],
     /// then join the retired totals.
+    ///
+    /// A process whose first batch has not come yet gets an empty entry that ended
+    /// now: a batch arriving after its end (the channel's reader and the exit are
+    /// handled apart) lands in it and is folded with it, rather than making an entry
+    /// that never ends.
     pub(crate) fn ended(&mut self, origin: Origin, generation: u32) {
-        if let Some(process) = self.processes.get_mut(&(origin, generation)) {
+        let key = (origin, generation);
+        if !self.folded.contains(&key) {
+            let process = self.processes.entry(key).or_insert_with(|| Process {
+                series: HashMap::new(),
+                ended_at: None,
+            });
             process.ended_at.get_or_insert_with(Instant::now);
         }
         self.settle();
@@ -345,6 +355,38 @@ mod tests {
         // A late batch of the folded process is ignored.
         all.ingest(one, 0, batch(0, vec![(jobs.clone(), Reading::Counter(50))]));
         assert_eq!(all.view().counters[&jobs], 8);
+    }
+
+    #[test]
+    fn a_batch_that_comes_after_its_processs_end_is_folded_with_it() {
+        let mut all = Aggregate::default();
+        let jobs = SeriesKey::new("jobs", vec![]);
+        let depth = SeriesKey::new("depth", vec![]);
+        let one = Origin::Worker(WorkerId(1));
+        // The exit is handled before the process's only batch is read.
+        all.ended(one, 3);
+        all.ingest(
+            one,
+            3,
+            batch(
+                3,
+                vec![
+                    (jobs.clone(), Reading::Counter(2)),
+                    (depth.clone(), Reading::Gauge(1.0)),
+                ],
+            ),
+        );
+        let view = all.view();
+        assert_eq!(view.counters[&jobs], 2);
+        // Not live: its gauges are not shown.
+        assert!(!view.gauges.contains_key(&depth));
+        assert!(all.newest_live().is_empty());
+        // And it is freed after the settle time, its count kept.
+        if let Some(process) = all.processes.get_mut(&(one, 3)) {
+            process.ended_at = Some(Instant::now() - SETTLE);
+        }
+        assert_eq!(all.view().counters[&jobs], 2);
+        assert!(all.processes.is_empty());
     }
 
     #[test]
