@@ -6,11 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use nix::sys::signal::Signal;
 use prometheus_parse::{Sample, Scrape, Value};
-use wix_cluster_suite::{PATIENCE, Program, http_get, rss_bytes, send_signal, wait_until};
+use wix_cluster_suite::{
+    PATIENCE, Program, http_get, promtool_finds_nothing, rss_bytes, send_signal, wait_until,
+};
 
 fn start(env: &[(&str, &str)]) -> (Program, SocketAddr, SocketAddr) {
     let mut all = vec![
@@ -68,19 +70,19 @@ fn scrape_until(
 }
 
 /// Sends `n` requests for `path`, each on a new connection, so that both workers take
-/// some.
-fn requests(app: SocketAddr, path: &str, n: usize) {
+/// some, each answered with `status`.
+fn requests(app: SocketAddr, path: &str, n: usize, status: u16) {
     for _ in 0..n {
         let response = http_get(app, path).expect("request");
-        assert!(response.status < 600, "{response:?}");
+        assert_eq!(response.status, status, "{response:?}");
     }
 }
 
 #[test]
 fn the_apps_and_a_librarys_metrics_add_up_across_the_workers_and_pass_promtool() {
     let (program, app, management) = start(&[]);
-    requests(app, "/job?kind=resize", 30);
-    requests(app, "/job?kind=crop", 20);
+    requests(app, "/job?kind=resize", 30, 200);
+    requests(app, "/job?kind=crop", 20, 200);
     // Both workers served some (their request counts, as of their heartbeats).
     let served = |s: &Scrape, worker| {
         value(
@@ -156,32 +158,6 @@ fn the_apps_and_a_librarys_metrics_add_up_across_the_workers_and_pass_promtool()
     drop(program);
 }
 
-/// `promtool check metrics` (Debian's prometheus package) reports no problem.
-fn promtool_finds_nothing(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool (apt-get install prometheus; .ci/run does it)");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("promtool's stdin");
-        stdin.write_all(text.as_bytes()).expect("write to promtool");
-    }
-    let output = child.wait_with_output().expect("promtool's output");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success() && said.trim().is_empty(),
-        "promtool check metrics: {said}\n{text}"
-    );
-}
-
 /// The counters this test follows, from one scrape.
 fn counters(management: SocketAddr) -> BTreeMap<String, f64> {
     let scrape = parse(&metrics_text(management));
@@ -211,7 +187,7 @@ fn assert_monotonic(step: &str, before: &BTreeMap<String, f64>, after: &BTreeMap
 
 /// Sends `n` jobs and waits until the master counted them all.
 fn jobs(app: SocketAddr, management: SocketAddr, n: usize, expected: f64) -> BTreeMap<String, f64> {
-    requests(app, "/job?kind=a", n);
+    requests(app, "/job?kind=a", n, 200);
     let mut now = BTreeMap::new();
     let counted = wait_until(PATIENCE, || {
         now = counters(management);
@@ -261,9 +237,9 @@ fn counters_never_go_backwards_across_a_kill_a_rolling_restart_and_an_upgrade() 
 #[test]
 fn request_metrics_count_exactly_what_was_served_and_can_be_switched_off() {
     let (program, app, management) = start(&[]);
-    requests(app, "/status/201", 7);
-    requests(app, "/status/404", 5);
-    requests(app, "/status/503", 3);
+    requests(app, "/status/201", 7, 201);
+    requests(app, "/status/404", 5, 404);
+    requests(app, "/status/503", 3, 503);
     // The readiness probes of `start` were GET / (2xx) too: count 2xx apart.
     let class = |s: &Scrape, class: &str| {
         value(
@@ -306,8 +282,8 @@ fn request_metrics_count_exactly_what_was_served_and_can_be_switched_off() {
     drop(program);
 
     let (program, app, management) = start(&[("WIX_CLUSTER_REQUEST_METRICS", "0")]);
-    requests(app, "/status/201", 5);
-    requests(app, "/job?kind=a", 1);
+    requests(app, "/status/201", 5, 201);
+    requests(app, "/job?kind=a", 1, 200);
     let text = scrape_until(management, "the app's own metric arrives", |s| {
         value(s, "app_jobs_requested_total", &[("kind", "a")]) == Some(1.0)
     });
@@ -361,7 +337,7 @@ fn in_single_process_mode_the_same_recorder_serves_metrics() {
     let app = program.listening_addr();
     let management = program.management_addr();
     program.wait_for_200(app, "/");
-    requests(app, "/job?kind=solo", 4);
+    requests(app, "/job?kind=solo", 4, 200);
     let text = scrape_until(management, "the one process's metrics", |s| {
         value(s, "app_jobs_requested_total", &[("kind", "solo")]) == Some(4.0)
             && value(s, "support_jobs_processed_total", &[("kind", "solo")]) == Some(4.0)

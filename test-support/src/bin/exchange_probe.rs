@@ -17,7 +17,9 @@
 //! messages of 1 MiB (`Flood`, which no worker subscribes to); `/flood-master?count=N&kb=K`
 //! sends the master N `Sink` messages of K KiB (its subscriber never reads them);
 //! `/names?count=N` reports N custom gauges of distinct names; `/collide` reports
-//! gauges named like built-in `/metrics` families.
+//! gauges named like built-in `/metrics` families; `/hostile-names` records metrics
+//! whose names and labels collide once made valid (`a-b` and `a_b`, a histogram's own
+//! `le`, a leading `__`, `hostile.family` and `hostile_family`).
 //!
 //! `FAIL_FROM_GENERATION=N`: a worker of generation N or later fails right after its
 //! handshake, before it listens (a successor that never becomes ready).
@@ -364,6 +366,15 @@ async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
             wix_cluster::metrics::gauge("process_resident_memory_bytes", 1.0);
             wix_cluster::metrics::counter("wix_cluster.workers.forked", 5);
             reply("collided".into())
+        }))
+        .route("/hostile-names", get(move || async move {
+            // Names that only the exposition's rules keep valid.
+            metrics::counter!("hostile.labels", "a-b" => "1", "a_b" => "2").increment(1);
+            metrics::histogram!("hostile_latency", "le" => "mine").record(0.2);
+            metrics::gauge!("__reserved_level").set(1.0);
+            metrics::counter!("hostile.family").increment(1);
+            metrics::counter!("hostile_family").increment(2);
+            reply("named".into())
         }))
         .route("/ask/blob", get(move |Query(q): Query<Megabytes>| async move { ask(Ask::Blob(q.mb)) }))
         .route("/ask/blobs", get(move |Query(q): Query<Blobs>| async move { ask(Ask::Blobs(q.count, q.mb)) }))

@@ -212,7 +212,9 @@ const REFRESH_EVERY: u64 = 40;
 /// What changed since the last call, as a batch; `None` when nothing did. This
 /// process's count of dropped updates travels as the counter [`DROPPED_TOTAL`].
 fn changes(registry: &Registry, generation: u32, all: bool) -> Option<Batch> {
-    static SENT_DROPPED: AtomicU64 = AtomicU64::new(0);
+    // Nothing sent yet: the first batch carries the count, 0 included, so that
+    // `wix_cluster_metrics_dropped_total` is there from the start.
+    static SENT_DROPPED: AtomicU64 = AtomicU64::new(u64::MAX);
     let (mut series, descriptions) = if all {
         registry.take_all()
     } else {
