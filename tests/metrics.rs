@@ -415,3 +415,74 @@ fn failed_upgrades_leave_no_totals_loop_running() {
         "the master's threads grew"
     );
 }
+
+/// Every `_count` of the histogram `name` in a scrape, by its label set.
+fn histogram_counts(scrape: &Scrape, name: &str) -> BTreeMap<String, f64> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter_map(|s| match &s.value {
+            Value::Histogram(buckets) => {
+                let count = buckets.last().map_or(0.0, |b| b.count);
+                Some((format!("{:?}", s.labels), count))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_roll_to_other_buckets_keeps_every_observation_and_no_series_goes_backwards() {
+    let scratch = wix_cluster_suite::Scratch::new(env!("CARGO_TARGET_TMPDIR"), "metrics-layouts");
+    let file = scratch.path("buckets");
+    std::fs::write(&file, "0.1,1").expect("write the buckets");
+    let file_text = file.to_string_lossy().into_owned();
+    let program = Program::start_fixture(
+        "layouts",
+        &[
+            ("PORT", "0"),
+            ("WIX_CLUSTER_MANAGEMENT_ADDR", "127.0.0.1:0"),
+            ("BUCKETS_FILE", &file_text),
+        ],
+    );
+    let app = program.listening_addr();
+    let management = program.management_addr();
+    let old = program.wait_for_workers(2);
+    requests(app, "/observe?v=0.2", 10, 200);
+    let total =
+        |s: &Scrape| -> f64 { histogram_counts(s, "layout_latency_seconds").values().sum() };
+    scrape_until(management, "10 observations", |s| total(s) == 10.0);
+
+    // The new layout, and a roll to workers that read it.
+    std::fs::write(&file, "0.5,5").expect("write the new buckets");
+    program.signal(Signal::SIGHUP);
+    let mut last = histogram_counts(&parse(&metrics_text(management)), "layout_latency_seconds");
+    let rolled = wait_until(PATIENCE, || {
+        let now = program.children();
+        let scrape = parse(&metrics_text(management));
+        let counts = histogram_counts(&scrape, "layout_latency_seconds");
+        for (series, count) in &last {
+            let after = counts.get(series).copied().unwrap_or(0.0);
+            assert!(after >= *count, "{series} went from {count} to {after}");
+        }
+        last = counts;
+        now.len() == 2 && now.iter().all(|pid| !old.contains(pid))
+    });
+    assert!(rolled, "the workers were not replaced");
+    requests(app, "/observe?v=0.2", 5, 200);
+    let text = scrape_until(management, "all 15 observations", |s| total(s) == 15.0);
+    // The old layout's 10 stay in the series as it was, the new layout's 5 apart.
+    let scrape = parse(&text);
+    let counts = histogram_counts(&scrape, "layout_latency_seconds");
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    assert!(
+        text.contains("layout_latency_seconds_count 10\n"),
+        "the old layout's series:\n{text}"
+    );
+    assert!(
+        text.contains("layout_latency_seconds_count{wix_cluster_buckets=\"0.5,5\"} 5\n"),
+        "the new layout's series:\n{text}"
+    );
+    promtool_finds_nothing(&text);
+}

@@ -66,7 +66,16 @@ pub(crate) struct Aggregate {
     predecessor: BTreeMap<SeriesKey, Total>,
     folded: VecDeque<ProcessKey>,
     descriptions: BTreeMap<String, String>,
+    /// The bucket bounds of each histogram series as first seen: readings with other
+    /// bounds (a build with other `histogram_buckets`) are summed under the series with
+    /// the label [`LAYOUT_LABEL`] added, so that no series ever mixes two layouts or
+    /// changes layout (and so never goes backwards). At most [`MAX_RETIRED_SERIES`].
+    layouts: HashMap<SeriesKey, Vec<f64>>,
 }
+
+/// The label that tells a histogram's other bucket layouts apart: its bounds, joined
+/// by `,`.
+pub const LAYOUT_LABEL: &str = "wix_cluster_buckets";
 
 /// A copy of the cluster's metrics, as `/metrics` and the `Statsd` plugin show them.
 #[derive(Debug, Clone, Default)]
@@ -188,9 +197,11 @@ impl Aggregate {
     }
 
     fn retire(&mut self, series: SeriesKey, reading: Reading) {
-        let total = match reading {
-            Reading::Counter(value) => Total::Counter(value),
-            Reading::Histogram(buckets) => Total::Histogram(buckets),
+        let (series, total) = match reading {
+            Reading::Counter(value) => (series, Total::Counter(value)),
+            Reading::Histogram(buckets) => {
+                (self.place(&series, &buckets), Total::Histogram(buckets))
+            }
             Reading::Gauge(_) => return,
         };
         self.add_retired(series, total);
@@ -214,6 +225,29 @@ impl Aggregate {
         }
     }
 
+    /// The series under which `buckets` of `series` are summed: `series` itself when
+    /// the bounds are the ones first seen for it (recorded now if none were), else
+    /// `series` with [`LAYOUT_LABEL`] naming the bounds.
+    fn place(&mut self, series: &SeriesKey, buckets: &Buckets) -> SeriesKey {
+        if series.label(LAYOUT_LABEL).is_some() {
+            return series.clone();
+        }
+        let room = self.layouts.len() < MAX_RETIRED_SERIES;
+        let first = match self.layouts.get(series) {
+            Some(bounds) => bounds,
+            None if room => self
+                .layouts
+                .entry(series.clone())
+                .or_insert_with(|| buckets.bounds.clone()),
+            None => return with_layout(series, &buckets.bounds),
+        };
+        if *first == buckets.bounds {
+            series.clone()
+        } else {
+            with_layout(series, &buckets.bounds)
+        }
+    }
+
     /// The cluster's metrics now.
     pub(crate) fn view(&mut self) -> View {
         self.settle();
@@ -221,23 +255,44 @@ impl Aggregate {
             descriptions: self.descriptions.clone(),
             ..View::default()
         };
-        for (series, total) in self.retired.iter().chain(&self.predecessor) {
+        let handed: Vec<(SeriesKey, Total)> = self
+            .retired
+            .iter()
+            .chain(&self.predecessor)
+            .map(|(series, total)| (series.clone(), total.clone()))
+            .collect();
+        for (series, total) in handed {
             match total {
-                Total::Counter(value) => view.add_counter(series, *value),
-                Total::Histogram(buckets) => view.add_histogram(series, buckets),
+                Total::Counter(value) => view.add_counter(&series, value),
+                Total::Histogram(buckets) => {
+                    let series = self.place(&series, &buckets);
+                    view.add_histogram(&series, &buckets);
+                }
             }
         }
         let newest = self.newest_live();
-        for (key, process) in &self.processes {
-            for (series, reading) in &process.series {
+        // In a fixed order (oldest process first), so that the first layout seen of a
+        // series never depends on a map's order.
+        let mut keys: Vec<ProcessKey> = self.processes.keys().copied().collect();
+        keys.sort();
+        for key in keys {
+            let readings: Vec<(SeriesKey, Reading)> = match self.processes.get(&key) {
+                Some(process) => process
+                    .series
+                    .iter()
+                    .map(|(series, reading)| (series.clone(), reading.clone()))
+                    .collect(),
+                None => continue,
+            };
+            for (series, reading) in readings {
                 match reading {
-                    Reading::Counter(value) => view.add_counter(series, *value),
-                    Reading::Histogram(buckets) => view.add_histogram(series, buckets),
+                    Reading::Counter(value) => view.add_counter(&series, value),
+                    Reading::Histogram(buckets) => {
+                        let series = self.place(&series, &buckets);
+                        view.add_histogram(&series, &buckets);
+                    }
                     Reading::Gauge(value) if newest.get(&key.0) == Some(&key.1) => {
-                        view.gauges
-                            .entry(series.clone())
-                            .or_default()
-                            .insert(key.0, *value);
+                        view.gauges.entry(series).or_default().insert(key.0, value);
                     }
                     Reading::Gauge(_) => {}
                 }
@@ -303,7 +358,30 @@ impl Aggregate {
     /// it sent before (at most [`MAX_RETIRED_SERIES`] series).
     pub(crate) fn set_predecessor(&mut self, totals: Vec<(SeriesKey, Total)>) {
         self.predecessor = totals.into_iter().take(MAX_RETIRED_SERIES).collect();
+        // The old master's layouts are the series' history: they stay first.
+        for (series, total) in &self.predecessor {
+            if let Total::Histogram(buckets) = total {
+                if series.label(LAYOUT_LABEL).is_none()
+                    && (self.layouts.len() < MAX_RETIRED_SERIES
+                        || self.layouts.contains_key(series))
+                {
+                    self.layouts.insert(series.clone(), buckets.bounds.clone());
+                }
+            }
+        }
     }
+}
+
+/// `series` with [`LAYOUT_LABEL`] naming `bounds`.
+fn with_layout(series: &SeriesKey, bounds: &[f64]) -> SeriesKey {
+    let layout = bounds
+        .iter()
+        .map(|bound| bound.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut labels = series.labels.clone();
+    labels.push((LAYOUT_LABEL.to_owned(), layout));
+    SeriesKey::new(series.name.clone(), labels)
 }
 
 #[cfg(test)]
@@ -387,6 +465,76 @@ mod tests {
         }
         assert_eq!(all.view().counters[&jobs], 2);
         assert!(all.processes.is_empty());
+    }
+
+    fn histogram(bounds: &[f64], counts: Vec<u64>) -> Reading {
+        Reading::Histogram(Buckets {
+            bounds: bounds.to_vec(),
+            counts,
+            sum: 1.0,
+        })
+    }
+
+    #[test]
+    fn histograms_of_another_layout_are_summed_apart_and_nothing_goes_backwards() {
+        let mut all = Aggregate::default();
+        let lat = SeriesKey::new("lat", vec![]);
+        let (one, two) = (Origin::Worker(WorkerId(1)), Origin::Worker(WorkerId(2)));
+        let old = [0.1, 1.0];
+        let new = [0.5, 5.0];
+        // Slot 2 runs the new build before slot 1 is rolled.
+        all.ingest(
+            one,
+            0,
+            batch(0, vec![(lat.clone(), histogram(&old, vec![1, 1, 1]))]),
+        );
+        all.ingest(
+            two,
+            1,
+            batch(1, vec![(lat.clone(), histogram(&new, vec![2, 0, 0]))]),
+        );
+        let other = with_layout(&lat, &new);
+        let view = all.view();
+        assert_eq!(view.histograms[&lat].count(), 3);
+        assert_eq!(view.histograms[&other].count(), 2);
+        assert_eq!(other.label(LAYOUT_LABEL), Some("0.5,5"));
+        // Slot 2's process ends first: retired, its layout still apart.
+        all.ended(two, 1);
+        if let Some(process) = all.processes.get_mut(&(two, 1)) {
+            process.ended_at = Some(Instant::now() - SETTLE);
+        }
+        all.ingest(
+            two,
+            2,
+            batch(2, vec![(lat.clone(), histogram(&new, vec![1, 0, 0]))]),
+        );
+        let view = all.view();
+        assert_eq!(view.histograms[&lat].count(), 3);
+        assert_eq!(view.histograms[&other].count(), 3);
+        // Slot 1 rolled too: its old-layout total stays where it was.
+        all.ended(one, 0);
+        if let Some(process) = all.processes.get_mut(&(one, 0)) {
+            process.ended_at = Some(Instant::now() - SETTLE);
+        }
+        all.ingest(
+            one,
+            3,
+            batch(3, vec![(lat.clone(), histogram(&new, vec![4, 0, 0]))]),
+        );
+        let view = all.view();
+        assert_eq!(view.histograms[&lat].count(), 3);
+        assert_eq!(view.histograms[&other].count(), 7);
+        // A new master goes on from the same series.
+        let mut next = Aggregate::default();
+        next.set_predecessor(all.totals());
+        next.ingest(
+            one,
+            0,
+            batch(0, vec![(lat.clone(), histogram(&new, vec![1, 0, 0]))]),
+        );
+        let view = next.view();
+        assert_eq!(view.histograms[&lat].count(), 3);
+        assert_eq!(view.histograms[&other].count(), 8);
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //!   ended keeps its last total in the sum, so a counter never goes backwards when a
 //!   worker dies or is replaced, and a master upgrade hands the totals over;
 //! - **histograms** are merged bucket by bucket the same way (buckets: [`DEFAULT_BUCKETS`]
-//!   unless `ClusterBuilder::histogram_buckets` says otherwise);
+//!   unless `ClusterBuilder::histogram_buckets` says otherwise); readings with bounds
+//!   other than those first seen for the series (a build with other buckets) are
+//!   summed apart, under the label [`LAYOUT_LABEL`];
 //! - **gauges** are per worker (label `worker`, the newest live process of each slot;
 //!   the master's own as `worker="master"`): a sum over workers is `sum without(worker)`
 //!   in PromQL, meaningful for levels such as in-flight requests, not for others.
@@ -49,7 +51,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub use aggregate::{MAX_RETIRED_SERIES, Origin, View};
+pub use aggregate::{LAYOUT_LABEL, MAX_RETIRED_SERIES, Origin, View};
 pub(crate) use aggregate::{ProcessKey, Total};
 pub use series::{Buckets, Reading, SeriesKey};
 
