@@ -844,3 +844,29 @@ impl Load {
         total
     }
 }
+
+/// Asserts that `promtool check metrics` (Debian's prometheus package) reports no
+/// problem with `text`, a `/metrics` page.
+pub fn promtool_finds_nothing(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool (apt-get install prometheus; .ci/run does it)");
+    {
+        let mut stdin = child.stdin.take().expect("promtool's stdin");
+        stdin.write_all(text.as_bytes()).expect("write to promtool");
+    }
+    let output = child.wait_with_output().expect("promtool's output");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}\n{text}"
+    );
+}

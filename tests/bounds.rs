@@ -38,6 +38,20 @@ fn peak_rss(pid: u32, patience: Duration, mut until: impl FnMut() -> bool) -> u6
 #[test]
 fn a_worker_that_stops_reading_is_replaced_and_the_master_stays_bounded() {
     let (program, addr) = probe();
+    let management = program.management_addr();
+    let refused = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("wix_cluster_exchange_backlog_refused_total "))
+            .and_then(|value| value.parse::<f64>().ok())
+    };
+    // Written from the start.
+    let mut at_start = None;
+    wait_until(PATIENCE, || {
+        at_start = refused(&program.wait_for_200(management, "/metrics").body);
+        at_start.is_some()
+    });
+    assert_eq!(at_start, Some(0.0));
     let workers = program.workers();
     let stopped = workers[0];
     let before = rss_bytes(program.pid());
@@ -61,6 +75,16 @@ fn a_worker_that_stops_reading_is_replaced_and_the_master_stays_bounded() {
         peak < before + (400 << 20),
         "the master grew from {before} to {peak} bytes while one worker did not read"
     );
+    // The broadcasts the stopped worker had no room for were an error to the caller,
+    // and counted.
+    let line = program.wait_for_log("master could not do what");
+    assert!(line.contains("does not keep up"), "{line}");
+    let mut counted = None;
+    wait_until(PATIENCE, || {
+        counted = refused(&program.wait_for_200(management, "/metrics").body);
+        counted.is_some_and(|n| n > 0.0)
+    });
+    assert!(counted.is_some_and(|n| n > 0.0), "{counted:?}");
 }
 
 #[test]
@@ -120,26 +144,142 @@ fn a_worker_flooding_the_master_leaves_it_bounded_and_ready() {
     );
 }
 
+/// The label names of a sample line of the text format (`name{a="1",b="2"} v`).
+fn label_names(line: &str) -> Vec<String> {
+    let Some((_, rest)) = line.split_once('{') else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    let mut rest = rest;
+    while let Some((name, after)) = rest.split_once("=\"") {
+        names.push(name.trim_start_matches(',').to_owned());
+        // Skip the value, escapes included.
+        let mut end = 0;
+        let bytes = after.as_bytes();
+        while end < bytes.len() && bytes[end] != b'"' {
+            end += if bytes[end] == b'\\' { 2 } else { 1 };
+        }
+        rest = after.get(end + 1..).unwrap_or_default();
+        if rest.starts_with('}') {
+            break;
+        }
+    }
+    names
+}
+
 #[test]
 fn a_custom_metric_named_like_a_built_in_family_leaves_metrics_whole() {
     let (program, addr) = probe();
     let management = program.management_addr();
-    let collided = http_get(addr, "/collide").expect("served");
-    assert_eq!(collided.status, 200);
-    // The gauges arrive a moment later; each scrape registers what has arrived.
+    for route in ["/collide", "/hostile-names"] {
+        let answered = http_get(addr, route).expect("served");
+        assert_eq!(answered.status, 200, "{answered:?}");
+    }
+    // The metrics arrive a moment later; each scrape registers what has arrived.
     let mut metrics = String::new();
     let warned = wait_until(PATIENCE, || {
         metrics = program.wait_for_200(management, "/metrics").body;
-        program.log().contains("is left out of /metrics")
+        let log = program.log();
+        log.contains("is left out of /metrics")
+            && log.contains("in /metrics, family hostile_labels_total")
+            && log.contains("in /metrics, family hostile_family_total")
+            && metrics.contains("hostile_latency_bucket")
     });
-    assert!(warned, "no collision was seen");
-    for family in [
-        "wix_cluster_workers_desired 2",
-        "wix_cluster_workers_forked_total 2",
-        "process_resident_memory_bytes{worker=\"1\"}",
-        "wix_cluster_workers_ready",
-        "wix_cluster_failing 0",
-    ] {
-        assert!(metrics.contains(family), "{family} is missing:\n{metrics}");
+    assert!(warned, "no collision was seen:\n{metrics}");
+    wix_cluster_suite::promtool_finds_nothing(&metrics);
+    let scrape = prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_owned())))
+        .expect("the page parses");
+    // Each built-in series once, with its real value.
+    let only = |name: &str, labels: &[(&str, &str)]| {
+        let found: Vec<f64> = scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "{name}{labels:?}: {found:?}\n{metrics}");
+        found[0]
+    };
+    assert_eq!(only("wix_cluster_workers_desired", &[]), 2.0);
+    assert_eq!(only("wix_cluster_workers_forked_total", &[]), 2.0);
+    assert_eq!(only("wix_cluster_workers_ready", &[]), 2.0);
+    assert_eq!(only("wix_cluster_failing", &[]), 0.0);
+    assert!(only("process_resident_memory_bytes", &[("worker", "1")]) > 1.0);
+    // Written from the start.
+    assert!(only("wix_cluster_metrics_dropped_total", &[]) >= 0.0);
+    // No sample has two labels of one name, nor a reserved name.
+    for line in metrics.lines().filter(|line| !line.starts_with('#')) {
+        let names = label_names(line);
+        let unique: std::collections::HashSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{line}");
+        assert!(!line.starts_with("__"), "{line}");
+        assert!(names.iter().all(|name| !name.starts_with("__")), "{line}");
     }
+    // A user's `le` on a histogram does not clash with the buckets' own.
+    assert!(
+        metrics.contains("hostile_latency_count{exported_le=\"mine\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn forged_metric_batches_leave_the_master_bounded_and_metrics_whole() {
+    let program = Program::start_fixture("forger", &[("PORT", "0")]);
+    let addr = program.listening_addr();
+    let management = program.management_addr();
+    program.wait_for_workers(1);
+    program.wait_for_200(addr, "/forge?batches=0");
+    // No app type reads the metrics topic.
+    let line = program.wait_for_log("subscribing to the metrics topic: ");
+    assert!(line.contains("is reserved"), "{line}");
+    let before = rss_bytes(program.pid());
+    // 120 batches, each claiming another process, each of 1000 series of 2 KiB.
+    let forge = std::thread::spawn(move || http_get(addr, "/forge?batches=120"));
+    let mut peak = peak_rss(program.pid(), Duration::from_secs(120), || {
+        forge.is_finished()
+    });
+    let forged = forge.join().expect("forge thread").expect("forge answered");
+    assert!(forged.body.starts_with("sent=120"), "{forged:?}");
+    // What was sent last is read a moment later.
+    let settled = Instant::now() + Duration::from_secs(3);
+    peak = peak.max(peak_rss(program.pid(), PATIENCE, || {
+        Instant::now() > settled
+    }));
+    // 120 x 1000 series of 2 KiB would be hundreds of MiB; one process's 1000 are 2.
+    assert!(
+        peak < before + (48 << 20),
+        "the master grew from {before} to {peak} bytes under forged batches"
+    );
+    let metrics = program.wait_for_200(management, "/metrics").body;
+    // One process's worth of series (the one channel they came on), none past a bound.
+    let forged_series = metrics
+        .lines()
+        .filter(|line| line.starts_with("forged_"))
+        .count();
+    assert!(
+        forged_series <= 1000,
+        "{forged_series} forged series (one process keeps at most 1000)"
+    );
+    for line in metrics.lines().filter(|line| !line.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap_or_default();
+        assert!(name.len() <= 200, "a name past its bound: {}", &line[..200]);
+        assert!(
+            line.matches("=\"").count() <= 9,
+            "too many labels: {line:.300}"
+        );
+        assert!(!name.starts_with("forged_wide_histogram"), "{line:.300}");
+    }
+    assert!(
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("# HELP"))
+            .all(|line| line.len() < 1000),
+        "a description past its bound"
+    );
 }

@@ -316,7 +316,7 @@ fn dashboard_in_chromium_under_a_mount_point_shows_the_workers_and_charts() {
     program.wait_for_200(management, "/admin/health/ready");
     let browser =
         chromium(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-mounted-profile"));
-    let children: BTreeSet<u32> = program.children().into_iter().collect();
+    let children: BTreeSet<u32> = program.workers().into_iter().collect();
     let path = "/admin/dashboard";
     let tab = open_dashboard_at(&browser, management, path);
     {

@@ -381,3 +381,22 @@ fn sixty_four_mib_of_app_data_is_there_before_every_workers_app_runs() {
     let expected = format!("start={mib64} now={mib64} version=1 ok=true");
     blobs_settle(addr, &pids, |answer| answer == expected);
 }
+
+#[test]
+fn back_to_back_app_data_leaves_every_worker_with_the_newest_value() {
+    let program = Program::start_fixture(
+        "exchange_probe",
+        &[("PORT", "0"), ("WIX_CLUSTER_WORKERS", "2")],
+    );
+    let addr = program.listening_addr();
+    let pids: HashSet<u32> = program.wait_for_workers(2).into_iter().collect();
+    // Three values of 100 MiB, published faster than a worker reads them: each worker
+    // ends with the third (version 4), whatever its backlog held meanwhile.
+    get(addr, "/ask/blobs?count=3&mb=100");
+    program.wait_for_log("master did what");
+    let newest = format!("now={} version=4 ok=true", 100 << 20);
+    blobs_settle(addr, &pids, |answer| answer.ends_with(&newest));
+    // Nobody was replaced for it.
+    let now: HashSet<u32> = program.workers().into_iter().collect();
+    assert_eq!(now, pids, "workers were replaced");
+}

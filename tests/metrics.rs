@@ -6,11 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use nix::sys::signal::Signal;
 use prometheus_parse::{Sample, Scrape, Value};
-use wix_cluster_suite::{PATIENCE, Program, http_get, rss_bytes, send_signal, wait_until};
+use wix_cluster_suite::{
+    PATIENCE, Program, http_get, promtool_finds_nothing, rss_bytes, send_signal, wait_until,
+};
 
 fn start(env: &[(&str, &str)]) -> (Program, SocketAddr, SocketAddr) {
     let mut all = vec![
@@ -68,19 +70,19 @@ fn scrape_until(
 }
 
 /// Sends `n` requests for `path`, each on a new connection, so that both workers take
-/// some.
-fn requests(app: SocketAddr, path: &str, n: usize) {
+/// some, each answered with `status`.
+fn requests(app: SocketAddr, path: &str, n: usize, status: u16) {
     for _ in 0..n {
         let response = http_get(app, path).expect("request");
-        assert!(response.status < 600, "{response:?}");
+        assert_eq!(response.status, status, "{response:?}");
     }
 }
 
 #[test]
 fn the_apps_and_a_librarys_metrics_add_up_across_the_workers_and_pass_promtool() {
     let (program, app, management) = start(&[]);
-    requests(app, "/job?kind=resize", 30);
-    requests(app, "/job?kind=crop", 20);
+    requests(app, "/job?kind=resize", 30, 200);
+    requests(app, "/job?kind=crop", 20, 200);
     // Both workers served some (their request counts, as of their heartbeats).
     let served = |s: &Scrape, worker| {
         value(
@@ -156,32 +158,6 @@ fn the_apps_and_a_librarys_metrics_add_up_across_the_workers_and_pass_promtool()
     drop(program);
 }
 
-/// `promtool check metrics` (Debian's prometheus package) reports no problem.
-fn promtool_finds_nothing(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool (apt-get install prometheus; .ci/run does it)");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("promtool's stdin");
-        stdin.write_all(text.as_bytes()).expect("write to promtool");
-    }
-    let output = child.wait_with_output().expect("promtool's output");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success() && said.trim().is_empty(),
-        "promtool check metrics: {said}\n{text}"
-    );
-}
-
 /// The counters this test follows, from one scrape.
 fn counters(management: SocketAddr) -> BTreeMap<String, f64> {
     let scrape = parse(&metrics_text(management));
@@ -211,7 +187,7 @@ fn assert_monotonic(step: &str, before: &BTreeMap<String, f64>, after: &BTreeMap
 
 /// Sends `n` jobs and waits until the master counted them all.
 fn jobs(app: SocketAddr, management: SocketAddr, n: usize, expected: f64) -> BTreeMap<String, f64> {
-    requests(app, "/job?kind=a", n);
+    requests(app, "/job?kind=a", n, 200);
     let mut now = BTreeMap::new();
     let counted = wait_until(PATIENCE, || {
         now = counters(management);
@@ -261,9 +237,9 @@ fn counters_never_go_backwards_across_a_kill_a_rolling_restart_and_an_upgrade() 
 #[test]
 fn request_metrics_count_exactly_what_was_served_and_can_be_switched_off() {
     let (program, app, management) = start(&[]);
-    requests(app, "/status/201", 7);
-    requests(app, "/status/404", 5);
-    requests(app, "/status/503", 3);
+    requests(app, "/status/201", 7, 201);
+    requests(app, "/status/404", 5, 404);
+    requests(app, "/status/503", 3, 503);
     // The readiness probes of `start` were GET / (2xx) too: count 2xx apart.
     let class = |s: &Scrape, class: &str| {
         value(
@@ -306,8 +282,8 @@ fn request_metrics_count_exactly_what_was_served_and_can_be_switched_off() {
     drop(program);
 
     let (program, app, management) = start(&[("WIX_CLUSTER_REQUEST_METRICS", "0")]);
-    requests(app, "/status/201", 5);
-    requests(app, "/job?kind=a", 1);
+    requests(app, "/status/201", 5, 201);
+    requests(app, "/job?kind=a", 1, 200);
     let text = scrape_until(management, "the app's own metric arrives", |s| {
         value(s, "app_jobs_requested_total", &[("kind", "a")]) == Some(1.0)
     });
@@ -361,7 +337,7 @@ fn in_single_process_mode_the_same_recorder_serves_metrics() {
     let app = program.listening_addr();
     let management = program.management_addr();
     program.wait_for_200(app, "/");
-    requests(app, "/job?kind=solo", 4);
+    requests(app, "/job?kind=solo", 4, 200);
     let text = scrape_until(management, "the one process's metrics", |s| {
         value(s, "app_jobs_requested_total", &[("kind", "solo")]) == Some(4.0)
             && value(s, "support_jobs_processed_total", &[("kind", "solo")]) == Some(4.0)
@@ -376,6 +352,137 @@ fn in_single_process_mode_the_same_recorder_serves_metrics() {
     assert!(
         text.contains("http_server_request_duration_seconds_count{"),
         "{text}"
+    );
+    promtool_finds_nothing(&text);
+}
+
+/// The master's thread count, from `/proc`.
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn failed_upgrades_leave_no_totals_loop_running() {
+    // A deployed copy of the example, so that its binary can be replaced on disk.
+    let scratch =
+        wix_cluster_suite::Scratch::new(env!("CARGO_TARGET_TMPDIR"), "metrics-failed-upgrades");
+    let binary = scratch.deploy(&wix_cluster_suite::example_path("metrics"), "metrics");
+    let mut command = Command::new(&binary);
+    command
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env("PORT", "0")
+        .env("WIX_CLUSTER_WORKERS", "2")
+        .env("WIX_CLUSTER_MANAGEMENT_ADDR", "127.0.0.1:0")
+        .env_remove("WIX_CLUSTER_SINGLE");
+    let program = Program::spawn(command);
+    let management = program.management_addr();
+    program.wait_for_workers(2);
+    let threads = threads_of(program.pid());
+    // A build that exits at once, then 20 upgrades to it.
+    let staged = scratch.path("metrics.staged");
+    std::fs::write(&staged, "#!/bin/sh\nexit 3\n").expect("write the failing binary");
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&staged, mode).expect("make it executable");
+    std::fs::rename(&staged, &binary).expect("rename it into place");
+    for attempt in 1..=20 {
+        program.signal(Signal::SIGUSR2);
+        let failed = wait_until(PATIENCE, || {
+            program.log().matches("upgrade failed").count() >= attempt
+        });
+        assert!(failed, "upgrade {attempt} did not fail");
+    }
+    let loops = |s: &Scrape| value(s, "wix_cluster_upgrade_totals_loops", &[]);
+    scrape_until(management, "every totals loop ends", |s| {
+        loops(s) == Some(0.0)
+    });
+    // And none comes back over a window.
+    for _ in 0..10 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(loops(&parse(&metrics_text(management))), Some(0.0));
+    }
+    assert_eq!(
+        threads_of(program.pid()),
+        threads,
+        "the master's threads grew"
+    );
+}
+
+/// Every `_count` of the histogram `name` in a scrape, by its label set.
+fn histogram_counts(scrape: &Scrape, name: &str) -> BTreeMap<String, f64> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter_map(|s| match &s.value {
+            Value::Histogram(buckets) => {
+                let count = buckets.last().map_or(0.0, |b| b.count);
+                Some((format!("{:?}", s.labels), count))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_roll_to_other_buckets_keeps_every_observation_and_no_series_goes_backwards() {
+    let scratch = wix_cluster_suite::Scratch::new(env!("CARGO_TARGET_TMPDIR"), "metrics-layouts");
+    let file = scratch.path("buckets");
+    std::fs::write(&file, "0.1,1").expect("write the buckets");
+    let file_text = file.to_string_lossy().into_owned();
+    let program = Program::start_fixture(
+        "layouts",
+        &[
+            ("PORT", "0"),
+            ("WIX_CLUSTER_MANAGEMENT_ADDR", "127.0.0.1:0"),
+            ("BUCKETS_FILE", &file_text),
+        ],
+    );
+    let app = program.listening_addr();
+    let management = program.management_addr();
+    let old = program.wait_for_workers(2);
+    requests(app, "/observe?v=0.2", 10, 200);
+    let total =
+        |s: &Scrape| -> f64 { histogram_counts(s, "layout_latency_seconds").values().sum() };
+    scrape_until(management, "10 observations", |s| total(s) == 10.0);
+
+    // The new layout, and a roll to workers that read it.
+    std::fs::write(&file, "0.5,5").expect("write the new buckets");
+    program.signal(Signal::SIGHUP);
+    let mut last = histogram_counts(&parse(&metrics_text(management)), "layout_latency_seconds");
+    let rolled = wait_until(PATIENCE, || {
+        let now = program.workers();
+        let scrape = parse(&metrics_text(management));
+        let counts = histogram_counts(&scrape, "layout_latency_seconds");
+        for (series, count) in &last {
+            let after = counts.get(series).copied().unwrap_or(0.0);
+            assert!(after >= *count, "{series} went from {count} to {after}");
+        }
+        last = counts;
+        now.len() == 2 && now.iter().all(|pid| !old.contains(pid))
+    });
+    assert!(rolled, "the workers were not replaced");
+    requests(app, "/observe?v=0.2", 5, 200);
+    let text = scrape_until(management, "all 15 observations", |s| total(s) == 15.0);
+    // The old layout's 10 stay in the series as it was, the new layout's 5 apart.
+    let scrape = parse(&text);
+    let counts = histogram_counts(&scrape, "layout_latency_seconds");
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    assert!(
+        text.contains("layout_latency_seconds_count 10\n"),
+        "the old layout's series:\n{text}"
+    );
+    assert!(
+        text.contains("layout_latency_seconds_count{wix_cluster_buckets=\"0.5,5\"} 5\n"),
+        "the new layout's series:\n{text}"
     );
     promtool_finds_nothing(&text);
 }

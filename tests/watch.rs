@@ -95,7 +95,7 @@ fn a_build_that_fails_to_start_leaves_the_old_cluster_serving() {
     wix_cluster_suite::send_signal(workers[0], Signal::SIGKILL);
     let mut now = Vec::new();
     let replaced = wait_until(PATIENCE, || {
-        now = program.children();
+        now = program.workers();
         now.len() == 2 && !now.contains(&workers[0])
     });
     assert!(replaced, "worker {} not replaced: {now:?}", workers[0]);

@@ -67,6 +67,12 @@ pub(crate) fn exchange(args: TokenStream, item: TokenStream) -> TokenStream {
         if topic.trim().is_empty() {
             errors.at(args.topic.span(), "the topic must not be empty");
         }
+        if topic.starts_with("wix_cluster.") {
+            errors.at(
+                args.topic.span(),
+                "topics starting with \"wix_cluster.\" are reserved for wix-cluster's own messages; choose another topic",
+            );
+        }
     }
     let input: DeriveInput = match syn::parse2(item.clone()) {
         Ok(input) => input,

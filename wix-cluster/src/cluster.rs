@@ -205,8 +205,8 @@ impl ClusterBuilder {
 
     /// The bucket bounds of every histogram recorded through the `metrics` facade, in
     /// increasing order (default [`crate::metrics::DEFAULT_BUCKETS`], for latencies in
-    /// seconds). Bounds that are not finite or not increasing are an error at start
-    /// (exit code 2).
+    /// seconds). More than [`crate::metrics::MAX_BUCKETS`] bounds, or bounds that are
+    /// not finite or not increasing, are an error at start (exit code 2).
     pub fn histogram_buckets(mut self, bounds: &[f64]) -> Self {
         self.requested.metrics.buckets = bounds.to_vec();
         self

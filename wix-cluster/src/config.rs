@@ -346,13 +346,14 @@ fn check_requested(requested: &Requested) -> Result<(), ConfigError> {
     }
     let bounds = &requested.metrics.buckets;
     if bounds.is_empty()
+        || bounds.len() > crate::metrics::MAX_BUCKETS
         || bounds.iter().any(|b| !b.is_finite())
         || bounds.windows(2).any(|w| w[0] >= w[1])
     {
         return Err(ConfigError::new(
             "histogram_buckets",
             format!("{bounds:?}"),
-            "finite bounds in increasing order",
+            "at most 64 finite bounds in increasing order",
         ));
     }
     if requested.worker_threads == Some(0) {

@@ -160,6 +160,15 @@ impl<'a> ExchangeRef<'a> {
             payload,
         }
     }
+
+    /// As [`ToWorker::Data`] (its index in the enum): the same two fields.
+    pub(crate) fn data(topic: &'a str, payload: &'a [u8]) -> Self {
+        ExchangeRef {
+            variant: 3,
+            topic,
+            payload,
+        }
+    }
 }
 
 impl Serialize for ExchangeRef<'_> {
@@ -195,6 +204,14 @@ mod tests {
         assert_eq!(
             postcard::to_allocvec(&ExchangeRef::to_worker("metrics", &payload)).unwrap(),
             postcard::to_allocvec(&to_worker).unwrap()
+        );
+        let data = ToWorker::Data {
+            topic: "prices".into(),
+            payload: payload.clone(),
+        };
+        assert_eq!(
+            postcard::to_allocvec(&ExchangeRef::data("prices", &payload)).unwrap(),
+            postcard::to_allocvec(&data).unwrap()
         );
     }
 }

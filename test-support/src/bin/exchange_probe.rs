@@ -10,13 +10,16 @@
 //!
 //! `BLOB_MB=N`: the master also publishes app data `Blob` of N MiB at start;
 //! `/blob` answers `<pid> start=<len at app start> now=<len> version=<v> ok=<bytes
-//! check>`, `/ask/blob?mb=N` asks the master to publish a new one of N MiB.
+//! check>`, `/ask/blob?mb=N` asks the master to publish a new one of N MiB,
+//! `/ask/blobs?count=C&mb=N` C new ones back to back.
 //!
 //! Floods, for the master's bounds: `/ask/flood?mb=N` asks the master to broadcast N
 //! messages of 1 MiB (`Flood`, which no worker subscribes to); `/flood-master?count=N&kb=K`
 //! sends the master N `Sink` messages of K KiB (its subscriber never reads them);
 //! `/names?count=N` reports N custom gauges of distinct names; `/collide` reports
-//! gauges named like built-in `/metrics` families.
+//! gauges named like built-in `/metrics` families; `/hostile-names` records metrics
+//! whose names and labels collide once made valid (`a-b` and `a_b`, a histogram's own
+//! `le`, a leading `__`, `hostile.family` and `hostile_family`).
 //!
 //! `FAIL_FROM_GENERATION=N`: a worker of generation N or later fails right after its
 //! handshake, before it listens (a successor that never becomes ready).
@@ -67,24 +70,39 @@ struct Slow {
 #[wix_cluster::exchange("probe.blob")]
 struct Blob {
     version: u64,
-    bytes: Vec<u8>,
+    /// A string rather than bytes: it is encoded and decoded as one copy, so that the
+    /// fixture's cost stays small next to what the exchange does with it.
+    bytes: String,
+}
+
+/// What a blob repeats: 251 printable bytes (a period prime to the 1 MiB parts, so a
+/// part out of place shows).
+fn pattern() -> Vec<u8> {
+    (0..251u32).map(|i| b' ' + (i % 95) as u8).collect()
 }
 
 impl Blob {
     fn new(version: u64, mb: u64) -> Blob {
         let len = (mb << 20) as usize;
+        let pattern = pattern();
+        let mut bytes = Vec::with_capacity(len + pattern.len());
+        while bytes.len() < len {
+            bytes.extend_from_slice(&pattern);
+        }
+        bytes.truncate(len);
         Blob {
             version,
-            bytes: (0..len).map(|i| (i % 251) as u8).collect(),
+            bytes: String::from_utf8(bytes).unwrap_or_default(),
         }
     }
 
     /// Whether every byte is where [`Blob::new`] put it.
     fn is_intact(&self) -> bool {
+        let pattern = pattern();
         self.bytes
-            .iter()
-            .enumerate()
-            .all(|(i, b)| *b == (i % 251) as u8)
+            .as_bytes()
+            .chunks(pattern.len())
+            .all(|chunk| chunk == &pattern[..chunk.len()])
     }
 }
 
@@ -101,6 +119,7 @@ struct Sink {
 #[wix_cluster::exchange("probe.ask")]
 enum Ask {
     Blob(u64),
+    Blobs(u64, u64),
     Flood(u64),
     Broadcast(String),
     Other(String),
@@ -163,6 +182,15 @@ impl Plugin for ProbeMaster {
                         blob_version += 1;
                         AppData::publish(&Blob::new(blob_version, mb))
                     }
+                    Ask::Blobs(count, mb) => {
+                        let mut published = Ok(());
+                        for _ in 0..count {
+                            blob_version += 1;
+                            published =
+                                published.and(AppData::publish(&Blob::new(blob_version, mb)));
+                        }
+                        published
+                    }
                     Ask::Broadcast(text) => Note::broadcast(Note { text }),
                     Ask::Other(text) => Other::broadcast(Other { text }),
                     Ask::SendTo(worker, text) => Note::send_to(WorkerId(worker), Note { text }),
@@ -223,6 +251,12 @@ struct Count {
 
 #[derive(serde::Deserialize)]
 struct Megabytes {
+    mb: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct Blobs {
+    count: u64,
     mb: u64,
 }
 
@@ -333,7 +367,17 @@ async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
             wix_cluster::metrics::counter("wix_cluster.workers.forked", 5);
             reply("collided".into())
         }))
+        .route("/hostile-names", get(move || async move {
+            // Names that only the exposition's rules keep valid.
+            metrics::counter!("hostile.labels", "a-b" => "1", "a_b" => "2").increment(1);
+            metrics::histogram!("hostile_latency", "le" => "mine").record(0.2);
+            metrics::gauge!("__reserved_level").set(1.0);
+            metrics::counter!("hostile.family").increment(1);
+            metrics::counter!("hostile_family").increment(2);
+            reply("named".into())
+        }))
         .route("/ask/blob", get(move |Query(q): Query<Megabytes>| async move { ask(Ask::Blob(q.mb)) }))
+        .route("/ask/blobs", get(move |Query(q): Query<Blobs>| async move { ask(Ask::Blobs(q.count, q.mb)) }))
         .route("/ask/garbage", get(move || async move { ask(Ask::Garbage) }))
         .route("/garbage", get(move || async move {
             // A payload that is no Hello: the master must drop it and carry on.

@@ -13,7 +13,9 @@ use super::{Exchange, ExchangeError};
 /// The master publishes a value — typically a plugin's `on_master` loads it first, so
 /// that it is there before any worker starts — and may publish a new one at any time.
 /// Every worker has the current value before its app runs (it comes with the
-/// handshake), and sees each new one. Values are decoded once per process.
+/// handshake), and gets each new one; a worker whose channel has no room yet gets the
+/// newest once it has read the rest (values in between may be skipped, the newest
+/// never). Values are decoded once per process.
 ///
 /// ```no_run
 /// use wix_cluster::AppData;
@@ -40,6 +42,7 @@ impl<T: Exchange + Sync> AppData<T> {
                 what: "AppData::publish",
             });
         }
+        super::check_topic(T::TOPIC)?;
         hub.claim::<AppData<T>>(T::TOPIC)?;
         let bytes = super::encode(value)?;
         hub.check_data_room(T::TOPIC, bytes.len())?;
@@ -50,6 +53,7 @@ impl<T: Exchange + Sync> AppData<T> {
     /// The current value; `None` if nothing was published yet.
     pub fn get() -> Result<Option<Arc<T>>, ExchangeError> {
         let hub = hub()?;
+        super::check_topic(T::TOPIC)?;
         hub.claim::<AppData<T>>(T::TOPIC)?;
         Ok(
             hub.data(T::TOPIC, |bytes| match postcard::from_bytes::<T>(bytes) {
@@ -65,6 +69,7 @@ impl<T: Exchange + Sync> AppData<T> {
     /// Waits for the next value published after this call, and returns it.
     pub async fn changed() -> Result<Arc<T>, ExchangeError> {
         let hub = hub()?;
+        super::check_topic(T::TOPIC)?;
         hub.claim::<AppData<T>>(T::TOPIC)?;
         let mut versions = hub.watch_data(T::TOPIC);
         versions.borrow_and_update();
@@ -82,6 +87,7 @@ impl<T: Exchange + Sync> AppData<T> {
     /// The current value, waiting for the first one if nothing was published yet.
     pub async fn wait() -> Result<Arc<T>, ExchangeError> {
         let hub = hub()?;
+        super::check_topic(T::TOPIC)?;
         hub.claim::<AppData<T>>(T::TOPIC)?;
         let mut versions = hub.watch_data(T::TOPIC);
         loop {

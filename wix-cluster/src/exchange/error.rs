@@ -27,6 +27,17 @@ pub enum ExchangeError {
         /// The type that tried to claim it too.
         second: &'static str,
     },
+    /// The topic starts with `wix_cluster.`, which wix-cluster keeps for its own
+    /// messages ([`RESERVED_PREFIX`]).
+    ///
+    /// [`RESERVED_PREFIX`]: crate::exchange::RESERVED_PREFIX
+    #[error(
+        "topic {topic:?} is reserved: topics starting with \"wix_cluster.\" are wix-cluster's own"
+    )]
+    ReservedTopic {
+        /// The topic.
+        topic: &'static str,
+    },
     /// A request handler is already registered for the topic.
     #[error("a request handler for topic {topic:?} is already registered")]
     HandlerExists {
@@ -71,9 +82,12 @@ pub enum ExchangeError {
     /// The channel to the master is closed (the worker is going away).
     #[error("the channel to the master is closed")]
     Closed,
-    /// The channel to the master holds `queued` bytes this worker sent and the master
-    /// has not read yet (more than 160 MiB): the master does not keep up. Try later.
-    #[error("{queued} bytes sent to the master wait unread: it does not keep up; try later")]
+    /// The channel holds `queued` bytes sent and not read yet, and the message does not
+    /// fit within 160 MiB: the other side does not keep up, and nothing was queued. In a
+    /// worker, the master does not read (try later); in the master (`broadcast`,
+    /// `send_to`), a worker does not, and missed the message (the other workers have a
+    /// broadcast; the master soon replaces a worker that stays behind).
+    #[error("{queued} bytes wait unread on the channel: the other side does not keep up")]
     Backlog {
         /// Bytes waiting.
         queued: usize,

@@ -8,7 +8,7 @@
 
 use parking_lot::{Mutex, MutexGuard};
 use std::any::{Any, TypeId};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,7 +133,14 @@ pub(crate) struct Hub {
     undecodable: AtomicU64,
     /// Messages dropped because a subscriber's budget was spent.
     dropped: AtomicU64,
+    /// Master: broadcasts and `send_to`s a worker missed because its channel's backlog
+    /// was full.
+    refused: AtomicU64,
 }
+
+/// The master's counter of broadcasts and `send_to`s not sent to a worker whose
+/// channel's backlog was full (the caller got [`ExchangeError::Backlog`]).
+pub(crate) const REFUSED_TOTAL: &str = "wix_cluster_exchange_backlog_refused_total";
 
 #[derive(Default)]
 struct State {
@@ -147,7 +154,22 @@ struct State {
     /// Master: the channel of every worker process that completed its handshake and
     /// has not ended, by slot and generation. A slot mid-handover has two: both get
     /// broadcasts and app data, `send_to` reaches the newest.
-    workers: BTreeMap<WorkerKey, Outbox>,
+    workers: BTreeMap<WorkerKey, Link>,
+    /// Master: the sinks of reserved topics (see [`Hub::intercept`]).
+    sinks: Vec<(&'static str, Sink)>,
+}
+
+/// What takes a reserved topic's messages in the master: the worker process and the
+/// payload.
+pub(crate) type Sink = Arc<dyn Fn(WorkerKey, &[u8]) + Send + Sync>;
+
+/// The master's link to one worker process.
+struct Link {
+    out: Outbox,
+    /// Topics whose current app data did not fit in the channel's backlog: the newest
+    /// value of each goes once the worker has read what is queued (one task per
+    /// worker, [`Hub::catch_up`]). Never more than the topics there are.
+    stale: BTreeSet<String>,
 }
 
 static HUB: OnceLock<Hub> = OnceLock::new();
@@ -160,6 +182,7 @@ pub(crate) fn install(side: Side) -> &'static Hub {
         requests: Correlation::default(),
         undecodable: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
     })
 }
 
@@ -255,10 +278,43 @@ impl Hub {
         }
     }
 
-    /// Like [`Hub::deliver`], for a message read from a worker's channel: a subscriber
-    /// whose budget is spent is waited for (up to [`BUDGET_WAIT`]), so that the worker's
-    /// channel is read no faster than the master's subscribers keep up.
-    pub(crate) async fn deliver_from_worker(&self, from: Peer, topic: &str, payload: Arc<[u8]>) {
+    /// Master: where the messages of a reserved topic (`wix_cluster.*`) go, with the
+    /// worker process they came from, as its channel names it (no subscriber of the
+    /// app ever sees them). Set once.
+    pub(crate) fn intercept(&self, topic: &'static str, sink: Sink) {
+        let mut state = self.state();
+        state.sinks.retain(|(known, _)| *known != topic);
+        state.sinks.push((topic, sink));
+    }
+
+    /// Like [`Hub::deliver`], for a message read from the channel of worker process
+    /// `key`: a subscriber whose budget is spent is waited for (up to
+    /// [`BUDGET_WAIT`]), so that the worker's channel is read no faster than the
+    /// master's subscribers keep up. A reserved topic goes to its sink, if any, or
+    /// nowhere.
+    pub(crate) async fn deliver_from_worker(
+        &self,
+        key: WorkerKey,
+        topic: &str,
+        payload: Arc<[u8]>,
+    ) {
+        if topic.starts_with(super::RESERVED_PREFIX) {
+            let sink = self
+                .state()
+                .sinks
+                .iter()
+                .find(|(known, _)| *known == topic)
+                .map(|(_, sink)| sink.clone());
+            match sink {
+                Some(sink) => sink(key, &payload),
+                None => tracing::debug!(
+                    "dropping a message on the reserved topic {topic:?} from worker {}",
+                    key.id
+                ),
+            }
+            return;
+        }
+        let from = Peer::Worker(key.id);
         let subscribers = match self.state().subscribers.get(topic) {
             Some(subscribers) => subscribers.clone(),
             None => return,
@@ -340,20 +396,50 @@ impl Hub {
         Ok(())
     }
 
-    /// Master: sends to every worker, and to the master's own subscribers.
+    /// Master: sends to every worker, and to the master's own subscribers. A worker
+    /// whose channel has no room for it misses it: the caller hears
+    /// [`ExchangeError::Backlog`] (the others and the master's subscribers have it),
+    /// and it is counted ([`REFUSED_TOTAL`]).
     pub(crate) fn broadcast(&self, topic: &str, payload: Vec<u8>) -> Result<(), ExchangeError> {
         if let Side::Worker(_) = self.side {
             return Err(ExchangeError::MasterOnly { what: "broadcast" });
         }
         super::check_size("message", payload.len(), super::MAX_MESSAGE_BYTES)?;
+        let mut refused = None;
         // Encoded once, for every worker.
         if let Some(frame) = encode_to_worker(&ExchangeRef::to_worker(topic, &payload)) {
-            for out in self.state().workers.values() {
-                out.send_encoded(&frame);
+            for (key, link) in &self.state().workers {
+                if let Err(FrameError::Backlog { queued }) = link.out.send_encoded(&frame) {
+                    self.count_refused(topic, *key, queued);
+                    refused = refused.max(Some(queued));
+                }
             }
         }
         self.deliver(Peer::Master, topic, payload.into());
-        Ok(())
+        match refused {
+            Some(queued) => Err(ExchangeError::Backlog { queued }),
+            None => Ok(()),
+        }
+    }
+
+    /// Broadcasts and `send_to`s refused since start because a worker's channel was
+    /// full.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    fn count_refused(&self, topic: &str, key: WorkerKey, queued: usize) {
+        let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        ::metrics::counter!(REFUSED_TOTAL).increment(1);
+        // The 1st, 2nd, 4th, 8th... is logged: a flood costs a few lines.
+        if refused.is_power_of_two() {
+            tracing::warn!(
+                "a message on topic {topic:?} was not sent to worker {} (generation {}): \
+                 {queued} bytes wait unread on its channel ({refused} refused so far)",
+                key.id,
+                key.generation
+            );
+        }
     }
 
     /// Master: sends to worker `id` only.
@@ -373,16 +459,25 @@ impl Hub {
             Side::Single => Err(ExchangeError::UnknownWorker(id)),
             Side::Master => {
                 let state = self.state();
-                let (_, out) = state
+                let (key, link) = state
                     .workers
                     .range(WorkerKey::all_of(id))
                     .next_back()
                     .ok_or(ExchangeError::UnknownWorker(id))?;
                 let msg = ExchangeRef::to_worker(topic, &payload);
-                if let Err(e) = out.send(&msg) {
-                    tracing::error!("cannot send a message on topic {topic:?} to worker {id}: {e}");
+                match link.out.send(&msg) {
+                    Ok(()) => Ok(()),
+                    Err(FrameError::Backlog { queued }) => {
+                        self.count_refused(topic, *key, queued);
+                        Err(ExchangeError::Backlog { queued })
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            "cannot send a message on topic {topic:?} to worker {id}: {e}"
+                        );
+                        Ok(())
+                    }
                 }
-                Ok(())
             }
         }
     }
@@ -526,7 +621,13 @@ impl Hub {
             })
             .collect();
         welcome(data);
-        state.workers.insert(key, out);
+        state.workers.insert(
+            key,
+            Link {
+                out,
+                stale: BTreeSet::new(),
+            },
+        );
     }
 
     /// Master: a worker process ended.
@@ -558,13 +659,20 @@ impl Hub {
         let mut state = self.state();
         let bytes: Arc<[u8]> = bytes.into();
         if let Side::Master = self.side {
-            let msg = ToWorker::Data {
-                topic: topic.to_owned(),
-                payload: bytes.to_vec(),
-            };
-            if let Some(frame) = encode_to_worker(&msg) {
-                for out in state.workers.values() {
-                    out.send_encoded(&frame);
+            let msg = ExchangeRef::data(topic, &bytes);
+            let frame = encode_to_worker(&msg);
+            for (key, link) in &mut state.workers {
+                // Behind a value still waiting for room, or with no room itself: the
+                // worker gets the newest value once it has read what is queued.
+                let sent = link.stale.is_empty()
+                    && frame
+                        .as_ref()
+                        .is_some_and(|frame| link.out.send_encoded(frame).is_ok());
+                if !sent && link.stale.is_empty() {
+                    self.spawn_catch_up(*key, link.out.clone());
+                }
+                if !sent {
+                    link.stale.insert(topic.to_owned());
                 }
             }
         }
@@ -576,6 +684,89 @@ impl Hub {
             .entry(topic.to_owned())
             .or_insert_with(|| watch::channel(0).0)
             .send_modify(|version| *version += 1);
+    }
+
+    /// Starts [`Hub::catch_up`] for worker `key` (on the runtime this is called from;
+    /// without one, on a thread of its own).
+    fn spawn_catch_up(&self, key: WorkerKey, out: Outbox) {
+        let Ok(hub) = hub() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(hub.catch_up(key, out));
+            }
+            Err(_) => {
+                tracing::error!(
+                    "app data published outside the master's runtime cannot wait for worker \
+                     {} to read its channel",
+                    key.id
+                );
+            }
+        }
+    }
+
+    /// Master: waits until worker `key` has read everything queued for it, then sends
+    /// the current value of each topic it missed; again while some still do not fit.
+    /// Ends when none is missing or the worker is gone.
+    async fn catch_up(&'static self, key: WorkerKey, out: Outbox) {
+        loop {
+            out.flush().await;
+            // The first topic still missing, and its current value.
+            let next = {
+                let mut state = self.state();
+                let State { workers, data, .. } = &mut *state;
+                let Some(link) = workers.get_mut(&key) else {
+                    return;
+                };
+                loop {
+                    let Some(topic) = link.stale.first().cloned() else {
+                        return;
+                    };
+                    match data.get(&topic) {
+                        Some(cell) => break (topic, cell.bytes.clone()),
+                        None => {
+                            link.stale.remove(&topic);
+                        }
+                    }
+                }
+            };
+            // Encoded off the runtime: a large value takes a while.
+            let (topic, bytes) = next.clone();
+            let frame = tokio::task::spawn_blocking(move || {
+                encode_to_worker(&ExchangeRef::data(&topic, &bytes))
+            })
+            .await
+            .ok()
+            .flatten();
+            let (topic, bytes) = next;
+            let mut state = self.state();
+            let State { workers, data, .. } = &mut *state;
+            let Some(link) = workers.get_mut(&key) else {
+                return;
+            };
+            let current = data
+                .get(&topic)
+                .is_some_and(|cell| Arc::ptr_eq(&cell.bytes, &bytes));
+            if !current {
+                // A newer value came meanwhile: that one goes, next round.
+                continue;
+            }
+            match frame.map(|frame| link.out.send_encoded(&frame)) {
+                Some(Err(FrameError::Backlog { .. })) => {
+                    tracing::debug!(
+                        "worker {} has no room for the app data on {topic:?} yet",
+                        key.id
+                    );
+                }
+                _ => {
+                    link.stale.remove(&topic);
+                    if link.stale.is_empty() {
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// The current data of `topic`, decoded with `decode` unless already decoded as the

@@ -58,6 +58,19 @@ pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 /// [`AppData::publish`] past it is [`ExchangeError::TooLarge`] and changes nothing.
 pub const MAX_APP_DATA_BYTES: usize = 128 << 20;
 
+/// The prefix of the topics wix-cluster keeps for itself (its metrics travel on
+/// `wix_cluster.metrics`): a type on such a topic is a compile error in
+/// `#[wix_cluster::exchange]`, and [`ExchangeError::ReservedTopic`] for every call.
+pub const RESERVED_PREFIX: &str = "wix_cluster.";
+
+/// `Err(ReservedTopic)` for a topic under [`RESERVED_PREFIX`].
+pub(crate) fn check_topic(topic: &'static str) -> Result<(), ExchangeError> {
+    if topic.starts_with(RESERVED_PREFIX) {
+        return Err(ExchangeError::ReservedTopic { topic });
+    }
+    Ok(())
+}
+
 /// `Err(TooLarge)` when `size` is over `limit`.
 pub(crate) fn check_size(
     what: &'static str,
@@ -80,6 +93,12 @@ fn encode<T: Exchange>(value: &T) -> Result<Vec<u8>, ExchangeError> {
 /// Sends `msg` to the master's subscribers (from a worker; in the master or in
 /// single-process mode, to this process's subscribers).
 pub fn send<T: Exchange>(msg: &T) -> Result<(), ExchangeError> {
+    check_topic(T::TOPIC)?;
+    send_internal(msg)
+}
+
+/// [`send`] on any topic, reserved ones included (wix-cluster's own messages).
+pub(crate) fn send_internal<T: Exchange>(msg: &T) -> Result<(), ExchangeError> {
     thread_local! {
         /// Where messages are encoded on their way out: reused, so that sending costs
         /// no allocation.
@@ -107,6 +126,7 @@ pub fn send<T: Exchange>(msg: &T) -> Result<(), ExchangeError> {
 
 /// The messages on `T`'s topic that reach this process (see [`Subscription`]).
 pub fn subscribe<T: Exchange>() -> Result<Subscription<T>, ExchangeError> {
+    check_topic(T::TOPIC)?;
     let hub = hub()?;
     hub.claim::<T>(T::TOPIC)?;
     Ok(Subscription {
@@ -117,12 +137,19 @@ pub fn subscribe<T: Exchange>() -> Result<Subscription<T>, ExchangeError> {
 }
 
 /// Sends `msg` to every worker and to the master's own subscribers (master only).
+///
+/// A worker whose channel holds too much unread (160 MiB: it does not keep up, and the
+/// master soon treats it as stalled) misses it: the call returns
+/// [`ExchangeError::Backlog`] and the others have it ([`refused_messages`]).
 pub fn broadcast<T: Exchange>(msg: impl Borrow<T>) -> Result<(), ExchangeError> {
+    check_topic(T::TOPIC)?;
     hub()?.broadcast(T::TOPIC, encode(msg.borrow())?)
 }
 
-/// Sends `msg` to worker `worker` only (master only).
+/// Sends `msg` to worker `worker` only (master only); [`ExchangeError::Backlog`] when
+/// its channel holds too much unread.
 pub fn send_to<T: Exchange>(worker: WorkerId, msg: impl Borrow<T>) -> Result<(), ExchangeError> {
+    check_topic(T::TOPIC)?;
     hub()?.send_to_worker(worker, T::TOPIC, encode(msg.borrow())?)
 }
 
@@ -137,6 +164,7 @@ pub async fn request_within<T: Exchange>(
     query: impl Borrow<T>,
     timeout: Duration,
 ) -> Result<T::Response, ExchangeError> {
+    check_topic(T::TOPIC)?;
     let hub = hub()?;
     let payload = encode(query.borrow())?;
     let answer = tokio::time::timeout(timeout, hub.request(T::TOPIC, payload, timeout))
@@ -160,6 +188,7 @@ where
     F: Fn(Peer, T) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = T::Response> + Send + 'static,
 {
+    check_topic(T::TOPIC)?;
     let hub = hub()?;
     hub.claim::<T>(T::TOPIC)?;
     let handler = Arc::new(handler);
@@ -192,13 +221,40 @@ pub fn dropped_messages() -> u64 {
     hub().map_or(0, |hub| hub.dropped())
 }
 
+/// Master: broadcasts and `send_to`s a worker missed since the master started because
+/// its channel's backlog was full (each call that missed one returned
+/// [`ExchangeError::Backlog`]). Also in `/metrics`, as
+/// `wix_cluster_exchange_backlog_refused_total`.
+pub fn refused_messages() -> u64 {
+    hub().map_or(0, |hub| hub.refused())
+}
+
 /// Broadcasts raw bytes on `topic`, bypassing the types (see [`send_raw`]).
 pub(crate) fn broadcast_raw(topic: &str, payload: Vec<u8>) -> Result<(), ExchangeError> {
     hub()?.broadcast(topic, payload)
 }
 
-/// Sends raw bytes as a message on `topic`, bypassing the types: for tests of what
-/// happens to a payload that does not decode. Reached through `__private`.
+/// Sends raw bytes as a message on `topic`, bypassing the types (and the reserved
+/// prefix): for tests of what happens to a payload that does not decode, or a forged
+/// one. Reached through `__private`.
 pub(crate) fn send_raw(topic: &str, payload: Vec<u8>) -> Result<(), ExchangeError> {
     hub()?.send_to_master(topic, &payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_under_the_reserved_prefix_are_refused() {
+        assert_eq!(
+            check_topic("wix_cluster.metrics"),
+            Err(ExchangeError::ReservedTopic {
+                topic: "wix_cluster.metrics"
+            })
+        );
+        assert!(check_topic("wix_cluster.anything").is_err());
+        assert_eq!(check_topic("wix_clusterish"), Ok(()));
+        assert_eq!(check_topic("prices"), Ok(()));
+    }
 }

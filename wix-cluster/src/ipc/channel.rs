@@ -48,9 +48,9 @@ pub(crate) enum ReadError {
     Io(io::Error),
 }
 
-/// The most bytes an [`Outbox`] queues: past it, sends fail with
-/// [`FrameError::Backlog`] (160 MiB, the writer's batch in hand included: room for
-/// the largest handshake). The master treats
+/// The most bytes an [`Outbox`] queues: a frame that would take it past this fails
+/// with [`FrameError::Backlog`] and is not queued (160 MiB, the writer's batch in hand
+/// included: room for the largest handshake). The master treats
 /// a worker whose backlog stays over [`BACKLOG_STALL`] as stalled long before.
 pub(crate) const MAX_BACKLOG: usize = 160 << 20;
 
@@ -246,11 +246,11 @@ impl Outbox {
     }
 
     /// Queues frames encoded already (the same broadcast frame for every worker).
-    pub(crate) fn send_encoded(&self, frames: &[u8]) {
-        let _ = self.push(None, |bytes| {
+    pub(crate) fn send_encoded(&self, frames: &[u8]) -> Result<(), FrameError> {
+        self.push(None, |bytes| {
             bytes.extend_from_slice(frames);
             Ok(())
-        });
+        })
     }
 
     fn push(
@@ -269,7 +269,18 @@ impl Outbox {
         }
         let was_idle = pending.bytes.is_empty() && pending.acks.is_empty();
         let offset = pending.bytes.len();
-        write(&mut pending.bytes)?;
+        if let Err(e) = write(&mut pending.bytes) {
+            pending.bytes.truncate(offset);
+            return Err(e);
+        }
+        // The frame fits whole or is not queued: the backlog never passes the limit.
+        if pending.bytes.len() + pending.in_writer > MAX_BACKLOG {
+            pending.bytes.truncate(offset);
+            if pending.bytes.capacity() > KEPT_BATCH && offset == 0 {
+                pending.bytes = Vec::new();
+            }
+            return Err(FrameError::Backlog { queued });
+        }
         // The first frame after a quiet spell goes out now, from here, rather than
         // waiting for the writer task to be scheduled; the frames that follow it before
         // the writer has run again are batched by the writer as before.
@@ -285,6 +296,12 @@ impl Outbox {
             shared.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Whether the channel is closed: its socket failed (the peer went away), or every
+    /// sender is gone. Sends then do nothing.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared().lock().closed
     }
 
     /// Bytes queued and not yet written (the writer task's batch in hand included).
@@ -464,6 +481,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_frame_that_would_pass_the_backlog_limit_is_refused_whole() {
+        let (outbox, _reader) = pair();
+        // Bytes as they are: nobody reads them as frames.
+        let frame = vec![0u8; 60 << 20];
+        // Nobody reads: two fit, the third would take the backlog past the limit.
+        outbox.send_encoded(&frame).unwrap();
+        outbox.send_encoded(&frame).unwrap();
+        let before = outbox.backlog();
+        assert!(matches!(
+            outbox.send_encoded(&frame),
+            Err(FrameError::Backlog { .. })
+        ));
+        assert!(matches!(
+            outbox.send(&serde_bytes::ByteBuf::from(vec![1u8; 41 << 20])),
+            Err(FrameError::Backlog { .. })
+        ));
+        assert_eq!(outbox.backlog(), before);
+        assert!(outbox.backlog() <= MAX_BACKLOG);
+    }
+
+    #[tokio::test]
     async fn a_frame_on_an_idle_outbox_is_written_inline_and_later_ones_queue_behind_it() {
         let (outbox, mut reader) = pair();
         settle().await;
@@ -472,11 +510,13 @@ mod tests {
         let first = waiting(&reader);
         assert!(first > 0);
         outbox.send(&msg(2, 3)).unwrap();
-        outbox.send_encoded(&{
-            let mut frame = Vec::new();
-            encode(&msg(3, 3), &mut frame).unwrap();
-            frame
-        });
+        outbox
+            .send_encoded(&{
+                let mut frame = Vec::new();
+                encode(&msg(3, 3), &mut frame).unwrap();
+                frame
+            })
+            .unwrap();
         // Queued for the writer, which has not run yet.
         assert_eq!(waiting(&reader), first);
         settle().await;

@@ -56,7 +56,7 @@ pub(crate) fn describe(ending: &Ending<'_>) -> String {
     if let Some(killed) = ending.oom_kills {
         let s = if killed == 1 { "" } else { "es" };
         cause.push_str(&format!(
-            "; the cgroup's OOM killer killed {killed} process{s} since the last look"
+            "; the cgroup's OOM killer killed {killed} process{s} around then: it may be one of them"
         ));
     }
     cause
@@ -94,8 +94,8 @@ mod tests {
         assert_eq!(
             describe(&end),
             "killed by SIGKILL, not sent by the master: most likely the kernel's OOM \
-             killer; unexpected; the cgroup's OOM killer killed 2 processes since the last \
-             look"
+             killer; unexpected; the cgroup's OOM killer killed 2 processes around then: it \
+             may be one of them"
         );
     }
 
@@ -109,7 +109,7 @@ mod tests {
             describe(&end),
             "killed by SIGKILL, sent by the master: it did not stop within the drain \
              timeout (5s); it had been asked to stop; the cgroup's OOM killer killed 1 \
-             process since the last look"
+             process around then: it may be one of them"
         );
     }
 

@@ -1,10 +1,18 @@
 //! The cgroup's OOM kills: where `/proc/self/cgroup` leads to a cgroup v2 folder with a
 //! `memory.events` file (or a v1 memory controller's `memory.oom_control`), its
 //! `oom_kill` count, read at each worker exit to tell whether the kernel's OOM killer
-//! struck since the last look. Missing files are no error: the exit's cause simply says
-//! nothing about it.
+//! struck. Missing files are no error: the exit's cause simply says nothing about it.
+//!
+//! The count says how many, not whom: kills seen within [`WINDOW`] of each other are one
+//! spell, and each worker killed by SIGKILL in it (as many as the kills, in the order
+//! the exits are handled) is told it may be one of them; so two workers OOM-killed at
+//! once both hear it, rather than the first handled taking both kills.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long after an OOM kill seen an exit may still be one of its victims.
+const WINDOW: Duration = Duration::from_secs(2);
 
 /// The cgroup v2 mount point.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -13,6 +21,15 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 pub(crate) struct OomWatch {
     events: Option<PathBuf>,
     last: Option<u64>,
+    spell: Option<Spell>,
+}
+
+/// OOM kills seen close together, and how many exits were told about them.
+struct Spell {
+    kills: u64,
+    told: u64,
+    /// When the last of its kills was seen.
+    seen: Instant,
 }
 
 impl OomWatch {
@@ -31,7 +48,11 @@ impl OomWatch {
         if let Some(path) = &events {
             tracing::debug!("OOM kills are counted in {}", path.display());
         }
-        let mut watch = OomWatch { events, last: None };
+        let mut watch = OomWatch {
+            events,
+            last: None,
+            spell: None,
+        };
         watch.last = watch.read();
         watch
     }
@@ -41,13 +62,45 @@ impl OomWatch {
         oom_kills(&text)
     }
 
-    /// How many processes of the cgroup the OOM killer killed since the last look
-    /// (`None` for none, or when the count cannot be read).
-    pub(crate) fn killed_since_last_look(&mut self) -> Option<u64> {
-        let now = self.read()?;
-        let grew = self.last.map_or(0, |last| now.saturating_sub(last));
-        self.last = Some(now);
-        (grew > 0).then_some(grew)
+    /// For a worker's exit (`sigkill`: it was killed by a SIGKILL the master did not
+    /// send): how many processes of the cgroup the OOM killer killed in the spell this
+    /// exit may belong to (`None` for none, when the count cannot be read, or when the
+    /// spell's victims were all told already).
+    pub(crate) fn kills_for_exit(&mut self, sigkill: bool) -> Option<u64> {
+        let count = self.read();
+        self.note(count, sigkill, Instant::now())
+    }
+
+    fn note(&mut self, count: Option<u64>, sigkill: bool, now: Instant) -> Option<u64> {
+        if let Some(count) = count {
+            let grew = self.last.map_or(0, |last| count.saturating_sub(last));
+            self.last = Some(count);
+            if grew > 0 {
+                match &mut self.spell {
+                    Some(spell) if now.duration_since(spell.seen) < WINDOW => {
+                        spell.kills += grew;
+                        spell.seen = now;
+                    }
+                    _ => {
+                        self.spell = Some(Spell {
+                            kills: grew,
+                            told: 0,
+                            seen: now,
+                        });
+                    }
+                }
+            }
+        }
+        let spell = self.spell.as_mut()?;
+        if now.duration_since(spell.seen) >= WINDOW {
+            self.spell = None;
+            return None;
+        }
+        if !sigkill || spell.told >= spell.kills {
+            return None;
+        }
+        spell.told += 1;
+        Some(spell.kills)
     }
 }
 
@@ -120,6 +173,54 @@ mod tests {
         assert_eq!(oom_control_path("0::/\n", Path::new("/c")), None);
         let control = "oom_kill_disable 0\nunder_oom 0\noom_kill 4\n";
         assert_eq!(oom_kills(control), Some(4));
+    }
+
+    fn watch() -> OomWatch {
+        OomWatch {
+            events: None,
+            last: Some(5),
+            spell: None,
+        }
+    }
+
+    #[test]
+    fn two_workers_oom_killed_at_once_both_hear_it_and_a_third_exit_does_not() {
+        let mut watch = watch();
+        let now = Instant::now();
+        // Both kills are counted before the first exit is handled.
+        assert_eq!(watch.note(Some(7), true, now), Some(2));
+        assert_eq!(
+            watch.note(Some(7), true, now + Duration::from_millis(10)),
+            Some(2)
+        );
+        // A third SIGKILL in the window: the two kills were told already.
+        assert_eq!(
+            watch.note(Some(7), true, now + Duration::from_millis(20)),
+            None
+        );
+    }
+
+    #[test]
+    fn an_exit_of_another_cause_is_not_blamed_and_takes_no_victims_place() {
+        let mut watch = watch();
+        let now = Instant::now();
+        assert_eq!(watch.note(Some(6), false, now), None);
+        assert_eq!(
+            watch.note(Some(6), true, now + Duration::from_millis(5)),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn an_exit_after_the_window_is_not_blamed() {
+        let mut watch = watch();
+        let now = Instant::now();
+        assert_eq!(watch.note(Some(6), true, now), Some(1));
+        assert_eq!(watch.note(Some(7), false, now + WINDOW / 2), None);
+        // The second kill came later: its spell is still open, until WINDOW after it.
+        assert_eq!(watch.note(Some(7), true, now + WINDOW), Some(2));
+        assert_eq!(watch.note(Some(7), true, now + WINDOW * 3), None);
+        assert!(watch.spell.is_none());
     }
 
     #[test]

@@ -176,8 +176,7 @@ async fn read_worker(
                 Inbound::Broken("sent a file descriptor".to_owned())
             }
             Ok(Some(ToMaster::Exchange { topic, payload })) if greeted => {
-                hub.deliver_from_worker(crate::Peer::Worker(key.id), &topic, payload.into())
-                    .await;
+                hub.deliver_from_worker(key, &topic, payload.into()).await;
                 continue;
             }
             Ok(Some(ToMaster::Request {

@@ -37,6 +37,31 @@ pub(crate) const ENV_UPGRADE: &str = "__WIX_CLUSTER_UPGRADE";
 /// How often the old master sends its metrics' totals to the new one.
 const TOTALS_EVERY: Duration = Duration::from_millis(500);
 
+/// The gauge of the loops sending totals to a new master now (one while an upgrade
+/// hands over; none once the new master took over or failed).
+pub(crate) const TOTALS_LOOPS: &str = "wix_cluster_upgrade_totals_loops";
+
+/// Counts a totals loop while it runs, in [`TOTALS_LOOPS`].
+struct TotalsLoop;
+
+static TOTALS_LOOPS_LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl TotalsLoop {
+    fn start() -> TotalsLoop {
+        let live = TOTALS_LOOPS_LIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        ::metrics::gauge!(TOTALS_LOOPS).set(live as f64);
+        TotalsLoop
+    }
+}
+
+impl Drop for TotalsLoop {
+    fn drop(&mut self) {
+        let live = TOTALS_LOOPS_LIVE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) - 1;
+        ::metrics::gauge!(TOTALS_LOOPS).set(live as f64);
+        tracing::debug!("a metrics totals loop ended ({live} left)");
+    }
+}
+
 /// How long the new master waits for the old one to hand its sockets over.
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -158,11 +183,15 @@ pub(crate) fn start(
     // master's sums must never fall below what this one showed.
     let totals_out = out.clone();
     tokio::spawn(async move {
+        let _live = TotalsLoop::start();
+        // Until the new master is gone (it exited, failed or took over and this one
+        // is on its way out): a closed channel takes sends without an error.
         loop {
             tokio::time::sleep(TOTALS_EVERY).await;
-            if totals_out
-                .send(&Handing::Metrics(crate::metrics::totals()))
-                .is_err()
+            if totals_out.is_closed()
+                || totals_out
+                    .send(&Handing::Metrics(crate::metrics::totals()))
+                    .is_err()
             {
                 break;
             }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::series::{Batch, Buckets, Reading, SeriesKey};
-use super::{MAX_SERIES_PER_PROCESS, count_dropped};
+use super::{MAX_HELP_LEN, MAX_NAME_LEN, MAX_SERIES_PER_PROCESS, count_dropped};
 use crate::WorkerId;
 
 /// How long an ended process's readings wait for a late batch before they are folded.
@@ -66,7 +66,16 @@ pub(crate) struct Aggregate {
     predecessor: BTreeMap<SeriesKey, Total>,
     folded: VecDeque<ProcessKey>,
     descriptions: BTreeMap<String, String>,
+    /// The bucket bounds of each histogram series as first seen: readings with other
+    /// bounds (a build with other `histogram_buckets`) are summed under the series with
+    /// the label [`LAYOUT_LABEL`] added, so that no series ever mixes two layouts or
+    /// changes layout (and so never goes backwards). At most [`MAX_RETIRED_SERIES`].
+    layouts: HashMap<SeriesKey, Vec<f64>>,
 }
+
+/// The label that tells a histogram's other bucket layouts apart: its bounds, joined
+/// by `,`.
+pub const LAYOUT_LABEL: &str = "wix_cluster_buckets";
 
 /// A copy of the cluster's metrics, as `/metrics` and the `Statsd` plugin show them.
 #[derive(Debug, Clone, Default)]
@@ -103,17 +112,27 @@ impl View {
 }
 
 impl Aggregate {
-    /// Takes a batch from `origin`'s process of generation `batch.generation`.
-    pub(crate) fn ingest(&mut self, origin: Origin, batch: Batch) {
+    /// Takes a batch from `origin`'s process of `generation` (as the channel it came
+    /// on says). Every bound is checked again: what breaks one is dropped and counted.
+    pub(crate) fn ingest(&mut self, origin: Origin, generation: u32, batch: Batch) {
         self.settle();
-        let key = (origin, batch.generation);
+        let key = (origin, generation);
         if self.folded.contains(&key) {
             return;
         }
         for (name, help) in batch.descriptions {
+            if name.len() > MAX_NAME_LEN {
+                count_dropped();
+                continue;
+            }
             if self.descriptions.len() < MAX_SERIES_PER_PROCESS
                 || self.descriptions.contains_key(&name)
             {
+                let help = if help.chars().count() > MAX_HELP_LEN {
+                    help.chars().take(MAX_HELP_LEN).collect()
+                } else {
+                    help
+                };
                 self.descriptions.insert(name, help);
             }
         }
@@ -122,6 +141,10 @@ impl Aggregate {
             ended_at: None,
         });
         for (series, reading) in batch.series {
+            if !series.is_within_bounds() || !reading.is_within_bounds() {
+                count_dropped();
+                continue;
+            }
             // The process's own count of drops is always kept (one more series).
             let full = process.series.len() >= MAX_SERIES_PER_PROCESS
                 && series.name != super::DROPPED_TOTAL;
@@ -135,8 +158,18 @@ impl Aggregate {
 
     /// `origin`'s process of `generation` ended: its readings stay for [`SETTLE`],
     /// then join the retired totals.
+    ///
+    /// A process whose first batch has not come yet gets an empty entry that ended
+    /// now: a batch arriving after its end (the channel's reader and the exit are
+    /// handled apart) lands in it and is folded with it, rather than making an entry
+    /// that never ends.
     pub(crate) fn ended(&mut self, origin: Origin, generation: u32) {
-        if let Some(process) = self.processes.get_mut(&(origin, generation)) {
+        let key = (origin, generation);
+        if !self.folded.contains(&key) {
+            let process = self.processes.entry(key).or_insert_with(|| Process {
+                series: HashMap::new(),
+                ended_at: None,
+            });
             process.ended_at.get_or_insert_with(Instant::now);
         }
         self.settle();
@@ -164,9 +197,11 @@ impl Aggregate {
     }
 
     fn retire(&mut self, series: SeriesKey, reading: Reading) {
-        let total = match reading {
-            Reading::Counter(value) => Total::Counter(value),
-            Reading::Histogram(buckets) => Total::Histogram(buckets),
+        let (series, total) = match reading {
+            Reading::Counter(value) => (series, Total::Counter(value)),
+            Reading::Histogram(buckets) => {
+                (self.place(&series, &buckets), Total::Histogram(buckets))
+            }
             Reading::Gauge(_) => return,
         };
         self.add_retired(series, total);
@@ -190,6 +225,29 @@ impl Aggregate {
         }
     }
 
+    /// The series under which `buckets` of `series` are summed: `series` itself when
+    /// the bounds are the ones first seen for it (recorded now if none were), else
+    /// `series` with [`LAYOUT_LABEL`] naming the bounds.
+    fn place(&mut self, series: &SeriesKey, buckets: &Buckets) -> SeriesKey {
+        if series.label(LAYOUT_LABEL).is_some() {
+            return series.clone();
+        }
+        let room = self.layouts.len() < MAX_RETIRED_SERIES;
+        let first = match self.layouts.get(series) {
+            Some(bounds) => bounds,
+            None if room => self
+                .layouts
+                .entry(series.clone())
+                .or_insert_with(|| buckets.bounds.clone()),
+            None => return with_layout(series, &buckets.bounds),
+        };
+        if *first == buckets.bounds {
+            series.clone()
+        } else {
+            with_layout(series, &buckets.bounds)
+        }
+    }
+
     /// The cluster's metrics now.
     pub(crate) fn view(&mut self) -> View {
         self.settle();
@@ -197,23 +255,44 @@ impl Aggregate {
             descriptions: self.descriptions.clone(),
             ..View::default()
         };
-        for (series, total) in self.retired.iter().chain(&self.predecessor) {
+        let handed: Vec<(SeriesKey, Total)> = self
+            .retired
+            .iter()
+            .chain(&self.predecessor)
+            .map(|(series, total)| (series.clone(), total.clone()))
+            .collect();
+        for (series, total) in handed {
             match total {
-                Total::Counter(value) => view.add_counter(series, *value),
-                Total::Histogram(buckets) => view.add_histogram(series, buckets),
+                Total::Counter(value) => view.add_counter(&series, value),
+                Total::Histogram(buckets) => {
+                    let series = self.place(&series, &buckets);
+                    view.add_histogram(&series, &buckets);
+                }
             }
         }
         let newest = self.newest_live();
-        for (key, process) in &self.processes {
-            for (series, reading) in &process.series {
+        // In a fixed order (oldest process first), so that the first layout seen of a
+        // series never depends on a map's order.
+        let mut keys: Vec<ProcessKey> = self.processes.keys().copied().collect();
+        keys.sort();
+        for key in keys {
+            let readings: Vec<(SeriesKey, Reading)> = match self.processes.get(&key) {
+                Some(process) => process
+                    .series
+                    .iter()
+                    .map(|(series, reading)| (series.clone(), reading.clone()))
+                    .collect(),
+                None => continue,
+            };
+            for (series, reading) in readings {
                 match reading {
-                    Reading::Counter(value) => view.add_counter(series, *value),
-                    Reading::Histogram(buckets) => view.add_histogram(series, buckets),
+                    Reading::Counter(value) => view.add_counter(&series, value),
+                    Reading::Histogram(buckets) => {
+                        let series = self.place(&series, &buckets);
+                        view.add_histogram(&series, &buckets);
+                    }
                     Reading::Gauge(value) if newest.get(&key.0) == Some(&key.1) => {
-                        view.gauges
-                            .entry(series.clone())
-                            .or_default()
-                            .insert(key.0, *value);
+                        view.gauges.entry(series).or_default().insert(key.0, value);
                     }
                     Reading::Gauge(_) => {}
                 }
@@ -279,7 +358,30 @@ impl Aggregate {
     /// it sent before (at most [`MAX_RETIRED_SERIES`] series).
     pub(crate) fn set_predecessor(&mut self, totals: Vec<(SeriesKey, Total)>) {
         self.predecessor = totals.into_iter().take(MAX_RETIRED_SERIES).collect();
+        // The old master's layouts are the series' history: they stay first.
+        for (series, total) in &self.predecessor {
+            if let Total::Histogram(buckets) = total {
+                if series.label(LAYOUT_LABEL).is_none()
+                    && (self.layouts.len() < MAX_RETIRED_SERIES
+                        || self.layouts.contains_key(series))
+                {
+                    self.layouts.insert(series.clone(), buckets.bounds.clone());
+                }
+            }
+        }
     }
+}
+
+/// `series` with [`LAYOUT_LABEL`] naming `bounds`.
+fn with_layout(series: &SeriesKey, bounds: &[f64]) -> SeriesKey {
+    let layout = bounds
+        .iter()
+        .map(|bound| bound.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut labels = series.labels.clone();
+    labels.push((LAYOUT_LABEL.to_owned(), layout));
+    SeriesKey::new(series.name.clone(), labels)
 }
 
 #[cfg(test)]
@@ -302,6 +404,7 @@ mod tests {
         let one = Origin::Worker(WorkerId(1));
         all.ingest(
             one,
+            0,
             batch(
                 0,
                 vec![
@@ -312,11 +415,12 @@ mod tests {
         );
         all.ingest(
             Origin::Worker(WorkerId(2)),
+            0,
             batch(0, vec![(jobs.clone(), Reading::Counter(2))]),
         );
         assert_eq!(all.view().counters[&jobs], 7);
         all.ended(one, 0);
-        all.ingest(one, batch(1, vec![(jobs.clone(), Reading::Counter(1))]));
+        all.ingest(one, 1, batch(1, vec![(jobs.clone(), Reading::Counter(1))]));
         let view = all.view();
         assert_eq!(view.counters[&jobs], 8);
         assert!(!view.gauges.contains_key(&depth));
@@ -327,8 +431,110 @@ mod tests {
         assert_eq!(all.view().counters[&jobs], 8);
         assert!(!all.processes.contains_key(&(one, 0)));
         // A late batch of the folded process is ignored.
-        all.ingest(one, batch(0, vec![(jobs.clone(), Reading::Counter(50))]));
+        all.ingest(one, 0, batch(0, vec![(jobs.clone(), Reading::Counter(50))]));
         assert_eq!(all.view().counters[&jobs], 8);
+    }
+
+    #[test]
+    fn a_batch_that_comes_after_its_processs_end_is_folded_with_it() {
+        let mut all = Aggregate::default();
+        let jobs = SeriesKey::new("jobs", vec![]);
+        let depth = SeriesKey::new("depth", vec![]);
+        let one = Origin::Worker(WorkerId(1));
+        // The exit is handled before the process's only batch is read.
+        all.ended(one, 3);
+        all.ingest(
+            one,
+            3,
+            batch(
+                3,
+                vec![
+                    (jobs.clone(), Reading::Counter(2)),
+                    (depth.clone(), Reading::Gauge(1.0)),
+                ],
+            ),
+        );
+        let view = all.view();
+        assert_eq!(view.counters[&jobs], 2);
+        // Not live: its gauges are not shown.
+        assert!(!view.gauges.contains_key(&depth));
+        assert!(all.newest_live().is_empty());
+        // And it is freed after the settle time, its count kept.
+        if let Some(process) = all.processes.get_mut(&(one, 3)) {
+            process.ended_at = Some(Instant::now() - SETTLE);
+        }
+        assert_eq!(all.view().counters[&jobs], 2);
+        assert!(all.processes.is_empty());
+    }
+
+    fn histogram(bounds: &[f64], counts: Vec<u64>) -> Reading {
+        Reading::Histogram(Buckets {
+            bounds: bounds.to_vec(),
+            counts,
+            sum: 1.0,
+        })
+    }
+
+    #[test]
+    fn histograms_of_another_layout_are_summed_apart_and_nothing_goes_backwards() {
+        let mut all = Aggregate::default();
+        let lat = SeriesKey::new("lat", vec![]);
+        let (one, two) = (Origin::Worker(WorkerId(1)), Origin::Worker(WorkerId(2)));
+        let old = [0.1, 1.0];
+        let new = [0.5, 5.0];
+        // Slot 2 runs the new build before slot 1 is rolled.
+        all.ingest(
+            one,
+            0,
+            batch(0, vec![(lat.clone(), histogram(&old, vec![1, 1, 1]))]),
+        );
+        all.ingest(
+            two,
+            1,
+            batch(1, vec![(lat.clone(), histogram(&new, vec![2, 0, 0]))]),
+        );
+        let other = with_layout(&lat, &new);
+        let view = all.view();
+        assert_eq!(view.histograms[&lat].count(), 3);
+        assert_eq!(view.histograms[&other].count(), 2);
+        assert_eq!(other.label(LAYOUT_LABEL), Some("0.5,5"));
+        // Slot 2's process ends first: retired, its layout still apart.
+        all.ended(two, 1);
+        if let Some(process) = all.processes.get_mut(&(two, 1)) {
+            process.ended_at = Some(Instant::now() - SETTLE);
+        }
+        all.ingest(
+            two,
+            2,
+            batch(2, vec![(lat.clone(), histogram(&new, vec![1, 0, 0]))]),
+        );
+        let view = all.view();
+        assert_eq!(view.histograms[&lat].count(), 3);
+        assert_eq!(view.histograms[&other].count(), 3);
+        // Slot 1 rolled too: its old-layout total stays where it was.
+        all.ended(one, 0);
+        if let Some(process) = all.processes.get_mut(&(one, 0)) {
+            process.ended_at = Some(Instant::now() - SETTLE);
+        }
+        all.ingest(
+            one,
+            3,
+            batch(3, vec![(lat.clone(), histogram(&new, vec![4, 0, 0]))]),
+        );
+        let view = all.view();
+        assert_eq!(view.histograms[&lat].count(), 3);
+        assert_eq!(view.histograms[&other].count(), 7);
+        // A new master goes on from the same series.
+        let mut next = Aggregate::default();
+        next.set_predecessor(all.totals());
+        next.ingest(
+            one,
+            0,
+            batch(0, vec![(lat.clone(), histogram(&new, vec![1, 0, 0]))]),
+        );
+        let view = next.view();
+        assert_eq!(view.histograms[&lat].count(), 3);
+        assert_eq!(view.histograms[&other].count(), 8);
     }
 
     #[test]
@@ -336,13 +542,13 @@ mod tests {
         let mut old = Aggregate::default();
         let jobs = SeriesKey::new("jobs", vec![]);
         let one = Origin::Worker(WorkerId(1));
-        old.ingest(one, batch(0, vec![(jobs.clone(), Reading::Counter(4))]));
+        old.ingest(one, 0, batch(0, vec![(jobs.clone(), Reading::Counter(4))]));
         let mut new = Aggregate::default();
         new.set_predecessor(old.totals());
-        new.ingest(one, batch(0, vec![(jobs.clone(), Reading::Counter(1))]));
+        new.ingest(one, 0, batch(0, vec![(jobs.clone(), Reading::Counter(1))]));
         assert_eq!(new.view().counters[&jobs], 5);
         // The old workers went on counting until they drained.
-        old.ingest(one, batch(0, vec![(jobs.clone(), Reading::Counter(9))]));
+        old.ingest(one, 0, batch(0, vec![(jobs.clone(), Reading::Counter(9))]));
         new.set_predecessor(old.totals());
         assert_eq!(new.view().counters[&jobs], 10);
     }

@@ -13,7 +13,9 @@
 //!   ended keeps its last total in the sum, so a counter never goes backwards when a
 //!   worker dies or is replaced, and a master upgrade hands the totals over;
 //! - **histograms** are merged bucket by bucket the same way (buckets: [`DEFAULT_BUCKETS`]
-//!   unless `ClusterBuilder::histogram_buckets` says otherwise);
+//!   unless `ClusterBuilder::histogram_buckets` says otherwise); readings with bounds
+//!   other than those first seen for the series (a build with other buckets) are
+//!   summed apart, under the label [`LAYOUT_LABEL`];
 //! - **gauges** are per worker (label `worker`, the newest live process of each slot;
 //!   the master's own as `worker="master"`): a sum over workers is `sum without(worker)`
 //!   in PromQL, meaningful for levels such as in-flight requests, not for others.
@@ -22,9 +24,11 @@
 //! The master's own recorder (plugins may count too) feeds it as `master`.
 //!
 //! Bounded: at most [`MAX_SERIES_PER_PROCESS`] series per process, names of at most
-//! [`MAX_NAME_LEN`] bytes, [`MAX_LABELS`] labels of at most [`MAX_LABEL_LEN`] bytes;
-//! past them updates are dropped and counted ([`dropped_updates`] in each process,
-//! [`DROPPED_TOTAL`] for the cluster).
+//! [`MAX_NAME_LEN`] bytes, [`MAX_LABELS`] labels of at most [`MAX_LABEL_LEN`] bytes,
+//! histograms of at most [`MAX_BUCKETS`] bounds; past them updates are dropped and
+//! counted ([`dropped_updates`] in each process, [`DROPPED_TOTAL`] for the cluster).
+//! The master checks every bound again on what it receives, and takes a batch's
+//! process from the channel it arrived on, never from the batch.
 //!
 //! ```no_run
 //! #[wix_cluster::main(workers = 2)]
@@ -47,12 +51,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub use aggregate::{MAX_RETIRED_SERIES, Origin, View};
+pub use aggregate::{LAYOUT_LABEL, MAX_RETIRED_SERIES, Origin, View};
 pub(crate) use aggregate::{ProcessKey, Total};
 pub use series::{Buckets, Reading, SeriesKey};
 
 use crate::WorkerId;
-use crate::exchange::{self, Peer};
+use crate::exchange;
 use aggregate::Aggregate;
 use recorder::{Recorder, Registry};
 use series::Batch;
@@ -65,6 +69,10 @@ pub const MAX_NAME_LEN: usize = 200;
 pub const MAX_LABELS: usize = 8;
 /// The longest label name or value kept, in bytes.
 pub const MAX_LABEL_LEN: usize = 128;
+/// The most bucket bounds a histogram may have.
+pub const MAX_BUCKETS: usize = 64;
+/// The longest description (`# HELP` text) kept, in characters.
+pub const MAX_HELP_LEN: usize = 500;
 /// How often a worker sends what changed.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// Histogram bucket bounds unless configured: OpenTelemetry's defaults for HTTP server
@@ -193,7 +201,7 @@ fn send(registry: &Registry, generation: u32) {
     let refresh = SENT.fetch_add(1, Ordering::Relaxed) % REFRESH_EVERY == 0;
     let all = RESEND_ALL.swap(false, Ordering::Relaxed) || refresh;
     if let Some(batch) = changes(registry, generation, all) {
-        if let Err(e) = exchange::send(&batch) {
+        if let Err(e) = exchange::send_internal(&batch) {
             RESEND_ALL.store(true, Ordering::Relaxed);
             tracing::debug!("metrics not sent: {e}");
         }
@@ -206,7 +214,9 @@ const REFRESH_EVERY: u64 = 40;
 /// What changed since the last call, as a batch; `None` when nothing did. This
 /// process's count of dropped updates travels as the counter [`DROPPED_TOTAL`].
 fn changes(registry: &Registry, generation: u32, all: bool) -> Option<Batch> {
-    static SENT_DROPPED: AtomicU64 = AtomicU64::new(0);
+    // Nothing sent yet: the first batch carries the count, 0 included, so that
+    // `wix_cluster_metrics_dropped_total` is there from the start.
+    static SENT_DROPPED: AtomicU64 = AtomicU64::new(u64::MAX);
     let (mut series, descriptions) = if all {
         registry.take_all()
     } else {
@@ -242,27 +252,39 @@ pub(crate) fn start_collector(settings: &Settings, origin: Origin) {
     if origin != Origin::Master {
         return;
     }
-    let mut batches = match exchange::subscribe::<Batch>() {
-        Ok(batches) => batches,
+    // Written from the start, at 0.
+    ::metrics::counter!(exchange::hub::REFUSED_TOTAL).increment(0);
+    let hub = match exchange::hub::hub() {
+        Ok(hub) => hub,
         Err(e) => {
             tracing::error!("worker metrics will not be collected: {e}");
             return;
         }
     };
-    tokio::spawn(async move {
-        while let Some((from, batch)) = batches.recv().await {
-            let origin = match from {
-                Peer::Worker(id) => Origin::Worker(id),
-                Peer::Master => Origin::Master,
-            };
-            aggregate().ingest(origin, batch);
-        }
-    });
+    // Batches come straight from each worker's channel, which names the process: what
+    // a batch says about itself is not trusted.
+    hub.intercept(
+        <Batch as exchange::Exchange>::TOPIC,
+        Arc::new(
+            |key, payload| match postcard::from_bytes::<Batch>(payload) {
+                Ok(batch) => aggregate().ingest(Origin::Worker(key.id), key.generation, batch),
+                Err(e) => {
+                    if let Ok(hub) = exchange::hub::hub() {
+                        hub.count_undecodable(
+                            <Batch as exchange::Exchange>::TOPIC,
+                            "a metrics batch",
+                            &e,
+                        );
+                    }
+                }
+            },
+        ),
+    );
 }
 
 fn collect_own(registry: &Registry, origin: Origin) {
     if let Some(batch) = changes(registry, 0, false) {
-        aggregate().ingest(origin, batch);
+        aggregate().ingest(origin, 0, batch);
     }
 }
 

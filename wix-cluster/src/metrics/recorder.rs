@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
 
 use super::series::{Buckets, Reading, SeriesKey};
-use super::{MAX_LABEL_LEN, MAX_LABELS, MAX_NAME_LEN, MAX_SERIES_PER_PROCESS, count_dropped};
+use super::{
+    MAX_HELP_LEN, MAX_LABEL_LEN, MAX_LABELS, MAX_NAME_LEN, MAX_SERIES_PER_PROCESS, count_dropped,
+};
 
 /// One process's series.
 pub(crate) struct Registry {
@@ -128,9 +130,6 @@ impl Registry {
 
 /// Series that changed with their value now, and new `(name, description)` pairs.
 pub(crate) type Changes = (Vec<(SeriesKey, Reading)>, Vec<(String, String)>);
-
-/// The longest description kept, in characters.
-const MAX_HELP_LEN: usize = 500;
 
 /// The series key of a facade key, or `None` when it breaks a bound.
 fn series_key(key: &Key) -> Option<SeriesKey> {

@@ -23,6 +23,18 @@ impl SeriesKey {
         }
     }
 
+    /// Whether the key keeps every bound: a name of at most [`super::MAX_NAME_LEN`]
+    /// bytes, at most [`super::MAX_LABELS`] labels of at most [`super::MAX_LABEL_LEN`]
+    /// bytes (name and value), sorted, each name once.
+    pub(crate) fn is_within_bounds(&self) -> bool {
+        self.name.len() <= super::MAX_NAME_LEN
+            && self.labels.len() <= super::MAX_LABELS
+            && self.labels.iter().all(|(key, value)| {
+                key.len() <= super::MAX_LABEL_LEN && value.len() <= super::MAX_LABEL_LEN
+            })
+            && self.labels.windows(2).all(|pair| pair[0].0 < pair[1].0)
+    }
+
     /// The value of label `name`, if the series has it.
     pub fn label(&self, name: &str) -> Option<&str> {
         self.labels
@@ -145,11 +157,29 @@ impl Buckets {
     }
 }
 
+impl Reading {
+    /// Whether a histogram's layout is one wix-cluster makes: at most
+    /// [`super::MAX_BUCKETS`] finite, increasing bounds and one count more than
+    /// bounds. Counters and gauges always are.
+    pub(crate) fn is_within_bounds(&self) -> bool {
+        match self {
+            Reading::Histogram(buckets) => {
+                buckets.bounds.len() <= super::MAX_BUCKETS
+                    && buckets.counts.len() == buckets.bounds.len() + 1
+                    && buckets.bounds.iter().all(|bound| bound.is_finite())
+                    && buckets.bounds.windows(2).all(|pair| pair[0] < pair[1])
+            }
+            Reading::Counter(_) | Reading::Gauge(_) => true,
+        }
+    }
+}
+
 /// A process's changes since its last batch: sent every [`super::FLUSH_INTERVAL`] by
 /// each worker (nothing when nothing changed), and once more as it exits.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Batch {
-    /// The sending process's generation in its slot (the exchange names the slot).
+    /// The sending process's generation in its slot. The master does not trust it: it
+    /// takes slot and generation from the channel the batch arrived on.
     pub(crate) generation: u32,
     /// Series whose value changed, with their new value.
     pub(crate) series: Vec<(SeriesKey, Reading)>,

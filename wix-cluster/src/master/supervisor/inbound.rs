@@ -196,7 +196,9 @@ impl Supervisor {
             sent_abort: slot.sent_abort,
             sent_kill: slot.sent_kill.as_deref(),
             going_down: slot.going_down.as_deref(),
-            oom_kills: self.oom.killed_since_last_look(),
+            oom_kills: self
+                .oom
+                .kills_for_exit(reason == ExitReason::Signal(9) && slot.sent_kill.is_none()),
         });
         self.emit_with_cause(
             LifecycleEvent::Exit {
