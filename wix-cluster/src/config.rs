@@ -1,8 +1,12 @@
 //! The resolved configuration: the builder's values with the environment's overrides.
 
+mod management;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+pub use management::{ManagementApp, ManagementAppBuilder};
 
 /// `WIX_CLUSTER_WORKERS`: overrides the worker count.
 pub const ENV_WORKERS: &str = "WIX_CLUSTER_WORKERS";
@@ -58,8 +62,7 @@ pub const ENV_MANAGEMENT_HOSTS: &str = "WIX_CLUSTER_MANAGEMENT_HOSTS";
 
 /// The worker count when neither the program nor the environment sets one.
 pub const DEFAULT_WORKERS: usize = 2;
-/// The most workers a cluster runs (configured, or scaled to).
-pub const MAX_WORKERS: usize = 1024;
+pub use crate::limits::MAX_WORKERS;
 
 /// The management app's address when nothing else is set.
 pub const DEFAULT_MANAGEMENT_ADDR: &str = "127.0.0.1:8084";
@@ -169,7 +172,7 @@ pub(crate) struct Requested {
     pub(crate) flavor: Flavor,
     pub(crate) worker_threads: Option<usize>,
     pub(crate) management: Option<String>,
-    pub(crate) management_app: crate::management::ManagementApp,
+    pub(crate) management_app: management::ManagementApp,
     pub(crate) app_version: Option<String>,
     pub(crate) watch: bool,
     pub(crate) header_read_timeout: Option<Duration>,
@@ -187,7 +190,7 @@ impl Default for Requested {
             flavor: Flavor::CurrentThread,
             worker_threads: None,
             management: None,
-            management_app: crate::management::ManagementApp::default(),
+            management_app: management::ManagementApp::default(),
             app_version: None,
             watch: false,
             header_read_timeout: None,
@@ -209,7 +212,7 @@ pub(crate) struct Config {
     /// Where the management app listens.
     pub(crate) management: SocketAddr,
     /// The management app's pages, mount point, token and sampling.
-    pub(crate) management_app: crate::management::ManagementConfig,
+    pub(crate) management_app: management::ManagementConfig,
     /// The program's version, shown by the management app (the macro passes the
     /// crate's `CARGO_PKG_VERSION`).
     pub(crate) app_version: Option<String>,
@@ -449,10 +452,10 @@ fn header_bytes(raw: &str) -> Result<usize, &'static str> {
 
 /// The management app's settings with the environment's overrides applied.
 fn resolve_management_app(
-    app: &crate::management::ManagementApp,
+    app: &management::ManagementApp,
     var: impl Fn(&str) -> Option<String>,
-) -> Result<crate::management::ManagementConfig, ConfigError> {
-    use crate::management::settings::{
+) -> Result<management::ManagementConfig, ConfigError> {
+    use management::{
         DEFAULT_SAMPLE_INTERVAL, check_host, check_hosts, check_sample_interval,
         normalize_admin_token, normalize_mount_point,
     };
@@ -483,7 +486,7 @@ fn resolve_management_app(
             expected,
         )
     })?;
-    Ok(crate::management::ManagementConfig {
+    Ok(management::ManagementConfig {
         pages: app.pages.clone(),
         mount_point,
         admin_token,

@@ -18,7 +18,7 @@ use serde_json::json;
 use super::routes::{Ctx, error};
 
 /// The most workers `POST /workers/scale` accepts: a guard against a typo.
-pub(crate) const MAX_SCALE: usize = crate::config::MAX_WORKERS;
+pub(crate) const MAX_SCALE: usize = crate::limits::MAX_WORKERS;
 
 /// `None` when the request may act on the cluster; the refusal otherwise: 403 without
 /// a configured token, 401 without the right one, 409 in single-process mode.

@@ -31,7 +31,7 @@ pub(crate) struct Hosts {
 }
 
 impl Hosts {
-    /// From the configured names, checked already (see [`super::settings::check_host`]).
+    /// From the configured names, checked already (see [`crate::config::management::check_host`]).
     pub(crate) fn new(names: &[String]) -> Hosts {
         Hosts {
             any: names.iter().any(|name| name == "*"),

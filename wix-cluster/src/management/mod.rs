@@ -23,45 +23,14 @@ mod listener;
 mod metrics;
 mod routes;
 mod server;
-pub(crate) mod settings;
 mod stats;
 mod traffic;
 mod workers;
 
-use std::fmt;
 use std::time::Duration;
-
-pub use settings::{ManagementApp, ManagementAppBuilder};
 
 use crate::Master;
 use crate::config::Config;
-
-/// The management app's settings once the environment is applied.
-#[derive(Clone)]
-pub(crate) struct ManagementConfig {
-    /// User routers, mounted beside the built-in pages.
-    pub(crate) pages: Vec<axum::Router>,
-    /// `""` or a path such as `/admin`, without a trailing `/`.
-    pub(crate) mount_point: String,
-    /// The bearer token for the `POST` actions; `None` disables them.
-    pub(crate) admin_token: Option<String>,
-    /// How often workers are sampled.
-    pub(crate) sample_interval: Duration,
-    /// Host names answered besides `localhost` and IP addresses (lowercase; `*`: any).
-    pub(crate) hosts: Vec<String>,
-}
-
-impl fmt::Debug for ManagementConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ManagementConfig")
-            .field("pages", &self.pages.len())
-            .field("mount_point", &self.mount_point)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
-            .field("sample_interval", &self.sample_interval)
-            .field("hosts", &self.hosts)
-            .finish()
-    }
-}
 
 /// Starts the management app on `master.management_addr()`: the sampler and the
 /// server, as tasks of the current runtime. Returns at once; a failure to bind is

@@ -18,9 +18,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::routes::{Ctx, number, unix_seconds};
-use super::settings::HISTORY;
 use super::workers::{self, Row};
 use crate::{WorkerId, WorkerInfo, WorkerRef, WorkerState, metrics};
+
+/// How far back the history of samples (the dashboard's charts) goes.
+pub(crate) const HISTORY: Duration = Duration::from_secs(5 * 60);
 
 /// How long a worker that exited stays in the tables (state `exited`).
 pub(crate) const EXITED_KEPT: Duration = Duration::from_secs(60);

@@ -77,7 +77,7 @@ impl Supervisor {
     }
 
     fn scale(&mut self, count: usize) {
-        let count = count.clamp(1, crate::config::MAX_WORKERS);
+        let count = count.clamp(1, crate::limits::MAX_WORKERS);
         self.master.set_desired_workers(count);
         let occupied = self.table.occupied();
         for id in (1..=count).map(|id| WorkerId(id as u32)) {

@@ -1,5 +1,6 @@
 //! [`ManagementApp`]: what the program configures about the management app (user pages,
-//! mount point, admin token, sampling), and the checks on it.
+//! mount point, admin token, sampling, host names), the checks on it, and what it is once
+//! the environment is applied ([`ManagementConfig`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -7,9 +8,6 @@ use std::time::Duration;
 /// How often the master samples each worker's CPU time and memory when nothing else is
 /// set: often enough for the dashboard's charts to move.
 pub(crate) const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
-
-/// How far back the history of samples (the dashboard's charts) goes.
-pub(crate) const HISTORY: Duration = Duration::from_secs(5 * 60);
 
 /// The management app's settings: user pages mounted beside the built-in ones, a mount
 /// point prefixing every page, the admin token that enables `POST` actions, and how
@@ -214,5 +212,32 @@ mod tests {
     fn the_token_never_shows_in_debug_output() {
         let app = ManagementApp::builder().admin_token("s3cret").build();
         assert!(!format!("{app:?}").contains("s3cret"));
+    }
+}
+
+/// The management app's settings once the environment is applied.
+#[derive(Clone)]
+pub(crate) struct ManagementConfig {
+    /// User routers, mounted beside the built-in pages.
+    pub(crate) pages: Vec<axum::Router>,
+    /// `""` or a path such as `/admin`, without a trailing `/`.
+    pub(crate) mount_point: String,
+    /// The bearer token for the `POST` actions; `None` disables them.
+    pub(crate) admin_token: Option<String>,
+    /// How often workers are sampled.
+    pub(crate) sample_interval: Duration,
+    /// Host names answered besides `localhost` and IP addresses (lowercase; `*`: any).
+    pub(crate) hosts: Vec<String>,
+}
+
+impl fmt::Debug for ManagementConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManagementConfig")
+            .field("pages", &self.pages.len())
+            .field("mount_point", &self.mount_point)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("sample_interval", &self.sample_interval)
+            .field("hosts", &self.hosts)
+            .finish()
     }
 }
