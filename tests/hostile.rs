@@ -331,3 +331,84 @@ fn large_heads_keep_the_worker_rss_bounded() {
     drop(held);
     assert!(http_get(addr, "/").is_ok_and(|r| r.status == 200));
 }
+
+/// Sets the soft descriptor limit of process `pid` to `soft` (the hard one left as it
+/// is), returning the old soft limit.
+fn set_soft_nofile(pid: u32, soft: u64) -> u64 {
+    use nix::libc::{RLIMIT_NOFILE, pid_t, prlimit, rlimit};
+    let mut old = rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a plain system call on valid rlimit structs.
+    let read = unsafe { prlimit(pid as pid_t, RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(
+        read,
+        0,
+        "read the limit: {}",
+        std::io::Error::last_os_error()
+    );
+    let new = rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: as above.
+    let set = unsafe { prlimit(pid as pid_t, RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(set, 0, "set the limit: {}", std::io::Error::last_os_error());
+    old.rlim_cur
+}
+
+#[test]
+fn accepts_that_run_out_of_descriptors_back_off_are_counted_and_recover() {
+    let program = Program::start(
+        "hello",
+        &[
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("WIX_CLUSTER_WORKERS", "1"),
+        ],
+    );
+    let addr = program.listening_addr();
+    let worker = program.wait_for_workers(1)[0];
+    program.wait_for_200(addr, "/");
+    let management = program.management_addr();
+    // The worker may open no descriptor more than it has: every accept fails (EMFILE).
+    let open = wix_cluster_suite::open_fds(worker) as u64;
+    let old = set_soft_nofile(worker, open);
+    let held: Vec<TcpStream> = (0..8)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
+    assert!(!held.is_empty(), "no connection reached the queue");
+    let accept_errors = || {
+        http_get(management, "/metrics")
+            .ok()
+            .and_then(|page| {
+                page.body.lines().find_map(|line| {
+                    let rest = line.strip_prefix("wix_cluster_worker_accept_errors_total{")?;
+                    rest.rsplit_once(' ')?.1.parse::<f64>().ok()
+                })
+            })
+            .unwrap_or(0.0)
+    };
+    // Counted (the worker's heartbeat carries the count) and logged.
+    assert!(
+        wait_until(PATIENCE, || accept_errors() >= 2.0),
+        "accept errors counted: {}",
+        accept_errors()
+    );
+    program.wait_for_log("Too many open files");
+    // Backing off, not spinning: at 50 ms a try, a second gives about 20, not thousands.
+    let before = accept_errors();
+    std::thread::sleep(Duration::from_secs(2));
+    let per_second = (accept_errors() - before) / 2.0;
+    assert!(
+        per_second <= 100.0,
+        "{per_second} failed accepts a second: spinning"
+    );
+    // With descriptors again, the queued connections and new ones are served by the
+    // same worker: nothing was lost or replaced.
+    set_soft_nofile(worker, old);
+    drop(held);
+    program.wait_for_200(addr, "/");
+    program.assert_workers_stay(&[worker], "the worker short of descriptors was replaced");
+}
