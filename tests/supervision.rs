@@ -279,6 +279,31 @@ fn sigterm_lets_a_slow_request_finish_then_the_master_exits_0() {
 }
 
 #[test]
+fn a_second_sigterm_kills_the_draining_workers_at_once() {
+    // A drain that would take a minute: the slow request holds it.
+    let mut program = flaky(&[("DRAIN_TIMEOUT_MS", "60000")]);
+    let addr = program.listening_addr();
+    let workers = program.wait_for_workers(2);
+    let slow = std::thread::spawn(move || http_get(addr, "/slow?ms=60000"));
+    program.wait_for_requests_in_flight(1);
+    program.signal(Signal::SIGTERM);
+    program.wait_for_log("SIGTERM: stopping 2 workers gracefully");
+    program.signal(Signal::SIGTERM);
+    program.wait_for_log("SIGTERM again: killing every worker now");
+    // The master exits (a graceful stop's code) without waiting for the drain, and the
+    // request in flight is cut.
+    program.assert_exits_with(0);
+    for pid in &workers {
+        assert!(!is_alive(*pid), "worker {pid} outlived the second SIGTERM");
+    }
+    let cut = slow.join().expect("client thread");
+    assert!(
+        cut.as_ref().map_or(true, |r| r.status != 200),
+        "the slow request completed: {cut:?}"
+    );
+}
+
+#[test]
 fn a_worker_that_ignores_shutdown_is_killed_after_the_timeout() {
     let mut program = flaky(&[("IGNORE_SHUTDOWN", "1"), ("DRAIN_TIMEOUT_MS", "1000")]);
     program.listening_addr();
