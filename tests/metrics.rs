@@ -459,3 +459,36 @@ fn a_roll_to_other_buckets_keeps_every_observation_and_no_series_goes_backwards(
     );
     promtool_finds_nothing(&text);
 }
+
+#[test]
+fn names_that_collide_once_made_valid_are_one_family_logged_once() {
+    let (program, app, management) = start(&[]);
+    // `queue-depth` and `queue_depth` are both `queue_depth` for Prometheus.
+    for name in ["queue-depth", "queue_depth"] {
+        let set = http_get(app, &format!("/gauge/{name}/3")).expect("set a gauge");
+        assert_eq!(set.status, 200, "{set:?}");
+    }
+    let mut text = String::new();
+    let both = wait_until(PATIENCE, || {
+        text = metrics_text(management);
+        program.log().contains("queue-depth and queue_depth")
+            || program.log().contains("queue_depth and queue-depth")
+    });
+    assert!(both, "the collision was not logged");
+    let families = text
+        .lines()
+        .filter(|line| *line == "# TYPE queue_depth gauge")
+        .count();
+    assert_eq!(families, 1, "one family: {text}");
+    promtool_finds_nothing(&text);
+    // Logged once, however many scrapes see it.
+    for _ in 0..3 {
+        metrics_text(management);
+    }
+    let logged = program
+        .log()
+        .lines()
+        .filter(|line| line.contains("have the same name once made valid"))
+        .count();
+    assert_eq!(logged, 1, "logged {logged} times");
+}

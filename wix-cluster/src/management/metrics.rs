@@ -265,6 +265,7 @@ fn families(view: &View) -> BTreeMap<String, (String, Series<'_>)> {
         let entry = families
             .entry(name)
             .or_insert_with(|| (key.name.clone(), Series::Counter(Vec::new())));
+        note_collision(&entry.0, &key.name);
         if let Series::Counter(series) = &mut entry.1 {
             series.push((key, *value));
         }
@@ -273,6 +274,7 @@ fn families(view: &View) -> BTreeMap<String, (String, Series<'_>)> {
         let entry = families
             .entry(metric_name(&key.name))
             .or_insert_with(|| (key.name.clone(), Series::Gauge(Vec::new())));
+        note_collision(&entry.0, &key.name);
         if let Series::Gauge(series) = &mut entry.1 {
             series.extend(
                 by_origin
@@ -287,6 +289,7 @@ fn families(view: &View) -> BTreeMap<String, (String, Series<'_>)> {
         let entry = families
             .entry(metric_name(&key.name))
             .or_insert_with(|| (key.name.clone(), Series::Histogram(Vec::new())));
+        note_collision(&entry.0, &key.name);
         if let Series::Histogram(series) = &mut entry.1 {
             series.push((key, buckets));
         } else {
@@ -364,6 +367,26 @@ fn warn_once(family: &str, why: &str) {
     }
     warned.push(family.to_owned());
     tracing::warn!("metric {family} is left out of /metrics: {why}");
+}
+
+/// Two facade names that become one family name once made valid (`a-b` and `a_b`):
+/// their series are written as one family (a series written twice is left out by the
+/// page's writer), which is logged once per pair of names.
+fn note_collision(first: &str, other: &str) {
+    if first == other {
+        return;
+    }
+    static NOTED: parking_lot::Mutex<Vec<(String, String)>> = parking_lot::Mutex::new(Vec::new());
+    let mut noted = NOTED.lock();
+    if noted.iter().any(|(a, b)| a == first && b == other) || noted.len() >= WARNED_NAMES {
+        return;
+    }
+    noted.push((first.to_owned(), other.to_owned()));
+    tracing::warn!(
+        "metrics {first} and {other} have the same name once made valid for Prometheus \
+         ({}): /metrics writes their series as one family",
+        metric_name(first)
+    );
 }
 
 /// How many left-out names [`warn_once`] remembers.
