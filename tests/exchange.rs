@@ -23,6 +23,9 @@ fn probe(mode: Mode) -> (Program, SocketAddr) {
     if mode == Mode::Cluster {
         program.wait_for_workers(2);
     }
+    // Every worker ready, so on the exchange: a process that exists may not have said
+    // hello yet, and a broadcast reaches only the workers that have.
+    program.wait_for_200(program.management_addr(), "/health/ready");
     (program, addr)
 }
 
