@@ -47,6 +47,7 @@ mod procfs;
 mod protocol;
 mod role;
 mod runtime;
+mod shm;
 mod signals;
 mod single;
 mod worker;

@@ -6,7 +6,7 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use crate::WorkerId;
 
 /// The internal marker a master sets on the workers it spawns:
-/// `<id>:<generation>:<channel fd>:<master pid>`.
+/// `<id>:<generation>:<channel fd>:<master pid>:<metrics segment fd>`.
 pub(crate) const ENV_WORKER_MARKER: &str = "__WIX_CLUSTER_WORKER";
 
 /// What the marker tells a worker about itself.
@@ -16,6 +16,8 @@ pub(crate) struct WorkerMarker {
     pub(crate) generation: u32,
     pub(crate) channel: OwnedFd,
     pub(crate) master_pid: u32,
+    /// The shared segment the worker's metrics live in (`crate::metrics`).
+    pub(crate) metrics: OwnedFd,
 }
 
 /// This process's part.
@@ -28,8 +30,14 @@ pub(crate) enum Role {
 
 impl WorkerMarker {
     /// Formats the marker for a worker about to be spawned.
-    pub(crate) fn encode(id: WorkerId, generation: u32, channel: RawFd, master_pid: u32) -> String {
-        format!("{id}:{generation}:{channel}:{master_pid}")
+    pub(crate) fn encode(
+        id: WorkerId,
+        generation: u32,
+        channel: RawFd,
+        master_pid: u32,
+        metrics: RawFd,
+    ) -> String {
+        format!("{id}:{generation}:{channel}:{master_pid}:{metrics}")
     }
 }
 
@@ -46,19 +54,25 @@ pub(crate) fn detect() -> Result<Role, String> {
     let raw = raw.to_string_lossy();
     let bad = || format!("invalid internal variable {ENV_WORKER_MARKER}={raw:?}");
     let parts: Vec<&str> = raw.split(':').collect();
-    let [id, generation, fd, master_pid] = parts.as_slice() else {
+    let [id, generation, fd, master_pid, metrics] = parts.as_slice() else {
         return Err(bad());
     };
     let id: u32 = id.parse().map_err(|_| bad())?;
     let generation: u32 = generation.parse().map_err(|_| bad())?;
     let fd: RawFd = fd.parse().map_err(|_| bad())?;
     let master_pid: u32 = master_pid.parse().map_err(|_| bad())?;
+    let metrics: RawFd = metrics.parse().map_err(|_| bad())?;
+    if metrics == fd {
+        return Err(bad());
+    }
     let channel = adopt_fd(fd).map_err(|e| format!("{}: {e}", bad()))?;
+    let metrics = adopt_fd(metrics).map_err(|e| format!("{}: {e}", bad()))?;
     Ok(Role::Worker(WorkerMarker {
         id: WorkerId(id),
         generation,
         channel,
         master_pid,
+        metrics,
     }))
 }
 

@@ -348,7 +348,7 @@ fn histogram(family: &mut exposition::Family<'_>, key: &SeriesKey, buckets: &Buc
     let bounds = buckets.bounds.iter().map(|b| exposition::number(*b));
     let bounds = bounds.chain(std::iter::once("+Inf".to_owned()));
     for (count, le) in buckets.counts.iter().zip(bounds) {
-        below += count;
+        below = below.saturating_add(*count);
         let mut labels = key.labels.clone();
         labels.push(("le".into(), le));
         family.sample("_bucket", &labels, below as f64);

@@ -22,19 +22,20 @@ pub(crate) struct Started {
 
 /// Starts `command` (program, arguments and environment set) with stdin closed and the
 /// other end of a new channel inherited, named in `channel_var` as `channel_value` of
-/// its descriptor, and `inherit` (a descriptor of this process, named in `command`'s
+/// its descriptor, and `inherit` (descriptors of this process, named in `command`'s
 /// environment by the caller) inherited too. With `die_with_parent`, the process gets
 /// SIGKILL when this thread ends (`PR_SET_PDEATHSIG`). `what` names it in logs.
 pub(crate) fn start(
     mut command: Command,
     channel_var: &str,
     channel_value: impl FnOnce(RawFd) -> String,
-    inherit: Option<RawFd>,
+    inherit: &[RawFd],
     die_with_parent: bool,
     what: String,
 ) -> io::Result<Started> {
     let (ours, theirs) = ipc::socketpair()?;
     let child_fd = theirs.as_raw_fd();
+    let inherit = inherit.to_vec();
     command
         .env(channel_var, channel_value(child_fd))
         .stdin(Stdio::null());
@@ -46,7 +47,7 @@ pub(crate) fn start(
             if nix::libc::fcntl(child_fd, nix::libc::F_SETFD, 0) == -1 {
                 return Err(io::Error::last_os_error());
             }
-            if let Some(fd) = inherit {
+            for &fd in &inherit {
                 if nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) == -1 {
                     return Err(io::Error::last_os_error());
                 }

@@ -12,6 +12,7 @@ use crate::exchange::hub::{Hub, RequestScope, WorkerRequest};
 use crate::ipc::{FrameReader, Outbox};
 use crate::protocol::ToMaster;
 use crate::role::{ENV_WORKER_MARKER, WorkerMarker};
+use std::os::fd::AsRawFd;
 
 /// What a worker's tasks report to the supervision loop.
 #[derive(Debug)]
@@ -123,14 +124,26 @@ impl Spawner {
         command.process_group(0);
         let master_pid = self.master_pid;
         let what = format!("worker {}", key.id);
+        // The segment its metrics live in: read by this master from now on, inherited
+        // by the worker, and kept mapped here after it ends.
+        let metrics = crate::metrics::segment_for(key.id, key.generation)?;
+        let metrics_fd = metrics.as_raw_fd();
         let started = reexec::start(
             command,
             ENV_WORKER_MARKER,
-            |fd| WorkerMarker::encode(key.id, key.generation, fd, master_pid),
-            None,
+            |fd| WorkerMarker::encode(key.id, key.generation, fd, master_pid, metrics_fd),
+            &[metrics_fd],
             true,
             what.clone(),
-        )?;
+        );
+        drop(metrics);
+        let started = match started {
+            Ok(started) => started,
+            Err(e) => {
+                crate::metrics::ended(key.id, key.generation);
+                return Err(e);
+            }
+        };
         let Started {
             pid,
             child,

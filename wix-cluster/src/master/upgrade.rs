@@ -155,7 +155,7 @@ pub(crate) fn start(
         command,
         ENV_UPGRADE,
         |fd| format!("{fd}:{own_pid}"),
-        keeper.map(Line::fd),
+        keeper.map(Line::fd).as_slice(),
         false,
         "the new master".to_owned(),
     )?;

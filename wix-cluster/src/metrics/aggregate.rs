@@ -1,21 +1,31 @@
-//! The master's view of every process's metrics: the latest readings of each process
-//! (by origin and generation), and the totals of processes that ended, so that a
-//! cluster's counters and histograms never go backwards when a worker dies or is
-//! replaced.
+//! The master's view of every process's metrics: each process's segment (`layout.rs`)
+//! and the series placed in it, read whenever the view is asked for; and the totals of
+//! processes that ended, so that a cluster's counters and histograms never go
+//! backwards when a worker dies or is replaced.
 //!
-//! A process that ended keeps its readings for [`SETTLE`] (its last batch may still be
-//! on its way), then they are folded into the retired totals. Bounded: at most
-//! [`MAX_SERIES_PER_PROCESS`] series a process, [`MAX_RETIRED_SERIES`] retired series;
-//! past them readings are dropped and counted.
+//! A process that ended keeps its segment for [`SETTLE`] (a declaration may still be
+//! on its way), then its last readings are folded into the retired totals and the
+//! segment is unmapped. Bounded: at most [`MAX_SERIES_PER_PROCESS`] series a process,
+//! [`MAX_RETIRED_SERIES`] retired series; past them declarations are dropped and
+//! counted.
+//!
+//! Nothing read from a segment is trusted: a series is placed only inside the segment,
+//! after the ones before it; a counter or a histogram bucket that reads lower than it
+//! did (a worker that wrote over its cells) is frozen at its last good reading, with a
+//! warning, so that no sum ever goes backwards.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::series::{Batch, Buckets, Reading, SeriesKey};
-use super::{MAX_HELP_LEN, MAX_NAME_LEN, MAX_SERIES_PER_PROCESS, count_dropped};
+use std::sync::Arc;
+
+use super::layout::{DROPPED_CELL, FIRST_SERIES_CELL, Placed};
+use super::series::{Buckets, Declarations, Reading, SeriesKey};
+use super::{DROPPED_TOTAL, MAX_HELP_LEN, MAX_NAME_LEN, MAX_SERIES_PER_PROCESS, count_dropped};
 use crate::WorkerId;
+use crate::shm::Segment;
 
 /// How long an ended process's readings wait for a late batch before they are folded.
 const SETTLE: Duration = Duration::from_secs(2);
@@ -53,8 +63,101 @@ pub(crate) enum Total {
 }
 
 struct Process {
+    /// Where the process's values are; `None` once it could not be trusted at all.
+    segment: Option<Arc<Segment>>,
+    /// The series placed in the segment and still read, in the order placed.
+    placed: Vec<Placed>,
+    /// The first cell the next series may use.
+    next: usize,
+    /// The latest reading of every series (frozen ones included).
     series: HashMap<SeriesKey, Reading>,
     ended_at: Option<Instant>,
+    /// Whether a series of it was frozen already (warned once per process).
+    warned: bool,
+}
+
+impl Process {
+    fn new(segment: Option<Arc<Segment>>) -> Process {
+        let mut series = HashMap::new();
+        series.insert(dropped_key(), Reading::Counter(0));
+        Process {
+            segment,
+            placed: Vec::new(),
+            next: FIRST_SERIES_CELL,
+            series,
+            ended_at: None,
+            warned: false,
+        }
+    }
+
+    /// Reads every series from the segment; one that went backwards is frozen.
+    fn refresh(&mut self, origin: Origin, generation: u32) {
+        let Some(segment) = &self.segment else {
+            return;
+        };
+        let cells = segment.cells();
+        let mut frozen = Vec::new();
+        let dropped = cells
+            .get(DROPPED_CELL)
+            .map_or(0, |cell| cell.load(std::sync::atomic::Ordering::Relaxed));
+        if let Some(Reading::Counter(known)) = self.series.get_mut(&dropped_key()) {
+            if dropped >= *known {
+                *known = dropped;
+            }
+        }
+        for (i, placed) in self.placed.iter().enumerate() {
+            let Some(known) = self.series.get_mut(&placed.key) else {
+                continue;
+            };
+            let at = placed.at as usize;
+            let Some(range) = cells.get(at..at + placed.kind.cells()) else {
+                frozen.push(i);
+                continue;
+            };
+            let mut now = known.clone();
+            placed.kind.read(range, &mut now);
+            if advances(known, &now) {
+                *known = now;
+            } else {
+                frozen.push(i);
+            }
+        }
+        for i in frozen.into_iter().rev() {
+            let placed = self.placed.remove(i);
+            count_dropped();
+            if !std::mem::replace(&mut self.warned, true) {
+                tracing::warn!(
+                    "worker {origin} (generation {generation}) wrote over its metrics: the \
+                     series {} went backwards, and is no longer read (nor any other that does)",
+                    placed.key.name
+                );
+            }
+        }
+    }
+}
+
+/// The series of a process's count of dropped updates.
+fn dropped_key() -> SeriesKey {
+    SeriesKey::new(DROPPED_TOTAL, Vec::new())
+}
+
+/// Whether `now` can follow `before` in the same series: a counter or a histogram's
+/// bucket never decreases, and a histogram's count stays within a `u64`.
+fn advances(before: &Reading, now: &Reading) -> bool {
+    match (before, now) {
+        (Reading::Counter(before), Reading::Counter(now)) => now >= before,
+        (Reading::Gauge(_), Reading::Gauge(_)) => true,
+        (Reading::Histogram(before), Reading::Histogram(now)) => {
+            now.counts.len() == before.counts.len()
+                && now.counts.iter().zip(&before.counts).all(|(n, b)| n >= b)
+                && now
+                    .counts
+                    .iter()
+                    .try_fold(0u64, |sum, count| sum.checked_add(*count))
+                    .is_some()
+        }
+        _ => false,
+    }
 }
 
 /// Everything the master knows about the cluster's metrics.
@@ -112,15 +215,25 @@ impl View {
 }
 
 impl Aggregate {
-    /// Takes a batch from `origin`'s process of `generation` (as the channel it came
+    /// `origin`'s process of `generation` writes its values into `segment` (a worker
+    /// about to start, or this process's own recorder).
+    pub(crate) fn attach(&mut self, origin: Origin, generation: u32, segment: Arc<Segment>) {
+        self.settle();
+        let key = (origin, generation);
+        if !self.folded.contains(&key) {
+            self.processes.insert(key, Process::new(Some(segment)));
+        }
+    }
+
+    /// Takes what `origin`'s process of `generation` declares (as the channel it came
     /// on says). Every bound is checked again: what breaks one is dropped and counted.
-    pub(crate) fn ingest(&mut self, origin: Origin, generation: u32, batch: Batch) {
+    pub(crate) fn declare(&mut self, origin: Origin, generation: u32, declared: Declarations) {
         self.settle();
         let key = (origin, generation);
         if self.folded.contains(&key) {
             return;
         }
-        for (name, help) in batch.descriptions {
+        for (name, help) in declared.descriptions {
             if name.len() > MAX_NAME_LEN {
                 count_dropped();
                 continue;
@@ -136,23 +249,46 @@ impl Aggregate {
                 self.descriptions.insert(name, help);
             }
         }
-        let process = self.processes.entry(key).or_insert_with(|| Process {
-            series: HashMap::new(),
-            ended_at: None,
-        });
-        for (series, reading) in batch.series {
-            if !series.is_within_bounds() || !reading.is_within_bounds() {
+        // A process without a segment (none was attached) has nothing to read.
+        let Some(process) = self.processes.get_mut(&key) else {
+            for _ in &declared.series {
+                count_dropped();
+            }
+            return;
+        };
+        let cells = process
+            .segment
+            .as_ref()
+            .map_or(0, |segment| segment.cells().len());
+        for placed in declared.series {
+            let at = placed.at as usize;
+            let end = at.saturating_add(placed.kind.cells());
+            let fits = at >= process.next && end <= cells;
+            // One more than the cap: the process's own count of drops.
+            let full = process.series.len() > MAX_SERIES_PER_PROCESS;
+            if !fits
+                || full
+                || !placed.key.is_within_bounds()
+                || !placed.kind.is_within_bounds()
+                || placed.key.name == DROPPED_TOTAL
+                || process.series.contains_key(&placed.key)
+            {
                 count_dropped();
                 continue;
             }
-            // The process's own count of drops is always kept (one more series).
-            let full = process.series.len() >= MAX_SERIES_PER_PROCESS
-                && series.name != super::DROPPED_TOTAL;
-            if full && !process.series.contains_key(&series) {
-                count_dropped();
-                continue;
-            }
-            process.series.insert(series, reading);
+            process.next = end;
+            process
+                .series
+                .insert(placed.key.clone(), placed.kind.zero());
+            process.placed.push(placed);
+        }
+        process.refresh(origin, generation);
+    }
+
+    /// Reads every live process's segment.
+    fn refresh(&mut self) {
+        for ((origin, generation), process) in &mut self.processes {
+            process.refresh(*origin, *generation);
         }
     }
 
@@ -166,10 +302,10 @@ impl Aggregate {
     pub(crate) fn ended(&mut self, origin: Origin, generation: u32) {
         let key = (origin, generation);
         if !self.folded.contains(&key) {
-            let process = self.processes.entry(key).or_insert_with(|| Process {
-                series: HashMap::new(),
-                ended_at: None,
-            });
+            let process = self
+                .processes
+                .entry(key)
+                .or_insert_with(|| Process::new(None));
             process.ended_at.get_or_insert_with(Instant::now);
         }
         self.settle();
@@ -184,7 +320,9 @@ impl Aggregate {
             .map(|(key, _)| *key)
             .collect();
         for key in due {
-            if let Some(process) = self.processes.remove(&key) {
+            if let Some(mut process) = self.processes.remove(&key) {
+                // Its last values, then the segment goes.
+                process.refresh(key.0, key.1);
                 for (series, reading) in process.series {
                     self.retire(series, reading);
                 }
@@ -251,6 +389,7 @@ impl Aggregate {
     /// The cluster's metrics now.
     pub(crate) fn view(&mut self) -> View {
         self.settle();
+        self.refresh();
         let mut view = View {
             descriptions: self.descriptions.clone(),
             ..View::default()
@@ -315,7 +454,8 @@ impl Aggregate {
 
     /// The histogram `name` of each process that reported it, its label sets merged:
     /// what the dashboard turns into requests per second and latency per worker.
-    pub(crate) fn per_process(&self, name: &str) -> Vec<(ProcessKey, Buckets)> {
+    pub(crate) fn per_process(&mut self, name: &str) -> Vec<(ProcessKey, Buckets)> {
+        self.refresh();
         let mut out = Vec::new();
         for (key, process) in &self.processes {
             let mut merged: Option<Buckets> = None;
@@ -387,92 +527,192 @@ fn with_layout(series: &SeriesKey, bounds: &[f64]) -> SeriesKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::layout::{Kind, SEGMENT_CELLS};
+    use std::sync::atomic::Ordering;
 
-    fn batch(generation: u32, series: Vec<(SeriesKey, Reading)>) -> Batch {
-        Batch {
-            generation,
-            series,
-            descriptions: Vec::new(),
+    /// A process as the master sees it: its segment, attached, and where the next
+    /// series goes.
+    struct Fake {
+        origin: Origin,
+        generation: u32,
+        segment: Arc<Segment>,
+        next: usize,
+    }
+
+    impl Fake {
+        fn attach(all: &mut Aggregate, origin: Origin, generation: u32) -> Fake {
+            let segment = Arc::new(Segment::local(SEGMENT_CELLS).unwrap());
+            all.attach(origin, generation, segment.clone());
+            Fake {
+                origin,
+                generation,
+                segment,
+                next: FIRST_SERIES_CELL,
+            }
+        }
+
+        /// Places and declares a series; its first cell.
+        fn place(&mut self, all: &mut Aggregate, key: &SeriesKey, kind: Kind) -> usize {
+            let at = self.next;
+            self.next += kind.cells();
+            all.declare(
+                self.origin,
+                self.generation,
+                Declarations {
+                    series: vec![Placed {
+                        key: key.clone(),
+                        kind,
+                        at: at as u32,
+                    }],
+                    descriptions: Vec::new(),
+                },
+            );
+            at
+        }
+
+        fn set(&self, at: usize, value: u64) {
+            self.segment.cells()[at].store(value, Ordering::Relaxed);
+        }
+
+        fn counter(&mut self, all: &mut Aggregate, key: &SeriesKey, value: u64) -> usize {
+            let at = self.place(all, key, Kind::Counter);
+            self.set(at, value);
+            at
+        }
+
+        fn histogram(
+            &mut self,
+            all: &mut Aggregate,
+            key: &SeriesKey,
+            bounds: &[f64],
+            counts: &[u64],
+        ) {
+            let at = self.place(
+                all,
+                key,
+                Kind::Histogram {
+                    bounds: bounds.to_vec(),
+                },
+            );
+            for (i, count) in counts.iter().enumerate() {
+                self.set(at + i, *count);
+            }
+            self.set(at + bounds.len() + 1, 1f64.to_bits());
+        }
+    }
+
+    fn fold_now(all: &mut Aggregate, key: ProcessKey) {
+        if let Some(process) = all.processes.get_mut(&key) {
+            process.ended_at = Some(Instant::now() - SETTLE);
         }
     }
 
     #[test]
-    fn a_dead_processs_counts_stay_in_the_sums_and_its_gauges_go() {
+    fn values_are_read_from_the_segment_and_a_dead_processs_stay_in_the_sums() {
         let mut all = Aggregate::default();
         let jobs = SeriesKey::new("jobs", vec![]);
         let depth = SeriesKey::new("depth", vec![]);
         let one = Origin::Worker(WorkerId(1));
-        all.ingest(
-            one,
-            0,
-            batch(
-                0,
-                vec![
-                    (jobs.clone(), Reading::Counter(5)),
-                    (depth.clone(), Reading::Gauge(3.0)),
-                ],
-            ),
-        );
-        all.ingest(
-            Origin::Worker(WorkerId(2)),
-            0,
-            batch(0, vec![(jobs.clone(), Reading::Counter(2))]),
-        );
+        let mut first = Fake::attach(&mut all, one, 0);
+        let at = first.counter(&mut all, &jobs, 5);
+        let gauge = first.place(&mut all, &depth, Kind::Gauge);
+        first.set(gauge, 3f64.to_bits());
+        Fake::attach(&mut all, Origin::Worker(WorkerId(2)), 0).counter(&mut all, &jobs, 2);
         assert_eq!(all.view().counters[&jobs], 7);
+        assert_eq!(all.view().gauges[&depth][&one], 3.0);
+        // Current at once: no flush between a write and a read.
+        first.set(at, 6);
+        assert_eq!(all.view().counters[&jobs], 8);
+        // It is killed: what it wrote last still counts, also once folded.
+        first.set(at, 9);
         all.ended(one, 0);
-        all.ingest(one, 1, batch(1, vec![(jobs.clone(), Reading::Counter(1))]));
+        Fake::attach(&mut all, one, 1).counter(&mut all, &jobs, 1);
         let view = all.view();
-        assert_eq!(view.counters[&jobs], 8);
+        assert_eq!(view.counters[&jobs], 12);
         assert!(!view.gauges.contains_key(&depth));
-        // Folded after the settle time, the sum is the same.
-        if let Some(process) = all.processes.get_mut(&(one, 0)) {
-            process.ended_at = Some(Instant::now() - SETTLE);
-        }
-        assert_eq!(all.view().counters[&jobs], 8);
+        fold_now(&mut all, (one, 0));
+        assert_eq!(all.view().counters[&jobs], 12);
         assert!(!all.processes.contains_key(&(one, 0)));
-        // A late batch of the folded process is ignored.
-        all.ingest(one, 0, batch(0, vec![(jobs.clone(), Reading::Counter(50))]));
-        assert_eq!(all.view().counters[&jobs], 8);
+        // A late declaration of the folded process is ignored.
+        first.counter(&mut all, &SeriesKey::new("late", vec![]), 50);
+        assert!(
+            !all.view()
+                .counters
+                .contains_key(&SeriesKey::new("late", vec![]))
+        );
     }
 
     #[test]
-    fn a_batch_that_comes_after_its_processs_end_is_folded_with_it() {
+    fn a_declaration_that_comes_after_its_processs_end_is_read_and_folded_with_it() {
         let mut all = Aggregate::default();
         let jobs = SeriesKey::new("jobs", vec![]);
-        let depth = SeriesKey::new("depth", vec![]);
         let one = Origin::Worker(WorkerId(1));
-        // The exit is handled before the process's only batch is read.
+        let mut fake = Fake::attach(&mut all, one, 3);
+        // Killed before the master read its declaration.
         all.ended(one, 3);
-        all.ingest(
-            one,
-            3,
-            batch(
-                3,
-                vec![
-                    (jobs.clone(), Reading::Counter(2)),
-                    (depth.clone(), Reading::Gauge(1.0)),
-                ],
-            ),
-        );
-        let view = all.view();
-        assert_eq!(view.counters[&jobs], 2);
-        // Not live: its gauges are not shown.
-        assert!(!view.gauges.contains_key(&depth));
+        fake.counter(&mut all, &jobs, 2);
+        assert_eq!(all.view().counters[&jobs], 2);
         assert!(all.newest_live().is_empty());
-        // And it is freed after the settle time, its count kept.
-        if let Some(process) = all.processes.get_mut(&(one, 3)) {
-            process.ended_at = Some(Instant::now() - SETTLE);
-        }
+        fold_now(&mut all, (one, 3));
         assert_eq!(all.view().counters[&jobs], 2);
         assert!(all.processes.is_empty());
     }
 
-    fn histogram(bounds: &[f64], counts: Vec<u64>) -> Reading {
-        Reading::Histogram(Buckets {
-            bounds: bounds.to_vec(),
-            counts,
-            sum: 1.0,
-        })
+    #[test]
+    fn series_outside_the_segment_or_overlapping_are_refused() {
+        let mut all = Aggregate::default();
+        let one = Origin::Worker(WorkerId(1));
+        let fake = Fake::attach(&mut all, one, 0);
+        let placed = |name: &str, at: usize| Placed {
+            key: SeriesKey::new(name, vec![]),
+            kind: Kind::Histogram {
+                bounds: vec![1.0, 2.0],
+            },
+            at: at as u32,
+        };
+        all.declare(
+            one,
+            0,
+            Declarations {
+                series: vec![
+                    placed("past_the_end", SEGMENT_CELLS - 2),
+                    placed("in_the_header", 0),
+                    placed("fine", FIRST_SERIES_CELL),
+                    placed("overlapping", FIRST_SERIES_CELL + 1),
+                    placed("fine", FIRST_SERIES_CELL + 10),
+                ],
+                descriptions: Vec::new(),
+            },
+        );
+        fake.set(FIRST_SERIES_CELL, 4);
+        let view = all.view();
+        let names: Vec<&str> = view.histograms.keys().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["fine"]);
+        assert_eq!(view.histograms[&SeriesKey::new("fine", vec![])].count(), 4);
+        assert_eq!(view.counters[&SeriesKey::new(DROPPED_TOTAL, vec![])], 0);
+    }
+
+    #[test]
+    fn a_series_that_goes_backwards_is_frozen_and_no_sum_does() {
+        let mut all = Aggregate::default();
+        let jobs = SeriesKey::new("jobs", vec![]);
+        let lat = SeriesKey::new("lat", vec![]);
+        let one = Origin::Worker(WorkerId(1));
+        let mut fake = Fake::attach(&mut all, one, 0);
+        let at = fake.counter(&mut all, &jobs, 10);
+        fake.histogram(&mut all, &lat, &[1.0], &[3, 4]);
+        assert_eq!(all.view().counters[&jobs], 10);
+        // Garbage over every cell: lower values, and a count past a u64.
+        fake.set(at, 1);
+        fake.set(at + 1, u64::MAX);
+        fake.set(at + 2, u64::MAX);
+        let view = all.view();
+        assert_eq!(view.counters[&jobs], 10);
+        assert_eq!(view.histograms[&lat].count(), 7);
+        // Frozen for good, even once the cells read higher again.
+        fake.set(at, 1000);
+        assert_eq!(all.view().counters[&jobs], 10);
+        assert!(all.processes[&(one, 0)].placed.is_empty());
     }
 
     #[test]
@@ -483,16 +723,8 @@ mod tests {
         let old = [0.1, 1.0];
         let new = [0.5, 5.0];
         // Slot 2 runs the new build before slot 1 is rolled.
-        all.ingest(
-            one,
-            0,
-            batch(0, vec![(lat.clone(), histogram(&old, vec![1, 1, 1]))]),
-        );
-        all.ingest(
-            two,
-            1,
-            batch(1, vec![(lat.clone(), histogram(&new, vec![2, 0, 0]))]),
-        );
+        Fake::attach(&mut all, one, 0).histogram(&mut all, &lat, &old, &[1, 1, 1]);
+        Fake::attach(&mut all, two, 1).histogram(&mut all, &lat, &new, &[2, 0, 0]);
         let other = with_layout(&lat, &new);
         let view = all.view();
         assert_eq!(view.histograms[&lat].count(), 3);
@@ -500,38 +732,22 @@ mod tests {
         assert_eq!(other.label(LAYOUT_LABEL), Some("0.5,5"));
         // Slot 2's process ends first: retired, its layout still apart.
         all.ended(two, 1);
-        if let Some(process) = all.processes.get_mut(&(two, 1)) {
-            process.ended_at = Some(Instant::now() - SETTLE);
-        }
-        all.ingest(
-            two,
-            2,
-            batch(2, vec![(lat.clone(), histogram(&new, vec![1, 0, 0]))]),
-        );
+        fold_now(&mut all, (two, 1));
+        Fake::attach(&mut all, two, 2).histogram(&mut all, &lat, &new, &[1, 0, 0]);
         let view = all.view();
         assert_eq!(view.histograms[&lat].count(), 3);
         assert_eq!(view.histograms[&other].count(), 3);
         // Slot 1 rolled too: its old-layout total stays where it was.
         all.ended(one, 0);
-        if let Some(process) = all.processes.get_mut(&(one, 0)) {
-            process.ended_at = Some(Instant::now() - SETTLE);
-        }
-        all.ingest(
-            one,
-            3,
-            batch(3, vec![(lat.clone(), histogram(&new, vec![4, 0, 0]))]),
-        );
+        fold_now(&mut all, (one, 0));
+        Fake::attach(&mut all, one, 3).histogram(&mut all, &lat, &new, &[4, 0, 0]);
         let view = all.view();
         assert_eq!(view.histograms[&lat].count(), 3);
         assert_eq!(view.histograms[&other].count(), 7);
         // A new master goes on from the same series.
         let mut next = Aggregate::default();
         next.set_predecessor(all.totals());
-        next.ingest(
-            one,
-            0,
-            batch(0, vec![(lat.clone(), histogram(&new, vec![1, 0, 0]))]),
-        );
+        Fake::attach(&mut next, one, 0).histogram(&mut next, &lat, &new, &[1, 0, 0]);
         let view = next.view();
         assert_eq!(view.histograms[&lat].count(), 3);
         assert_eq!(view.histograms[&other].count(), 8);
@@ -542,13 +758,14 @@ mod tests {
         let mut old = Aggregate::default();
         let jobs = SeriesKey::new("jobs", vec![]);
         let one = Origin::Worker(WorkerId(1));
-        old.ingest(one, 0, batch(0, vec![(jobs.clone(), Reading::Counter(4))]));
+        let mut worker = Fake::attach(&mut old, one, 0);
+        let at = worker.counter(&mut old, &jobs, 4);
         let mut new = Aggregate::default();
         new.set_predecessor(old.totals());
-        new.ingest(one, 0, batch(0, vec![(jobs.clone(), Reading::Counter(1))]));
+        Fake::attach(&mut new, one, 0).counter(&mut new, &jobs, 1);
         assert_eq!(new.view().counters[&jobs], 5);
         // The old workers went on counting until they drained.
-        old.ingest(one, 0, batch(0, vec![(jobs.clone(), Reading::Counter(9))]));
+        worker.set(at, 9);
         new.set_predecessor(old.totals());
         assert_eq!(new.view().counters[&jobs], 10);
     }

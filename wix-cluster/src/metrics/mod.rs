@@ -3,11 +3,14 @@
 //!
 //! Every process of a cluster installs a recorder (`recorder.rs`): `counter!`,
 //! `gauge!` and `histogram!` calls, with labels, from the app and from any library it
-//! uses, update atomics in the process. Every [`FLUSH_INTERVAL`] a worker sends the
-//! series that changed, in one exchange message (every 10 s, and after a batch the
-//! channel refused, all of them: values are totals, so a lost batch is made good), to
-//! the master, which keeps the cluster's
-//! view (`aggregate.rs`) for `/metrics`, the dashboard and the `Statsd` plugin:
+//! uses, update atomic cells in a shared memory segment the master made for the
+//! process and passed to it at spawn (a sealed `memfd`, `layout.rs`). Only where a new
+//! series lies (its name, labels, kind and buckets) crosses the channel to the master,
+//! once; the master reads the values straight from the segment whenever it is asked
+//! (`aggregate.rs`), so a scrape is current, the worker does no periodic work for its
+//! metrics, and nothing a worker counted is lost when it is killed (the master still
+//! has the mapping). The master's view serves `/metrics`, the dashboard and the
+//! `Statsd` plugin:
 //!
 //! - **counters** are summed over every process that reported them; a process that
 //!   ended keeps its last total in the sum, so a counter never goes backwards when a
@@ -27,8 +30,11 @@
 //! [`MAX_NAME_LEN`] bytes, [`MAX_LABELS`] labels of at most [`MAX_LABEL_LEN`] bytes,
 //! histograms of at most [`MAX_BUCKETS`] bounds; past them updates are dropped and
 //! counted ([`dropped_updates`] in each process, [`DROPPED_TOTAL`] for the cluster).
-//! The master checks every bound again on what it receives, and takes a batch's
-//! process from the channel it arrived on, never from the batch.
+//! The master checks every bound again on what it receives, takes a declaration's
+//! process from the channel it arrived on, never from the message, places series only
+//! inside the process's segment, and freezes (with a warning) a series whose counter or
+//! bucket reads lower than before: a worker that writes garbage over its own cells
+//! cannot make a sum go backwards nor the master read out of bounds.
 //!
 //! ```no_run
 //! #[wix_cluster::main(workers = 2)]
@@ -42,11 +48,13 @@
 //! ```
 
 mod aggregate;
+mod layout;
 mod recorder;
 pub mod requests;
 mod series;
 
 use parking_lot::{Mutex, MutexGuard};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -57,9 +65,11 @@ pub use series::{Buckets, Reading, SeriesKey};
 
 use crate::WorkerId;
 use crate::exchange;
+use crate::shm::Segment;
 use aggregate::Aggregate;
+use layout::{DROPPED_CELL, MAGIC, MAGIC_CELL, SEGMENT_CELLS};
 use recorder::{Recorder, Registry};
-use series::Batch;
+use series::Declarations;
 
 /// The most series (a name with one set of labels) one process reports.
 pub const MAX_SERIES_PER_PROCESS: usize = 1000;
@@ -73,8 +83,9 @@ pub const MAX_LABEL_LEN: usize = 128;
 pub const MAX_BUCKETS: usize = 64;
 /// The longest description (`# HELP` text) kept, in characters.
 pub const MAX_HELP_LEN: usize = 500;
-/// How often a worker sends what changed.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a worker waits before it tries again to declare new series the channel
+/// refused (its backlog was full).
+const DECLARE_RETRY: Duration = Duration::from_millis(250);
 /// Histogram bucket bounds unless configured: OpenTelemetry's defaults for HTTP server
 /// request duration, in seconds.
 pub const DEFAULT_BUCKETS: &[f64] = &[
@@ -137,6 +148,12 @@ pub fn dropped_updates() -> u64 {
 /// Counts a dropped update, logging at the 1st, 2nd, 4th, 8th... drop.
 pub(crate) fn count_dropped() {
     let dropped = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
+    if let Some(cell) = REGISTRY
+        .get()
+        .and_then(|registry| registry.segment().cells().get(DROPPED_CELL))
+    {
+        cell.store(dropped, Ordering::Relaxed);
+    }
     if dropped.is_power_of_two() {
         tracing::warn!(
             "a metric was dropped: more than {MAX_SERIES_PER_PROCESS} series in a process, or \
@@ -147,9 +164,11 @@ pub(crate) fn count_dropped() {
 
 static REGISTRY: OnceLock<Arc<Registry>> = OnceLock::new();
 
-/// Installs this process's recorder as the facade's global one.
-fn install(settings: &Settings) -> Option<&'static Arc<Registry>> {
-    let registry = REGISTRY.get_or_init(|| Arc::new(Registry::new(settings.buckets.clone())));
+/// Installs this process's recorder, over `segment`, as the facade's global one.
+fn install(settings: &Settings, segment: Segment) -> Option<&'static Arc<Registry>> {
+    let segment = Arc::new(segment);
+    let registry =
+        REGISTRY.get_or_init(|| Arc::new(Registry::new(settings.buckets.clone(), segment)));
     if ::metrics::set_global_recorder(Recorder(registry.clone())).is_err() {
         tracing::warn!("another metrics recorder is installed: metrics will not reach the master");
         return None;
@@ -163,91 +182,95 @@ fn aggregate() -> MutexGuard<'static, Aggregate> {
     AGGREGATE.get_or_init(Mutex::default).lock()
 }
 
-/// A worker: installs the recorder and sends what changed every [`FLUSH_INTERVAL`].
-pub(crate) fn start_worker(settings: &Settings, generation: u32) {
+/// A new segment for the worker `worker` of `generation`, read by this master from
+/// now on; and its descriptor, for the worker to inherit. `ended` must follow, even
+/// when the worker could not be started.
+pub(crate) fn segment_for(worker: WorkerId, generation: u32) -> std::io::Result<OwnedFd> {
+    let (segment, fd) = Segment::create("wix-cluster-metrics", SEGMENT_CELLS)?;
+    if let Some(cell) = segment.cells().get(MAGIC_CELL) {
+        cell.store(MAGIC, Ordering::Relaxed);
+    }
+    aggregate().attach(Origin::Worker(worker), generation, Arc::new(segment));
+    Ok(fd)
+}
+
+/// A worker: installs the recorder over the segment the master passed (`fd`), and
+/// declares each new series to the master as it is registered.
+pub(crate) fn start_worker(settings: &Settings, fd: OwnedFd) {
     REQUESTS_ON.store(settings.requests, Ordering::Relaxed);
-    let Some(registry) = install(settings) else {
+    let segment = match Segment::open(fd, SEGMENT_CELLS) {
+        Ok(segment)
+            if segment
+                .cells()
+                .get(MAGIC_CELL)
+                .is_some_and(|cell| cell.load(Ordering::Relaxed) == MAGIC) =>
+        {
+            segment
+        }
+        Ok(_) => {
+            tracing::error!(
+                "the master's metrics segment is not one this build knows: metrics will not reach the master"
+            );
+            return;
+        }
+        Err(e) => {
+            tracing::error!(
+                "cannot map the master's metrics segment ({e}): metrics will not reach the master"
+            );
+            return;
+        }
+    };
+    let Some(registry) = install(settings, segment) else {
         return;
     };
     let registry = registry.clone();
-    every_flush(move || send(&registry, generation));
-}
-
-/// Runs `flush` every [`FLUSH_INTERVAL`], for the life of the process.
-fn every_flush(flush: impl Fn() + Send + 'static) {
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(FLUSH_INTERVAL);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticks.tick().await;
-            flush();
+            registry.declared.notified().await;
+            while !declare(&registry) {
+                tokio::time::sleep(DECLARE_RETRY).await;
+            }
         }
     });
 }
 
-/// Sends a worker's last changes (as it exits).
-pub(crate) fn flush_worker(generation: u32) {
-    if let Some(registry) = REGISTRY.get() {
-        send(registry, generation);
+/// Sends the master what `registry` has to declare; `false` when the channel refused
+/// it (kept for the next try).
+fn declare(registry: &Registry) -> bool {
+    let declarations = registry.take_declarations();
+    if declarations.is_empty() {
+        return true;
     }
-}
-
-fn send(registry: &Registry, generation: u32) {
-    // Set when a batch could not be sent (the channel's backlog is full): its changes
-    // are lost, so the next batch carries every series. Every [`REFRESH_EVERY`] batches
-    // do anyway.
-    static RESEND_ALL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    static SENT: AtomicU64 = AtomicU64::new(0);
-    let refresh = SENT.fetch_add(1, Ordering::Relaxed) % REFRESH_EVERY == 0;
-    let all = RESEND_ALL.swap(false, Ordering::Relaxed) || refresh;
-    if let Some(batch) = changes(registry, generation, all) {
-        if let Err(e) = exchange::send_internal(&batch) {
-            RESEND_ALL.store(true, Ordering::Relaxed);
-            tracing::debug!("metrics not sent: {e}");
+    match exchange::send_internal(&declarations) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!("new metrics not declared yet: {e}");
+            registry.put_back(declarations);
+            false
         }
     }
 }
 
-/// Every how many batches a worker sends all its series, changed or not.
-const REFRESH_EVERY: u64 = 40;
-
-/// What changed since the last call, as a batch; `None` when nothing did. This
-/// process's count of dropped updates travels as the counter [`DROPPED_TOTAL`].
-fn changes(registry: &Registry, generation: u32, all: bool) -> Option<Batch> {
-    // Nothing sent yet: the first batch carries the count, 0 included, so that
-    // `wix_cluster_metrics_dropped_total` is there from the start.
-    static SENT_DROPPED: AtomicU64 = AtomicU64::new(u64::MAX);
-    let (mut series, descriptions) = if all {
-        registry.take_all()
-    } else {
-        registry.take_changes()
-    };
-    let dropped = dropped_updates();
-    if SENT_DROPPED.swap(dropped, Ordering::Relaxed) != dropped {
-        series.push((
-            SeriesKey::new(DROPPED_TOTAL, Vec::new()),
-            Reading::Counter(dropped),
-        ));
+/// Declares what is left (as a worker exits).
+pub(crate) fn flush_worker() {
+    if let Some(registry) = REGISTRY.get() {
+        declare(registry);
     }
-    if series.is_empty() && descriptions.is_empty() {
-        return None;
-    }
-    Some(Batch {
-        generation,
-        series,
-        descriptions,
-    })
 }
 
 /// The master, or the single process (as `origin`), once its exchange hub is
-/// installed: collects what workers send, and installs its own recorder, read into the
-/// same view every [`FLUSH_INTERVAL`].
+/// installed: installs its own recorder, read into the same view, and (the master)
+/// takes the workers' declarations.
 pub(crate) fn start_collector(settings: &Settings, origin: Origin) {
     let _ = OWN_ORIGIN.set(origin);
     REQUESTS_ON.store(settings.requests, Ordering::Relaxed);
-    if let Some(registry) = install(settings) {
-        let registry = registry.clone();
-        every_flush(move || collect_own(&registry, origin));
+    match Segment::local(SEGMENT_CELLS) {
+        Ok(segment) => {
+            if let Some(registry) = install(settings, segment) {
+                aggregate().attach(origin, 0, registry.segment().clone());
+            }
+        }
+        Err(e) => tracing::error!("cannot make this process's metrics segment: {e}"),
     }
     if origin != Origin::Master {
         return;
@@ -261,18 +284,20 @@ pub(crate) fn start_collector(settings: &Settings, origin: Origin) {
             return;
         }
     };
-    // Batches come straight from each worker's channel, which names the process: what
-    // a batch says about itself is not trusted.
+    // Declarations come straight from each worker's channel, which names the process:
+    // what a message says about itself is not trusted.
     hub.intercept(
-        <Batch as exchange::Exchange>::TOPIC,
+        <Declarations as exchange::Exchange>::TOPIC,
         Arc::new(
-            |key, payload| match postcard::from_bytes::<Batch>(payload) {
-                Ok(batch) => aggregate().ingest(Origin::Worker(key.id), key.generation, batch),
+            |key, payload| match postcard::from_bytes::<Declarations>(payload) {
+                Ok(declared) => {
+                    aggregate().declare(Origin::Worker(key.id), key.generation, declared)
+                }
                 Err(e) => {
                     if let Ok(hub) = exchange::hub::hub() {
                         hub.count_undecodable(
-                            <Batch as exchange::Exchange>::TOPIC,
-                            "a metrics batch",
+                            <Declarations as exchange::Exchange>::TOPIC,
+                            "a metrics declaration",
                             &e,
                         );
                     }
@@ -282,9 +307,17 @@ pub(crate) fn start_collector(settings: &Settings, origin: Origin) {
     );
 }
 
-fn collect_own(registry: &Registry, origin: Origin) {
-    if let Some(batch) = changes(registry, 0, false) {
-        aggregate().ingest(origin, 0, batch);
+/// This process's own new series, into the view.
+fn collect_own(aggregate: &mut Aggregate) {
+    // Only where this process's view is kept (a worker's declarations are the master's).
+    let Some(origin) = OWN_ORIGIN.get().copied() else {
+        return;
+    };
+    if let Some(registry) = REGISTRY.get() {
+        let declared = registry.take_declarations();
+        if !declared.is_empty() {
+            aggregate.declare(origin, 0, declared);
+        }
     }
 }
 
@@ -296,31 +329,25 @@ pub(crate) fn ended(worker: WorkerId, generation: u32) {
 /// The cluster's metrics now (the master's and the single process's view; empty
 /// elsewhere).
 pub(crate) fn view() -> View {
-    if let Some(registry) = REGISTRY.get() {
-        // The own recorder's latest, so that a scrape sees the master's as of now.
-        if AGGREGATE.get().is_some() {
-            let origin = own_origin();
-            collect_own(registry, origin);
-        }
-    }
-    aggregate().view()
+    let mut aggregate = aggregate();
+    collect_own(&mut aggregate);
+    aggregate.view()
 }
 
 static OWN_ORIGIN: OnceLock<Origin> = OnceLock::new();
 
-/// Which origin this process's own readings have in the view.
-fn own_origin() -> Origin {
-    OWN_ORIGIN.get().copied().unwrap_or(Origin::Master)
-}
-
 /// The histogram `name` per process, label sets merged.
 pub(crate) fn per_process(name: &str) -> Vec<(ProcessKey, Buckets)> {
-    aggregate().per_process(name)
+    let mut aggregate = aggregate();
+    collect_own(&mut aggregate);
+    aggregate.per_process(name)
 }
 
 /// The totals to hand to a new master.
 pub(crate) fn totals() -> Vec<(SeriesKey, Total)> {
-    aggregate().totals()
+    let mut aggregate = aggregate();
+    collect_own(&mut aggregate);
+    aggregate.totals()
 }
 
 /// The old master's latest totals (an upgrade): they replace the ones it sent before.

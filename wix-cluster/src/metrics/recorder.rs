@@ -1,135 +1,152 @@
 //! The `metrics` facade's recorder every process of a cluster installs: `counter!`,
-//! `gauge!` and `histogram!` (from the app or any library it uses) update atomics here;
-//! [`Registry::take_changes`] reads what changed since the last call (a series just
-//! registered counts as changed, so that it shows at 0), for a batch to the master.
+//! `gauge!` and `histogram!` (from the app or any library it uses) update atomic cells
+//! of the process's segment (`layout.rs`), which the master reads directly. A series is
+//! placed in the segment when it is registered; where it lies is queued as a
+//! [`Placed`] for the master ([`Registry::take_declarations`]), once.
 //!
 //! Bounded: at most [`MAX_SERIES_PER_PROCESS`] series (a name with one set of labels),
 //! names of at most [`MAX_NAME_LEN`] bytes, [`MAX_LABELS`] labels of at most
-//! [`MAX_LABEL_LEN`] bytes each; past them a handle does nothing and the attempt is
-//! counted ([`super::dropped_updates`]).
+//! [`MAX_LABEL_LEN`] bytes each, and the segment's [`SEGMENT_CELLS`]; past them a
+//! handle does nothing and the attempt is counted ([`super::dropped_updates`]).
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
 
-use super::series::{Buckets, Reading, SeriesKey};
+use super::layout::{FIRST_SERIES_CELL, Kind, Placed, SEGMENT_CELLS};
+use super::series::{Declarations, SeriesKey};
 use super::{
     MAX_HELP_LEN, MAX_LABEL_LEN, MAX_LABELS, MAX_NAME_LEN, MAX_SERIES_PER_PROCESS, count_dropped,
 };
+use crate::shm::Segment;
 
-/// One process's series.
+/// One process's series, in its segment.
 pub(crate) struct Registry {
     bounds: Vec<f64>,
-    cells: Mutex<Cells>,
+    segment: Arc<Segment>,
+    state: Mutex<State>,
+    /// Woken when there is something to declare.
+    pub(crate) declared: tokio::sync::Notify,
 }
 
 #[derive(Default)]
-struct Cells {
-    counters: HashMap<Key, Arc<CounterCell>>,
-    gauges: HashMap<Key, Arc<GaugeCell>>,
-    histograms: HashMap<Key, Arc<HistogramCell>>,
-    /// Descriptions not sent yet, and how many were taken in all (bounded like series).
-    new_descriptions: Vec<(String, String)>,
+struct State {
+    counters: HashMap<Key, Counter>,
+    gauges: HashMap<Key, Gauge>,
+    histograms: HashMap<Key, Histogram>,
+    /// The next free cell.
+    next: usize,
+    /// Declarations not taken yet, and how many descriptions were taken in all
+    /// (bounded like series).
+    pending: Declarations,
     descriptions: usize,
 }
 
-impl Cells {
+impl State {
     fn len(&self) -> usize {
         self.counters.len() + self.gauges.len() + self.histograms.len()
     }
 }
 
 impl Registry {
-    /// A registry whose histograms have these bucket bounds (increasing).
-    pub(crate) fn new(bounds: Vec<f64>) -> Registry {
+    /// A registry over `segment` (at least [`SEGMENT_CELLS`] cells) whose histograms
+    /// have these bucket bounds (increasing).
+    pub(crate) fn new(bounds: Vec<f64>, segment: Arc<Segment>) -> Registry {
         Registry {
             bounds,
-            cells: Mutex::default(),
+            segment,
+            state: Mutex::new(State {
+                next: FIRST_SERIES_CELL,
+                ..State::default()
+            }),
+            declared: tokio::sync::Notify::new(),
         }
     }
 
-    fn cells(&self) -> parking_lot::MutexGuard<'_, Cells> {
-        self.cells.lock()
+    /// The segment the series live in.
+    pub(crate) fn segment(&self) -> &Arc<Segment> {
+        &self.segment
     }
 
-    /// The cell of `key` in `map`, made on first use; `None` when the key breaks a
-    /// bound (then counted as dropped).
-    fn cell<T>(
+    /// The series placed and the descriptions given since the last call.
+    pub(crate) fn take_declarations(&self) -> Declarations {
+        std::mem::take(&mut self.state.lock().pending)
+    }
+
+    /// Declarations that could not be sent: they go first next time.
+    pub(crate) fn put_back(&self, mut declarations: Declarations) {
+        let mut state = self.state.lock();
+        declarations
+            .series
+            .append(&mut std::mem::take(&mut state.pending.series));
+        declarations
+            .descriptions
+            .append(&mut std::mem::take(&mut state.pending.descriptions));
+        state.pending = declarations;
+    }
+
+    /// The handle of `key` in the map `pick` chooses, placed on first use; `None`
+    /// when the key or the segment breaks a bound (then counted as dropped).
+    fn handle<H: Clone>(
         &self,
         key: &Key,
-        pick: impl FnOnce(&mut Cells) -> (&mut HashMap<Key, Arc<T>>, usize),
-        make: impl FnOnce(SeriesKey) -> T,
-    ) -> Option<Arc<T>> {
-        let mut cells = self.cells();
-        let (map, len) = pick(&mut cells);
-        if let Some(cell) = map.get(key) {
-            return Some(cell.clone());
+        kind: Kind,
+        pick: impl Fn(&mut State) -> &mut HashMap<Key, H>,
+        make: impl FnOnce(Cells) -> H,
+    ) -> Option<H> {
+        let mut state = self.state.lock();
+        if let Some(handle) = pick(&mut state).get(key) {
+            return Some(handle.clone());
         }
         let Some(series) = series_key(key) else {
             count_dropped();
             return None;
         };
-        if len >= MAX_SERIES_PER_PROCESS {
+        let at = state.next;
+        let end = at + kind.cells();
+        if state.len() >= MAX_SERIES_PER_PROCESS || end > SEGMENT_CELLS.min(self.cells_len()) {
             count_dropped();
             return None;
         }
-        let cell = Arc::new(make(series));
-        map.insert(key.clone(), cell.clone());
-        Some(cell)
+        let at32 = u32::try_from(at).ok()?;
+        state.next = end;
+        let handle = make(Cells {
+            segment: self.segment.clone(),
+            at,
+        });
+        pick(&mut state).insert(key.clone(), handle.clone());
+        state.pending.series.push(Placed {
+            key: series,
+            kind,
+            at: at32,
+        });
+        drop(state);
+        self.declared.notify_one();
+        Some(handle)
+    }
+
+    fn cells_len(&self) -> usize {
+        self.segment.cells().len()
     }
 
     fn describe(&self, name: KeyName, description: SharedString) {
-        let mut cells = self.cells();
-        if cells.descriptions >= MAX_SERIES_PER_PROCESS || name.as_str().len() > MAX_NAME_LEN {
+        let mut state = self.state.lock();
+        if state.descriptions >= MAX_SERIES_PER_PROCESS || name.as_str().len() > MAX_NAME_LEN {
             return;
         }
-        cells.descriptions += 1;
+        state.descriptions += 1;
         let help: String = description.chars().take(MAX_HELP_LEN).collect();
-        cells
-            .new_descriptions
+        state
+            .pending
+            .descriptions
             .push((name.as_str().to_owned(), help));
-    }
-
-    /// Every series that changed since the last call, with its value now, and the
-    /// descriptions given since.
-    pub(crate) fn take_changes(&self) -> Changes {
-        self.take(false)
-    }
-
-    /// Every series with its value now, changed or not (and the new descriptions).
-    pub(crate) fn take_all(&self) -> Changes {
-        self.take(true)
-    }
-
-    fn take(&self, all: bool) -> Changes {
-        let mut cells = self.cells();
-        let mut changed = Vec::new();
-        for cell in cells.counters.values() {
-            if cell.dirty.swap(false, Ordering::AcqRel) || all {
-                let value = cell.value.load(Ordering::Relaxed);
-                changed.push((cell.key.clone(), Reading::Counter(value)));
-            }
-        }
-        for cell in cells.gauges.values() {
-            if cell.dirty.swap(false, Ordering::AcqRel) || all {
-                let value = f64::from_bits(cell.bits.load(Ordering::Relaxed));
-                changed.push((cell.key.clone(), Reading::Gauge(value)));
-            }
-        }
-        for cell in cells.histograms.values() {
-            if cell.dirty.swap(false, Ordering::AcqRel) || all {
-                changed.push((cell.key.clone(), Reading::Histogram(cell.read())));
-            }
-        }
-        (changed, std::mem::take(&mut cells.new_descriptions))
+        drop(state);
+        self.declared.notify_one();
     }
 }
-
-/// Series that changed with their value now, and new `(name, description)` pairs.
-pub(crate) type Changes = (Vec<(SeriesKey, Reading)>, Vec<(String, String)>);
 
 /// The series key of a facade key, or `None` when it breaks a bound.
 fn series_key(key: &Key) -> Option<SeriesKey> {
@@ -143,41 +160,49 @@ fn series_key(key: &Key) -> Option<SeriesKey> {
         }
         labels.push((label.key().to_owned(), label.value().to_owned()));
     }
-    Some(SeriesKey::new(key.name(), labels))
+    let series = SeriesKey::new(key.name(), labels);
+    // A label named twice would be refused by the master.
+    series.is_within_bounds().then_some(series)
 }
 
-struct CounterCell {
-    key: SeriesKey,
-    value: AtomicU64,
-    dirty: AtomicBool,
+/// A series' cells: `at` and the ones after it, in `segment`.
+struct Cells {
+    segment: Arc<Segment>,
+    at: usize,
 }
+
+impl Cells {
+    /// The `i`-th cell of the series (always there: placed within the segment).
+    fn cell(&self, i: usize) -> Option<&AtomicU64> {
+        self.segment.cells().get(self.at + i)
+    }
+}
+
+struct CounterCell(Cells);
 
 impl metrics::CounterFn for CounterCell {
     fn increment(&self, value: u64) {
-        self.value.fetch_add(value, Ordering::Relaxed);
-        self.dirty.store(true, Ordering::Release);
+        if let Some(cell) = self.0.cell(0) {
+            cell.fetch_add(value, Ordering::Relaxed);
+        }
     }
 
     fn absolute(&self, value: u64) {
-        self.value.fetch_max(value, Ordering::Relaxed);
-        self.dirty.store(true, Ordering::Release);
+        if let Some(cell) = self.0.cell(0) {
+            cell.fetch_max(value, Ordering::Relaxed);
+        }
     }
 }
 
-struct GaugeCell {
-    key: SeriesKey,
-    bits: AtomicU64,
-    dirty: AtomicBool,
-}
+struct GaugeCell(Cells);
 
 impl GaugeCell {
     fn update(&self, change: impl Fn(f64) -> f64) {
-        let _ = self
-            .bits
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+        if let Some(cell) = self.0.cell(0) {
+            let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
                 Some(change(f64::from_bits(bits)).to_bits())
             });
-        self.dirty.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -191,42 +216,15 @@ impl metrics::GaugeFn for GaugeCell {
     }
 
     fn set(&self, value: f64) {
-        self.bits.store(value.to_bits(), Ordering::Relaxed);
-        self.dirty.store(true, Ordering::Release);
+        if let Some(cell) = self.0.cell(0) {
+            cell.store(value.to_bits(), Ordering::Relaxed);
+        }
     }
 }
 
 struct HistogramCell {
-    key: SeriesKey,
-    bounds: Vec<f64>,
-    /// `bounds.len() + 1` counts, the last for observations above every bound.
-    counts: Vec<AtomicU64>,
-    sum_bits: AtomicU64,
-    dirty: AtomicBool,
-}
-
-impl HistogramCell {
-    fn new(key: SeriesKey, bounds: &[f64]) -> HistogramCell {
-        HistogramCell {
-            key,
-            bounds: bounds.to_vec(),
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_bits: AtomicU64::new(0f64.to_bits()),
-            dirty: AtomicBool::new(true),
-        }
-    }
-
-    fn read(&self) -> Buckets {
-        Buckets {
-            bounds: self.bounds.clone(),
-            counts: self
-                .counts
-                .iter()
-                .map(|count| count.load(Ordering::Relaxed))
-                .collect(),
-            sum: f64::from_bits(self.sum_bits.load(Ordering::Relaxed)),
-        }
-    }
+    cells: Cells,
+    bounds: Arc<[f64]>,
 }
 
 impl metrics::HistogramFn for HistogramCell {
@@ -240,15 +238,14 @@ impl metrics::HistogramFn for HistogramCell {
         }
         // The first bound at or above the value (Prometheus' `le`).
         let bucket = self.bounds.partition_point(|bound| *bound < value);
-        if let Some(slot) = self.counts.get(bucket) {
+        if let Some(slot) = self.cells.cell(bucket) {
             slot.fetch_add(count as u64, Ordering::Relaxed);
         }
-        let _ = self
-            .sum_bits
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+        if let Some(sum) = self.cells.cell(self.bounds.len() + 1) {
+            let _ = sum.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
                 Some((f64::from_bits(bits) + value * count as f64).to_bits())
             });
-        self.dirty.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -269,91 +266,95 @@ impl metrics::Recorder for Recorder {
     }
 
     fn register_counter(&self, key: &Key, _metadata: &Metadata<'_>) -> Counter {
-        let cell = self.0.cell(
-            key,
-            |cells| {
-                let len = cells.len();
-                (&mut cells.counters, len)
-            },
-            |key| CounterCell {
+        self.0
+            .handle(
                 key,
-                value: AtomicU64::new(0),
-                dirty: AtomicBool::new(true),
-            },
-        );
-        cell.map_or_else(Counter::noop, Counter::from_arc)
+                Kind::Counter,
+                |state| &mut state.counters,
+                |cells| Counter::from_arc(Arc::new(CounterCell(cells))),
+            )
+            .unwrap_or_else(Counter::noop)
     }
 
     fn register_gauge(&self, key: &Key, _metadata: &Metadata<'_>) -> Gauge {
-        let cell = self.0.cell(
-            key,
-            |cells| {
-                let len = cells.len();
-                (&mut cells.gauges, len)
-            },
-            |key| GaugeCell {
+        self.0
+            .handle(
                 key,
-                bits: AtomicU64::new(0f64.to_bits()),
-                dirty: AtomicBool::new(true),
-            },
-        );
-        cell.map_or_else(Gauge::noop, Gauge::from_arc)
+                Kind::Gauge,
+                |state| &mut state.gauges,
+                |cells| Gauge::from_arc(Arc::new(GaugeCell(cells))),
+            )
+            .unwrap_or_else(Gauge::noop)
     }
 
     fn register_histogram(&self, key: &Key, _metadata: &Metadata<'_>) -> Histogram {
-        let bounds = self.0.bounds.clone();
-        let cell = self.0.cell(
-            key,
-            |cells| {
-                let len = cells.len();
-                (&mut cells.histograms, len)
-            },
-            |key| HistogramCell::new(key, &bounds),
-        );
-        cell.map_or_else(Histogram::noop, Histogram::from_arc)
+        let bounds: Arc<[f64]> = self.0.bounds.clone().into();
+        self.0
+            .handle(
+                key,
+                Kind::Histogram {
+                    bounds: bounds.to_vec(),
+                },
+                |state| &mut state.histograms,
+                |cells| Histogram::from_arc(Arc::new(HistogramCell { cells, bounds })),
+            )
+            .unwrap_or_else(Histogram::noop)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::series::Reading;
     use metrics::Recorder as _;
 
     fn recorder() -> Recorder {
-        Recorder(Arc::new(Registry::new(vec![0.1, 1.0])))
+        let segment = Arc::new(Segment::local(SEGMENT_CELLS).unwrap());
+        Recorder(Arc::new(Registry::new(vec![0.1, 1.0], segment)))
     }
 
     fn meta() -> Metadata<'static> {
         Metadata::new("test", metrics::Level::INFO, None)
     }
 
+    fn read(recorder: &Recorder, placed: &Placed) -> Reading {
+        let cells = recorder.0.segment().cells();
+        let mut reading = placed.kind.zero();
+        let at = placed.at as usize;
+        placed
+            .kind
+            .read(&cells[at..at + placed.kind.cells()], &mut reading);
+        reading
+    }
+
     #[test]
-    fn only_what_changed_is_taken_and_values_are_totals() {
+    fn each_series_is_declared_once_and_its_values_are_in_the_segment() {
         let recorder = recorder();
         let key = Key::from_parts("jobs", vec![metrics::Label::new("kind", "a")]);
         let counter = recorder.register_counter(&key, &meta());
         counter.increment(2);
-        counter.increment(3);
+        recorder.register_counter(&key, &meta()).increment(3);
         let histogram = recorder.register_histogram(&Key::from_name("lat"), &meta());
         histogram.record(0.05);
         histogram.record(0.5);
         histogram.record(5.0);
-        let (changed, _) = recorder.0.take_changes();
-        assert_eq!(changed.len(), 2);
-        let jobs = SeriesKey::new("jobs", vec![("kind".into(), "a".into())]);
-        assert!(changed.contains(&(jobs.clone(), Reading::Counter(5))));
-        let lat = changed.iter().find(|(key, _)| key.name == "lat");
-        match lat {
-            Some((_, Reading::Histogram(buckets))) => assert_eq!(buckets.counts, vec![1, 1, 1]),
+        let declared = recorder.0.take_declarations();
+        assert_eq!(declared.series.len(), 2);
+        assert!(recorder.0.take_declarations().is_empty());
+        let jobs = &declared.series[0];
+        assert_eq!(
+            jobs.key,
+            SeriesKey::new("jobs", vec![("kind".into(), "a".into())])
+        );
+        assert_eq!(jobs.at as usize, FIRST_SERIES_CELL);
+        assert_eq!(read(&recorder, jobs), Reading::Counter(5));
+        match read(&recorder, &declared.series[1]) {
+            Reading::Histogram(buckets) => {
+                assert_eq!(buckets.counts, vec![1, 1, 1]);
+                assert!((buckets.sum - 5.55).abs() < 1e-9);
+            }
             other => panic!("{other:?}"),
         }
-        assert!(recorder.0.take_changes().0.is_empty());
-        assert_eq!(recorder.0.take_all().0.len(), 2);
-        counter.increment(1);
-        assert_eq!(
-            recorder.0.take_changes().0,
-            vec![(jobs, Reading::Counter(6))]
-        );
     }
 
     #[test]
@@ -368,6 +369,26 @@ mod tests {
         recorder
             .register_gauge(&Key::from_name(long), &meta())
             .set(1.0);
-        assert_eq!(recorder.0.take_changes().0.len(), MAX_SERIES_PER_PROCESS);
+        assert_eq!(
+            recorder.0.take_declarations().series.len(),
+            MAX_SERIES_PER_PROCESS
+        );
+    }
+
+    #[test]
+    fn declarations_that_could_not_be_sent_go_first() {
+        let recorder = recorder();
+        let _ = recorder.register_gauge(&Key::from_name("a"), &meta());
+        let first = recorder.0.take_declarations();
+        let _ = recorder.register_gauge(&Key::from_name("b"), &meta());
+        recorder.0.put_back(first);
+        let names: Vec<String> = recorder
+            .0
+            .take_declarations()
+            .series
+            .into_iter()
+            .map(|placed| placed.key.name)
+            .collect();
+        assert_eq!(names, ["a", "b"]);
     }
 }

@@ -1,7 +1,9 @@
-//! What a process's recorder sends the master: its series and their readings, batched.
+//! A series, its readings, and what a process's recorder tells the master about its
+//! series.
 
 use serde::{Deserialize, Serialize};
 
+use super::layout::Placed;
 use crate::exchange::Exchange;
 
 /// A series: a metric name and its labels, sorted by label name.
@@ -98,7 +100,9 @@ impl Buckets {
 
     /// How many observations in all.
     pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
+        self.counts
+            .iter()
+            .fold(0u64, |sum, count| sum.saturating_add(*count))
     }
 
     /// Adds `other`'s observations; `false` (and nothing added) when the bounds differ.
@@ -142,7 +146,7 @@ impl Buckets {
         let rank = q.clamp(0.0, 1.0) * total as f64;
         let mut below = 0u64;
         for (i, count) in self.counts.iter().enumerate() {
-            let upto = below + count;
+            let upto = below.saturating_add(*count);
             if (upto as f64) >= rank && *count > 0 {
                 let Some(&upper) = self.bounds.get(i) else {
                     return self.bounds.last().copied();
@@ -157,37 +161,24 @@ impl Buckets {
     }
 }
 
-impl Reading {
-    /// Whether a histogram's layout is one wix-cluster makes: at most
-    /// [`super::MAX_BUCKETS`] finite, increasing bounds and one count more than
-    /// bounds. Counters and gauges always are.
-    pub(crate) fn is_within_bounds(&self) -> bool {
-        match self {
-            Reading::Histogram(buckets) => {
-                buckets.bounds.len() <= super::MAX_BUCKETS
-                    && buckets.counts.len() == buckets.bounds.len() + 1
-                    && buckets.bounds.iter().all(|bound| bound.is_finite())
-                    && buckets.bounds.windows(2).all(|pair| pair[0] < pair[1])
-            }
-            Reading::Counter(_) | Reading::Gauge(_) => true,
-        }
-    }
-}
-
-/// A process's changes since its last batch: sent every [`super::FLUSH_INTERVAL`] by
-/// each worker (nothing when nothing changed), and once more as it exits.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Batch {
-    /// The sending process's generation in its slot. The master does not trust it: it
-    /// takes slot and generation from the channel the batch arrived on.
-    pub(crate) generation: u32,
-    /// Series whose value changed, with their new value.
-    pub(crate) series: Vec<(SeriesKey, Reading)>,
-    /// Descriptions given with `describe_*!`, each sent once: `(name, help)`.
+/// What a process's recorder tells the master: the series it placed in its segment
+/// since it last told (each once), and descriptions given with `describe_*!`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Declarations {
+    /// Series registered since the last declarations.
+    pub(crate) series: Vec<Placed>,
+    /// Descriptions, each sent once: `(name, help)`.
     pub(crate) descriptions: Vec<(String, String)>,
 }
 
-impl Exchange for Batch {
+impl Declarations {
+    /// Whether there is nothing to tell.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.series.is_empty() && self.descriptions.is_empty()
+    }
+}
+
+impl Exchange for Declarations {
     const TOPIC: &'static str = "wix_cluster.metrics";
     type Response = ();
 }

@@ -87,7 +87,7 @@ where
     for (topic, payload) in data {
         hub.set_data(&topic, payload, None);
     }
-    crate::metrics::start_worker(&config.metrics, marker.generation);
+    crate::metrics::start_worker(&config.metrics, marker.metrics);
     let on_stop = worker.clone();
     tokio::spawn(
         link.clone()
@@ -99,7 +99,7 @@ where
     }
     super::panic::install_hook(worker.clone());
     let code = run_app(&plugins, worker.clone(), app).await;
-    crate::metrics::flush_worker(marker.generation);
+    crate::metrics::flush_worker();
     worker.flush().await;
     code
 }

@@ -1,0 +1,113 @@
+//! How a process's metrics lie in its shared segment (`crate::shm`), the one place
+//! both sides agree on: a header, then each series' cells where the process's recorder
+//! placed them, in the order it registered them.
+//!
+//! - cell 0: [`MAGIC`], written by the master when it makes the segment;
+//! - cell 1: the process's count of dropped updates (the counter [`super::DROPPED_TOTAL`]);
+//! - from cell 2: series. A counter is one cell (its total), a gauge one cell (the bits
+//!   of an `f64`), a histogram one cell per bucket (`bounds + 1`, not cumulative)
+//!   followed by one for the bits of its sum.
+//!
+//! Where each series lies, with its name, labels and kind, crosses the channel once, as
+//! a [`Placed`]; its values never do. The master reads the cells whenever it needs the
+//! values, and trusts nothing it reads (see `aggregate.rs`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use super::series::{Buckets, Reading, SeriesKey};
+
+/// Cells in a process's segment (1 MiB of address space; only pages written to take
+/// memory). Enough for [`super::MAX_SERIES_PER_PROCESS`] histograms of 128 buckets.
+pub(crate) const SEGMENT_CELLS: usize = 1 << 17;
+/// What cell 0 of a segment holds.
+pub(crate) const MAGIC: u64 = u64::from_be_bytes(*b"wixmet01");
+/// The cell holding [`MAGIC`].
+pub(crate) const MAGIC_CELL: usize = 0;
+/// The cell holding the process's count of dropped updates.
+pub(crate) const DROPPED_CELL: usize = 1;
+/// The first cell a series may use.
+pub(crate) const FIRST_SERIES_CELL: usize = 2;
+
+/// What a series is, and so how many cells it takes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Kind {
+    /// One cell: the total.
+    Counter,
+    /// One cell: the bits of an `f64`.
+    Gauge,
+    /// `bounds.len() + 1` counts, then the sum's bits.
+    Histogram {
+        /// Upper bounds, increasing.
+        bounds: Vec<f64>,
+    },
+}
+
+impl Kind {
+    /// How many cells a series of this kind takes.
+    pub(crate) fn cells(&self) -> usize {
+        match self {
+            Kind::Counter | Kind::Gauge => 1,
+            Kind::Histogram { bounds } => bounds.len() + 2,
+        }
+    }
+
+    /// Whether the kind is one a recorder makes: a histogram has at most
+    /// [`super::MAX_BUCKETS`] finite, increasing bounds.
+    pub(crate) fn is_within_bounds(&self) -> bool {
+        match self {
+            Kind::Histogram { bounds } => {
+                bounds.len() <= super::MAX_BUCKETS
+                    && bounds.iter().all(|bound| bound.is_finite())
+                    && bounds.windows(2).all(|pair| pair[0] < pair[1])
+            }
+            Kind::Counter | Kind::Gauge => true,
+        }
+    }
+
+    /// A series of this kind before anything was recorded.
+    pub(crate) fn zero(&self) -> Reading {
+        match self {
+            Kind::Counter => Reading::Counter(0),
+            Kind::Gauge => Reading::Gauge(0.0),
+            Kind::Histogram { bounds } => Reading::Histogram(Buckets::empty(bounds)),
+        }
+    }
+
+    /// Reads a series of this kind from its cells (`cells.len() == self.cells()`) into
+    /// `into`, a reading of the same kind (made by [`Kind::zero`]), without allocating.
+    pub(crate) fn read(&self, cells: &[AtomicU64], into: &mut Reading) {
+        match (self, into) {
+            (Kind::Counter, Reading::Counter(value)) => {
+                *value = load(cells, 0);
+            }
+            (Kind::Gauge, Reading::Gauge(value)) => {
+                *value = f64::from_bits(load(cells, 0));
+            }
+            (Kind::Histogram { bounds }, Reading::Histogram(buckets)) => {
+                for (i, count) in buckets.counts.iter_mut().enumerate() {
+                    *count = load(cells, i);
+                }
+                buckets.sum = f64::from_bits(load(cells, bounds.len() + 1));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn load(cells: &[AtomicU64], at: usize) -> u64 {
+    cells.get(at).map_or(0, |cell| cell.load(Ordering::Relaxed))
+}
+
+/// Where a process's recorder placed a series: its first cell. Sent to the master
+/// once, when the series is registered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Placed {
+    /// The series.
+    pub(crate) key: SeriesKey,
+    /// Its kind.
+    pub(crate) kind: Kind,
+    /// Its first cell; it takes `kind.cells()`.
+    pub(crate) at: u32,
+}
