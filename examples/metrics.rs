@@ -8,7 +8,7 @@
 //!
 //! `PORT` (default 8080) is the app's port. Routes: `/` answers `ok`; `/status/<code>`
 //! answers with that status; `/job?kind=K` runs the library's job of kind K and counts
-//! `app_jobs_requested_total{kind}`; `/flood?series=N&increments=M` records N distinct
+//! `app_jobs_requested_total{kind}` (the answer names the worker in `x-worker-pid`); `/flood?series=N&increments=M` records N distinct
 //! counter series (`flood_<i>_total`) and M increments of one (for the bounds tests);
 //! `/gauge/<name>/<value>` sets the gauge `<name>` of the worker that answers to
 //! `<value>`, which may be `NaN`, `inf` or `-inf` (for the dashboard's tests).
@@ -52,7 +52,7 @@ async fn main(worker: wix_cluster::Worker) -> std::io::Result<()> {
                 metrics::counter!("app_jobs_requested_total", "kind" => job.kind.clone())
                     .increment(1);
                 wix_cluster_test_support::process_job(&job.kind, 0.03);
-                "done"
+                ([("x-worker-pid", std::process::id().to_string())], "done")
             }),
         )
         .route(

@@ -233,6 +233,83 @@ fn counters_never_go_backwards_across_a_kill_a_rolling_restart_and_an_upgrade() 
     jobs(app, management, 5, 45.0);
 }
 
+/// The count of GET requests answered 2xx, from one scrape (0 before the first).
+fn served(scrape: &Scrape) -> f64 {
+    value(
+        scrape,
+        "http_server_request_duration_seconds_count",
+        &[
+            ("http_request_method", "GET"),
+            ("http_response_status_class", "2xx"),
+        ],
+    )
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn nothing_counted_is_lost_when_the_worker_that_counted_it_is_killed_at_once() {
+    let (program, app, management) = start(&[]);
+    let served_before = served(&parse(&metrics_text(management)));
+    let mut last = None;
+    for _ in 0..200 {
+        let response = http_get(app, "/job?kind=a").expect("request");
+        assert_eq!(response.status, 200, "{response:?}");
+        last = response.header("x-worker-pid").map(str::to_owned);
+    }
+    // The worker that served the last request, killed the moment it answered: what it
+    // counted was never sent anywhere, it is in the segment the master maps.
+    let victim: u32 = last.and_then(|pid| pid.parse().ok()).expect("x-worker-pid");
+    send_signal(victim, Signal::SIGKILL);
+    let expected = served_before + 200.0;
+    let exact = |scrape: &Scrape| {
+        value(scrape, "app_jobs_requested_total", &[("kind", "a")]) == Some(200.0)
+            && served(scrape) == expected
+    };
+    scrape_until(management, "200 jobs and 200 requests counted", exact);
+    program.wait_until_gone(victim);
+    // For good: once the dead worker's readings are folded into the retired totals (2 s
+    // after its end), and with its successor running.
+    program.wait_for_workers(2);
+    let folded = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    while std::time::Instant::now() < folded {
+        let text = metrics_text(management);
+        assert!(
+            exact(&parse(&text)),
+            "a count changed after the kill:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_scrape_right_after_an_increment_shows_it() {
+    let (_program, app, management) = start(&[]);
+    // Until each worker has declared the series (its first increment does).
+    let mut n = 0.0;
+    let declared = wait_until(PATIENCE, || {
+        let response = http_get(app, "/job?kind=fresh").expect("request");
+        n += 1.0;
+        let scrape = parse(&metrics_text(management));
+        response.header("x-worker-pid").is_some()
+            && value(&scrape, "app_jobs_requested_total", &[("kind", "fresh")]) == Some(n)
+            && n >= 10.0
+    });
+    assert!(declared, "the series did not show on both workers");
+    // Each scrape, sent as soon as the answer came, counts the request it answered:
+    // nothing waits for a flush.
+    for _ in 0..50 {
+        http_get(app, "/job?kind=fresh").expect("request");
+        n += 1.0;
+        let text = metrics_text(management);
+        let seen = value(
+            &parse(&text),
+            "app_jobs_requested_total",
+            &[("kind", "fresh")],
+        );
+        assert_eq!(seen, Some(n), "a scrape right after the increment:\n{text}");
+    }
+}
+
 #[test]
 fn request_metrics_count_exactly_what_was_served_and_can_be_switched_off() {
     let (program, app, management) = start(&[]);
