@@ -1,25 +1,41 @@
-//! A test fixture: a worker that forges the metrics batches wix-cluster's workers send
-//! the master, bypassing its recorder, and a master-side plugin that tries to subscribe
-//! to them with a type of its own.
+//! A test fixture: a worker that forges the declarations wix-cluster's workers send
+//! the master (where each new series lies in the worker's metrics segment), bypassing
+//! its recorder, and a master-side plugin that tries to subscribe to them with a type
+//! of its own.
 //!
-//! `/forge?batches=N` sends N batches on `wix_cluster.metrics`, each claiming another
-//! generation and carrying 1000 series of long (but valid) names and labels, one
-//! series with a 10,000-byte name, one with 20 labels, a histogram of 10,000 bounds
-//! and a description of 10,000 bytes; it answers `sent=<n> refused=<n>`. At start, the
-//! master's plugin logs `subscribing to the metrics topic: <the result>`.
+//! `/forge?batches=N` sends N declarations on `wix_cluster.metrics`, each carrying 1000
+//! counters of long (but valid) names and labels placed one after the other in the
+//! segment (each batch starting again at the first cell), one series with a
+//! 10,000-byte name, one with 20 labels, a histogram of 10,000 bounds, series placed
+//! past the segment's end and over its header, and a description of 10,000 bytes; it
+//! answers `sent=<n> refused=<n>`. At start, the master's plugin logs `subscribing to
+//! the metrics topic: <the result>`.
 
 use axum::extract::Query;
 use axum::{Router, routing::get};
-use wix_cluster::metrics::{Buckets, Reading, SeriesKey};
+use wix_cluster::metrics::SeriesKey;
 use wix_cluster::{Master, Plugin, PluginError};
 
-/// The shape of a batch on the wire (postcard is positional: the field names do not
-/// matter, their order does).
+/// The shape of a declaration on the wire (postcard is positional: the field names do
+/// not matter, their order does).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Forged {
-    generation: u32,
-    series: Vec<(SeriesKey, Reading)>,
+    series: Vec<Placed>,
     descriptions: Vec<(String, String)>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Placed {
+    key: SeriesKey,
+    kind: Kind,
+    at: u32,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram { bounds: Vec<f64> },
 }
 
 /// An app type that claims the metrics topic anyway (the attribute refuses it, so it
@@ -49,37 +65,47 @@ impl Plugin for Eavesdropper {
 
 fn forged(generation: u32) -> Forged {
     let value = "v".repeat(120);
-    let mut series: Vec<(SeriesKey, Reading)> = (0..1000)
+    let placed = |key: SeriesKey, kind: Kind, at: u32| Placed { key, kind, at };
+    let mut series: Vec<Placed> = (0..1000u32)
         .map(|j| {
             let name = format!("forged_{generation}_{j}_{}", "n".repeat(170));
             let labels = (0..8)
                 .map(|k| (format!("label{k}"), value.clone()))
                 .collect();
-            (SeriesKey::new(name, labels), Reading::Counter(1))
+            placed(SeriesKey::new(name, labels), Kind::Counter, 2 + j)
         })
         .collect();
-    series.push((
+    series.push(placed(
         SeriesKey::new(format!("forged_long_{}", "x".repeat(10_000)), vec![]),
-        Reading::Counter(1),
+        Kind::Counter,
+        5000,
     ));
-    series.push((
+    series.push(placed(
         SeriesKey::new(
             "forged_many_labels",
             (0..20).map(|k| (format!("l{k}"), "v".to_owned())).collect(),
         ),
-        Reading::Counter(1),
+        Kind::Gauge,
+        5001,
     ));
-    let bounds: Vec<f64> = (0..10_000).map(f64::from).collect();
-    series.push((
+    series.push(placed(
         SeriesKey::new("forged_wide_histogram", vec![]),
-        Reading::Histogram(Buckets {
-            counts: vec![1; bounds.len() + 1],
-            bounds,
-            sum: 1.0,
-        }),
+        Kind::Histogram {
+            bounds: (0..10_000).map(f64::from).collect(),
+        },
+        6000,
+    ));
+    series.push(placed(
+        SeriesKey::new("forged_past_the_end", vec![]),
+        Kind::Counter,
+        u32::MAX,
+    ));
+    series.push(placed(
+        SeriesKey::new("forged_over_the_header", vec![]),
+        Kind::Counter,
+        0,
     ));
     Forged {
-        generation,
         series,
         descriptions: vec![("forged_described".to_owned(), "h".repeat(10_000))],
     }
