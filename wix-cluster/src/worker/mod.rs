@@ -174,7 +174,10 @@ impl Worker {
     /// axum::serve(listener, app).with_graceful_shutdown(worker.shutdown()).await
     /// # }
     /// ```
-    pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
+    ///
+    /// The future does not borrow the worker (`use<>`): it may be taken in a handler and
+    /// moved into a task or a WebSocket's `on_upgrade`.
+    pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static + use<> {
         let mut stop = self.inner.stop.subscribe();
         async move {
             // An error means the worker is gone, which is a reason to stop too.
