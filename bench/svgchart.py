@@ -18,10 +18,10 @@ COLOURS = {
 }
 OTHER = "#a855f7"
 
-WIDTH = 820
+WIDTH = 860
 LABEL_W = 200  # the bar labels' column
 PLOT_X = LABEL_W + 10
-PLOT_W = 470
+PLOT_W = 460
 ROW = 22
 BAR = 14
 FONT = "font-family=\"system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif\""
@@ -46,6 +46,22 @@ class Panel:
     title: str
     bars: list = field(default_factory=list)
     note: str = ""
+
+
+def wrap(text, width=126):
+    """`text`'s lines, each cut at spaces into lines of at most about `width` characters
+    (about what fits the chart at 11-12 px)."""
+    out = []
+    for line in text.split("\n"):
+        words, cur = line.split(" "), ""
+        for word in words:
+            if cur and len(cur) + 1 + len(word) > width:
+                out.append(cur)
+                cur = word
+            else:
+                cur = f"{cur} {word}" if cur else word
+        out.append(cur)
+    return out
 
 
 def esc(text):
@@ -100,14 +116,18 @@ def chart(title, subtitle, panels, unit="", shared_scale=False, footer=""):
                 series.append(b.series)
 
     def top_of(bars):
-        return max([max(b.value, b.hi if b.hi is not None else b.value) for b in bars] + [0])
+        # The longest bar, or its whisker if that is not more than twice as long: an outlier
+        # run does not squash the medians (its whisker is cut at the axis, its max written).
+        values = max([b.value for b in bars] + [0])
+        whiskers = max([b.hi for b in bars if b.hi is not None] + [0])
+        return max(values, min(whiskers, 2 * values))
 
     shared_top = max([top_of(p.bars) for p in panels] + [0])
     out = []
     y = 28
     out.append(f'<text x="12" y="{y}" font-size="17" font-weight="600" fill="#111827">{esc(title)}</text>')
     y += 20
-    for line in subtitle.split("\n"):
+    for line in wrap(subtitle):
         if line:
             out.append(f'<text x="12" y="{y}" font-size="12" fill="#4b5563">{esc(line)}</text>')
             y += 16
@@ -143,15 +163,23 @@ def chart(title, subtitle, panels, unit="", shared_scale=False, footer=""):
             w = max(b.value * scale, 0)
             out.append(f'<rect x="{PLOT_X}" y="{num(by)}" width="{num(w)}" height="{BAR}" fill="{colour}"/>')
             end = PLOT_X + w
+            text = b.text or fmt_value(b.value, unit)
             if b.lo is not None and b.hi is not None and b.hi > b.lo:
-                x1, x2, cy = PLOT_X + b.lo * scale, PLOT_X + b.hi * scale, by + BAR / 2
+                cut = b.hi > ticks[-1]
+                x1, cy = PLOT_X + b.lo * scale, by + BAR / 2
+                x2 = PLOT_X + min(b.hi, ticks[-1]) * scale
                 out.append(f'<line x1="{num(x1)}" y1="{num(cy)}" x2="{num(x2)}" y2="{num(cy)}" stroke="#111827"/>')
-                for wx in (x1, x2):
+                for wx in (x1, x2) if not cut else (x1,):
                     out.append(f'<line x1="{num(wx)}" y1="{num(cy - 4)}" x2="{num(wx)}" y2="{num(cy + 4)}" '
                                f'stroke="#111827"/>')
+                if cut:  # an arrowhead: the whisker goes on past the axis
+                    out.append(f'<path d="M{num(x2 - 5)},{num(cy - 4)} L{num(x2)},{num(cy)} L{num(x2 - 5)},'
+                               f'{num(cy + 4)}" fill="none" stroke="#111827"/>')
+                    if not b.text:
+                        text += f" (max {fmt_value(b.hi, unit)})"
                 end = max(end, x2)
             out.append(f'<text x="{num(end + 6)}" y="{num(by + BAR - 3)}" font-size="12" fill="#111827">'
-                       f'{esc(b.text or fmt_value(b.value, unit))}</text>')
+                       f'{esc(text)}</text>')
         y += height
         out.append(f'<line x1="{PLOT_X}" y1="{y}" x2="{PLOT_X + PLOT_W}" y2="{y}" stroke="#9ca3af"/>')
         for t in ticks:
@@ -162,7 +190,7 @@ def chart(title, subtitle, panels, unit="", shared_scale=False, footer=""):
         y += 18
     if footer:
         y += 20
-        for line in footer.split("\n"):
+        for line in wrap(footer, 128):
             out.append(f'<text x="12" y="{y}" font-size="11" fill="#6b7280">{esc(line)}</text>')
             y += 14
     y += 12
