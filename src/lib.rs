@@ -721,6 +721,17 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
     http_request(addr, "GET", path, &[])
 }
 
+/// `GET path` like [`http_get`], waiting up to `timeout` for each read and write: for a
+/// request whose answer takes long by design (a flood the app sends before it answers),
+/// on a machine that may be busy.
+pub fn http_get_within(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<Response> {
+    request_within(addr, "GET", path, &[], timeout)
+}
+
 /// `method path` with `headers` and no body on a new connection (`Connection: close`),
 /// with a 10 s timeout.
 pub fn http_request(
@@ -729,9 +740,19 @@ pub fn http_request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<Response> {
+    request_within(addr, method, path, headers, Duration::from_secs(10))
+}
+
+fn request_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));

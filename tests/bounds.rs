@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use wix_cluster_suite::{PATIENCE, Program, http_get, rss_bytes, send_signal, wait_until};
+use wix_cluster_suite::{
+    PATIENCE, Program, http_get, http_get_within, rss_bytes, send_signal, wait_until,
+};
 
 fn probe() -> (Program, SocketAddr) {
     let program = Program::start_fixture(
@@ -95,8 +97,9 @@ fn a_worker_flooding_the_master_leaves_it_bounded_and_ready() {
     // 192 MiB of messages to a master-side subscriber that never reads, and 20,000
     // metric names, while readiness is probed.
     let flood = std::thread::spawn(move || {
-        let sent = http_get(addr, "/flood-master?count=768&kb=256");
-        let named = http_get(addr, "/names?count=20000");
+        // The answers come once the flood is sent, which takes long on a busy machine.
+        let sent = http_get_within(addr, "/flood-master?count=768&kb=256", PATIENCE);
+        let named = http_get_within(addr, "/names?count=20000", PATIENCE);
         (sent, named)
     });
     let mut slowest = Duration::ZERO;
@@ -240,7 +243,7 @@ fn forged_metric_declarations_leave_the_master_bounded_and_metrics_whole() {
     assert!(line.contains("is reserved"), "{line}");
     let before = rss_bytes(program.pid());
     // 120 declarations, each of 1000 series of 2 KiB, each placing them again.
-    let forge = std::thread::spawn(move || http_get(addr, "/forge?batches=120"));
+    let forge = std::thread::spawn(move || http_get_within(addr, "/forge?batches=120", PATIENCE));
     let mut peak = peak_rss(program.pid(), Duration::from_secs(120), || {
         forge.is_finished()
     });
