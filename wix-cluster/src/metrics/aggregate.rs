@@ -97,6 +97,7 @@ impl Process {
         };
         let cells = segment.cells();
         let mut frozen = Vec::new();
+        let mut scratch = Vec::new();
         let dropped = cells
             .get(DROPPED_CELL)
             .map_or(0, |cell| cell.load(std::sync::atomic::Ordering::Relaxed));
@@ -114,11 +115,7 @@ impl Process {
                 frozen.push(i);
                 continue;
             };
-            let mut now = known.clone();
-            placed.kind.read(range, &mut now);
-            if advances(known, &now) {
-                *known = now;
-            } else {
+            if !placed.kind.read_onto(range, known, &mut scratch) {
                 frozen.push(i);
             }
         }
@@ -139,25 +136,6 @@ impl Process {
 /// The series of a process's count of dropped updates.
 fn dropped_key() -> SeriesKey {
     SeriesKey::new(DROPPED_TOTAL, Vec::new())
-}
-
-/// Whether `now` can follow `before` in the same series: a counter or a histogram's
-/// bucket never decreases, and a histogram's count stays within a `u64`.
-fn advances(before: &Reading, now: &Reading) -> bool {
-    match (before, now) {
-        (Reading::Counter(before), Reading::Counter(now)) => now >= before,
-        (Reading::Gauge(_), Reading::Gauge(_)) => true,
-        (Reading::Histogram(before), Reading::Histogram(now)) => {
-            now.counts.len() == before.counts.len()
-                && now.counts.iter().zip(&before.counts).all(|(n, b)| n >= b)
-                && now
-                    .counts
-                    .iter()
-                    .try_fold(0u64, |sum, count| sum.checked_add(*count))
-                    .is_some()
-        }
-        _ => false,
-    }
 }
 
 /// Everything the master knows about the cluster's metrics.

@@ -75,24 +75,49 @@ impl Kind {
         }
     }
 
-    /// Reads a series of this kind from its cells (`cells.len() == self.cells()`) into
-    /// `into`, a reading of the same kind (made by [`Kind::zero`]), without allocating.
-    pub(crate) fn read(&self, cells: &[AtomicU64], into: &mut Reading) {
-        match (self, into) {
+    /// Reads a series of this kind from its cells (`cells.len() == self.cells()`) onto
+    /// `known`, its last reading (first made by [`Kind::zero`]): `false`, and `known`
+    /// left as it was, when what the cells say cannot follow it (a counter or a bucket
+    /// lower than before, a histogram's count past a `u64`, another kind). Each cell is
+    /// loaded once; `scratch` is reused so that reading allocates nothing.
+    pub(crate) fn read_onto(
+        &self,
+        cells: &[AtomicU64],
+        known: &mut Reading,
+        scratch: &mut Vec<u64>,
+    ) -> bool {
+        match (self, known) {
             (Kind::Counter, Reading::Counter(value)) => {
-                *value = load(cells, 0);
+                let now = load(cells, 0);
+                if now < *value {
+                    return false;
+                }
+                *value = now;
             }
             (Kind::Gauge, Reading::Gauge(value)) => {
                 *value = f64::from_bits(load(cells, 0));
             }
             (Kind::Histogram { bounds }, Reading::Histogram(buckets)) => {
-                for (i, count) in buckets.counts.iter_mut().enumerate() {
-                    *count = load(cells, i);
+                scratch.clear();
+                scratch.extend((0..=bounds.len()).map(|i| load(cells, i)));
+                let advances = scratch.len() == buckets.counts.len()
+                    && scratch
+                        .iter()
+                        .zip(&buckets.counts)
+                        .all(|(now, was)| now >= was)
+                    && scratch
+                        .iter()
+                        .try_fold(0u64, |sum, count| sum.checked_add(*count))
+                        .is_some();
+                if !advances {
+                    return false;
                 }
+                buckets.counts.copy_from_slice(scratch);
                 buckets.sum = f64::from_bits(load(cells, bounds.len() + 1));
             }
-            _ => {}
+            _ => return false,
         }
+        true
     }
 }
 

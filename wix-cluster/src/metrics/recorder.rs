@@ -321,9 +321,12 @@ mod tests {
         let cells = recorder.0.segment().cells();
         let mut reading = placed.kind.zero();
         let at = placed.at as usize;
-        placed
-            .kind
-            .read(&cells[at..at + placed.kind.cells()], &mut reading);
+        let read = placed.kind.read_onto(
+            &cells[at..at + placed.kind.cells()],
+            &mut reading,
+            &mut Vec::new(),
+        );
+        assert!(read);
         reading
     }
 
