@@ -104,6 +104,8 @@ where
             // Giving up the CPU after each accepted connection lets the woken siblings
             // take their share. It costs one cheap system call per new connection and
             // returns at once when nothing else is waiting for the CPU.
+            // Fair accepting, when on, spreads a burst by itself (measured: no
+            // loss of requests/s without this there).
             std::thread::yield_now();
         }
     }
