@@ -92,7 +92,8 @@ impl Spawner {
 
     /// Starts the worker `key`: from the held build, or (`Source::FileOnDisk`, a rolling
     /// restart) from the program file on disk, which the cluster's build becomes once
-    /// that worker is ready ([`Spawner::ready`]).
+    /// that worker is ready ([`Spawner::ready`]). The process gets a slot of its own on
+    /// the fair-accepting board when one is free.
     pub(crate) fn spawn(&mut self, key: WorkerKey, source: Source) -> io::Result<Spawned> {
         let seat = self.board.as_mut().and_then(Board::take);
         let board = seat.zip(self.board.as_ref().map(Board::fd));
