@@ -11,7 +11,7 @@
 //! slow, or the board lies).
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -44,6 +44,37 @@ struct Seat {
 }
 
 static SEAT: OnceLock<Seat> = OnceLock::new();
+
+/// The sockets the master shares with this worker ([`crate::Worker::listen`]), by
+/// identity (device and inode): only they are accepted from fairly, since on a socket
+/// of the worker's own there is no one to leave a connection to.
+static SHARED: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
+/// More shared sockets than a worker would ask for; past it, one is accepted from as
+/// it comes.
+const MAX_SHARED: usize = 256;
+
+/// `socket` is one of the master's, shared with the other workers.
+pub(crate) fn shared(socket: impl AsFd) {
+    let Some(id) = identity(socket) else { return };
+    let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    if !shared.contains(&id) && shared.len() < MAX_SHARED {
+        shared.push(id);
+    }
+}
+
+fn is_shared(socket: impl AsFd) -> bool {
+    identity(socket).is_some_and(|id| {
+        SHARED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id)
+    })
+}
+
+fn identity(socket: impl AsFd) -> Option<(u64, u64)> {
+    let stat = nix::sys::stat::fstat(socket).ok()?;
+    Some((stat.st_dev as u64, stat.st_ino as u64))
+}
 
 /// A worker process: takes its seat on the master's board (`fd`, slot `slot`), unless
 /// `wait` is 0 (fair accepting off). Needs the runtime (it stamps the slot alive every
@@ -174,9 +205,10 @@ pub(crate) struct Fair {
 }
 
 impl Listener {
-    /// `listener`, accepting fairly if this process has a seat on a board.
+    /// `listener`, accepting fairly if this process has a seat on a board and the
+    /// listener is one the master shares.
     pub(crate) fn new(listener: TcpListener) -> io::Result<Listener> {
-        let Some(seat) = SEAT.get() else {
+        let Some(seat) = SEAT.get().filter(|_| is_shared(&listener)) else {
             return Ok(Listener::Plain(listener));
         };
         let listener = listener.into_std()?;
@@ -270,4 +302,20 @@ fn has_waiting(listener: &std::net::TcpListener) -> bool {
     // SAFETY: one valid `pollfd` on the stack, `nfds` 1, no waiting (timeout 0).
     let ready = unsafe { nix::libc::poll(&mut poll, 1, 0) };
     ready != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_sockets_the_master_shares_are_accepted_from_fairly() {
+        let theirs = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let own = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // The worker's copy of the master's socket is another descriptor.
+        let copy = theirs.try_clone().unwrap();
+        shared(&copy);
+        assert!(is_shared(&theirs));
+        assert!(!is_shared(&own));
+    }
 }
