@@ -60,6 +60,17 @@ pub const ENV_MOUNT_POINT: &str = "WIX_CLUSTER_MOUNT_POINT";
 /// program's).
 pub const ENV_MANAGEMENT_HOSTS: &str = "WIX_CLUSTER_MANAGEMENT_HOSTS";
 
+/// `WIX_CLUSTER_ACCEPT_WAIT`: fair accepting's safety valve. A worker holding more than
+/// its fair share of the cluster's open connections leaves a new connection to the
+/// others, but takes it anyway once it has waited this long in the queue (`20ms` by
+/// default, at most 1 h); `0` turns fair accepting off (every worker accepts whenever
+/// it can, as from one shared queue without a board).
+pub const ENV_ACCEPT_WAIT: &str = "WIX_CLUSTER_ACCEPT_WAIT";
+
+/// How long a connection may wait for a worker within its fair share before one over
+/// it takes the connection ([`ENV_ACCEPT_WAIT`]).
+pub const DEFAULT_ACCEPT_WAIT: Duration = Duration::from_millis(20);
+
 /// The worker count when neither the program nor the environment sets one.
 pub const DEFAULT_WORKERS: usize = 2;
 pub use crate::limits::MAX_WORKERS;
@@ -228,6 +239,8 @@ pub(crate) struct Config {
     pub(crate) timeouts: crate::connection::Timeouts,
     /// Histogram buckets and request metrics.
     pub(crate) metrics: crate::metrics::Settings,
+    /// Fair accepting's safety valve; zero turns fair accepting off.
+    pub(crate) accept_wait: Duration,
 }
 
 impl Config {
@@ -336,6 +349,7 @@ impl Config {
                     .unwrap_or(requested.metrics.requests),
                 buckets: requested.metrics.buckets.clone(),
             },
+            accept_wait: from_env(&var, ENV_ACCEPT_WAIT, delay)?.unwrap_or(DEFAULT_ACCEPT_WAIT),
         })
     }
 }
@@ -719,6 +733,18 @@ mod tests {
                 .expect_err(bad)
                 .to_string();
             assert!(err.contains("WIX_CLUSTER_READY_TIMEOUT"), "{err}");
+        }
+    }
+
+    #[test]
+    fn accept_wait_defaults_to_20ms_and_0_turns_fair_accepting_off() {
+        let wait = |env: &[(&str, &str)]| resolve(env).map(|c| c.accept_wait);
+        assert_eq!(wait(&[]), Ok(DEFAULT_ACCEPT_WAIT));
+        assert_eq!(wait(&[(ENV_ACCEPT_WAIT, "0")]), Ok(Duration::ZERO));
+        assert_eq!(wait(&[(ENV_ACCEPT_WAIT, "5s")]), Ok(Duration::from_secs(5)));
+        for bad in ["20", "2h", "soon", ""] {
+            let err = wait(&[(ENV_ACCEPT_WAIT, bad)]).expect_err(bad).to_string();
+            assert!(err.contains("WIX_CLUSTER_ACCEPT_WAIT"), "{err}");
         }
     }
 }

@@ -33,6 +33,7 @@ mod connection;
 mod event;
 mod event_log;
 pub mod exchange;
+mod fair_share;
 pub mod http;
 mod ipc;
 mod limits;

@@ -6,7 +6,9 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use crate::WorkerId;
 
 /// The internal marker a master sets on the workers it spawns:
-/// `<id>:<generation>:<channel fd>:<master pid>:<metrics segment fd>`.
+/// `<id>:<generation>:<channel fd>:<master pid>:<metrics segment fd>`, then
+/// `:<board fd>:<board slot>` when the worker has a seat on the master's fair-accepting
+/// board (`crate::fair_share`).
 pub(crate) const ENV_WORKER_MARKER: &str = "__WIX_CLUSTER_WORKER";
 
 /// What the marker tells a worker about itself.
@@ -18,6 +20,8 @@ pub(crate) struct WorkerMarker {
     pub(crate) master_pid: u32,
     /// The shared segment the worker's metrics live in (`crate::metrics`).
     pub(crate) metrics: OwnedFd,
+    /// The fair-accepting board and this process's slot on it (`crate::fair_share`).
+    pub(crate) board: Option<(OwnedFd, usize)>,
 }
 
 /// This process's part.
@@ -36,8 +40,13 @@ impl WorkerMarker {
         channel: RawFd,
         master_pid: u32,
         metrics: RawFd,
+        board: Option<(RawFd, usize)>,
     ) -> String {
-        format!("{id}:{generation}:{channel}:{master_pid}:{metrics}")
+        let marker = format!("{id}:{generation}:{channel}:{master_pid}:{metrics}");
+        match board {
+            Some((fd, slot)) => format!("{marker}:{fd}:{slot}"),
+            None => marker,
+        }
     }
 }
 
@@ -54,8 +63,15 @@ pub(crate) fn detect() -> Result<Role, String> {
     let raw = raw.to_string_lossy();
     let bad = || format!("invalid internal variable {ENV_WORKER_MARKER}={raw:?}");
     let parts: Vec<&str> = raw.split(':').collect();
-    let [id, generation, fd, master_pid, metrics] = parts.as_slice() else {
-        return Err(bad());
+    let ([id, generation, fd, master_pid, metrics], board) = match parts.as_slice() {
+        [id, generation, fd, master_pid, metrics] => {
+            ([id, generation, fd, master_pid, metrics], None)
+        }
+        [id, generation, fd, master_pid, metrics, board, slot] => (
+            [id, generation, fd, master_pid, metrics],
+            Some((board, slot)),
+        ),
+        _ => return Err(bad()),
     };
     let id: u32 = id.parse().map_err(|_| bad())?;
     let generation: u32 = generation.parse().map_err(|_| bad())?;
@@ -65,14 +81,33 @@ pub(crate) fn detect() -> Result<Role, String> {
     if metrics == fd {
         return Err(bad());
     }
+    let board = match board {
+        Some((board, slot)) => {
+            let board: RawFd = board.parse().map_err(|_| bad())?;
+            let slot: usize = slot.parse().map_err(|_| bad())?;
+            if board == fd || board == metrics {
+                return Err(bad());
+            }
+            Some((board, slot))
+        }
+        None => None,
+    };
     let channel = adopt_fd(fd).map_err(|e| format!("{}: {e}", bad()))?;
     let metrics = adopt_fd(metrics).map_err(|e| format!("{}: {e}", bad()))?;
+    let board = match board {
+        Some((board, slot)) => Some((
+            adopt_fd(board).map_err(|e| format!("{}: {e}", bad()))?,
+            slot,
+        )),
+        None => None,
+    };
     Ok(Role::Worker(WorkerMarker {
         id: WorkerId(id),
         generation,
         channel,
         master_pid,
         metrics,
+        board,
     }))
 }
 

@@ -9,10 +9,11 @@ use super::program::{Build, Program, Source};
 use super::reexec::{self, Started};
 use crate::event::{ExitReason, WorkerKey};
 use crate::exchange::hub::{Hub, RequestScope, WorkerRequest};
+use crate::fair_share::board::Board;
 use crate::ipc::{FrameReader, Outbox};
 use crate::protocol::ToMaster;
 use crate::role::{ENV_WORKER_MARKER, WorkerMarker};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 /// What a worker's tasks report to the supervision loop.
 #[derive(Debug)]
@@ -41,6 +42,11 @@ pub(crate) struct Spawner {
     inbox: mpsc::UnboundedSender<(WorkerKey, Inbound)>,
     /// Where the workers' readers route the exchange's traffic.
     hub: &'static Hub,
+    /// The fair-accepting board (`crate::fair_share`), when it could be made.
+    board: Option<Board>,
+    /// The board's slot of each live process that has one (bounded by the board's
+    /// slots).
+    seats: Vec<(WorkerKey, usize)>,
 }
 
 /// A started worker.
@@ -66,6 +72,16 @@ impl Spawner {
             master_pid: std::process::id(),
             inbox,
             hub,
+            board: match Board::create() {
+                Ok(board) => Some(board),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot make the fair-accepting board ({e}): workers accept without fair sharing"
+                    );
+                    None
+                }
+            },
+            seats: Vec::new(),
         }
     }
 
@@ -76,17 +92,33 @@ impl Spawner {
 
     /// Starts the worker `key`: from the held build, or (`Source::FileOnDisk`, a rolling
     /// restart) from the program file on disk, which the cluster's build becomes once
-    /// that worker is ready ([`Spawner::ready`]).
+    /// that worker is ready ([`Spawner::ready`]). The process gets a slot of its own on
+    /// the fair-accepting board when one is free.
     pub(crate) fn spawn(&mut self, key: WorkerKey, source: Source) -> io::Result<Spawned> {
-        if source == Source::ClusterBuild {
-            return self.start(key, &self.held);
+        let seat = self.board.as_mut().and_then(Board::take);
+        let board = seat.zip(self.board.as_ref().map(Board::fd));
+        let spawned = match source {
+            Source::ClusterBuild => self.start(key, &self.held, board),
+            Source::FileOnDisk => Build::open(self.program.path()).and_then(|build| {
+                let spawned = self.start(key, &build, board)?;
+                if self.candidates.len() < MAX_CANDIDATES {
+                    self.candidates.push((key, build));
+                }
+                Ok(spawned)
+            }),
+        };
+        match (&spawned, seat) {
+            (Ok(_), Some(slot)) => self.seats.push((key, slot)),
+            (Err(_), Some(slot)) => self.free_seat(slot),
+            (_, None) => {}
         }
-        let build = Build::open(self.program.path())?;
-        let spawned = self.start(key, &build)?;
-        if self.candidates.len() < MAX_CANDIDATES {
-            self.candidates.push((key, build));
+        spawned
+    }
+
+    fn free_seat(&mut self, slot: usize) {
+        if let Some(board) = self.board.as_mut() {
+            board.release(slot);
         }
-        Ok(spawned)
     }
 
     /// Worker `key` is ready: when it runs a rolled-in build, that build is the
@@ -105,11 +137,23 @@ impl Spawner {
     }
 
     /// Worker `key` is gone: a rolled-in build it ran and that never got ready is let go.
+    /// Its slot on the fair-accepting board is cleared and free for another process.
     pub(crate) fn ended(&mut self, key: WorkerKey) {
         self.candidates.retain(|(k, _)| *k != key);
+        if let Some(at) = self.seats.iter().position(|(k, _)| *k == key) {
+            let (_, slot) = self.seats.swap_remove(at);
+            self.free_seat(slot);
+        }
     }
 
-    fn start(&self, key: WorkerKey, build: &Build) -> io::Result<Spawned> {
+    /// `board`: the fair-accepting board's slot for this process and the board's
+    /// descriptor, which the worker inherits.
+    fn start(
+        &self,
+        key: WorkerKey,
+        build: &Build,
+        board: Option<(usize, RawFd)>,
+    ) -> io::Result<Spawned> {
         let mut command = self.program.command_of(build);
         // Secrets and systemd's notification socket are the master's: the workers, and
         // the programs an app starts, never see them.
@@ -128,11 +172,16 @@ impl Spawner {
         // by the worker, and kept mapped here after it ends.
         let metrics = crate::metrics::segment_for(key.id, key.generation)?;
         let metrics_fd = metrics.as_raw_fd();
+        let mut inherit = vec![metrics_fd];
+        inherit.extend(board.map(|(_, fd)| fd));
         let started = reexec::start(
             command,
             ENV_WORKER_MARKER,
-            |fd| WorkerMarker::encode(key.id, key.generation, fd, master_pid, metrics_fd),
-            &[metrics_fd],
+            |fd| {
+                let board = board.map(|(slot, board)| (board, slot));
+                WorkerMarker::encode(key.id, key.generation, fd, master_pid, metrics_fd, board)
+            },
+            &inherit,
             true,
             what.clone(),
         );

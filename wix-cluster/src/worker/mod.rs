@@ -153,7 +153,11 @@ impl Worker {
 
     async fn listen_on(&self, on: ListenOn) -> io::Result<TcpListener> {
         let fd = match &self.inner.mode {
-            Mode::Cluster { link } => link.listen(on).await?,
+            Mode::Cluster { link } => {
+                let fd = link.listen(on).await?;
+                crate::fair_share::gate::shared(&fd);
+                fd
+            }
             Mode::Single { master, sockets } => {
                 let bound = sockets.lock().get(&on)?;
                 master.add_app_addr(bound.addr);

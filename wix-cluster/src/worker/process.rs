@@ -88,6 +88,9 @@ where
         hub.set_data(&topic, payload, None);
     }
     crate::metrics::start_worker(&config.metrics, marker.metrics);
+    if let Some((board, slot)) = marker.board {
+        crate::fair_share::gate::join(board, slot, config.accept_wait);
+    }
     let on_stop = worker.clone();
     tokio::spawn(
         link.clone()

@@ -1,0 +1,321 @@
+//! The worker's side of the board: its seat (the slot the master gave it), and the
+//! listener [`crate::http::serve`] accepts through, which takes a connection only
+//! while this worker holds no more than its fair share ([`super::may_accept`]).
+//!
+//! Waiting is cheap: a worker over its share sleeps until the shared queue has a
+//! connection (readiness of the listener, as any accept loop), then re-reads the board
+//! about every millisecond for as long as the connection waits: it takes it once it is
+//! allowed to (another worker took connections, or one of its own closed), leaves it
+//! once another worker took it, and takes it anyway once it waited for the accept
+//! wait (the safety valve: the workers allowed to take it are stopped, blocked or
+//! slow, or the board lies).
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{
+    ACCEPTING, ALIVE, CELLS, MAGIC, MAGIC_CELL, MAX_OPEN, OPEN, SLOTS, STALE_MS, USED_CELL,
+    may_accept, now_ms, slot_base,
+};
+use crate::shm::Segment;
+
+/// How often a worker over its share re-reads the board while a connection waits.
+const RECHECK: Duration = Duration::from_millis(1);
+/// How often a worker stamps its slot as alive.
+const ALIVE_EVERY: Duration = Duration::from_secs(1);
+
+/// This process's place on the board.
+struct Seat {
+    board: Segment,
+    slot: usize,
+    /// The connections this process holds open: the truth, which its slot mirrors.
+    open: AtomicU64,
+    /// Its accept loops.
+    loops: AtomicU64,
+    /// The safety valve.
+    wait: Duration,
+}
+
+static SEAT: OnceLock<Seat> = OnceLock::new();
+
+/// The sockets the master shares with this worker ([`crate::Worker::listen`]), by
+/// identity (device and inode): only they are accepted from fairly, since on a socket
+/// of the worker's own there is no one to leave a connection to.
+static SHARED: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
+/// More shared sockets than a worker would ask for; past it, one is accepted from as
+/// it comes.
+const MAX_SHARED: usize = 256;
+
+/// `socket` is one of the master's, shared with the other workers.
+pub(crate) fn shared(socket: impl AsFd) {
+    let Some(id) = identity(socket) else { return };
+    let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    if !shared.contains(&id) && shared.len() < MAX_SHARED {
+        shared.push(id);
+    }
+}
+
+fn is_shared(socket: impl AsFd) -> bool {
+    identity(socket).is_some_and(|id| {
+        SHARED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id)
+    })
+}
+
+fn identity(socket: impl AsFd) -> Option<(u64, u64)> {
+    let stat = nix::sys::stat::fstat(socket).ok()?;
+    Some((stat.st_dev as u64, stat.st_ino as u64))
+}
+
+/// A worker process: takes its seat on the master's board (`fd`, slot `slot`), unless
+/// `wait` is 0 (fair accepting off). Needs the runtime (it stamps the slot alive every
+/// second from a task).
+pub(crate) fn join(fd: OwnedFd, slot: usize, wait: Duration) {
+    if wait.is_zero() {
+        tracing::debug!("fair accepting is off");
+        return;
+    }
+    if slot >= SLOTS {
+        tracing::warn!("slot {slot} is not on the board: accepting without fair sharing");
+        return;
+    }
+    let board = match Segment::open(fd, CELLS) {
+        Ok(board)
+            if board
+                .cells()
+                .get(MAGIC_CELL)
+                .is_some_and(|cell| cell.load(Ordering::Relaxed) == MAGIC) =>
+        {
+            board
+        }
+        Ok(_) => {
+            tracing::warn!(
+                "the master's board is not one this build knows: accepting without fair sharing"
+            );
+            return;
+        }
+        Err(e) => {
+            tracing::warn!("cannot map the master's board ({e}): accepting without fair sharing");
+            return;
+        }
+    };
+    let seat = Seat {
+        board,
+        slot,
+        open: AtomicU64::new(0),
+        loops: AtomicU64::new(0),
+        wait,
+    };
+    if SEAT.set(seat).is_err() {
+        return;
+    }
+    tokio::spawn(async {
+        let mut ticks = tokio::time::interval(ALIVE_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Some(seat) = SEAT.get() {
+                seat.store(ALIVE, now_ms());
+            }
+        }
+    });
+}
+
+impl Seat {
+    fn store(&self, cell: usize, value: u64) {
+        if let Some(cell) = self.board.cells().get(slot_base(self.slot) + cell) {
+            cell.store(value, Ordering::Relaxed);
+        }
+    }
+
+    /// The other accepting, live processes: the connections they hold in all, and
+    /// how many they are. What is read is clamped: a slot can be garbage.
+    fn others(&self) -> (u64, u64) {
+        let cells = self.board.cells();
+        let used = cells
+            .get(USED_CELL)
+            .map_or(0, |cell| cell.load(Ordering::Relaxed))
+            .min(SLOTS as u64) as usize;
+        let now = now_ms();
+        let (mut open, mut peers) = (0u64, 0u64);
+        for slot in (0..used).filter(|&slot| slot != self.slot) {
+            let base = slot_base(slot);
+            let Some(line) = cells.get(base..base + super::LINE) else {
+                break;
+            };
+            if line[ACCEPTING].load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let alive = line[ALIVE].load(Ordering::Relaxed);
+            if alive > now.saturating_add(STALE_MS) || now.saturating_sub(alive) > STALE_MS {
+                continue;
+            }
+            open = open.saturating_add(line[OPEN].load(Ordering::Relaxed).min(MAX_OPEN));
+            peers += 1;
+        }
+        (open, peers)
+    }
+
+    fn may_accept(&self) -> bool {
+        let (others, peers) = self.others();
+        may_accept(self.open.load(Ordering::Relaxed), others, peers)
+    }
+
+    fn opened(&'static self) -> Held {
+        let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        self.store(OPEN, open);
+        Held(Some(self))
+    }
+}
+
+/// A connection counted on the board until dropped (with its connection).
+pub(crate) struct Held(Option<&'static Seat>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(seat) = self.0 {
+            let open = seat.open.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+            seat.store(OPEN, open);
+        }
+    }
+}
+
+/// The listener an accept loop takes connections from: fairly on a board, or (single-
+/// process mode, fair accepting off, no seat) as it comes.
+pub(crate) enum Listener {
+    /// Accepts whenever a connection is there.
+    Plain(TcpListener),
+    /// Accepts within its fair share.
+    Fair(Fair),
+}
+
+/// A listener on the board.
+pub(crate) struct Fair {
+    io: AsyncFd<std::net::TcpListener>,
+    seat: &'static Seat,
+}
+
+impl Listener {
+    /// `listener`, accepting fairly if this process has a seat on a board and the
+    /// listener is one the master shares.
+    pub(crate) fn new(listener: TcpListener) -> io::Result<Listener> {
+        let Some(seat) = SEAT.get().filter(|_| is_shared(&listener)) else {
+            return Ok(Listener::Plain(listener));
+        };
+        let listener = listener.into_std()?;
+        // SAFETY: the `AsyncFd` owns the listener, whose descriptor stays open and the
+        // same until it is dropped.
+        let io = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
+        let loops = seat.loops.fetch_add(1, Ordering::Relaxed) + 1;
+        seat.store(ALIVE, now_ms());
+        seat.store(ACCEPTING, loops);
+        Ok(Listener::Fair(Fair { io, seat }))
+    }
+
+    /// Whether connections are accepted fairly.
+    pub(crate) fn is_fair(&self) -> bool {
+        matches!(self, Listener::Fair(_))
+    }
+
+    /// The next connection this worker may take, counted on the board while it is open
+    /// (the [`Held`] lives as long as the connection). Cancel-safe.
+    pub(crate) async fn accept(&self) -> io::Result<(TcpStream, Held)> {
+        match self {
+            Listener::Plain(listener) => Ok((listener.accept().await?.0, Held(None))),
+            Listener::Fair(fair) => fair.accept().await,
+        }
+    }
+}
+
+impl Fair {
+    async fn accept(&self) -> io::Result<(TcpStream, Held)> {
+        loop {
+            let mut ready = self.io.readable().await?;
+            if !self.seat.may_accept() && !self.turn(&mut ready).await {
+                continue;
+            }
+            match ready.try_io(|io| io.get_ref().accept()) {
+                Ok(Ok((stream, _peer))) => {
+                    let held = self.seat.opened();
+                    stream.set_nonblocking(true)?;
+                    return Ok((TcpStream::from_std(stream)?, held));
+                }
+                Ok(Err(e)) => return Err(e),
+                // The queue is empty (another worker took the connection): wait again.
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Waits, over its share, while a connection is in the queue: `true` once this
+    /// worker may take it (or the valve says it must), `false` once it is gone.
+    async fn turn(
+        &self,
+        ready: &mut tokio::io::unix::AsyncFdReadyGuard<'_, std::net::TcpListener>,
+    ) -> bool {
+        let since = tokio::time::Instant::now();
+        loop {
+            if !has_waiting(self.io.get_ref()) {
+                ready.clear_ready();
+                return false;
+            }
+            if self.seat.may_accept() {
+                return true;
+            }
+            if since.elapsed() >= self.seat.wait {
+                return true;
+            }
+            tokio::time::sleep(RECHECK).await;
+        }
+    }
+}
+
+impl Drop for Fair {
+    fn drop(&mut self) {
+        let loops = self
+            .seat
+            .loops
+            .fetch_sub(1, Ordering::Relaxed)
+            .saturating_sub(1);
+        self.seat.store(ACCEPTING, loops);
+    }
+}
+
+/// Whether a connection waits in `listener`'s queue (it is readable), without taking it.
+/// An error says yes: the caller then tries to accept, which reports it.
+fn has_waiting(listener: &std::net::TcpListener) -> bool {
+    let mut poll = nix::libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: nix::libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid `pollfd` on the stack, `nfds` 1, no waiting (timeout 0).
+    let ready = unsafe { nix::libc::poll(&mut poll, 1, 0) };
+    ready != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_sockets_the_master_shares_are_accepted_from_fairly() {
+        let theirs = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let own = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // The worker's copy of the master's socket is another descriptor.
+        let copy = theirs.try_clone().unwrap();
+        shared(&copy);
+        assert!(is_shared(&theirs));
+        assert!(!is_shared(&own));
+    }
+}
