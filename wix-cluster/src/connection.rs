@@ -30,6 +30,8 @@
 //! flight is closed to make room, so that fresh probes keep being answered during an
 //! attack.
 
+mod beside;
+
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -270,13 +272,14 @@ pub(crate) fn spawn<S, B>(
         .into_owned();
     let connection = graceful.watch(connection);
     tokio::spawn(async move {
-        tokio::select! {
-            result = connection => {
-                if let Err(e) = result {
-                    tracing::debug!("connection ended with an error: {e}");
-                }
-            }
-            why = watchdog(&activity, timeouts) => tracing::debug!("closing a connection: {why}"),
+        let connection = std::pin::pin!(connection);
+        // Polled only when its timer fires or it is notified, not at every read and
+        // write of the connection.
+        let watchdog = std::pin::pin!(watchdog(&activity, timeouts));
+        match beside::first(connection, watchdog).await {
+            beside::First::Main(Err(e)) => tracing::debug!("connection ended with an error: {e}"),
+            beside::First::Main(Ok(())) => {}
+            beside::First::Guard(why) => tracing::debug!("closing a connection: {why}"),
         }
     });
 }
