@@ -15,6 +15,9 @@
 //!   not held against the client). When it fires the request is answered `408 Request
 //!   Timeout` if the app has not answered yet, and the connection closes if it has.
 //!
+//! The timeouts are kept to within a few milliseconds: they are read from the kernel's
+//! coarse clock, which is much cheaper to read than the precise one.
+//!
 //! Request heads are at most `max_header_bytes` (431 past it): hyper's HTTP/1 read
 //! buffer is that large at most, and HTTP/2's header list too.
 //!
@@ -79,9 +82,30 @@ pub(crate) fn builder(timeouts: Timeouts) -> auto::Builder<TokioExecutor> {
 /// No head being read.
 const NONE: u64 = u64::MAX;
 
+/// Milliseconds of the kernel's coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`), as
+/// fine as the timer tick (4 ms at 250 Hz), plenty for timeouts of seconds. It is read
+/// at every read and write of a connection: from the vDSO without the time counter,
+/// it took 10 ns where `Instant::now()` took 50 ns (on the benchmarks' VM).
+fn coarse_millis() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE) {
+        Ok(now) => {
+            let secs = u64::try_from(now.tv_sec()).unwrap_or(0);
+            let millis = u64::try_from(now.tv_nsec()).unwrap_or(0) / 1_000_000;
+            secs.saturating_mul(1000).saturating_add(millis)
+        }
+        // Not on Linux since 2.6.32; the precise clock then.
+        Err(_) => {
+            static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+            let start = START.get_or_init(std::time::Instant::now);
+            u64::try_from(start.elapsed().as_millis()).unwrap_or(NONE - 1)
+        }
+    }
+}
+
 /// What a connection's watchdog reads, written by its IO and its service.
 struct Activity {
-    epoch: Instant,
+    /// [`coarse_millis`] at the accept.
+    epoch: u64,
     /// Milliseconds since `epoch` of the last byte read or written, or of the last
     /// response.
     last_io: AtomicU64,
@@ -101,7 +125,7 @@ struct Activity {
 impl Activity {
     fn new() -> Activity {
         Activity {
-            epoch: Instant::now(),
+            epoch: coarse_millis(),
             last_io: AtomicU64::new(0),
             // A new connection is waiting for its first head from the start.
             head_since: AtomicU64::new(0),
@@ -112,8 +136,9 @@ impl Activity {
         }
     }
 
+    /// Milliseconds since the accept.
     fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(NONE - 1)
+        coarse_millis().saturating_sub(self.epoch)
     }
 
     fn read(&self) {
