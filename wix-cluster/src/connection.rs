@@ -405,7 +405,7 @@ where
         };
         let request = http::Request::from_parts(parts, body);
         Answering {
-            inner: Some(Box::pin(self.inner.call(request))),
+            inner: Some(self.inner.call(request)),
             request: Some(in_flight),
             race,
             http1,
@@ -576,7 +576,8 @@ impl Drop for InFlight {
 /// whose body timed out before the app answered is answered 408 (its HTTP/1 connection
 /// closing after it), and the app's future dropped.
 struct Answering<F> {
-    inner: Option<Pin<Box<F>>>,
+    /// The app's future, in place (no allocation per request); `None` once dropped.
+    inner: Option<F>,
     /// Taken by the response (or dropped with the future).
     request: Option<InFlight>,
     /// For a request with a body.
@@ -590,25 +591,30 @@ where
 {
     type Output = Result<http::Response<Sent<B>>, E>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(race) = &self.race {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `inner` is pinned structurally: it is never moved out of `self` nor
+        // given out unpinned (it is only polled, or dropped in place by `Pin::set`), and
+        // `Answering` has no `Drop` impl; the other fields are not pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        let mut inner = unsafe { Pin::new_unchecked(&mut this.inner) };
+        if let Some(race) = &this.race {
             // Registered before the state is read: a timeout in between wakes us.
             *race.answer.lock() = Some(cx.waker().clone());
         }
-        let timed_out = self.race.as_ref().is_some_and(|race| race.timed_out());
-        let response = match (&mut self.inner, timed_out) {
-            (Some(inner), false) => {
-                let response = std::task::ready!(inner.as_mut().poll(cx))?;
-                let first = self.race.as_ref().is_none_or(|race| race.answered());
+        let timed_out = this.race.as_ref().is_some_and(|race| race.timed_out());
+        let response = match (inner.as_mut().as_pin_mut(), timed_out) {
+            (Some(app), false) => {
+                let response = std::task::ready!(app.poll(cx))?;
+                let first = this.race.as_ref().is_none_or(|race| race.answered());
                 first.then(|| response.map(Some))
             }
             _ => None,
         };
         let response = response.unwrap_or_else(|| {
-            self.inner = None;
+            inner.set(None);
             let mut timeout = http::Response::new(None);
             *timeout.status_mut() = http::StatusCode::REQUEST_TIMEOUT;
-            if self.http1 {
+            if this.http1 {
                 timeout.headers_mut().insert(
                     http::header::CONNECTION,
                     http::HeaderValue::from_static("close"),
@@ -616,7 +622,7 @@ where
             }
             timeout
         });
-        let mut request = self.request.take();
+        let mut request = this.request.take();
         if let Some(request) = &mut request {
             // hyper sends the head, then asks for the body.
             request.sending(true);
