@@ -225,6 +225,23 @@ impl Program {
         self.wait_for_line(needle, |_| true)
     }
 
+    /// Waits for a log line containing `needle`; panics after `patience`: for a line
+    /// that comes after much work (hundreds of MiB through a debug build), which takes
+    /// longer than [`PATIENCE`] on a busy machine.
+    pub fn wait_for_log_within(&self, needle: &str, patience: Duration) -> String {
+        let mut found = None;
+        let ok = wait_until(patience, || {
+            found = self
+                .log()
+                .lines()
+                .find(|line| line.contains(needle))
+                .map(str::to_owned);
+            found.is_some()
+        });
+        assert!(ok, "no log line contains {needle:?} after {patience:?}");
+        found.unwrap_or_default()
+    }
+
     /// Waits for the `n`th log line containing `needle` and returns it; panics after
     /// [`PATIENCE`].
     pub fn wait_for_log_count(&self, needle: &str, n: usize) -> String {
