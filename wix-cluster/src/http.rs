@@ -112,7 +112,10 @@ where
     drop(listener);
     // A connection accepted just before the stop may not have had its first request
     // read yet, and hyper would close it as idle: give such requests a moment to land.
-    tokio::time::sleep(SETTLE).await;
+    // With no connection open there is none to wait for: an idle worker exits at once.
+    if graceful.count() > 0 {
+        tokio::time::sleep(SETTLE).await;
+    }
     let open = graceful.count();
     let timeout = drain_budget(worker.drain_timeout());
     tracing::info!("draining: stopped accepting; {open} connections open");
