@@ -4,6 +4,10 @@
 //! lost; the seals (no shrinking, no growing, no further seals) mean that a worker can
 //! write garbage into its cells but never make the master's reads fault.
 //!
+//! Cell 0 of a shared segment is its layout's mark, written by the master at creation
+//! and checked by the worker that maps it, so that a worker never reads a segment of
+//! another layout (another build) as its own.
+//!
 //! A [`Segment::local`] one is the same cells in this process's memory only: single-
 //! process mode and the master's own instrumentation use it, so that one code path
 //! writes and reads every process's cells.
@@ -12,7 +16,7 @@ use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
@@ -35,9 +39,9 @@ unsafe impl Sync for Segment {}
 
 impl Segment {
     /// A new shared segment of `len` zeroed cells, `name` showing in `/proc/<pid>/maps`
-    /// as `memfd:<name>`: sealed at that size, mapped read-write; and its descriptor
-    /// (close-on-exec), for a child to inherit.
-    pub(crate) fn create(name: &str, len: usize) -> io::Result<(Segment, OwnedFd)> {
+    /// as `memfd:<name>`, its layout's `mark` in cell 0: sealed at that size, mapped
+    /// read-write; and its descriptor (close-on-exec), for a child to inherit.
+    pub(crate) fn create(name: &str, len: usize, mark: u64) -> io::Result<(Segment, OwnedFd)> {
         let bytes = byte_len(len)?;
         let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
         nix::unistd::ftruncate(&fd, i64::try_from(bytes.get()).map_err(io::Error::other)?)?;
@@ -48,12 +52,16 @@ impl Segment {
             ),
         )?;
         let segment = Segment::map(&fd, len)?;
+        if let Some(cell) = segment.cells().first() {
+            cell.store(mark, Ordering::Relaxed);
+        }
         Ok((segment, fd))
     }
 
     /// Maps `fd`, a segment of at least `len` cells the master made for this process
-    /// (its size is checked, so that no cell lies past the file's end).
-    pub(crate) fn open(fd: OwnedFd, len: usize) -> io::Result<Segment> {
+    /// with `mark` in cell 0 (its size is checked, so that no cell lies past the file's
+    /// end, and its mark, so that it is of the layout expected).
+    pub(crate) fn open(fd: OwnedFd, len: usize, mark: u64) -> io::Result<Segment> {
         let size = nix::sys::stat::fstat(&fd)?.st_size;
         let bytes = byte_len(len)?;
         if u64::try_from(size).unwrap_or(0) < bytes.get() as u64 {
@@ -62,7 +70,17 @@ impl Segment {
                 bytes.get()
             )));
         }
-        Segment::map(&fd, len)
+        let segment = Segment::map(&fd, len)?;
+        if segment
+            .cells()
+            .first()
+            .is_none_or(|cell| cell.load(Ordering::Relaxed) != mark)
+        {
+            return Err(io::Error::other(
+                "a shared segment of another layout (another build)",
+            ));
+        }
+        Ok(segment)
     }
 
     /// `len` zeroed cells in this process's memory only.
@@ -134,25 +152,29 @@ fn byte_len(len: usize) -> io::Result<NonZeroUsize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering;
+
+    const MARK: u64 = 0x5e57;
 
     #[test]
     fn a_second_mapping_sees_the_first_ones_writes_and_the_size_is_sealed() {
-        let (made, fd) = Segment::create("wix-cluster-test", 1024).unwrap();
+        let (made, fd) = Segment::create("wix-cluster-test", 1024, MARK).unwrap();
         // Neither end can shrink it under the other's mapping.
         assert!(nix::unistd::ftruncate(&fd, 8).is_err());
-        let opened = Segment::open(fd, 1024).unwrap();
+        let opened = Segment::open(fd, 1024, MARK).unwrap();
+        assert_eq!(opened.cells()[0].load(Ordering::Relaxed), MARK);
         made.cells()[1023].store(7, Ordering::Relaxed);
         assert_eq!(opened.cells()[1023].load(Ordering::Relaxed), 7);
         drop(made);
-        opened.cells()[0].fetch_add(1, Ordering::Relaxed);
-        assert_eq!(opened.cells()[0].load(Ordering::Relaxed), 1);
+        opened.cells()[1].fetch_add(1, Ordering::Relaxed);
+        assert_eq!(opened.cells()[1].load(Ordering::Relaxed), 1);
     }
 
     #[test]
-    fn a_segment_smaller_than_asked_is_refused() {
-        let (_made, fd) = Segment::create("wix-cluster-test", 16).unwrap();
-        assert!(Segment::open(fd, 17).is_err());
+    fn a_segment_smaller_than_asked_or_of_another_mark_is_refused() {
+        let (_made, fd) = Segment::create("wix-cluster-test", 16, MARK).unwrap();
+        let again = fd.try_clone().unwrap();
+        assert!(Segment::open(fd, 17, MARK).is_err());
+        assert!(Segment::open(again, 16, MARK + 1).is_err());
         assert_eq!(Segment::local(4).unwrap().cells().len(), 4);
     }
 }

@@ -5,7 +5,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 
-use super::{CELLS, LINE, MAGIC, MAGIC_CELL, SLOTS, USED_CELL, slot_base};
+use super::{CELLS, LINE, MAGIC, SLOTS, USED_CELL, slot_base};
 use crate::shm::Segment;
 
 /// The cluster's board, as the master holds it.
@@ -21,15 +21,12 @@ pub(crate) struct Board {
 impl Board {
     /// A new, empty board.
     pub(crate) fn create() -> io::Result<Board> {
-        let (segment, fd) = Segment::create("wix-cluster-board", CELLS)?;
+        let (segment, fd) = Segment::create("wix-cluster-board", CELLS, MAGIC)?;
         let board = Board {
             segment,
             fd,
             taken: vec![false; SLOTS],
         };
-        if let Some(cell) = board.segment.cells().get(MAGIC_CELL) {
-            cell.store(MAGIC, Ordering::Relaxed);
-        }
         Ok(board)
     }
 

@@ -21,8 +21,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{
-    ACCEPTING, ALIVE, CELLS, MAGIC, MAGIC_CELL, MAX_OPEN, OPEN, SLOTS, STALE_MS, USED_CELL,
-    may_accept, now_ms, slot_base,
+    ACCEPTING, ALIVE, CELLS, MAGIC, MAX_OPEN, OPEN, SLOTS, STALE_MS, USED_CELL, may_accept, now_ms,
+    slot_base,
 };
 use crate::shm::Segment;
 
@@ -88,21 +88,8 @@ pub(crate) fn join(fd: OwnedFd, slot: usize, wait: Duration) {
         tracing::warn!("slot {slot} is not on the board: accepting without fair sharing");
         return;
     }
-    let board = match Segment::open(fd, CELLS) {
-        Ok(board)
-            if board
-                .cells()
-                .get(MAGIC_CELL)
-                .is_some_and(|cell| cell.load(Ordering::Relaxed) == MAGIC) =>
-        {
-            board
-        }
-        Ok(_) => {
-            tracing::warn!(
-                "the master's board is not one this build knows: accepting without fair sharing"
-            );
-            return;
-        }
+    let board = match Segment::open(fd, CELLS, MAGIC) {
+        Ok(board) => board,
         Err(e) => {
             tracing::warn!("cannot map the master's board ({e}): accepting without fair sharing");
             return;

@@ -27,8 +27,8 @@ pub(crate) const SLOTS: usize = 2 * crate::limits::MAX_WORKERS;
 /// The board's size in cells: the header line, then the slots.
 pub(crate) const CELLS: usize = LINE * (1 + SLOTS);
 
-/// Header cell: [`MAGIC`], so that a worker knows the segment is a board of this layout.
-const MAGIC_CELL: usize = 0;
+// Header cell 0: [`MAGIC`], the segment's mark (`crate::shm`), so that a worker knows
+// the segment is a board of this layout.
 /// Header cell: one past the highest slot in use (what a worker scans).
 const USED_CELL: usize = 1;
 /// "wixboard" in ASCII.

@@ -2,7 +2,8 @@
 //! both sides agree on: a header, then each series' cells where the process's recorder
 //! placed them, in the order it registered them.
 //!
-//! - cell 0: [`MAGIC`], written by the master when it makes the segment;
+//! - cell 0: [`MAGIC`], the segment's mark (`crate::shm`), written by the master when it
+//!   makes the segment and checked by the worker;
 //! - cell 1: the process's count of dropped updates (the counter [`super::DROPPED_TOTAL`]);
 //! - from cell 2: series. A counter is one cell (its total), a gauge one cell (the bits
 //!   of an `f64`), a histogram one cell per bucket (`bounds + 1`, not cumulative)
@@ -21,10 +22,8 @@ use super::series::{Buckets, Reading, SeriesKey};
 /// Cells in a process's segment (1 MiB of address space; only pages written to take
 /// memory). Enough for [`super::MAX_SERIES_PER_PROCESS`] histograms of 128 buckets.
 pub(crate) const SEGMENT_CELLS: usize = 1 << 17;
-/// What cell 0 of a segment holds.
+/// What cell 0 of a segment holds: its mark.
 pub(crate) const MAGIC: u64 = u64::from_be_bytes(*b"wixmet01");
-/// The cell holding [`MAGIC`].
-pub(crate) const MAGIC_CELL: usize = 0;
 /// The cell holding the process's count of dropped updates.
 pub(crate) const DROPPED_CELL: usize = 1;
 /// The first cell a series may use.

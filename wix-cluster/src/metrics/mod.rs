@@ -67,7 +67,7 @@ use crate::WorkerId;
 use crate::exchange;
 use crate::shm::Segment;
 use aggregate::Aggregate;
-use layout::{DROPPED_CELL, MAGIC, MAGIC_CELL, SEGMENT_CELLS};
+use layout::{DROPPED_CELL, MAGIC, SEGMENT_CELLS};
 use recorder::{Recorder, Registry};
 use series::Declarations;
 
@@ -186,10 +186,7 @@ fn aggregate() -> MutexGuard<'static, Aggregate> {
 /// now on; and its descriptor, for the worker to inherit. `ended` must follow, even
 /// when the worker could not be started.
 pub(crate) fn segment_for(worker: WorkerId, generation: u32) -> std::io::Result<OwnedFd> {
-    let (segment, fd) = Segment::create("wix-cluster-metrics", SEGMENT_CELLS)?;
-    if let Some(cell) = segment.cells().get(MAGIC_CELL) {
-        cell.store(MAGIC, Ordering::Relaxed);
-    }
+    let (segment, fd) = Segment::create("wix-cluster-metrics", SEGMENT_CELLS, MAGIC)?;
     aggregate().attach(Origin::Worker(worker), generation, Arc::new(segment));
     Ok(fd)
 }
@@ -198,21 +195,8 @@ pub(crate) fn segment_for(worker: WorkerId, generation: u32) -> std::io::Result<
 /// declares each new series to the master as it is registered.
 pub(crate) fn start_worker(settings: &Settings, fd: OwnedFd) {
     REQUESTS_ON.store(settings.requests, Ordering::Relaxed);
-    let segment = match Segment::open(fd, SEGMENT_CELLS) {
-        Ok(segment)
-            if segment
-                .cells()
-                .get(MAGIC_CELL)
-                .is_some_and(|cell| cell.load(Ordering::Relaxed) == MAGIC) =>
-        {
-            segment
-        }
-        Ok(_) => {
-            tracing::error!(
-                "the master's metrics segment is not one this build knows: metrics will not reach the master"
-            );
-            return;
-        }
+    let segment = match Segment::open(fd, SEGMENT_CELLS, MAGIC) {
+        Ok(segment) => segment,
         Err(e) => {
             tracing::error!(
                 "cannot map the master's metrics segment ({e}): metrics will not reach the master"
