@@ -34,6 +34,7 @@
 //! attack.
 
 mod beside;
+pub(crate) mod drain;
 
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -47,10 +48,9 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 /// How long a connection may take to deliver a request head, stay idle, and leave the
@@ -120,11 +120,15 @@ struct Activity {
     body_stalled: std::sync::atomic::AtomicBool,
     /// Wakes the watchdog to close the connection (evicted, or `body_stalled`).
     evict: Notify,
+    /// The connection's place among its server's, held as long as its socket is open
+    /// (by an upgrade too).
+    member: drain::Member,
 }
 
 impl Activity {
-    fn new() -> Activity {
+    fn new(member: drain::Member) -> Activity {
         Activity {
+            member,
             epoch: coarse_millis(),
             last_io: AtomicU64::new(0),
             // A new connection is waiting for its first head from the start.
@@ -155,7 +159,14 @@ impl Activity {
         self.last_io.store(self.now(), Ordering::Relaxed);
     }
 
-    fn request_started(&self) {
+    fn request_started(&self, version: http::Version) {
+        if self.member.kind() == drain::Kind::Unknown {
+            self.member.set_kind(if version >= http::Version::HTTP_2 {
+                drain::Kind::Http2
+            } else {
+                drain::Kind::Http1
+            });
+        }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_since.store(NONE, Ordering::Relaxed);
     }
@@ -171,8 +182,36 @@ impl Activity {
     }
 }
 
-/// Resolves when the connection should be closed, saying why.
-async fn watchdog(activity: &Activity, timeouts: Timeouts) -> &'static str {
+/// What a connection's watchdog says.
+enum Watch {
+    /// Close the connection now, for this reason.
+    Close(&'static str),
+    /// The server drains: shut the connection down gracefully (after its current
+    /// response, an HTTP/1 one; a GOAWAY, an HTTP/2 one).
+    Drain,
+}
+
+/// Resolves when the drain begins (never without `drain`, nor when its server is gone).
+async fn drain_begins(drain: &mut Option<watch::Receiver<bool>>) {
+    let began = match drain {
+        Some(drain) => drain.wait_for(|draining| *draining).await.is_ok(),
+        None => false,
+    };
+    if !began {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Resolves when the connection should be closed, saying why; or, with `drain`, when
+/// its server drains: at once for HTTP/2 (the GOAWAY lets the client move its next
+/// streams elsewhere, idle or not), after [`crate::http::SETTLE`] otherwise (an HTTP/1
+/// connection accepted just before the stop gets a moment to deliver its first request,
+/// which the graceful shutdown would otherwise cut as idle).
+async fn watchdog(
+    activity: &Activity,
+    timeouts: Timeouts,
+    mut drain: Option<watch::Receiver<bool>>,
+) -> Watch {
     let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(NONE - 1);
     let (header, idle) = (millis(timeouts.header_read), millis(timeouts.idle));
     let recheck = header.min(idle).max(1);
@@ -200,7 +239,7 @@ async fn watchdog(activity: &Activity, timeouts: Timeouts) -> &'static str {
             (idle_since.saturating_add(idle), "idle for the idle timeout")
         };
         if deadline <= now && !why.is_empty() {
-            return why;
+            return Watch::Close(why);
         }
         // Wake at the deadline, or sooner: a head may start meanwhile.
         let wake = deadline
@@ -210,12 +249,18 @@ async fn watchdog(activity: &Activity, timeouts: Timeouts) -> &'static str {
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(wake)) => {}
             () = activity.evict.notified() => {
-                return if activity.body_stalled.load(Ordering::Relaxed) {
+                return Watch::Close(if activity.body_stalled.load(Ordering::Relaxed) {
                     "no byte of a request body within the body read timeout, after its \
                      response began"
                 } else {
                     "evicted to make room for a new connection"
-                };
+                });
+            }
+            () = drain_begins(&mut drain) => {
+                if activity.member.kind() != drain::Kind::Http2 {
+                    tokio::time::sleep(crate::http::SETTLE).await;
+                }
+                return Watch::Drain;
             }
         }
     }
@@ -258,14 +303,14 @@ impl Registry {
     }
 }
 
-/// Serves `stream` with `service` on a task of its own, watched by `graceful` (so a
-/// drain waits for it) and by the timeouts; in `registry` when given (which may refuse
-/// it).
+/// Serves `stream` with `service` on a task of its own, a member of `drain` (so a
+/// drain waits for it, upgraded or not) and watched by the timeouts; in `registry` when
+/// given (which may refuse it).
 pub(crate) fn spawn<S, B>(
     stream: TcpStream,
     service: S,
     builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
+    drain: &drain::Drain,
     timeouts: Timeouts,
     registry: Option<&Registry>,
 ) where
@@ -278,7 +323,7 @@ pub(crate) fn spawn<S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::new(drain.join()));
     if registry.is_some_and(|registry| !registry.admit(&activity)) {
         tracing::debug!("closing a new connection: every connection has a request in flight");
         return;
@@ -295,16 +340,34 @@ pub(crate) fn spawn<S, B>(
     let connection = builder
         .serve_connection_with_upgrades(io, service)
         .into_owned();
-    let connection = graceful.watch(connection);
     tokio::spawn(async move {
-        let connection = std::pin::pin!(connection);
-        // Polled only when its timer fires or it is notified, not at every read and
-        // write of the connection.
-        let watchdog = std::pin::pin!(watchdog(&activity, timeouts));
-        match beside::first(connection, watchdog).await {
-            beside::First::Main(Err(e)) => tracing::debug!("connection ended with an error: {e}"),
-            beside::First::Main(Ok(())) => {}
-            beside::First::Guard(why) => tracing::debug!("closing a connection: {why}"),
+        {
+            let mut connection = std::pin::pin!(connection);
+            let signal = activity.member.drain_signal();
+            // Polled only when its timer fires or it is notified, not at every read and
+            // write of the connection.
+            let watching = std::pin::pin!(watchdog(&activity, timeouts, Some(signal)));
+            let mut ended = beside::first(connection.as_mut(), watching).await;
+            if let beside::First::Guard(Watch::Drain) = ended {
+                connection.as_mut().graceful_shutdown();
+                let watching = std::pin::pin!(watchdog(&activity, timeouts, None));
+                ended = beside::first(connection.as_mut(), watching).await;
+            }
+            match ended {
+                beside::First::Main(Err(e)) => {
+                    tracing::debug!("connection ended with an error: {e}");
+                }
+                beside::First::Main(Ok(())) => {}
+                beside::First::Guard(Watch::Close(why)) => {
+                    tracing::debug!("closing a connection: {why}");
+                }
+                beside::First::Guard(Watch::Drain) => {}
+            }
+        }
+        // The connection is gone, and with it every holder of its activity but its
+        // socket's: a socket still held was handed to an upgrade.
+        if Arc::strong_count(&activity) > 1 {
+            activity.member.set_kind(drain::Kind::Upgraded);
         }
     });
 }
@@ -386,7 +449,7 @@ where
     type Future = Answering<S::Future>;
 
     fn call(&self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
-        let in_flight = InFlight::start(self.activity.clone());
+        let in_flight = InFlight::start(self.activity.clone(), request.version());
         let http1 = request.version() <= http::Version::HTTP_11;
         let (parts, incoming) = request.into_parts();
         let (body, race) = if http_body::Body::is_end_stream(&incoming) {
@@ -544,8 +607,8 @@ struct InFlight {
 }
 
 impl InFlight {
-    fn start(activity: Arc<Activity>) -> InFlight {
-        activity.request_started();
+    fn start(activity: Arc<Activity>, version: http::Version) -> InFlight {
+        activity.request_started(version);
         InFlight {
             activity,
             sending: false,

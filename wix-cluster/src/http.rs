@@ -8,7 +8,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
@@ -60,7 +59,7 @@ where
     B::Error: Into<BoxError>,
 {
     crate::metrics::requests::register();
-    let graceful = GracefulShutdown::new();
+    let drain = crate::connection::drain::Drain::new();
     let stop = worker.shutdown();
     tokio::pin!(stop);
     let share_the_queue = !worker.is_single_process();
@@ -95,7 +94,7 @@ where
             _open: OpenConnection::open(),
             _held: held,
         };
-        crate::connection::spawn(stream, service, &builder, &graceful, timeouts, None);
+        crate::connection::spawn(stream, service, &builder, &drain, timeouts, None);
         if share_the_queue && !listener.is_fair() {
             // Every worker accepts from one kernel queue, and a burst of connections
             // wakes them all; the first to run would otherwise take the whole burst
@@ -110,18 +109,36 @@ where
         }
     }
     drop(listener);
-    // A connection accepted just before the stop may not have had its first request
-    // read yet, and hyper would close it as idle: give such requests a moment to land.
-    // With no connection open there is none to wait for: an idle worker exits at once.
-    if graceful.count() > 0 {
-        tokio::time::sleep(SETTLE).await;
-    }
-    let open = graceful.count();
-    let timeout = drain_budget(worker.drain_timeout());
-    tracing::info!("draining: stopped accepting; {open} connections open");
-    match tokio::time::timeout(timeout, graceful.shutdown()).await {
-        Ok(()) => tracing::info!("drained"),
-        Err(_) => tracing::warn!("drain timed out after {timeout:?}; closing what is left"),
+    // Every connection shuts down gracefully: an HTTP/2 one at once (GOAWAY), an
+    // HTTP/1 one after its current response, or SETTLE from now when idle (one accepted
+    // just before the stop may not have had its first request read yet). Upgraded
+    // connections (WebSockets) are the app's to close: `Worker::shutdown` told it, and
+    // `crate::websocket` closes them with a close frame. With no connection open there
+    // is nothing to wait for: an idle worker exits at once.
+    drain.start();
+    let open = drain.open();
+    let deadline = worker
+        .drain_deadline()
+        .unwrap_or_else(|| tokio::time::Instant::now() + drain_budget(worker.drain_timeout()));
+    tracing::info!(
+        "draining: stopped accepting; {} connections open ({} HTTP/1, {} HTTP/2, {} upgraded, \
+         {} without a request yet)",
+        open.total(),
+        open.http1,
+        open.http2,
+        open.upgraded,
+        open.unknown
+    );
+    match tokio::time::timeout_at(deadline, drain.finished()).await {
+        Ok(()) => tracing::info!("drained: every connection closed"),
+        Err(_) => {
+            let left = drain.open();
+            tracing::warn!(
+                "drain timed out: closing the {} connections left ({} upgraded)",
+                left.total(),
+                left.upgraded
+            );
+        }
     }
     Ok(())
 }
@@ -239,7 +256,7 @@ pub(crate) const SETTLE: Duration = Duration::from_millis(100);
 
 /// The part of the drain timeout the server spends waiting for connections, leaving
 /// the worker time to exit on its own before the master kills it.
-fn drain_budget(timeout: Duration) -> Duration {
+pub(crate) fn drain_budget(timeout: Duration) -> Duration {
     timeout.saturating_sub((timeout / 10).min(Duration::from_millis(500)))
 }
 

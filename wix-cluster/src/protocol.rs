@@ -98,8 +98,9 @@ pub(crate) enum ToWorker {
     Listener { request: u64, addr: SocketAddr },
     /// The master could not bind what a [`ToMaster::Listen`] asked for.
     ListenFailed { request: u64, error: String },
-    /// Stop: stop accepting, finish what is in flight, exit.
-    Shutdown,
+    /// Stop: stop accepting, finish what is in flight, exit; `why` tells long-lived
+    /// connections whether to come back.
+    Shutdown { why: crate::StopReason },
 }
 
 impl ToMaster {
@@ -128,7 +129,7 @@ impl ToWorker {
             ToWorker::Data { .. } => "app data",
             ToWorker::Listener { .. } => "listener",
             ToWorker::ListenFailed { .. } => "listen-failed",
-            ToWorker::Shutdown => "shutdown",
+            ToWorker::Shutdown { .. } => "shutdown",
         }
     }
 }

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use hyper_util::server::graceful::GracefulShutdown;
 use std::os::fd::AsRawFd;
 use tower_service::Service;
 
@@ -78,12 +77,9 @@ pub(crate) async fn serve(
         if stop.wait_for(|stop| *stop).await.is_err() {
             std::future::pending::<()>().await;
         }
-        // The listener stopped at once; the connections it accepted just before get a
-        // moment to deliver their request before the idle ones are closed.
-        tokio::time::sleep(crate::http::SETTLE).await;
     };
     tokio::pin!(stopped);
-    let graceful = GracefulShutdown::new();
+    let drain = crate::connection::drain::Drain::new();
     let builder = crate::connection::builder(timeouts);
     let registry = Registry::new(MAX_CONNECTIONS);
     loop {
@@ -105,14 +101,11 @@ pub(crate) async fn serve(
                 let mut app = app.clone();
                 async move { app.call(request).await }
             });
-        crate::connection::spawn(
-            stream,
-            service,
-            &builder,
-            &graceful,
-            timeouts,
-            Some(&registry),
-        );
+        crate::connection::spawn(stream, service, &builder, &drain, timeouts, Some(&registry));
     }
-    graceful.shutdown().await;
+    // The listener stopped at once; the connections it accepted just before get a
+    // moment to deliver their request before the idle ones are closed (`SETTLE`, in
+    // each connection's drain).
+    drain.start();
+    drain.finished().await;
 }

@@ -79,6 +79,8 @@ pub(crate) struct Slot {
     pub(crate) backlog_since: Option<Instant>,
     /// The master sent it SIGABRT (it stalled).
     pub(crate) sent_abort: bool,
+    /// Why it was asked to drain (told to it with the shutdown).
+    stop_why: crate::StopReason,
     /// Why the master sent it SIGKILL, when it did: its exit's cause says so.
     pub(crate) sent_kill: Option<String>,
     out: Outbox,
@@ -98,6 +100,7 @@ impl Slot {
             accept_errors: 0,
             backlog_since: None,
             sent_abort: false,
+            stop_why: crate::StopReason::Restart,
             sent_kill: None,
             out,
         }
@@ -165,7 +168,8 @@ impl Slot {
     /// Marks the worker as retiring and asks it to drain; one that has not said hello
     /// yet is asked once it does ([`Slot::greeted`]): its first message must still be
     /// its hello, and nothing but the welcome may reach it before.
-    pub(crate) fn retire(&mut self) {
+    pub(crate) fn retire(&mut self, why: crate::StopReason) {
+        self.stop_why = why;
         match self.life {
             Life::Retiring { .. } => {}
             Life::Starting => {
@@ -177,7 +181,7 @@ impl Slot {
                 self.life = Life::Retiring {
                     seen_as: WorkerState::Draining,
                 };
-                self.send(&ToWorker::Shutdown, None);
+                self.send(&ToWorker::Shutdown { why: self.stop_why }, None);
             }
         }
     }
@@ -199,7 +203,7 @@ impl Slot {
             Life::Retiring {
                 seen_as: WorkerState::Starting,
             } => {
-                self.send(&ToWorker::Shutdown, None);
+                self.send(&ToWorker::Shutdown { why: self.stop_why }, None);
                 Life::Retiring {
                     seen_as: WorkerState::Draining,
                 }
@@ -359,13 +363,13 @@ mod tests {
         let (mut slot, mut reader) = slot();
         slot.greeted();
         slot.became_ready();
-        slot.retire();
-        slot.retire();
+        slot.retire(crate::StopReason::Restart);
+        slot.retire(crate::StopReason::Restart);
         assert!(slot.is_retiring());
         assert!(!slot.life().was_ready());
         assert_eq!(slot.info().state, WorkerState::Draining);
         let told = reader.recv::<ToWorker>().await.expect("a frame");
-        assert!(matches!(told, Some(ToWorker::Shutdown)), "{told:?}");
+        assert!(matches!(told, Some(ToWorker::Shutdown { .. })), "{told:?}");
         let marker = ToWorker::ListenFailed {
             request: 7,
             error: "marker".to_owned(),
@@ -382,7 +386,7 @@ mod tests {
     #[tokio::test]
     async fn a_worker_retired_before_its_hello_awaits_it_then_is_told_to_drain() {
         let (mut slot, mut reader) = slot();
-        slot.retire();
+        slot.retire(crate::StopReason::Restart);
         assert!(slot.is_retiring());
         // Still waiting for its hello: the loop takes its first message as one.
         assert_eq!(slot.life().state(), WorkerState::Starting);
@@ -400,7 +404,7 @@ mod tests {
         };
         slot.send(&marker, None);
         let told = reader.recv::<ToWorker>().await.expect("a frame");
-        assert!(matches!(told, Some(ToWorker::Shutdown)), "{told:?}");
+        assert!(matches!(told, Some(ToWorker::Shutdown { .. })), "{told:?}");
         let next = reader.recv::<ToWorker>().await.expect("a frame");
         assert!(
             matches!(next, Some(ToWorker::ListenFailed { request: 7, .. })),
@@ -426,6 +430,6 @@ mod tests {
             }
         );
         let told = reader.recv::<ToWorker>().await.expect("a frame");
-        assert!(matches!(told, Some(ToWorker::Shutdown)), "{told:?}");
+        assert!(matches!(told, Some(ToWorker::Shutdown { .. })), "{told:?}");
     }
 }

@@ -139,7 +139,7 @@ impl Link {
         self: Arc<Self>,
         mut reader: FrameReader,
         hub: &'static Hub,
-        on_shutdown: impl Fn(),
+        on_shutdown: impl Fn(crate::StopReason),
     ) {
         loop {
             match reader.recv::<ToWorker>().await {
@@ -154,9 +154,9 @@ impl Link {
                 Ok(Some(ToWorker::ListenFailed { request, error })) => {
                     self.answer(request, Err(io::Error::other(error)));
                 }
-                Ok(Some(ToWorker::Shutdown)) => {
-                    tracing::info!("the master asked this worker to stop");
-                    on_shutdown();
+                Ok(Some(ToWorker::Shutdown { why })) => {
+                    tracing::info!("the master asked this worker to stop ({why:?})");
+                    on_shutdown(why);
                 }
                 Ok(Some(ToWorker::Welcome { .. })) => {
                     tracing::warn!("ignoring a second welcome from the master");

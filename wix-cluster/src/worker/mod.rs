@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
-use crate::WorkerId;
 use crate::exchange::hub::Side;
 use crate::master::listeners::Listeners;
 use crate::protocol::ListenOn;
+use crate::{StopReason, WorkerId};
 use link::Link;
 
 /// How a worker runs: one of the processes a master supervises, or the one process of
@@ -75,7 +76,8 @@ struct Inner {
     id: WorkerId,
     generation: u32,
     mode: Mode,
-    stop: watch::Sender<bool>,
+    /// Why and since when the worker drains; `None` while it serves.
+    stop: watch::Sender<Option<(StopReason, Instant)>>,
     drain_timeout: Duration,
     /// The timeouts of the connections [`crate::http::serve`] serves.
     timeouts: crate::connection::Timeouts,
@@ -100,7 +102,7 @@ impl Worker {
                 id,
                 generation,
                 mode,
-                stop: watch::Sender::new(false),
+                stop: watch::Sender::new(None),
                 drain_timeout,
                 timeouts,
                 requests: AtomicU64::new(0),
@@ -185,13 +187,30 @@ impl Worker {
         let mut stop = self.inner.stop.subscribe();
         async move {
             // An error means the worker is gone, which is a reason to stop too.
-            let _ = stop.wait_for(|stop| *stop).await;
+            let _ = stop.wait_for(Option::is_some).await;
         }
     }
 
     /// Whether a stop was requested (see [`Worker::shutdown`]).
     pub fn is_shutting_down(&self) -> bool {
-        *self.inner.stop.borrow()
+        self.inner.stop.borrow().is_some()
+    }
+
+    /// Why the worker drains, once [`Worker::shutdown`] resolved: a restart (a roll, an
+    /// upgrade, a recycle, a scale-down: clients should reconnect, another worker takes
+    /// them) or the cluster's stop.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.inner.stop.borrow().map(|(why, _)| why)
+    }
+
+    /// When the drain's time is up: [`crate::http::serve`] gives up on the connections
+    /// still open then, a little before the master's kill at the drain timeout. `None`
+    /// while the worker serves.
+    pub fn drain_deadline(&self) -> Option<Instant> {
+        self.inner
+            .stop
+            .borrow()
+            .map(|(_, since)| since + crate::http::drain_budget(self.inner.drain_timeout))
     }
 
     /// How long a drain may take once [`Worker::shutdown`] resolves before the master
@@ -253,9 +272,16 @@ impl Worker {
         self.inner.timeouts
     }
 
-    /// Starts the drain (resolves [`Worker::shutdown`]).
-    pub(crate) fn begin_shutdown(&self) {
-        self.inner.stop.send_replace(true);
+    /// Starts the drain for `why` (resolves [`Worker::shutdown`]); the first reason
+    /// given stays.
+    pub(crate) fn begin_shutdown(&self, why: StopReason) {
+        self.inner.stop.send_if_modified(|stop| {
+            if stop.is_some() {
+                return false;
+            }
+            *stop = Some((why, Instant::now()));
+            true
+        });
     }
 
     /// Tells the master this worker is going down on its own, so that it starts a
@@ -271,13 +297,20 @@ impl Worker {
         self.announce_going_down(format!("got {name}"), true);
     }
 
+    /// The worker goes down on its own: the master replaces it, so to its clients it is
+    /// a restart; in single-process mode the service stops.
     fn announce_going_down(&self, reason: String, signalled: bool) {
         if let Some(link) = self.inner.mode.link() {
             if !self.is_shutting_down() {
                 link.send(&crate::protocol::ToMaster::GoingDown { reason, signalled });
             }
         }
-        self.begin_shutdown();
+        let why = if self.is_single_process() {
+            StopReason::Stop
+        } else {
+            StopReason::Restart
+        };
+        self.begin_shutdown(why);
     }
 
     /// Waits until what was sent to the master has been written.

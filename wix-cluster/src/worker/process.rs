@@ -94,7 +94,7 @@ where
     let on_stop = worker.clone();
     tokio::spawn(
         link.clone()
-            .read_loop(reader, hub, move || on_stop.begin_shutdown()),
+            .read_loop(reader, hub, move |why| on_stop.begin_shutdown(why)),
     );
     tokio::spawn(heartbeat(worker.clone()));
     if let Err(e) = stop_on_signals(worker.clone()) {

@@ -38,7 +38,7 @@ impl Supervisor {
                 if slot.is_retiring() {
                     return;
                 }
-                slot.retire();
+                slot.retire(crate::StopReason::Restart);
                 self.schedule_respawn(worker.id, after);
             }
             Command::Recycle { worker, reason } => self.recycle(key_of(worker), reason),
@@ -88,7 +88,7 @@ impl Supervisor {
         for slot in self.table.iter_mut() {
             if !slot.is_retiring() && (slot.key.id.0 as usize) > count {
                 tracing::info!("scaling down: draining {}", slot.worker());
-                slot.retire();
+                slot.retire(crate::StopReason::Restart);
             }
         }
         self.pending_respawns.retain(|id| (id.0 as usize) <= count);

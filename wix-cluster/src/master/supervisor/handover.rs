@@ -162,7 +162,7 @@ impl Supervisor {
         let mut old = None;
         if let Some(slot) = self.table.get_mut(handover.old) {
             tracing::info!("{} replaced by its successor; draining it", slot.worker());
-            slot.retire();
+            slot.retire(crate::StopReason::Restart);
             old = Some(slot.worker());
         }
         if handover.purpose == Purpose::Roll {

@@ -215,7 +215,7 @@ impl Supervisor {
     fn fail_start_up(&mut self, reason: &str) {
         tracing::error!("failed to start app: {reason}");
         tracing::error!("no worker ever became ready; stopping the cluster");
-        self.begin_stop(1);
+        self.begin_stop(1, crate::StopReason::Stop);
     }
 
     /// The worker broke the protocol: it is killed (its exit follows as an event).

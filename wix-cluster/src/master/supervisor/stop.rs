@@ -12,6 +12,8 @@ use super::Supervisor;
 
 pub(super) struct Stopping {
     pub(super) code: u8,
+    /// What the workers are told: a stop, or (the old master of an upgrade) a restart.
+    pub(super) why: crate::StopReason,
     /// When the workers are asked to drain; `None` once they have been.
     pub(super) drain_at: Option<Instant>,
     /// When still-running workers get killed; `None` before the drain and once they
@@ -38,21 +40,23 @@ impl Supervisor {
         let delay = self
             .drain_delay_override
             .unwrap_or(self.master.drain_delay());
-        self.stop(code, delay);
+        self.stop(code, delay, crate::StopReason::Stop);
     }
 
-    /// Asks every worker to drain now; the master exits with `code` once all are gone.
-    pub(super) fn begin_stop(&mut self, code: u8) {
-        self.stop(code, Duration::ZERO);
+    /// Asks every worker to drain now for `why`; the master exits with `code` once all
+    /// are gone.
+    pub(super) fn begin_stop(&mut self, code: u8, why: crate::StopReason) {
+        self.stop(code, Duration::ZERO, why);
     }
 
-    fn stop(&mut self, code: u8, delay: Duration) {
+    fn stop(&mut self, code: u8, delay: Duration, why: crate::StopReason) {
         if self.stopping.is_some() {
             return;
         }
         self.master.set_stopping();
         self.stopping = Some(Stopping {
             code,
+            why,
             drain_at: None,
             deadline: None,
         });
@@ -72,12 +76,14 @@ impl Supervisor {
     /// The drain delay is over (or there is none): every worker drains.
     pub(super) fn drain_now(&mut self) {
         let timeout = self.master.drain_timeout();
+        let mut why = crate::StopReason::Stop;
         if let Some(stop) = &mut self.stopping {
             stop.drain_at = None;
             stop.deadline = Some(super::timing::deadline_after(timeout));
+            why = stop.why;
         }
         for slot in self.table.iter_mut() {
-            slot.retire();
+            slot.retire(why);
         }
     }
 

@@ -112,7 +112,8 @@ impl Supervisor {
                 // The new master's management app answers on the same socket; this
                 // one answers only what it accepted already (as `handed_over`).
                 self.management_app.stop_accepting();
-                self.begin_stop(0);
+                // Its workers' clients reconnect to the new master's workers.
+                self.begin_stop(0, crate::StopReason::Restart);
             }
             Report::Lost { pid, why } if pid == successor => {
                 tracing::debug!("the new master (pid {pid}): {why}");
