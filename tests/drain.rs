@@ -1,0 +1,260 @@
+//! How a worker's drain ends: HTTP/2 connections get their GOAWAY at once, idle or
+//! streaming; a drain with nothing open ends at once, so a roll of idle workers does not
+//! wait for the drain timeout.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use nix::sys::signal::Signal;
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use wix_cluster_suite::{PATIENCE, Program, is_alive, logged_at, wait_until};
+
+/// A TCP stream that notes when the server's first GOAWAY frame arrived (a client's
+/// view of the HTTP/2 frames it reads: 9-byte headers, type 7 is GOAWAY).
+struct GoawayWatch {
+    inner: tokio::net::TcpStream,
+    /// Bytes of the frame header being read, then how much payload is left to skip.
+    header: Vec<u8>,
+    skip: usize,
+    goaway: Arc<Mutex<Option<SystemTime>>>,
+}
+
+impl GoawayWatch {
+    fn saw(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (9 - self.header.len()).min(bytes.len());
+            self.header.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.header.len() == 9 {
+                let length = usize::from(self.header[0]) << 16
+                    | usize::from(self.header[1]) << 8
+                    | usize::from(self.header[2]);
+                if self.header[3] == 7 {
+                    self.goaway.lock().get_or_insert_with(SystemTime::now);
+                }
+                self.skip = length;
+                self.header.clear();
+            }
+        }
+    }
+}
+
+impl AsyncRead for GoawayWatch {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let read = buf.filled()[before..].to_vec();
+            self.saw(&read);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for GoawayWatch {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// An h2c connection to `addr` and when its GOAWAY came.
+async fn h2c(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<String>,
+    Arc<Mutex<Option<SystemTime>>>,
+) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let goaway = Arc::new(Mutex::new(None));
+    let io = GoawayWatch {
+        inner: stream,
+        header: Vec::new(),
+        skip: 0,
+        goaway: goaway.clone(),
+    };
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .expect("an HTTP/2 handshake");
+    tokio::spawn(connection);
+    (sender, goaway)
+}
+
+fn get(addr: SocketAddr, path: &str) -> http::Request<String> {
+    http::Request::get(path)
+        .header(http::header::HOST, addr.to_string())
+        .body(String::new())
+        .expect("a request")
+}
+
+/// The body of `response`, read to its end, or the error that cut it.
+async fn read_body(response: http::Response<hyper::body::Incoming>) -> Result<Vec<u8>, String> {
+    let mut body = std::pin::pin!(response.into_body());
+    let mut received = Vec::new();
+    while let Some(frame) =
+        std::future::poll_fn(|cx| hyper::body::Body::poll_frame(body.as_mut(), cx)).await
+    {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Some(data) = frame.data_ref() {
+            received.extend_from_slice(data);
+        }
+    }
+    Ok(received)
+}
+
+/// An HTTP/1 connection that served one request and stays open: when it was closed.
+fn idle_http1(addr: SocketAddr) -> Arc<Mutex<Option<SystemTime>>> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let request = format!("GET /stream?secs=0 HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .expect("send a request");
+    let mut got = Vec::new();
+    let mut buf = [0_u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("end of stream") {
+        let n = stream.read(&mut buf).expect("read the response");
+        assert!(n > 0, "closed before its response ended");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let closed = Arc::new(Mutex::new(None));
+    let noted = closed.clone();
+    std::thread::spawn(move || {
+        while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+        *noted.lock() = Some(SystemTime::now());
+    });
+    closed
+}
+
+#[test]
+fn idle_and_streaming_http2_connections_get_goaway_at_the_drain_start_and_the_stream_completes() {
+    // One worker, 5 s drain timeout (Graceful's default): a 3 s stream ends within it.
+    let program = Program::start_fixture("slow_io", &[]);
+    let addr = program.listening_addr();
+    let old = program.wait_for_steady_workers(1);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        // Idle after one request.
+        let (mut idle, idle_goaway) = h2c(addr).await;
+        let first = idle
+            .send_request(get(addr, "/stream?secs=0"))
+            .await
+            .expect("a first request on the idle connection");
+        read_body(first).await.expect("its body");
+        // Streaming through the roll.
+        let (mut streaming, streaming_goaway) = h2c(addr).await;
+        let response = streaming
+            .send_request(get(addr, "/stream?secs=3"))
+            .await
+            .expect("the streamed response's head");
+        let body = tokio::spawn(read_body(response));
+
+        // An idle HTTP/1 connection beside them: closed 100 ms after the drain starts
+        // (the settle), so a GOAWAY sent at the start comes before its end.
+        let http1_closed = idle_http1(addr);
+
+        program.signal(Signal::SIGHUP);
+        let asked = program.wait_for_log("the master asked this worker to stop");
+        let drain_start = logged_at(&asked);
+        let body = body.await.expect("the reading task");
+        let body = body.unwrap_or_else(|e| panic!("the stream was cut: {e}"));
+        assert!(
+            body.ends_with(b"end of stream\n"),
+            "the stream did not complete: {} bytes",
+            body.len()
+        );
+        for (what, goaway) in [("idle", &idle_goaway), ("streaming", &streaming_goaway)] {
+            let at = goaway
+                .lock()
+                .unwrap_or_else(|| panic!("the {what} connection got no GOAWAY"));
+            let after = at.duration_since(drain_start).unwrap_or_default();
+            eprintln!("{what} connection: GOAWAY {after:?} after the drain start");
+            // At the drain's start: before the idle HTTP/1 connection's settle is over,
+            // long before the 3 s stream ended.
+            let http1_closed = *http1_closed.lock();
+            assert!(
+                http1_closed.is_some_and(|closed| at < closed),
+                "the {what} connection got its GOAWAY {after:?} after the drain start, \
+                 not before the idle HTTP/1 connection closed ({http1_closed:?})"
+            );
+        }
+    });
+    assert!(
+        wait_until(PATIENCE, || !is_alive(old[0])),
+        "the old worker did not exit"
+    );
+}
+
+#[test]
+fn a_roll_of_four_idle_workers_does_not_wait_for_the_30_s_drain_timeout() {
+    let program = Program::start(
+        "flaky",
+        &[
+            ("PORT", "0"),
+            ("WIX_CLUSTER_WORKERS", "4"),
+            ("DRAIN_TIMEOUT_MS", "30000"),
+        ],
+    );
+    let old = program.wait_for_steady_workers(4);
+    let started = Instant::now();
+    program.signal(Signal::SIGHUP);
+    assert!(
+        wait_until(PATIENCE, || old.iter().all(|pid| !is_alive(*pid))),
+        "old workers left after the roll: {:?}",
+        old.iter().filter(|pid| is_alive(**pid)).collect::<Vec<_>>()
+    );
+    let took = started.elapsed();
+    eprintln!("a roll of 4 idle workers: {took:?} from SIGHUP to the last old worker's exit");
+    // Each old worker's drain, by its own clock: from the master's ask to drained.
+    for pid in &old {
+        let prefix = format!("pid={pid}]");
+        let log = program.log();
+        let line = |needle: &str| {
+            log.lines()
+                .find(|line| line.contains(&prefix) && line.contains(needle))
+                .map(logged_at)
+                .unwrap_or_else(|| panic!("worker {pid} never logged {needle:?}"))
+        };
+        let drain = line("drained: every connection closed")
+            .duration_since(line("the master asked this worker to stop"))
+            .unwrap_or_default();
+        assert!(
+            drain < Duration::from_secs(1),
+            "idle worker {pid} took {drain:?} to drain"
+        );
+    }
+    assert!(
+        took < Duration::from_secs(15),
+        "the roll took {took:?}: it waited for the 30 s drain timeout"
+    );
+}
