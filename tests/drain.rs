@@ -258,3 +258,124 @@ fn a_roll_of_four_idle_workers_does_not_wait_for_the_30_s_drain_timeout() {
         "the roll took {took:?}: it waited for the 30 s drain timeout"
     );
 }
+
+#[test]
+fn a_rolled_worker_that_ignores_its_drain_is_killed_at_the_drain_timeout() {
+    let program = Program::start(
+        "flaky",
+        &[
+            ("PORT", "0"),
+            ("IGNORE_SHUTDOWN", "1"),
+            ("DRAIN_TIMEOUT_MS", "1000"),
+        ],
+    );
+    let old = program.wait_for_steady_workers(2);
+    program.signal(Signal::SIGHUP);
+    program.wait_for_log("rolling restart done");
+    for pid in &old {
+        assert!(
+            wait_until(PATIENCE, || !is_alive(*pid)),
+            "old worker {pid} that ignores its drain is still there"
+        );
+    }
+    program.wait_for_log("did not stop within 1s; killing it");
+}
+
+/// A WebSocket client of `examples/websocket.rs` that never answers the close frame:
+/// it keeps its worker draining until the drain's deadline. Returns once the socket is
+/// open, with the pid of the worker that took it.
+fn deaf_websocket(addr: SocketAddr) -> (std::net::TcpStream, u32) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let request = format!(
+        "GET /chat HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .expect("send the handshake");
+    stream
+        .set_read_timeout(Some(PATIENCE))
+        .expect("read timeout");
+    let mut got = Vec::new();
+    let mut buf = [0_u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(pid) = text
+            .split("hello ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|pid| pid.parse().ok())
+        {
+            return (stream, pid);
+        }
+        let n = stream.read(&mut buf).expect("read the handshake answer");
+        assert!(n > 0, "closed during the handshake");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn five_rolls_in_a_row_with_websockets_open_leave_at_most_max_draining_old_workers() {
+    let program = Program::start(
+        "websocket",
+        &[
+            ("PORT", "0"),
+            ("WIX_CLUSTER_WORKERS", "1"),
+            ("DRAIN_TIMEOUT", "60s"),
+        ],
+    );
+    program.wait_for_steady_workers(1);
+    let addr = program.listening_addr();
+    let master = program.pid();
+    let fds_before = wix_cluster_suite::open_fds(master);
+    let mut sockets = Vec::new();
+    let mut generations = Vec::new();
+    for roll in 1..=5 {
+        // A socket that keeps this generation draining for the whole 60 s.
+        let (socket, pid) = deaf_websocket(addr);
+        sockets.push(socket);
+        generations.push(pid);
+        program.signal(Signal::SIGHUP);
+        program.wait_for_log_count("rolling restart done", roll);
+        // Every socket's worker has been rolled: those alive are draining.
+        let draining = |generations: &[u32]| -> Vec<u32> {
+            generations
+                .iter()
+                .copied()
+                .filter(|pid| is_alive(*pid))
+                .collect()
+        };
+        assert!(
+            wait_until(PATIENCE, || draining(&generations).len() <= 2),
+            "after roll {roll}: {:?} old workers draining, max_draining is 2",
+            draining(&generations)
+        );
+    }
+    // The oldest were cut short, the two newest still drain (their sockets are open).
+    let alive: Vec<u32> = generations
+        .iter()
+        .copied()
+        .filter(|pid| is_alive(*pid))
+        .collect();
+    assert_eq!(
+        alive,
+        generations[3..].to_vec(),
+        "the two newest old workers drain on"
+    );
+    let log = program.wait_for_log_count("drain is cut short", 3);
+    assert!(log.contains("max_draining"), "{log}");
+    let metrics = program.wait_for_200(program.management_addr(), "/metrics");
+    assert!(
+        metrics
+            .body
+            .contains("wix_cluster_workers_drains_cut_total 3"),
+        "{}",
+        metrics.body
+    );
+    let fds_after = wix_cluster_suite::open_fds(master);
+    assert!(
+        fds_after <= fds_before + 16,
+        "the master's descriptors grew from {fds_before} to {fds_after} over five rolls"
+    );
+}

@@ -22,6 +22,14 @@ pub const ENV_ADMIN_TOKEN: &str = "WIX_CLUSTER_ADMIN_TOKEN";
 /// `500ms`, `5s`, `1m 30s` or `0`, at most 1 h. Every duration variable is read in
 /// [`humantime`]'s grammar, the one the macro's plugin settings use.
 pub const ENV_DRAIN_DELAY: &str = "WIX_CLUSTER_DRAIN_DELAY";
+/// `WIX_CLUSTER_MAX_DRAINING`: how many old workers of one slot may drain at once
+/// (overrides `Graceful(max_draining = ..)`): a whole number from 1 to 64. A roll that
+/// would leave more cuts the oldest drains short.
+pub const ENV_MAX_DRAINING: &str = "WIX_CLUSTER_MAX_DRAINING";
+/// How many old workers of one slot may drain at once by default.
+pub const DEFAULT_MAX_DRAINING: usize = 2;
+/// The most `max_draining` may be.
+pub const MAX_MAX_DRAINING: usize = 64;
 /// `WIX_CLUSTER_READY_TIMEOUT`: how long a new process may take to become ready before
 /// it is given up on — a worker's successor (rolling restart, recycle) and a new master
 /// with all its workers (upgrade): `500ms`, `90s` or `1m 30s`, more than 0, at most 1 h.
@@ -229,6 +237,8 @@ pub(crate) struct Config {
     pub(crate) app_version: Option<String>,
     /// `WIX_CLUSTER_DRAIN_DELAY`, when set: wins over `Graceful`'s delay.
     pub(crate) drain_delay: Option<Duration>,
+    /// `WIX_CLUSTER_MAX_DRAINING`, when set: wins over `Graceful`'s `max_draining`.
+    pub(crate) max_draining: Option<usize>,
     /// `WIX_CLUSTER_READY_TIMEOUT`, when set: replaces both ready timeouts.
     pub(crate) ready_timeout: Option<Duration>,
     /// Watch mode: upgrade the cluster when the program file changes.
@@ -305,6 +315,7 @@ impl Config {
             management_app,
             app_version: requested.app_version.clone(),
             drain_delay: from_env(&var, ENV_DRAIN_DELAY, delay)?,
+            max_draining: from_env(&var, ENV_MAX_DRAINING, draining_count)?,
             ready_timeout: from_env(&var, ENV_READY_TIMEOUT, positive_delay)?,
             watch: from_env(&var, ENV_WATCH, flag)?.unwrap_or(requested.watch),
             keep_worker_children: from_env(&var, ENV_KEEP_WORKER_CHILDREN, flag)?.unwrap_or(false),
@@ -409,6 +420,14 @@ fn flag(raw: &str) -> Result<bool, &'static str> {
 /// `auto` or a whole number of workers.
 fn worker_count(raw: &str) -> Result<WorkerCount, &'static str> {
     WorkerCount::parse(raw).ok_or("a whole number of workers from 1 to 1024, or auto")
+}
+
+/// How many old workers of a slot may drain at once: 1 to [`MAX_MAX_DRAINING`].
+fn draining_count(raw: &str) -> Result<usize, &'static str> {
+    raw.parse()
+        .ok()
+        .filter(|n| (1..=MAX_MAX_DRAINING).contains(n))
+        .ok_or("a whole number from 1 to 64")
 }
 
 /// An IP address and a port.
@@ -690,6 +709,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("WIX_CLUSTER_MOUNT_POINT"), "{err}");
+    }
+
+    #[test]
+    fn max_draining_is_a_whole_number_from_1_to_64() {
+        let max = |raw: &str| resolve(&[(ENV_MAX_DRAINING, raw)]).map(|c| c.max_draining);
+        assert_eq!(max("1"), Ok(Some(1)));
+        assert_eq!(max("64"), Ok(Some(64)));
+        for bad in ["0", "65", "-1", "two", ""] {
+            assert!(max(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(resolve(&[]).map(|c| c.max_draining), Ok(None));
     }
 
     #[test]

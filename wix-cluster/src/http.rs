@@ -117,9 +117,6 @@ where
     // is nothing to wait for: an idle worker exits at once.
     drain.start();
     let open = drain.open();
-    let deadline = worker
-        .drain_deadline()
-        .unwrap_or_else(|| tokio::time::Instant::now() + drain_budget(worker.drain_timeout()));
     tracing::info!(
         "draining: stopped accepting; {} connections open ({} HTTP/1, {} HTTP/2, {} upgraded, \
          {} without a request yet)",
@@ -129,9 +126,13 @@ where
         open.upgraded,
         open.unknown
     );
-    match tokio::time::timeout_at(deadline, drain.finished()).await {
-        Ok(()) => tracing::info!("drained: every connection closed"),
-        Err(_) => {
+    let finished = tokio::select! {
+        () = drain.finished() => true,
+        () = worker.drain_time_up(Duration::ZERO) => false,
+    };
+    match finished {
+        true => tracing::info!("drained: every connection closed"),
+        false => {
             let left = drain.open();
             tracing::warn!(
                 "drain timed out: closing the {} connections left ({} upgraded)",

@@ -101,6 +101,9 @@ pub(crate) enum ToWorker {
     /// Stop: stop accepting, finish what is in flight, exit; `why` tells long-lived
     /// connections whether to come back.
     Shutdown { why: crate::StopReason },
+    /// The drain's time is up now (too many generations of old workers drain): close
+    /// what is still open and exit.
+    Hurry,
 }
 
 impl ToMaster {
@@ -130,6 +133,7 @@ impl ToWorker {
             ToWorker::Listener { .. } => "listener",
             ToWorker::ListenFailed { .. } => "listen-failed",
             ToWorker::Shutdown { .. } => "shutdown",
+            ToWorker::Hurry => "hurry",
         }
     }
 }

@@ -125,24 +125,25 @@ impl Closing {
                     self.state = State::Flushing;
                 }
                 State::Flushing => {
-                    let deadline = self.deadline();
-                    match tokio::time::timeout_at(deadline, self.socket.flush()).await {
-                        Ok(Ok(())) => self.state = State::Closing,
-                        Ok(Err(_)) | Err(_) => {
-                            self.state = State::Closed;
-                            return None;
-                        }
+                    let flushed = tokio::select! {
+                        flushed = self.socket.flush() => flushed.is_ok(),
+                        () = self.worker.drain_time_up(MARGIN) => false,
+                    };
+                    if !flushed {
+                        self.state = State::Closed;
+                        return None;
                     }
+                    self.state = State::Closing;
                 }
                 State::Closing => {
-                    let deadline = self.deadline();
-                    match tokio::time::timeout_at(deadline, self.socket.recv()).await {
-                        // Data after our close frame: dropped (see above).
-                        Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) | Err(_) => {
-                            self.state = State::Closed;
-                            return None;
-                        }
-                        Ok(Some(Ok(_))) => {}
+                    let message = tokio::select! {
+                        message = self.socket.recv() => message,
+                        () = self.worker.drain_time_up(MARGIN) => None,
+                    };
+                    // Data after our close frame is dropped (see above).
+                    if !matches!(message, Some(Ok(ref m)) if !matches!(m, Message::Close(_))) {
+                        self.state = State::Closed;
+                        return None;
                     }
                 }
                 State::Closed => return None,
@@ -170,14 +171,6 @@ impl Closing {
     /// The socket, to use as it is: it no longer closes by itself.
     pub fn into_inner(self) -> WebSocket {
         self.socket
-    }
-
-    /// When a client that ignores the close frame is given up on.
-    fn deadline(&self) -> tokio::time::Instant {
-        let now = tokio::time::Instant::now();
-        self.worker.drain_deadline().map_or(now, |deadline| {
-            deadline.checked_sub(MARGIN).unwrap_or(now).max(now)
-        })
     }
 }
 

@@ -6,7 +6,7 @@
 //! `/proc` at the scrape, off the event loop). Per worker in cluster mode, from its heartbeat:
 //! `wix_cluster_worker_requests_total`, `wix_cluster_worker_accept_errors_total`,
 //! `wix_cluster_worker_heartbeat_age_seconds`. For the cluster:
-//! `wix_cluster_workers_{forked,respawned,exited,died,failing,recycled,stalled,spawn_failed}_total`,
+//! `wix_cluster_workers_{forked,respawned,exited,died,failing,recycled,stalled,spawn_failed,drains_cut}_total`,
 //! `wix_cluster_workers_desired`, `wix_cluster_workers_ready`, `wix_cluster_failing`.
 //! Then everything recorded through the `metrics`
 //! facade ([`crate::metrics`]): the request metrics of [`crate::http::serve`], the
@@ -214,6 +214,11 @@ fn cluster(text: &mut Text, ctx: &Ctx, tracked: &[Tracked]) {
             "spawn_failed",
             "Attempts to start a worker process that failed.",
             counters.spawn_failed,
+        ),
+        (
+            "drains_cut",
+            "Drains cut short because more than max_draining old workers of a slot drained.",
+            counters.drains_cut,
         ),
     ] {
         let name = format!("wix_cluster_workers_{name}_total");

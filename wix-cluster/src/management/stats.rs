@@ -280,6 +280,7 @@ pub(crate) async fn page(State(ctx): State<Ctx>) -> Json<Value> {
             "recycled": counters.recycled,
             "stalled": counters.stalled,
             "spawn_failed": counters.spawn_failed,
+            "drains_cut": counters.drains_cut,
         },
         "workers": workers,
     }))

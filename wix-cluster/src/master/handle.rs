@@ -64,6 +64,9 @@ pub struct ClusterCounters {
     /// Attempts to start a worker process that failed (see
     /// [`LifecycleEvent::SpawnFailed`]).
     pub spawn_failed: u64,
+    /// Drains cut short because more than `max_draining` old workers of a slot were
+    /// draining ([`Master::max_draining`]).
+    pub drains_cut: u64,
 }
 
 impl ClusterCounters {
@@ -113,6 +116,7 @@ struct Shared {
     management: SocketAddr,
     drain_timeout: Mutex<Duration>,
     drain_delay: Mutex<Duration>,
+    max_draining: AtomicUsize,
     failing: AtomicBool,
     stopping: AtomicBool,
     /// The pid of the master an upgrade handed the cluster to; 0 before.
@@ -143,6 +147,7 @@ impl Master {
                 management: config.management,
                 drain_timeout: Mutex::new(crate::config::DEFAULT_DRAIN_TIMEOUT),
                 drain_delay: Mutex::new(Duration::ZERO),
+                max_draining: AtomicUsize::new(crate::config::DEFAULT_MAX_DRAINING),
                 failing: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
                 successor: AtomicU32::new(0),
@@ -206,6 +211,11 @@ impl Master {
     /// The cluster's counts so far.
     pub fn counters(&self) -> ClusterCounters {
         *self.shared.counters.lock()
+    }
+
+    /// Counts a drain cut short ([`ClusterCounters::drains_cut`]).
+    pub(crate) fn count_drain_cut(&self) {
+        self.shared.counters.lock().drains_cut += 1;
     }
 
     pub(crate) fn count(&self, event: &LifecycleEvent) {
@@ -322,6 +332,23 @@ impl Master {
     /// (default 0; `Graceful(delay = ..)`; `WIX_CLUSTER_DRAIN_DELAY` wins over both).
     pub fn drain_delay(&self) -> Duration {
         *self.shared.drain_delay.lock()
+    }
+
+    /// How many old workers of one slot may drain at once (default 2; `Graceful`'s
+    /// `max_draining`; `WIX_CLUSTER_MAX_DRAINING` wins over both). A roll, recycle or
+    /// replacement that would leave more tells the oldest its drain is over: it closes
+    /// what is left (WebSockets with their close frame) and exits, or is killed 1 s
+    /// later.
+    pub fn max_draining(&self) -> usize {
+        self.shared.max_draining.load(Ordering::Relaxed)
+    }
+
+    /// Sets [`Master::max_draining`] (at least 1).
+    pub fn set_max_draining(&self, max: usize) {
+        self.shared.max_draining.store(
+            max.clamp(1, crate::config::MAX_MAX_DRAINING),
+            Ordering::Relaxed,
+        );
     }
 
     /// Sets [`Master::drain_delay`].

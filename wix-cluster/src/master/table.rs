@@ -81,6 +81,10 @@ pub(crate) struct Slot {
     pub(crate) sent_abort: bool,
     /// Why it was asked to drain (told to it with the shutdown).
     stop_why: crate::StopReason,
+    /// When it was told to drain.
+    pub(crate) draining_since: Option<Instant>,
+    /// When it was told its drain is over (`max_draining`).
+    pub(crate) hurried_at: Option<Instant>,
     /// Why the master sent it SIGKILL, when it did: its exit's cause says so.
     pub(crate) sent_kill: Option<String>,
     out: Outbox,
@@ -101,6 +105,8 @@ impl Slot {
             backlog_since: None,
             sent_abort: false,
             stop_why: crate::StopReason::Restart,
+            draining_since: None,
+            hurried_at: None,
             sent_kill: None,
             out,
         }
@@ -181,9 +187,20 @@ impl Slot {
                 self.life = Life::Retiring {
                     seen_as: WorkerState::Draining,
                 };
-                self.send(&ToWorker::Shutdown { why: self.stop_why }, None);
+                self.tell_to_drain();
             }
         }
+    }
+
+    fn tell_to_drain(&mut self) {
+        self.send(&ToWorker::Shutdown { why: self.stop_why }, None);
+        self.draining_since = Some(Instant::now());
+    }
+
+    /// Tells a draining worker its drain is over: it closes what is left and exits.
+    pub(crate) fn hurry(&mut self) {
+        self.send(&ToWorker::Hurry, None);
+        self.hurried_at = Some(Instant::now());
     }
 
     /// Marks the worker as retiring without a drain, and sends it SIGKILL (see
@@ -203,7 +220,7 @@ impl Slot {
             Life::Retiring {
                 seen_as: WorkerState::Starting,
             } => {
-                self.send(&ToWorker::Shutdown { why: self.stop_why }, None);
+                self.tell_to_drain();
                 Life::Retiring {
                     seen_as: WorkerState::Draining,
                 }

@@ -8,6 +8,11 @@ use crate::{Master, Plugin, PluginError};
 /// Workers asked to stop get `timeout` (default 5 s) to finish what
 /// is in flight and exit; then the master kills them.
 ///
+/// At most `max_draining` (default 2) old workers of a slot drain at once: a roll that
+/// would leave more tells the oldest its drain is over (it closes what is left, its
+/// WebSockets with a close frame, and exits; or is killed 1 s later).
+/// `WIX_CLUSTER_MAX_DRAINING` overrides it.
+///
 /// With a `delay`, a stop (SIGTERM, SIGINT, [`Master::shutdown`]) first turns the
 /// management app's `/health/ready` to 503 and leaves the workers serving for `delay`,
 /// so that a load balancer or Kubernetes stops sending traffic before any worker stops
@@ -16,6 +21,7 @@ use crate::{Master, Plugin, PluginError};
 pub struct Graceful {
     timeout: Duration,
     delay: Duration,
+    max_draining: usize,
 }
 
 impl Default for Graceful {
@@ -23,6 +29,7 @@ impl Default for Graceful {
         Graceful {
             timeout: crate::config::DEFAULT_DRAIN_TIMEOUT,
             delay: Duration::ZERO,
+            max_draining: crate::config::DEFAULT_MAX_DRAINING,
         }
     }
 }
@@ -40,6 +47,13 @@ impl Graceful {
         self.delay = delay;
         self
     }
+
+    /// How many old workers of one slot may drain at once (at least 1, at most 64).
+    /// Default 2; `WIX_CLUSTER_MAX_DRAINING` overrides it.
+    pub fn max_draining(mut self, max: usize) -> Self {
+        self.max_draining = max;
+        self
+    }
 }
 
 impl Plugin for Graceful {
@@ -50,6 +64,7 @@ impl Plugin for Graceful {
     async fn on_master(&self, master: &Master) -> Result<(), PluginError> {
         master.set_drain_timeout(self.timeout);
         master.set_drain_delay(self.delay);
+        master.set_max_draining(self.max_draining);
         Ok(())
     }
 }

@@ -133,13 +133,14 @@ impl Link {
     }
 
     /// Reads the master's messages until the channel ends; the exchange's go to `hub`.
-    /// `on_shutdown` runs when the master asks the worker to stop. When the master is
+    /// `on_shutdown` runs when the master asks the worker to stop (with why), or says its
+    /// drain's time is up (`None`). When the master is
     /// gone the process exits: a worker never outlives its master.
     pub(crate) async fn read_loop(
         self: Arc<Self>,
         mut reader: FrameReader,
         hub: &'static Hub,
-        on_shutdown: impl Fn(crate::StopReason),
+        on_shutdown: impl Fn(Option<crate::StopReason>),
     ) {
         loop {
             match reader.recv::<ToWorker>().await {
@@ -156,7 +157,13 @@ impl Link {
                 }
                 Ok(Some(ToWorker::Shutdown { why })) => {
                     tracing::info!("the master asked this worker to stop ({why:?})");
-                    on_shutdown(why);
+                    on_shutdown(Some(why));
+                }
+                Ok(Some(ToWorker::Hurry)) => {
+                    tracing::info!(
+                        "the master says this worker's drain is over: closing what is left"
+                    );
+                    on_shutdown(None);
                 }
                 Ok(Some(ToWorker::Welcome { .. })) => {
                     tracing::warn!("ignoring a second welcome from the master");

@@ -65,6 +65,13 @@ impl Mode {
     }
 }
 
+/// Why a worker drains, and until when.
+#[derive(Debug, Clone, Copy)]
+struct Stop {
+    why: StopReason,
+    deadline: Instant,
+}
+
 /// The app's handle on its worker: who it is, the shared listeners, and when to stop.
 /// Cheap to clone.
 #[derive(Clone)]
@@ -76,8 +83,8 @@ struct Inner {
     id: WorkerId,
     generation: u32,
     mode: Mode,
-    /// Why and since when the worker drains; `None` while it serves.
-    stop: watch::Sender<Option<(StopReason, Instant)>>,
+    /// Why the worker drains and until when; `None` while it serves.
+    stop: watch::Sender<Option<Stop>>,
     drain_timeout: Duration,
     /// The timeouts of the connections [`crate::http::serve`] serves.
     timeouts: crate::connection::Timeouts,
@@ -200,17 +207,49 @@ impl Worker {
     /// upgrade, a recycle, a scale-down: clients should reconnect, another worker takes
     /// them) or the cluster's stop.
     pub fn stop_reason(&self) -> Option<StopReason> {
-        self.inner.stop.borrow().map(|(why, _)| why)
+        self.inner.stop.borrow().map(|stop| stop.why)
     }
 
     /// When the drain's time is up: [`crate::http::serve`] gives up on the connections
     /// still open then, a little before the master's kill at the drain timeout. `None`
     /// while the worker serves.
     pub fn drain_deadline(&self) -> Option<Instant> {
-        self.inner
-            .stop
-            .borrow()
-            .map(|(_, since)| since + crate::http::drain_budget(self.inner.drain_timeout))
+        self.inner.stop.borrow().map(|stop| stop.deadline)
+    }
+
+    /// Resolves `margin` before the drain's deadline ([`Worker::drain_deadline`]),
+    /// which the master may bring forward: when too many generations of old workers
+    /// are draining (`Graceful`'s `max_draining`), the oldest are told their time is up.
+    /// What is still open then is to be closed. Pending while the worker serves.
+    pub fn drain_time_up(
+        &self,
+        margin: Duration,
+    ) -> impl Future<Output = ()> + Send + 'static + use<> {
+        let mut stop = self.inner.stop.subscribe();
+        async move {
+            loop {
+                let deadline = stop.borrow_and_update().map(|stop| stop.deadline);
+                let changed = match deadline {
+                    Some(deadline) => {
+                        let at = deadline.checked_sub(margin).unwrap_or(deadline);
+                        tokio::select! {
+                            () = tokio::time::sleep_until(at) => return,
+                            changed = stop.changed() => changed,
+                        }
+                    }
+                    None => stop.changed().await,
+                };
+                if changed.is_err() {
+                    // The worker is gone: nothing will change the deadline now.
+                    if let Some(deadline) = deadline {
+                        tokio::time::sleep_until(deadline.checked_sub(margin).unwrap_or(deadline))
+                            .await;
+                        return;
+                    }
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
     }
 
     /// How long a drain may take once [`Worker::shutdown`] resolves before the master
@@ -279,8 +318,24 @@ impl Worker {
             if stop.is_some() {
                 return false;
             }
-            *stop = Some((why, Instant::now()));
+            let deadline = Instant::now() + crate::http::drain_budget(self.inner.drain_timeout);
+            *stop = Some(Stop { why, deadline });
             true
+        });
+    }
+
+    /// The master says the drain's time is up now (too many generations draining):
+    /// what is still open is closed.
+    pub(crate) fn hurry(&self) {
+        let now = Instant::now();
+        self.inner.stop.send_modify(|stop| match stop {
+            Some(stop) => stop.deadline = stop.deadline.min(now),
+            None => {
+                *stop = Some(Stop {
+                    why: StopReason::Restart,
+                    deadline: now,
+                });
+            }
         });
     }
 

@@ -92,10 +92,10 @@ where
         crate::fair_share::gate::join(board, slot, config.accept_wait);
     }
     let on_stop = worker.clone();
-    tokio::spawn(
-        link.clone()
-            .read_loop(reader, hub, move |why| on_stop.begin_shutdown(why)),
-    );
+    tokio::spawn(link.clone().read_loop(reader, hub, move |why| match why {
+        Some(why) => on_stop.begin_shutdown(why),
+        None => on_stop.hurry(),
+    }));
     tokio::spawn(heartbeat(worker.clone()));
     if let Err(e) = stop_on_signals(worker.clone()) {
         tracing::warn!("cannot watch signals: {e}");

@@ -7,6 +7,7 @@
 //! `upgrade` (handing the sockets to a new master, SIGUSR2).
 
 mod commands;
+mod drains;
 mod handover;
 mod inbound;
 mod stop;
@@ -204,6 +205,7 @@ async fn supervise(
         upgrade_reports: upgrade_tx,
         management,
         drain_delay_override: config.drain_delay,
+        max_draining_override: config.max_draining,
         successor_ready_timeout: config.successor_ready_timeout(),
         upgrade_ready_timeout: config.upgrade_ready_timeout(),
         management_app,
@@ -379,7 +381,10 @@ impl Supervisor {
             _ = sleep_until(upgrade_deadline), if upgrade_deadline.is_some() => {
                 self.on_upgrade_timeout();
             }
-            _ = backlogs.tick() => self.check_backlogs(),
+            _ = backlogs.tick() => {
+                self.check_backlogs();
+                self.check_drains();
+            }
             _ = tick(watchdog), if watchdog.is_some() => {
                 self.notifier.watchdog(self.is_healthy());
             }
@@ -394,6 +399,7 @@ impl Supervisor {
             self.on_command(command);
         }
         self.refresh_spawn_error();
+        self.cap_drains();
         // systemd hears READY=1 from a new master before the old one names it MAINPID.
         self.notifier.update(self.systemd_view());
         self.answer_predecessor();
@@ -455,6 +461,8 @@ struct Supervisor {
     management: Option<(SocketAddr, Arc<OwnedFd>)>,
     /// `WIX_CLUSTER_DRAIN_DELAY`, winning over `Master::drain_delay`.
     drain_delay_override: Option<Duration>,
+    /// `WIX_CLUSTER_MAX_DRAINING`, winning over `Master::max_draining`.
+    max_draining_override: Option<usize>,
     /// How long a worker's successor has to become ready (`WIX_CLUSTER_READY_TIMEOUT`).
     successor_ready_timeout: Duration,
     /// How long a new master has to get its workers ready (`WIX_CLUSTER_READY_TIMEOUT`).
