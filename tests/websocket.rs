@@ -15,7 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use nix::sys::signal::Signal;
 use parking_lot::Mutex;
 use tokio_tungstenite::tungstenite::Message;
-use wix_cluster_suite::{PATIENCE, Program, is_alive, wait_until};
+use wix_cluster_suite::{PATIENCE, Program, http_get, is_alive, wait_until};
 
 /// 30 s: the test shows the old workers leave long before it.
 const DRAIN_TIMEOUT: &str = "30s";
@@ -92,16 +92,20 @@ async fn client(addr: SocketAddr, poster: bool, seen: Arc<Mutex<Seen>>, done: Ar
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {
-                    // tungstenite answers it; the stream ends after.
+                    // Noted at once (the TCP connection is still open: the frame came
+                    // first); tungstenite answers it, and the stream ends after.
                     let code = frame.map_or(0, |frame| u16::from(frame.code));
+                    seen.lock().ended.push(Ended::Closed(code));
                     while let Some(Ok(_)) = socket.next().await {}
-                    break Ended::Closed(code);
+                    break None;
                 }
                 Some(Ok(_)) => {}
-                Some(Err(_)) | None => break Ended::Cut,
+                Some(Err(_)) | None => break Some(Ended::Cut),
             }
         };
-        seen.lock().ended.push(ended);
+        if let Some(ended) = ended {
+            seen.lock().ended.push(ended);
+        }
     }
 }
 
@@ -221,6 +225,40 @@ fn assert_closed_with(seen: &[Seen], code: u16) {
     }
 }
 
+/// The `cause` of every `drain` entry of the event log, with its worker's pid.
+fn drain_events(program: &Program) -> Vec<(u64, String)> {
+    let page = http_get(program.management_addr(), "/events").expect("GET /events");
+    let page: serde_json::Value = serde_json::from_str(&page.body).expect("JSON events");
+    page["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry["kind"] == "drain")
+        .map(|entry| {
+            (
+                entry["worker"]["pid"].as_u64().unwrap_or(0),
+                entry["cause"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The sum of `wix_cluster_worker_open_connections{kind}` over the workers in /metrics.
+fn open_connections(program: &Program, kind: &str) -> u64 {
+    let Ok(page) = http_get(program.management_addr(), "/metrics") else {
+        return 0;
+    };
+    let needle = format!("kind=\"{kind}\"");
+    page.body
+        .lines()
+        .filter(|line| {
+            line.starts_with("wix_cluster_worker_open_connections{") && line.contains(&needle)
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|value| value as u64)
+        .sum()
+}
+
 fn start(drain_timeout: &str) -> (Program, Vec<u32>, SocketAddr) {
     let program = Program::start(
         "websocket",
@@ -237,6 +275,12 @@ fn two_hundred_websockets_through_a_roll_get_1012_reconnect_to_new_workers_and_l
     let clients = Clients::start(addr, 200);
     clients.wait_until_connected("connected", |pid, _| old.contains(&pid));
     let epoch = program.pid();
+    // Visible per worker: 200 upgraded connections (heartbeats come every second).
+    assert!(
+        wait_until(PATIENCE, || open_connections(&program, "upgraded") == 200),
+        "/metrics shows {} upgraded connections, not 200",
+        open_connections(&program, "upgraded")
+    );
 
     program.signal(Signal::SIGHUP);
     program.wait_for_log("rolling restart done");
@@ -259,6 +303,15 @@ fn two_hundred_websockets_through_a_roll_get_1012_reconnect_to_new_workers_and_l
         "an old worker was killed at the drain timeout"
     );
     eprintln!("old workers gone {left_after:?} after the roll was done");
+    // The event log says how each old worker's drain ended.
+    let drains = drain_events(&program);
+    for pid in &old {
+        let ended = drains.iter().find(|(of, _)| of == &u64::from(*pid));
+        assert!(
+            ended.is_some_and(|(_, cause)| cause.contains("every connection closed")),
+            "worker {pid}'s drain: {ended:?} (all: {drains:?})"
+        );
+    }
 }
 
 #[test]
@@ -301,6 +354,13 @@ fn websockets_through_a_stop_get_1001_and_the_cluster_exits_well_before_the_drai
     assert!(
         status.is_some(),
         "the cluster is still there 15 s after SIGTERM (drain timeout {DRAIN_TIMEOUT})"
+    );
+    assert!(
+        wait_until(PATIENCE, || clients
+            .seen
+            .iter()
+            .all(|seen| !seen.lock().ended.is_empty())),
+        "some clients never saw their connection end"
     );
     let seen = clients.stop();
     for (i, seen) in seen.iter().enumerate() {
@@ -380,5 +440,12 @@ fn a_websocket_client_that_ignores_the_close_frame_is_closed_at_the_drain_timeou
     assert!(
         !program.log().contains("did not stop within"),
         "the worker was killed at the drain timeout instead of exiting"
+    );
+    let drains = drain_events(&program);
+    assert!(
+        drains
+            .iter()
+            .any(|(_, cause)| cause.contains("1 WebSockets closed at the drain's deadline")),
+        "no drain says the deaf socket was closed at its deadline: {drains:?}"
     );
 }

@@ -59,7 +59,7 @@ where
     B::Error: Into<BoxError>,
 {
     crate::metrics::requests::register();
-    let drain = crate::connection::drain::Drain::new();
+    let drain = crate::connection::drain::Drain::for_app();
     let stop = worker.shutdown();
     tokio::pin!(stop);
     let share_the_queue = !worker.is_single_process();
@@ -116,6 +116,7 @@ where
     // `crate::websocket` closes them with a close frame. With no connection open there
     // is nothing to wait for: an idle worker exits at once.
     drain.start();
+    let began = tokio::time::Instant::now();
     let open = drain.open();
     tracing::info!(
         "draining: stopped accepting; {} connections open ({} HTTP/1, {} HTTP/2, {} upgraded, \
@@ -130,17 +131,17 @@ where
         () = drain.finished() => true,
         () = worker.drain_time_up(Duration::ZERO) => false,
     };
-    match finished {
-        true => tracing::info!("drained: every connection closed"),
-        false => {
-            let left = drain.open();
-            tracing::warn!(
-                "drain timed out: closing the {} connections left ({} upgraded)",
-                left.total(),
-                left.upgraded
-            );
-        }
+    let left = drain.open();
+    if finished {
+        tracing::info!("drained: every connection closed");
+    } else {
+        tracing::warn!(
+            "drain timed out: closing the {} connections left ({} upgraded)",
+            left.total(),
+            left.upgraded
+        );
     }
+    worker.report_drained(left.total(), left.upgraded, began.elapsed());
     Ok(())
 }
 

@@ -69,7 +69,7 @@ pub use plugin::{Plugin, PluginError};
 pub use stop_reason::StopReason;
 pub use worker::Worker;
 pub use worker_id::WorkerId;
-pub use worker_info::{WorkerInfo, WorkerState};
+pub use worker_info::{OpenConnections, WorkerInfo, WorkerState};
 
 #[doc(inline)]
 pub use wix_cluster_macros::{exchange, main};

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// same binary, so a mismatch means a binary was replaced under a running master (a
 /// rolling restart onto a build that speaks another version stops at its first
 /// worker; a master upgrade, SIGUSR2, is the way to deploy such a build).
-pub(crate) const PROTOCOL_VERSION: u32 = 4;
+pub(crate) const PROTOCOL_VERSION: u32 = 5;
 
 /// What a worker asks the master to listen on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +40,11 @@ pub(crate) enum ToMaster {
     Ready,
     /// The worker's event loop is alive; `requests` served so far by its HTTP helper,
     /// and `accept_errors`: accepts that failed for lack of descriptors or memory.
-    Heartbeat { requests: u64, accept_errors: u64 },
+    Heartbeat {
+        requests: u64,
+        accept_errors: u64,
+        connections: crate::OpenConnections,
+    },
     /// An exchange message for the master's subscribers on `topic` (postcard payload).
     Exchange {
         topic: String,
@@ -63,6 +67,16 @@ pub(crate) enum ToMaster {
     /// The worker is going down on its own (its app failed or panicked, or it got a
     /// signal: `signalled`): the master replaces it now instead of after its exit.
     GoingDown { reason: String, signalled: bool },
+    /// The worker's HTTP server finished its drain after `took_ms`: every connection
+    /// closed, or `left` of them (`upgraded` of which upgraded) were given up on at the
+    /// drain's deadline; `silent` WebSockets were closed at the deadline because their
+    /// client did not answer the close frame.
+    Drained {
+        left: u32,
+        upgraded: u32,
+        silent: u32,
+        took_ms: u64,
+    },
 }
 
 /// Master -> worker.
@@ -118,6 +132,7 @@ impl ToMaster {
             ToMaster::Request { .. } => "request",
             ToMaster::Recycle { .. } => "recycle",
             ToMaster::GoingDown { .. } => "going-down",
+            ToMaster::Drained { .. } => "drained",
         }
     }
 }

@@ -43,6 +43,15 @@ use futures_util::SinkExt;
 
 use crate::{StopReason, Worker};
 
+/// Sockets whose client did not answer the close frame by the drain's deadline: they
+/// were closed then (the drain's report to the master says how many).
+static GIVEN_UP: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// How many sockets were closed at the drain's deadline, their client silent.
+pub(crate) fn given_up() -> u32 {
+    GIVEN_UP.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// How long before the drain's deadline a socket whose client ignores the close frame
 /// is dropped, so that [`crate::http::serve`] sees it gone before it gives up.
 const MARGIN: Duration = Duration::from_millis(100);
@@ -138,7 +147,10 @@ impl Closing {
                 State::Closing => {
                     let message = tokio::select! {
                         message = self.socket.recv() => message,
-                        () = self.worker.drain_time_up(MARGIN) => None,
+                        () = self.worker.drain_time_up(MARGIN) => {
+                            GIVEN_UP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            None
+                        }
                     };
                     // Data after our close frame is dropped (see above).
                     if !matches!(message, Some(Ok(ref m)) if !matches!(m, Message::Close(_))) {

@@ -29,6 +29,18 @@ impl WorkerState {
     }
 }
 
+/// The connections a worker's [`crate::http::serve`] has open, by kind, as of its last
+/// heartbeat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OpenConnections {
+    /// HTTP/1.x connections (and connections that have not sent a request yet).
+    pub http1: u32,
+    /// HTTP/2 connections.
+    pub http2: u32,
+    /// Connections upgraded out of HTTP (WebSockets).
+    pub upgraded: u32,
+}
+
 /// A snapshot of one worker process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerInfo {
@@ -45,4 +57,6 @@ pub struct WorkerInfo {
     /// Times its HTTP helper could not accept a connection for lack of descriptors or
     /// memory (it backs off 50 ms each time), as of its last heartbeat.
     pub accept_errors: u64,
+    /// Its open connections by kind, as of its last heartbeat.
+    pub connections: OpenConnections,
 }

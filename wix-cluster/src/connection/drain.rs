@@ -61,6 +61,30 @@ struct Shared {
     by_kind: [AtomicUsize; 4],
 }
 
+impl Shared {
+    fn new() -> Shared {
+        Shared {
+            by_kind: std::array::from_fn(|_| AtomicUsize::new(0)),
+        }
+    }
+}
+
+/// The counts of every app server of this process ([`Drain::for_app`]).
+static APP: std::sync::LazyLock<Arc<Shared>> = std::sync::LazyLock::new(|| Arc::new(Shared::new()));
+
+/// The connections the app's servers ([`crate::http::serve`]) of this process have
+/// open, by kind: what the heartbeat reports. Those without a request yet count as
+/// HTTP/1.
+pub(crate) fn app_open() -> crate::OpenConnections {
+    let at = |kind: Kind| APP.by_kind[kind as usize].load(Ordering::Relaxed);
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    crate::OpenConnections {
+        http1: count(at(Kind::Http1) + at(Kind::Unknown)),
+        http2: count(at(Kind::Http2)),
+        upgraded: count(at(Kind::Upgraded)),
+    }
+}
+
 /// A server's connections: counted by kind, told when to drain, awaited.
 pub(crate) struct Drain {
     /// `true` once the server drains. Every member holds a receiver: the channel
@@ -70,12 +94,19 @@ pub(crate) struct Drain {
 }
 
 impl Drain {
+    /// A server's own (the management app's).
     pub(crate) fn new() -> Drain {
         Drain {
             tx: watch::Sender::new(false),
-            shared: Arc::new(Shared {
-                by_kind: std::array::from_fn(|_| AtomicUsize::new(0)),
-            }),
+            shared: Arc::new(Shared::new()),
+        }
+    }
+
+    /// An app server's: its connections also count in the process's [`app_open`].
+    pub(crate) fn for_app() -> Drain {
+        Drain {
+            tx: watch::Sender::new(false),
+            shared: APP.clone(),
         }
     }
 

@@ -166,6 +166,28 @@ fn heartbeats(text: &mut Text, tracked: &[Tracked]) {
         ),
     ];
     let newest = newest_per_slot(tracked);
+    if let Some(mut family) = text.family(
+        "wix_cluster_worker_open_connections",
+        Type::Gauge,
+        "Connections the worker's wix_cluster::http::serve has open, by kind (http1, http2, \
+         upgraded: WebSockets), as of its last heartbeat.",
+    ) {
+        for known in &newest {
+            let worker = known.info.worker.id.to_string();
+            let open = known.info.connections;
+            for (kind, count) in [
+                ("http1", open.http1),
+                ("http2", open.http2),
+                ("upgraded", open.upgraded),
+            ] {
+                family.sample(
+                    "",
+                    &[("worker", worker.as_str()), ("kind", kind)],
+                    f64::from(count),
+                );
+            }
+        }
+    }
     for (name, kind, help, read) in families {
         let Some(mut family) = text.family(name, kind, help) else {
             continue;

@@ -330,6 +330,7 @@ mod tests {
             since_heartbeat: Duration::ZERO,
             requests: 0,
             accept_errors: 0,
+            connections: crate::OpenConnections::default(),
         }
     }
 

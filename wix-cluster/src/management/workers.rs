@@ -34,6 +34,7 @@ pub(crate) async fn live(ctx: &Ctx) -> Vec<WorkerInfo> {
         since_heartbeat: Duration::ZERO,
         requests: 0,
         accept_errors: 0,
+        connections: crate::connection::drain::app_open(),
     }]
 }
 
@@ -90,6 +91,9 @@ pub(crate) struct Row {
     /// Requests served through `wix_cluster::http::serve`, as of its last heartbeat.
     /// `null` in single-process mode.
     pub(crate) requests: Option<u64>,
+    /// Its open connections by kind (`http1`, `http2`, `upgraded`), as of its last
+    /// heartbeat.
+    pub(crate) connections: crate::OpenConnections,
     /// When it exited (Unix seconds); `null` while it runs.
     pub(crate) exited_at: Option<f64>,
 }
@@ -116,6 +120,7 @@ impl Row {
             heartbeat_age_ms: (!single && known.exited_at.is_none())
                 .then_some(info.since_heartbeat.as_millis() as u64),
             requests: (!single).then_some(info.requests),
+            connections: info.connections,
             exited_at: known.exited_at.map(unix_seconds),
         }
     }

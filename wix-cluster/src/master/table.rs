@@ -75,6 +75,8 @@ pub(crate) struct Slot {
     pub(crate) requests: u64,
     /// Failed accepts (descriptors, memory), as of the last heartbeat.
     pub(crate) accept_errors: u64,
+    /// Open connections by kind, as of the last heartbeat.
+    pub(crate) connections: crate::OpenConnections,
     /// Since when its channel's backlog has been over [`crate::ipc::BACKLOG_STALL`].
     pub(crate) backlog_since: Option<Instant>,
     /// The master sent it SIGABRT (it stalled).
@@ -102,6 +104,7 @@ impl Slot {
             started_at: SystemTime::now(),
             requests: 0,
             accept_errors: 0,
+            connections: crate::OpenConnections::default(),
             backlog_since: None,
             sent_abort: false,
             stop_why: crate::StopReason::Restart,
@@ -124,6 +127,7 @@ impl Slot {
             since_heartbeat: self.last_heartbeat.elapsed(),
             requests: self.requests,
             accept_errors: self.accept_errors,
+            connections: self.connections,
         }
     }
 

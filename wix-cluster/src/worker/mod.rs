@@ -302,6 +302,7 @@ impl Worker {
             link.send(&crate::protocol::ToMaster::Heartbeat {
                 requests: self.requests_served(),
                 accept_errors: self.inner.accept_errors.load(Ordering::Relaxed),
+                connections: crate::connection::drain::app_open(),
             });
         }
     }
@@ -366,6 +367,18 @@ impl Worker {
             StopReason::Restart
         };
         self.begin_shutdown(why);
+    }
+
+    /// Tells the master how [`crate::http::serve`]'s drain ended (for its event log).
+    pub(crate) fn report_drained(&self, left: usize, upgraded: usize, took: Duration) {
+        if let Some(link) = self.inner.mode.link() {
+            link.send(&crate::protocol::ToMaster::Drained {
+                left: u32::try_from(left).unwrap_or(u32::MAX),
+                upgraded: u32::try_from(upgraded).unwrap_or(u32::MAX),
+                silent: crate::websocket::given_up(),
+                took_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            });
+        }
     }
 
     /// Waits until what was sent to the master has been written.

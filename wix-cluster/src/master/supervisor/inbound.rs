@@ -14,6 +14,14 @@ use crate::event::{ExitReason, LifecycleEvent};
 use crate::master::spawn::Inbound;
 use crate::protocol::{ListenOn, PROTOCOL_VERSION, ToMaster, ToWorker};
 
+/// How a worker's drain ended: connections given up on at its deadline (`upgraded` of
+/// them upgraded), and WebSockets closed then because their client stayed silent.
+struct Drained {
+    left: u32,
+    upgraded: u32,
+    silent: u32,
+}
+
 impl Supervisor {
     /// What worker `key`'s tasks report: a message, a broken or closed channel, its exit.
     pub(super) fn on_inbound(&mut self, key: WorkerKey, inbound: Inbound) {
@@ -44,13 +52,29 @@ impl Supervisor {
             ToMaster::Heartbeat {
                 requests,
                 accept_errors,
+                connections,
             } => {
                 if let Some(slot) = self.table.get_mut(key) {
                     slot.last_heartbeat = std::time::Instant::now();
                     slot.requests = requests;
                     slot.accept_errors = accept_errors;
+                    slot.connections = connections;
                 }
             }
+            ToMaster::Drained {
+                left,
+                upgraded,
+                silent,
+                took_ms,
+            } => self.said_drained(
+                key,
+                Drained {
+                    left,
+                    upgraded,
+                    silent,
+                },
+                took_ms,
+            ),
             // The reader task hands these to the exchange hub directly once the worker
             // has said hello; before that they were caught above.
             ToMaster::Exchange { .. } | ToMaster::Request { .. } => {}
@@ -59,6 +83,41 @@ impl Supervisor {
                 self.said_going_down(key, reason, signalled);
             }
         }
+    }
+
+    /// How a worker's drain ended, for the event log.
+    fn said_drained(&mut self, key: WorkerKey, ended: Drained, took_ms: u64) {
+        let Some(slot) = self.table.get_mut(key) else {
+            return;
+        };
+        let worker = slot.worker();
+        let Drained {
+            left,
+            upgraded,
+            silent,
+        } = ended;
+        let silent = if silent > 0 {
+            format!(
+                "; {silent} WebSockets closed at the drain's deadline, their client silent \
+                 after the close frame"
+            )
+        } else {
+            String::new()
+        };
+        let step = if slot.hurried_at.is_some() {
+            format!(
+                "drain cut short after {took_ms} ms: closed the {left} connections left \
+                 ({upgraded} upgraded){silent}"
+            )
+        } else if left == 0 {
+            format!("drained in {took_ms} ms: every connection closed{silent}")
+        } else {
+            format!(
+                "drain timed out after {took_ms} ms: closed the {left} connections left \
+                 ({upgraded} upgraded){silent}"
+            )
+        };
+        self.master.event_log().record("drain", Some(worker), step);
     }
 
     /// The handshake: a hello with the right protocol and pid is welcomed with the
