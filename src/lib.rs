@@ -412,6 +412,16 @@ impl Program {
         nix::sys::signal::kill(group, signal).expect("signal the process group");
     }
 
+    /// Whether the master has exited (reaping it), without waiting for its log to be
+    /// complete (see [`Program::wait_exit`]): for a test that times an exit while
+    /// another process of its group (a new master) holds the log open.
+    pub fn has_exited(&mut self) -> bool {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("poll the master");
+        }
+        self.status.is_some()
+    }
+
     /// Waits up to `timeout` for the master to exit; once it has, [`Program::log`] has
     /// everything it (and its workers) wrote.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {

@@ -379,3 +379,41 @@ fn five_rolls_in_a_row_with_websockets_open_leave_at_most_max_draining_old_worke
         "the master's descriptors grew from {fds_before} to {fds_after} over five rolls"
     );
 }
+
+#[test]
+fn after_an_upgrade_the_old_master_stops_at_its_hard_stop_even_with_workers_that_never_drain() {
+    // Workers deaf to their drain and a drain timeout of forever: only the hard stop
+    // ends the old master.
+    let mut program = Program::start(
+        "flaky",
+        &[
+            ("PORT", "0"),
+            ("IGNORE_SHUTDOWN", "1"),
+            ("DRAIN_TIMEOUT_MS", "forever"),
+            ("WIX_CLUSTER_HARD_STOP_AFTER", "2s"),
+        ],
+    );
+    let old = program.wait_for_steady_workers(2);
+    program.signal(Signal::SIGUSR2);
+    let new_master = program.new_master_pid();
+    let handed_over = Instant::now();
+    assert!(
+        wait_until(PATIENCE, || program.has_exited()),
+        "the old master is still there"
+    );
+    let took = handed_over.elapsed();
+    eprintln!("the old master exited {took:?} after the handover");
+    assert!(
+        took >= Duration::from_secs(1),
+        "the old master exited {took:?} after the handover: before its 2 s hard stop?"
+    );
+    program.wait_for_log("hard stop: killing the 2 workers still there");
+    for pid in &old {
+        assert!(
+            wait_until(PATIENCE, || !is_alive(*pid)),
+            "old worker {pid} outlived its master"
+        );
+    }
+    assert!(is_alive(new_master), "the new master serves on");
+    wix_cluster_suite::send_signal(new_master, Signal::SIGKILL);
+}

@@ -26,6 +26,12 @@ pub const ENV_DRAIN_DELAY: &str = "WIX_CLUSTER_DRAIN_DELAY";
 /// (overrides `Graceful(max_draining = ..)`): a whole number from 1 to 64. A roll that
 /// would leave more cuts the oldest drains short.
 pub const ENV_MAX_DRAINING: &str = "WIX_CLUSTER_MAX_DRAINING";
+/// `WIX_CLUSTER_HARD_STOP_AFTER`: how long a stopping master (a stop, or the old master
+/// of an upgrade) may take in all before it kills what is left (overrides
+/// `Graceful(hard_stop_after = ..)`): a duration, more than 0, at most 1 h.
+pub const ENV_HARD_STOP_AFTER: &str = "WIX_CLUSTER_HARD_STOP_AFTER";
+/// What the hard stop adds to the drain delay and the drain timeout by default.
+pub const HARD_STOP_MARGIN: Duration = Duration::from_secs(5);
 /// How many old workers of one slot may drain at once by default.
 pub const DEFAULT_MAX_DRAINING: usize = 2;
 /// The most `max_draining` may be.
@@ -237,6 +243,8 @@ pub(crate) struct Config {
     pub(crate) app_version: Option<String>,
     /// `WIX_CLUSTER_DRAIN_DELAY`, when set: wins over `Graceful`'s delay.
     pub(crate) drain_delay: Option<Duration>,
+    /// `WIX_CLUSTER_HARD_STOP_AFTER`, when set: wins over `Graceful`'s.
+    pub(crate) hard_stop_after: Option<Duration>,
     /// `WIX_CLUSTER_MAX_DRAINING`, when set: wins over `Graceful`'s `max_draining`.
     pub(crate) max_draining: Option<usize>,
     /// `WIX_CLUSTER_READY_TIMEOUT`, when set: replaces both ready timeouts.
@@ -316,6 +324,7 @@ impl Config {
             app_version: requested.app_version.clone(),
             drain_delay: from_env(&var, ENV_DRAIN_DELAY, delay)?,
             max_draining: from_env(&var, ENV_MAX_DRAINING, draining_count)?,
+            hard_stop_after: from_env(&var, ENV_HARD_STOP_AFTER, positive_delay)?,
             ready_timeout: from_env(&var, ENV_READY_TIMEOUT, positive_delay)?,
             watch: from_env(&var, ENV_WATCH, flag)?.unwrap_or(requested.watch),
             keep_worker_children: from_env(&var, ENV_KEEP_WORKER_CHILDREN, flag)?.unwrap_or(false),

@@ -117,6 +117,7 @@ struct Shared {
     drain_timeout: Mutex<Duration>,
     drain_delay: Mutex<Duration>,
     max_draining: AtomicUsize,
+    hard_stop_after: Mutex<Option<Duration>>,
     failing: AtomicBool,
     stopping: AtomicBool,
     /// The pid of the master an upgrade handed the cluster to; 0 before.
@@ -148,6 +149,7 @@ impl Master {
                 drain_timeout: Mutex::new(crate::config::DEFAULT_DRAIN_TIMEOUT),
                 drain_delay: Mutex::new(Duration::ZERO),
                 max_draining: AtomicUsize::new(crate::config::DEFAULT_MAX_DRAINING),
+                hard_stop_after: Mutex::new(None),
                 failing: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
                 successor: AtomicU32::new(0),
@@ -341,6 +343,20 @@ impl Master {
     /// later.
     pub fn max_draining(&self) -> usize {
         self.shared.max_draining.load(Ordering::Relaxed)
+    }
+
+    /// How long a stopping master (a stop, or the old master once an upgrade handed
+    /// over) may take in all before it kills every worker still there and exits: `None`
+    /// for the default, the drain delay plus the drain timeout plus 5 s (never, with a
+    /// drain timeout of `Duration::MAX`). `Graceful`'s `hard_stop_after`;
+    /// `WIX_CLUSTER_HARD_STOP_AFTER` wins over both.
+    pub fn hard_stop_after(&self) -> Option<Duration> {
+        *self.shared.hard_stop_after.lock()
+    }
+
+    /// Sets [`Master::hard_stop_after`].
+    pub fn set_hard_stop_after(&self, after: Option<Duration>) {
+        *self.shared.hard_stop_after.lock() = after;
     }
 
     /// Sets [`Master::max_draining`] (at least 1).

@@ -13,6 +13,11 @@ use crate::{Master, Plugin, PluginError};
 /// WebSockets with a close frame, and exits; or is killed 1 s later).
 /// `WIX_CLUSTER_MAX_DRAINING` overrides it.
 ///
+/// A stopping master (a stop, or the old master once an upgrade handed over) kills what
+/// is left and exits after `hard_stop_after` in all (default: the delay plus the timeout
+/// plus 5 s), so nothing keeps an old master alive. `WIX_CLUSTER_HARD_STOP_AFTER`
+/// overrides it.
+///
 /// With a `delay`, a stop (SIGTERM, SIGINT, [`Master::shutdown`]) first turns the
 /// management app's `/health/ready` to 503 and leaves the workers serving for `delay`,
 /// so that a load balancer or Kubernetes stops sending traffic before any worker stops
@@ -22,6 +27,7 @@ pub struct Graceful {
     timeout: Duration,
     delay: Duration,
     max_draining: usize,
+    hard_stop_after: Option<Duration>,
 }
 
 impl Default for Graceful {
@@ -30,6 +36,7 @@ impl Default for Graceful {
             timeout: crate::config::DEFAULT_DRAIN_TIMEOUT,
             delay: Duration::ZERO,
             max_draining: crate::config::DEFAULT_MAX_DRAINING,
+            hard_stop_after: None,
         }
     }
 }
@@ -45,6 +52,14 @@ impl Graceful {
     /// drain. Default 0 (drain at once); `WIX_CLUSTER_DRAIN_DELAY` overrides it.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    /// How long a stopping master (a stop, or the old master once an upgrade handed
+    /// over) may take in all before it kills what is left and exits. Default: the delay
+    /// plus the timeout plus 5 s; `WIX_CLUSTER_HARD_STOP_AFTER` overrides it.
+    pub fn hard_stop_after(mut self, after: Duration) -> Self {
+        self.hard_stop_after = Some(after);
         self
     }
 
@@ -65,6 +80,7 @@ impl Plugin for Graceful {
         master.set_drain_timeout(self.timeout);
         master.set_drain_delay(self.delay);
         master.set_max_draining(self.max_draining);
+        master.set_hard_stop_after(self.hard_stop_after);
         Ok(())
     }
 }

@@ -206,6 +206,7 @@ async fn supervise(
         management,
         drain_delay_override: config.drain_delay,
         max_draining_override: config.max_draining,
+        hard_stop_override: config.hard_stop_after,
         successor_ready_timeout: config.successor_ready_timeout(),
         upgrade_ready_timeout: config.upgrade_ready_timeout(),
         management_app,
@@ -342,6 +343,7 @@ impl Supervisor {
     ) {
         let drain_deadline = self.stopping.as_ref().and_then(|stop| stop.deadline);
         let drain_at = self.stopping.as_ref().and_then(|stop| stop.drain_at);
+        let hard_stop = self.stopping.as_ref().and_then(|stop| stop.hard_stop);
         let handover_deadline = self.handovers.deadline();
         let upgrade_deadline = self.upgrading.as_ref().map(Upgrading::deadline);
         let signals = &mut inputs.signals;
@@ -374,6 +376,7 @@ impl Supervisor {
                 self.on_command(Command::Scale { count });
             }
             _ = sleep_until(drain_at), if drain_at.is_some() => self.drain_now(),
+            _ = sleep_until(hard_stop), if hard_stop.is_some() => self.on_hard_stop(),
             _ = sleep_until(drain_deadline), if drain_deadline.is_some() => self.on_drain_timeout(),
             _ = sleep_until(handover_deadline), if handover_deadline.is_some() => {
                 self.on_handover_timeout();
@@ -463,6 +466,8 @@ struct Supervisor {
     drain_delay_override: Option<Duration>,
     /// `WIX_CLUSTER_MAX_DRAINING`, winning over `Master::max_draining`.
     max_draining_override: Option<usize>,
+    /// `WIX_CLUSTER_HARD_STOP_AFTER`, winning over `Master::hard_stop_after`.
+    hard_stop_override: Option<Duration>,
     /// How long a worker's successor has to become ready (`WIX_CLUSTER_READY_TIMEOUT`).
     successor_ready_timeout: Duration,
     /// How long a new master has to get its workers ready (`WIX_CLUSTER_READY_TIMEOUT`).

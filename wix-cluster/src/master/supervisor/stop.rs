@@ -16,6 +16,9 @@ pub(super) struct Stopping {
     pub(super) why: crate::StopReason,
     /// When the workers are asked to drain; `None` once they have been.
     pub(super) drain_at: Option<Instant>,
+    /// When everything still there is killed, whatever the drain timeout
+    /// (`hard_stop_after`); `None` for never, and once it was.
+    pub(super) hard_stop: Option<Instant>,
     /// When still-running workers get killed; `None` before the drain and once they
     /// have been.
     pub(super) deadline: Option<Instant>,
@@ -54,9 +57,19 @@ impl Supervisor {
             return;
         }
         self.master.set_stopping();
+        let hard_stop_after = self
+            .hard_stop_override
+            .or_else(|| self.master.hard_stop_after())
+            .or_else(|| {
+                delay
+                    .checked_add(self.master.drain_timeout())?
+                    .checked_add(crate::config::HARD_STOP_MARGIN)
+            });
+        let hard_stop = hard_stop_after.and_then(|after| Instant::now().checked_add(after));
         self.stopping = Some(Stopping {
             code,
             why,
+            hard_stop,
             drain_at: None,
             deadline: None,
         });
@@ -84,6 +97,22 @@ impl Supervisor {
         }
         for slot in self.table.iter_mut() {
             slot.retire(why);
+        }
+    }
+
+    /// `hard_stop_after` is over: every worker still there is killed, whatever its
+    /// drain timeout, so nothing keeps a stopping master alive.
+    pub(super) fn on_hard_stop(&mut self) {
+        if let Some(stop) = &mut self.stopping {
+            stop.hard_stop = None;
+        }
+        let left = self.table.len();
+        if left == 0 {
+            return;
+        }
+        tracing::warn!("hard stop: killing the {left} workers still there");
+        for slot in self.table.iter_mut() {
+            slot.kill("the stopping master's hard stop (hard_stop_after) came");
         }
     }
 
