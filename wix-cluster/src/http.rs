@@ -30,6 +30,11 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 ///    still idle 100 ms after the stop;
 /// 3. returns when every connection is closed, or gives up on the rest just before the
 ///    drain timeout ([`Worker::drain_timeout`]) at which the master would kill the worker.
+///    A gRPC response still streaming then (a server-streaming call, its
+///    `content-type` `application/grpc...`) is not cut: it ends with the status
+///    UNAVAILABLE (`grpc-status: 14`, with a `grpc-message` saying the worker is
+///    draining), which gRPC clients retry, and `serve` waits a moment for those last
+///    frames to leave.
 ///
 /// Every connection has the timeouts of [`crate::ClusterBuilder::header_read_timeout`],
 /// [`crate::ClusterBuilder::idle_timeout`] and
@@ -67,6 +72,7 @@ where
     let mut accept_errors = ErrorReport::default();
     let timeouts = worker.timeouts();
     let builder = crate::connection::builder(timeouts);
+    let drain_end = crate::connection::DrainEnd::new();
     // Takes a connection only while this worker holds no more than its fair share of
     // the cluster's (`crate::fair_share`).
     let listener = crate::fair_share::gate::Listener::new(listener)?;
@@ -95,7 +101,15 @@ where
             _open: OpenConnection::open(),
             _held: held,
         };
-        crate::connection::spawn(stream, service, &builder, &graceful, timeouts, None);
+        crate::connection::spawn(
+            stream,
+            service,
+            &builder,
+            &graceful,
+            timeouts,
+            None,
+            Some(&drain_end),
+        );
         if share_the_queue && !listener.is_fair() {
             // Every worker accepts from one kernel queue, and a burst of connections
             // wakes them all; the first to run would otherwise take the whole burst
@@ -119,9 +133,19 @@ where
     let open = graceful.count();
     let timeout = drain_budget(worker.drain_timeout());
     tracing::info!("draining: stopped accepting; {open} connections open");
-    match tokio::time::timeout(timeout, graceful.shutdown()).await {
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
+    match tokio::time::timeout(timeout, &mut drained).await {
         Ok(()) => tracing::info!("drained"),
-        Err(_) => tracing::warn!("drain timed out after {timeout:?}; closing what is left"),
+        Err(_) => {
+            tracing::warn!("drain timed out after {timeout:?}; closing what is left");
+            // gRPC responses still streaming end with UNAVAILABLE rather than a reset:
+            // a moment (within what is left before the master's kill) for those frames
+            // to be written and their connections to close.
+            drain_end.fire();
+            let last_words = last_words(worker.drain_timeout());
+            let _ = tokio::time::timeout(last_words, &mut drained).await;
+        }
     }
     Ok(())
 }
@@ -241,6 +265,13 @@ pub(crate) const SETTLE: Duration = Duration::from_millis(100);
 /// the worker time to exit on its own before the master kills it.
 fn drain_budget(timeout: Duration) -> Duration {
     timeout.saturating_sub((timeout / 10).min(Duration::from_millis(500)))
+}
+
+/// How long a server that gave up at its drain budget waits for the last frames it
+/// asked for (gRPC's UNAVAILABLE): half of what the budget leaves before the drain
+/// timeout, at most 100 ms.
+fn last_words(timeout: Duration) -> Duration {
+    (timeout.saturating_sub(drain_budget(timeout)) / 2).min(Duration::from_millis(100))
 }
 
 /// Accept errors that concern one connection only.

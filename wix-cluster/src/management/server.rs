@@ -112,6 +112,7 @@ pub(crate) async fn serve(
             &graceful,
             timeouts,
             Some(&registry),
+            None,
         );
     }
     graceful.shutdown().await;
