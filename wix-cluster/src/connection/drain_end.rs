@@ -44,12 +44,17 @@ impl DrainEnd {
     }
 
     /// What a response polls beside its body, for a response that is gRPC (its
-    /// `content-type` starts with `application/grpc`); `None` for any other.
+    /// `content-type` starts with `application/grpc`); `None` for any other, gRPC-Web's
+    /// included (`application/grpc-web...`: its status travels in the body, not in
+    /// HTTP trailers).
     pub(crate) fn watch<B>(&self, response: &http::Response<B>) -> Option<Ending> {
         let grpc = response
             .headers()
             .get(http::header::CONTENT_TYPE)
-            .is_some_and(|kind| kind.as_bytes().starts_with(b"application/grpc"));
+            .map(http::HeaderValue::as_bytes)
+            .is_some_and(|kind| {
+                kind.starts_with(b"application/grpc") && !kind.starts_with(b"application/grpc-web")
+            });
         grpc.then(|| Ending {
             // Made before the flag is read: a firing in between completes it.
             notified: Box::pin(self.inner.notify.clone().notified_owned()),
