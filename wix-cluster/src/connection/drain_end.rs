@@ -92,3 +92,45 @@ fn unavailable() -> http::HeaderMap {
     );
     trailers
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(kind: &str) -> http::Response<()> {
+        http::Response::builder()
+            .header(http::header::CONTENT_TYPE, kind)
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn only_grpc_responses_are_watched() {
+        let end = DrainEnd::new();
+        assert!(end.watch(&response("application/grpc")).is_some());
+        assert!(end.watch(&response("application/grpc+proto")).is_some());
+        assert!(end.watch(&response("application/grpc-web+proto")).is_none());
+        assert!(end.watch(&response("text/event-stream")).is_none());
+        assert!(end.watch(&http::Response::new(())).is_none());
+    }
+
+    #[test]
+    fn a_response_ends_unavailable_once_fired_whether_made_before_or_after() {
+        let end = DrainEnd::new();
+        let mut before = end.watch(&response("application/grpc")).unwrap();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(before.trailers(Some(&mut cx)).is_none());
+        assert!(before.trailers(None).is_none());
+        end.fire();
+        let trailers = before.trailers(Some(&mut cx)).expect("ended once fired");
+        assert_eq!(trailers["grpc-status"], "14");
+        assert!(
+            trailers["grpc-message"]
+                .to_str()
+                .unwrap()
+                .contains("draining")
+        );
+        let mut after = end.watch(&response("application/grpc")).unwrap();
+        assert!(after.trailers(None).is_some());
+    }
+}
