@@ -35,6 +35,9 @@
 
 mod beside;
 pub(crate) mod drain;
+mod drain_end;
+
+pub(crate) use drain_end::DrainEnd;
 
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -305,7 +308,8 @@ impl Registry {
 
 /// Serves `stream` with `service` on a task of its own, a member of `drain` (so a
 /// drain waits for it, upgraded or not) and watched by the timeouts; in `registry` when
-/// given (which may refuse it).
+/// given (which may refuse it). Its gRPC responses end with UNAVAILABLE when
+/// `drain_end` fires.
 pub(crate) fn spawn<S, B>(
     stream: TcpStream,
     service: S,
@@ -313,6 +317,7 @@ pub(crate) fn spawn<S, B>(
     drain: &drain::Drain,
     timeouts: Timeouts,
     registry: Option<&Registry>,
+    drain_end: Option<&DrainEnd>,
 ) where
     S: hyper::service::Service<http::Request<axum::body::Body>, Response = http::Response<B>>
         + Send
@@ -336,6 +341,7 @@ pub(crate) fn spawn<S, B>(
         inner: service,
         activity: activity.clone(),
         body_read: timeouts.body_read,
+        drain_end: drain_end.cloned(),
     };
     let connection = builder
         .serve_connection_with_upgrades(io, service)
@@ -438,6 +444,7 @@ struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
     body_read: Duration,
+    drain_end: Option<DrainEnd>,
 }
 
 impl<S, B> hyper::service::Service<http::Request<hyper::body::Incoming>> for Tracked<S>
@@ -472,6 +479,7 @@ where
             request: Some(in_flight),
             race,
             http1,
+            drain_end: self.drain_end.clone(),
         }
     }
 }
@@ -646,6 +654,8 @@ struct Answering<F> {
     /// For a request with a body.
     race: Option<Arc<Race>>,
     http1: bool,
+    /// Ends the response if it is gRPC ([`DrainEnd::watch`]).
+    drain_end: Option<DrainEnd>,
 }
 
 impl<F, B, E> Future for Answering<F>
@@ -690,9 +700,14 @@ where
             // hyper sends the head, then asks for the body.
             request.sending(true);
         }
+        let ending = this
+            .drain_end
+            .as_ref()
+            .and_then(|drain_end| drain_end.watch(&response));
         Poll::Ready(Ok(response.map(|body| Sent {
             inner: body,
             request,
+            ending,
         })))
     }
 }
@@ -701,9 +716,13 @@ where
 /// dropped, and tells whose turn it is: the app's while it has no frame ready, the
 /// client's while hyper holds one it has not written. No body (`None`): the 408 of a
 /// request whose body timed out.
+///
+/// A gRPC response still being sent when the drain budget is over ends there with a
+/// trailers frame saying UNAVAILABLE (see [`DrainEnd`]), its body dropped.
 pub(crate) struct Sent<B> {
     inner: Option<B>,
     request: Option<InFlight>,
+    ending: Option<drain_end::Ending>,
 }
 
 impl<B: http_body::Body> http_body::Body for Sent<B> {
@@ -715,16 +734,37 @@ impl<B: http_body::Body> http_body::Body for Sent<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         // SAFETY: `inner` is pinned structurally: it is never moved out of `self` nor
-        // given out unpinned, and `Sent` has no `Drop` impl; `request` is not pinned.
-        let (inner, request) = unsafe {
+        // given out unpinned (only polled, or dropped in place by `Pin::set`), and `Sent`
+        // has no `Drop` impl; `request` and `ending` are not pinned.
+        let (mut inner, request, ending) = unsafe {
             let this = self.get_unchecked_mut();
-            (Pin::new_unchecked(&mut this.inner), &mut this.request)
+            (
+                Pin::new_unchecked(&mut this.inner),
+                &mut this.request,
+                &mut this.ending,
+            )
         };
-        let Some(inner) = inner.as_pin_mut() else {
+        let Some(body) = inner.as_mut().as_pin_mut() else {
             *request = None;
             return Poll::Ready(None);
         };
-        let polled = inner.poll_frame(cx);
+        // A gRPC response reads the flag before each frame (no frame of the app's is
+        // taken and lost), and is woken by the firing only when the body has none ready.
+        let mut trailers = ending.as_mut().and_then(|ending| ending.trailers(None));
+        let mut polled = Poll::Pending;
+        if trailers.is_none() {
+            polled = body.poll_frame(cx);
+            if polled.is_pending() {
+                trailers = ending.as_mut().and_then(|ending| ending.trailers(Some(cx)));
+            }
+        }
+        if let Some(trailers) = trailers {
+            tracing::debug!("a gRPC response ended UNAVAILABLE at the drain timeout");
+            // Its last frame: the body dropped, the request over at the next poll.
+            inner.set(None);
+            *ending = None;
+            polled = Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
+        }
         match &polled {
             Poll::Pending => {
                 if let Some(request) = request {

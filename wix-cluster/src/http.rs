@@ -22,13 +22,22 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 ///
 /// 1. stops accepting and drops the listener (the master's copy keeps the queue, which
 ///    the other workers go on accepting from);
-/// 2. lets in-flight requests finish, closing each connection after its current
-///    response (HTTP/1 responses from then on say `connection: close`, so that clients
-///    open a new connection, which another worker accepts, instead of sending their
-///    next request on one about to close), and closes the keep-alive connections
-///    still idle 100 ms after the stop;
-/// 3. returns when every connection is closed, or gives up on the rest just before the
-///    drain timeout ([`Worker::drain_timeout`]) at which the master would kill the worker.
+/// 2. lets in-flight requests finish: every HTTP/2 connection gets its GOAWAY at once,
+///    idle or streaming; each HTTP/1 connection closes after its current response
+///    (HTTP/1 responses from then on say `connection: close`, so that clients open a
+///    new connection, which another worker accepts, instead of sending their next
+///    request on one about to close), and the keep-alive connections still idle 100 ms
+///    after the stop are closed; upgraded connections (WebSockets) count too, and
+///    [`crate::websocket::Closing`] closes them with a close frame;
+/// 3. returns as soon as every connection is closed (at once when none is open), or
+///    gives up on the rest at the drain's deadline ([`Worker::drain_deadline`]), just
+///    before the drain timeout ([`Worker::drain_timeout`]) at which the master would kill
+///    the worker.
+///    A gRPC response still streaming then (a server-streaming call, its
+///    `content-type` `application/grpc...`) is not cut: it ends with the status
+///    UNAVAILABLE (`grpc-status: 14`, with a `grpc-message` saying the worker is
+///    draining), which gRPC clients retry, and `serve` waits a moment for those last
+///    frames to leave.
 ///
 /// Every connection has the timeouts of [`crate::ClusterBuilder::header_read_timeout`],
 /// [`crate::ClusterBuilder::idle_timeout`] and
@@ -66,6 +75,7 @@ where
     let mut accept_errors = ErrorReport::default();
     let timeouts = worker.timeouts();
     let builder = crate::connection::builder(timeouts);
+    let drain_end = crate::connection::DrainEnd::new();
     // Takes a connection only while this worker holds no more than its fair share of
     // the cluster's (`crate::fair_share`).
     let listener = crate::fair_share::gate::Listener::new(listener)?;
@@ -94,7 +104,15 @@ where
             _open: OpenConnection::open(),
             _held: held,
         };
-        crate::connection::spawn(stream, service, &builder, &drain, timeouts, None);
+        crate::connection::spawn(
+            stream,
+            service,
+            &builder,
+            &drain,
+            timeouts,
+            None,
+            Some(&drain_end),
+        );
         if share_the_queue && !listener.is_fair() {
             // Every worker accepts from one kernel queue, and a burst of connections
             // wakes them all; the first to run would otherwise take the whole burst
@@ -140,6 +158,11 @@ where
             left.total(),
             left.upgraded
         );
+        // gRPC responses still streaming end with UNAVAILABLE rather than a reset: a
+        // moment (within what is left before the master's kill) for those frames to be
+        // written and their connections to close.
+        drain_end.fire();
+        let _ = tokio::time::timeout(last_words(worker.drain_timeout()), drain.finished()).await;
     }
     worker.report_drained(left.total(), left.upgraded, began.elapsed());
     Ok(())
@@ -260,6 +283,13 @@ pub(crate) const SETTLE: Duration = Duration::from_millis(100);
 /// the worker time to exit on its own before the master kills it.
 pub(crate) fn drain_budget(timeout: Duration) -> Duration {
     timeout.saturating_sub((timeout / 10).min(Duration::from_millis(500)))
+}
+
+/// How long a server that gave up at its drain budget waits for the last frames it
+/// asked for (gRPC's UNAVAILABLE): half of what the budget leaves before the drain
+/// timeout, at most 100 ms.
+fn last_words(timeout: Duration) -> Duration {
+    (timeout.saturating_sub(drain_budget(timeout)) / 2).min(Duration::from_millis(100))
 }
 
 /// Accept errors that concern one connection only.

@@ -101,7 +101,15 @@ pub(crate) async fn serve(
                 let mut app = app.clone();
                 async move { app.call(request).await }
             });
-        crate::connection::spawn(stream, service, &builder, &drain, timeouts, Some(&registry));
+        crate::connection::spawn(
+            stream,
+            service,
+            &builder,
+            &drain,
+            timeouts,
+            Some(&registry),
+            None,
+        );
     }
     // The listener stopped at once; the connections it accepted just before get a
     // moment to deliver their request before the idle ones are closed (`SETTLE`, in
