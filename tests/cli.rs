@@ -582,3 +582,116 @@ fn events_follow_prints_a_kill_9_at_once_and_keeps_following_across_an_upgrade()
     follow.wait_for(&["exit", &victim.to_string(), "SIGKILL"]);
     send_signal(new_master, Signal::SIGKILL);
 }
+
+/// A tmux server of the test's own (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new(name: &str) -> Tmux {
+        Tmux {
+            socket: format!("wix-cli-{name}-{}", std::process::id()),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let output = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("tmux {args:?}: {e} (apt-get install tmux)"));
+        assert!(output.status.success(), "tmux {args:?}: {output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "top"])
+    }
+
+    /// Waits up to PATIENCE for the screen to pass `check`; the last screen.
+    fn wait_for(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
+        let mut screen = String::new();
+        let ok = wait_until(PATIENCE, || {
+            screen = self.screen();
+            check(&screen)
+        });
+        assert!(ok, "the screen never showed {what}:\n{screen}");
+        screen
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+#[test]
+fn top_in_tmux_shows_every_worker_a_kill_9_and_scales_up_after_confirming_then_q_exits_0() {
+    let scratch = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "cli-top");
+    let token_file = scratch.path("token");
+    std::fs::write(&token_file, TOKEN).expect("write the token file");
+    let (program, management) = cluster("hello", "2", &[("WIX_CLUSTER_ADMIN_TOKEN", TOKEN)]);
+    let workers = program.wait_for_steady_workers(2);
+    let tmux = Tmux::new("top");
+    // After top: its exit code, then whether the terminal is back in canonical mode.
+    let script = format!(
+        "{} top {} --token-file {}; echo EXIT=$?; stty -a | tr ' ' '\\n' | grep -x -e icanon -e -icanon; sleep 600",
+        cli_path().display(),
+        program.pid(),
+        token_file.display()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &script,
+    ]);
+    tmux.wait_for("every worker's pid", |screen| {
+        screen.contains("workers") && workers.iter().all(|w| screen.contains(&w.to_string()))
+    });
+    send_signal(workers[0], Signal::SIGKILL);
+    let victim = workers[0].to_string();
+    tmux.wait_for("the kill -9 in the events pane", |screen| {
+        screen
+            .lines()
+            .any(|line| line.contains("exit") && line.contains(&victim) && line.contains("SIGKILL"))
+    });
+    tmux.run(&["send-keys", "-t", "top", "+"]);
+    tmux.wait_for("the question", |screen| {
+        screen.contains("Scale to 3 workers?")
+    });
+    let (before, _) = live_workers(management);
+    assert_eq!(before.len(), 2, "scaled before confirming");
+    tmux.run(&["send-keys", "-t", "top", "y"]);
+    let scaled = wait_until(PATIENCE, || {
+        let (now, ready) = live_workers(management);
+        now.len() == 3 && ready
+    });
+    assert!(scaled, "not scaled to 3 after y:\n{}", tmux.screen());
+    tmux.wait_for("3 of 3 ready", |screen| screen.contains("3/3 ready"));
+    tmux.run(&["send-keys", "-t", "top", "q"]);
+    let screen = tmux.wait_for("the exit code and the terminal's mode", |screen| {
+        screen.contains("EXIT=")
+            && screen
+                .lines()
+                .any(|line| line.trim() == "icanon" || line.trim() == "-icanon")
+    });
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    assert!(
+        screen.lines().any(|line| line.trim() == "icanon"),
+        "the terminal was left raw:\n{screen}"
+    );
+    assert!(
+        !screen.contains("REQ/S"),
+        "the full-screen view is still shown:\n{screen}"
+    );
+}

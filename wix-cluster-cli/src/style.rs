@@ -29,6 +29,16 @@ impl Style {
         }
     }
 
+    /// Whether it colours.
+    pub(crate) fn is_colour(self) -> bool {
+        self.colour
+    }
+
+    /// No colour (`top` colours through its own widgets).
+    pub(crate) fn for_stdout_plain() -> Style {
+        Style { colour: false }
+    }
+
     /// No colour.
     #[cfg(test)]
     pub(crate) fn plain() -> Style {
