@@ -129,14 +129,15 @@ fn get_json(addr: SocketAddr, path: &str) -> Value {
     serde_json::from_str(&response.body).unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
-/// The pids of the live workers `/workers` lists, and whether all are ready.
+/// The pids of the workers `/workers` lists as serving (neither draining, as a
+/// replaced one does a moment longer, nor exited), and whether all are ready.
 fn live_workers(management: SocketAddr) -> (BTreeSet<u64>, bool) {
     let workers = get_json(management, "/workers");
     let rows: Vec<&Value> = workers["workers"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|w| w["state"] != "exited")
+        .filter(|w| w["state"] != "exited" && w["state"] != "draining")
         .collect();
     let ready = rows.iter().all(|w| w["state"] == "ready");
     (
@@ -261,6 +262,8 @@ fn status_fits_80_and_200_columns_and_its_json_has_every_worker() {
             }
         }
     }
+    let ran = run(&["top", &pid], &[]);
+    assert_eq!(ran.code, Some(2), "top without a terminal: {ran:?}");
     let ran = run(&["status", "-c", &pid, "-o", "json"], &[]);
     assert_eq!(ran.code, Some(0), "{ran:?}");
     let json = ran.json();

@@ -33,7 +33,15 @@ pub(crate) fn run(client: Client, interval: Duration) -> Result<(), Failure> {
         ));
     }
     let colour = crate::style::Style::for_stdout().is_colour();
-    let mut terminal = ratatui::init();
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return Err(Failure::Usage(
+            "top needs a terminal; `status` prints the same once".into(),
+        ));
+    }
+    let mut terminal = ratatui::try_init().map_err(|e| {
+        ratatui::restore();
+        Failure::Failed(format!("cannot take over the terminal: {e}"))
+    })?;
     let result = run_loop(&mut terminal, &client, &mut state, interval, colour);
     ratatui::restore();
     result.map_err(|e| Failure::Failed(format!("the terminal failed: {e}")))
