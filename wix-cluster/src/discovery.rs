@@ -75,6 +75,13 @@ pub fn list() -> Vec<Entry> {
         };
         for file in files.filter_map(Result::ok) {
             let path = file.path();
+            if let Some(pid) = staged_pid(&path) {
+                // Left by a master that died between writing and renaming.
+                if !crate::procfs::is_live(pid) {
+                    let _ = std::fs::remove_file(&path);
+                }
+                continue;
+            }
             if path.extension().is_none_or(|ext| ext != "json") {
                 continue;
             }
@@ -92,6 +99,16 @@ pub fn list() -> Vec<Entry> {
     }
     entries.sort_by(|a, b| a.started_at.total_cmp(&b.started_at));
     entries
+}
+
+/// The pid of a file being written (`.<pid>.json.tmp`), if `path` is one.
+fn staged_pid(path: &Path) -> Option<u32> {
+    path.file_name()?
+        .to_str()?
+        .strip_prefix('.')?
+        .strip_suffix(".json.tmp")?
+        .parse()
+        .ok()
 }
 
 /// The entry in `path`; `None` when it cannot be read or parsed (a file being written
@@ -223,5 +240,12 @@ mod tests {
             ..entry.clone()
         };
         assert!(!is_running(&older), "a reused pid is not the file's master");
+    }
+
+    #[test]
+    fn files_being_written_are_told_by_their_name() {
+        assert_eq!(staged_pid(Path::new("/d/.42.json.tmp")), Some(42));
+        assert_eq!(staged_pid(Path::new("/d/42.json")), None);
+        assert_eq!(staged_pid(Path::new("/d/.x.json.tmp")), None);
     }
 }
