@@ -34,6 +34,12 @@ pub fn fixture_path(name: &str) -> PathBuf {
     built(Target::Fixture, name)
 }
 
+/// The path of the built `wix-cluster` command (the `wix-cluster-cli` package), building
+/// it first (once per test process).
+pub fn cli_path() -> PathBuf {
+    built(Target::Cli, "wix-cluster")
+}
+
 /// What [`built`] builds.
 #[derive(Clone, Copy, PartialEq)]
 enum Target {
@@ -41,6 +47,8 @@ enum Target {
     Example,
     /// A binary of the test-support package.
     Fixture,
+    /// The binary of the wix-cluster-cli package.
+    Cli,
 }
 
 /// Builds `name` (once per test process, in the test's own profile) and returns its path.
@@ -58,7 +66,7 @@ fn built(target: Target, name: &str) -> PathBuf {
     let key = (target, name.to_owned());
     let (what, path) = match target {
         Target::Example => (["--example", name], profile_dir.join("examples").join(name)),
-        Target::Fixture => (["--bin", name], profile_dir.join(name)),
+        Target::Fixture | Target::Cli => (["--bin", name], profile_dir.join(name)),
     };
     if !built.contains(&key) {
         let cargo = option_env!("CARGO").unwrap_or("cargo");
@@ -68,6 +76,9 @@ fn built(target: Target, name: &str) -> PathBuf {
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
         if target == Target::Fixture {
             command.args(["--package", "wix-cluster-test-support"]);
+        }
+        if target == Target::Cli {
+            command.args(["--package", "wix-cluster-cli"]);
         }
         command.args(what);
         for (key, _) in std::env::vars_os() {

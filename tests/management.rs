@@ -636,7 +636,12 @@ fn admin_actions_are_403_without_a_configured_token() {
     let program = start("flaky", &[]);
     let management = program.management_addr();
     program.wait_for_200(management, "/health/ready");
-    for path in ["/workers/restart", "/workers/scale?count=3"] {
+    for path in [
+        "/workers/restart",
+        "/workers/scale?count=3",
+        "/master/upgrade",
+        "/master/stop",
+    ] {
         for token in [None, Some(TOKEN)] {
             let (status, body) = post(management, path, token);
             assert_eq!(status, 403, "{path} {token:?}: {body}");
@@ -663,7 +668,12 @@ fn admin_actions_need_the_right_bearer_token_and_then_act() {
     );
     let management = program.management_addr();
     program.wait_for_200(management, "/health/ready");
-    for path in ["/workers/restart", "/workers/scale?count=3"] {
+    for path in [
+        "/workers/restart",
+        "/workers/scale?count=3",
+        "/master/upgrade",
+        "/master/stop",
+    ] {
         let (status, body) = post(management, path, None);
         assert_eq!(status, 401, "{path}: {body}");
         let (status, body) = post(management, path, Some("wrong"));
@@ -754,6 +764,150 @@ fn single_process_mode_serves_the_management_app_for_its_one_process() {
     assert_eq!(get(management, "/health/deployment/test").status, 200);
     let (status, body) = post(management, "/workers/scale?count=2", Some(TOKEN));
     assert_eq!(status, 409, "{body}");
+    let (status, body) = post(management, "/master/upgrade", Some(TOKEN));
+    assert_eq!(status, 409, "{body}");
+}
+
+#[test]
+fn the_upgrade_action_replaces_the_master_as_sigusr2_does() {
+    let mut program = start(
+        "management_page",
+        &[
+            ("WIX_CLUSTER_ADMIN_TOKEN", TOKEN),
+            ("WIX_CLUSTER_WORKERS", "2"),
+        ],
+    );
+    let management = program.management_addr();
+    program.wait_for_200(management, "/health/ready");
+    let (status, body) = post(management, "/master/upgrade", Some(TOKEN));
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["pid"], program.pid());
+    let new_master = program.new_master_pid();
+    assert_ne!(new_master, program.pid());
+    program.assert_exits_with(0);
+    let (_, info) = get_json(management, "/");
+    assert_eq!(
+        info["pid"], new_master,
+        "the new master answers at the same address"
+    );
+    send_signal(new_master, nix::sys::signal::Signal::SIGKILL);
+}
+
+#[test]
+fn the_stop_action_stops_the_cluster_as_sigterm_does() {
+    for single in ["0", "1"] {
+        let mut program = start(
+            "management_page",
+            &[
+                ("WIX_CLUSTER_ADMIN_TOKEN", TOKEN),
+                ("WIX_CLUSTER_WORKERS", "2"),
+                ("WIX_CLUSTER_SINGLE", single),
+            ],
+        );
+        let management = program.management_addr();
+        program.wait_for_200(management, "/health/ready");
+        let workers = program.workers();
+        let (status, body) = post(management, "/master/stop", Some(TOKEN));
+        assert_eq!(status, 202, "single {single}: {body}");
+        assert_eq!(body["pid"], program.pid());
+        program.assert_exits_with(0);
+        program.wait_for_log("stop requested");
+        for worker in workers {
+            program.wait_until_gone(worker);
+        }
+    }
+}
+
+/// The discovery files in `dir`, parsed.
+fn discovery_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, String, Value)> {
+    let Ok(files) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    files
+        .filter_map(Result::ok)
+        .map(|f| f.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter_map(|p| {
+            let text = std::fs::read_to_string(&p).ok()?;
+            let json = serde_json::from_str(&text).ok()?;
+            Some((p, text, json))
+        })
+        .collect()
+}
+
+#[test]
+fn a_master_writes_a_private_discovery_file_without_the_token_and_removes_it_at_exit() {
+    use std::os::unix::fs::PermissionsExt;
+    let runtime = wix_cluster_suite::Scratch::new(env!("CARGO_TARGET_TMPDIR"), "discovery-exit");
+    let xdg = runtime.path("");
+    let mut program = start(
+        "management_page",
+        &[
+            ("WIX_CLUSTER_ADMIN_TOKEN", TOKEN),
+            ("XDG_RUNTIME_DIR", xdg.to_str().expect("a UTF-8 path")),
+        ],
+    );
+    let management = program.management_addr();
+    program.wait_for_200(management, "/health/ready");
+    let dir = runtime.path("wix-cluster");
+    let mut files = Vec::new();
+    assert!(
+        wait_until(PATIENCE, || {
+            files = discovery_files(&dir);
+            !files.is_empty()
+        }),
+        "no discovery file in {}",
+        dir.display()
+    );
+    let (path, text, entry) = &files[0];
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        path.file_name().and_then(|n| n.to_str()),
+        Some(&*format!("{}.json", program.pid()))
+    );
+    assert_eq!(entry["pid"], program.pid());
+    assert_eq!(entry["name"], "management_page");
+    assert_eq!(entry["management_addr"], management.to_string());
+    assert!((entry["started_at"].as_f64().unwrap_or(0.0) - now_seconds()).abs() < 600.0);
+    assert!(
+        !text.contains(TOKEN),
+        "the token is in the discovery file: {text}"
+    );
+    let mode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+    assert_eq!(mode(&dir).ok(), Some(0o700));
+    assert_eq!(mode(path).ok(), Some(0o600));
+    program.signal(nix::sys::signal::Signal::SIGTERM);
+    program.assert_exits_with(0);
+    assert!(
+        discovery_files(&dir).is_empty(),
+        "the file outlived its master"
+    );
+}
+
+#[test]
+fn after_an_upgrade_only_the_new_masters_discovery_file_is_left() {
+    let runtime = wix_cluster_suite::Scratch::new(env!("CARGO_TARGET_TMPDIR"), "discovery-upgrade");
+    let xdg = runtime.path("");
+    let mut program = start(
+        "management_page",
+        &[("XDG_RUNTIME_DIR", xdg.to_str().expect("a UTF-8 path"))],
+    );
+    let management = program.management_addr();
+    program.wait_for_200(management, "/health/ready");
+    let dir = runtime.path("wix-cluster");
+    program.signal(nix::sys::signal::Signal::SIGUSR2);
+    let new_master = program.new_master_pid();
+    program.assert_exits_with(0);
+    let mut pids = Vec::new();
+    let only_new = wait_until(PATIENCE, || {
+        pids = discovery_files(&dir)
+            .iter()
+            .filter_map(|(_, _, entry)| entry["pid"].as_u64())
+            .collect();
+        pids == [u64::from(new_master)]
+    });
+    send_signal(new_master, nix::sys::signal::Signal::SIGKILL);
+    assert!(only_new, "discovery files after the upgrade: {pids:?}");
 }
 
 #[test]

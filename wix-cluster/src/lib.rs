@@ -30,6 +30,7 @@ mod app;
 mod cluster;
 pub mod config;
 mod connection;
+pub mod discovery;
 mod event;
 mod event_log;
 pub mod exchange;

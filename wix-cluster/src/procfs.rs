@@ -112,6 +112,29 @@ pub(crate) fn is_live(pid: u32) -> bool {
     state_and_group(&pid.to_string()).is_some_and(|(state, _)| state != 'Z')
 }
 
+/// When process `pid` started (`starttime` in `/proc/<pid>/stat` after the boot time in
+/// `/proc/stat`), to the clock tick; `None` when either is unreadable.
+pub(crate) fn started_at(pid: u32) -> Option<std::time::SystemTime> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22 is starttime; the fields after the name start at field 3.
+    let ticks: u64 = text
+        .get(text.rfind(')')? + 1..)?
+        .split_whitespace()
+        .nth(22 - 3)?
+        .parse()
+        .ok()?;
+    let system = std::fs::read_to_string("/proc/stat").ok()?;
+    let boot: u64 = system
+        .lines()
+        .find_map(|line| line.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let since_boot =
+        Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / clock_ticks_per_second());
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(boot) + since_boot)
+}
+
 /// Whether some live (not zombie) process is in the process group `group`.
 pub(crate) fn group_has_live_members(group: u32) -> bool {
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -179,6 +202,14 @@ mod tests {
         let stat = parse_stat(line, 100, 4096).unwrap();
         assert_eq!(stat.cpu_time, Duration::from_secs(3));
         assert_eq!(stat.rss_bytes, 2560 * 4096);
+    }
+
+    #[test]
+    fn this_process_started_before_now_and_after_boot() {
+        let started = started_at(std::process::id()).unwrap();
+        let now = std::time::SystemTime::now();
+        assert!(started <= now + Duration::from_secs(1));
+        assert!(now.duration_since(started).unwrap_or_default() < Duration::from_secs(3600));
     }
 
     #[test]

@@ -47,7 +47,8 @@ where
                 return ExitCode::FAILURE;
             }
         }
-        crate::management::start(&master, config);
+        // Serving for the life of the process; its discovery file goes with it.
+        let _management = crate::management::start(&master, config);
         let worker = Worker::new(
             WorkerId(0),
             0,

@@ -1,5 +1,6 @@
-//! The admin actions, `POST /workers/restart` and `POST /workers/scale?count=N`, and
-//! the bearer token that guards them.
+//! The admin actions, `POST /workers/restart`, `POST /workers/scale?count=N`,
+//! `POST /master/upgrade` and `POST /master/stop`, and the bearer token that guards
+//! them.
 //!
 //! Without a configured token (`WIX_CLUSTER_ADMIN_TOKEN`, or the program's) the actions
 //! answer 403; with one, a request must carry `Authorization: Bearer <token>` or gets
@@ -23,6 +24,20 @@ pub(crate) const MAX_SCALE: usize = crate::limits::MAX_WORKERS;
 /// `None` when the request may act on the cluster; the refusal otherwise: 403 without
 /// a configured token, 401 without the right one, 409 in single-process mode.
 fn refusal(ctx: &Ctx, headers: &HeaderMap) -> Option<Response> {
+    unauthorised(ctx, headers).or_else(|| {
+        ctx.master.is_single_process().then(|| {
+            error(
+                StatusCode::CONFLICT,
+                "single-process mode: there are no worker processes to restart or scale, \
+                 and no master to upgrade",
+            )
+        })
+    })
+}
+
+/// `None` when the request carries the admin token; 403 without a configured token,
+/// 401 without the right one.
+fn unauthorised(ctx: &Ctx, headers: &HeaderMap) -> Option<Response> {
     let Some(expected) = &ctx.about.admin_token else {
         return Some(error(
             StatusCode::FORBIDDEN,
@@ -48,12 +63,6 @@ fn refusal(ctx: &Ctx, headers: &HeaderMap) -> Option<Response> {
             );
             return Some(refusal);
         }
-    }
-    if ctx.master.is_single_process() {
-        return Some(error(
-            StatusCode::CONFLICT,
-            "single-process mode: there are no worker processes to restart or scale",
-        ));
     }
     None
 }
@@ -126,6 +135,36 @@ pub(crate) async fn scale(
     (
         StatusCode::ACCEPTED,
         Json(json!({ "status": "scaling", "from": from, "to": count })),
+    )
+        .into_response()
+}
+
+/// `POST /master/upgrade`: starts a master upgrade (as SIGUSR2 does); 202 with the pid
+/// of the master being replaced.
+pub(crate) async fn upgrade(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    if let Some(refusal) = refusal(&ctx, &headers) {
+        return refusal;
+    }
+    tracing::info!("management app: master upgrade requested");
+    ctx.master.upgrade();
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "status": "upgrade started", "pid": std::process::id() })),
+    )
+        .into_response()
+}
+
+/// `POST /master/stop`: stops the cluster gracefully (as SIGTERM does: the drain delay,
+/// then the drain), in single-process mode too; 202 with the pid that will exit.
+pub(crate) async fn stop(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    if let Some(refusal) = unauthorised(&ctx, &headers) {
+        return refusal;
+    }
+    tracing::info!("management app: stop requested");
+    ctx.master.shutdown(0);
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "status": "stopping", "pid": std::process::id() })),
     )
         .into_response()
 }

@@ -97,6 +97,8 @@ pub(crate) fn router(ctx: Ctx, pages: Vec<Router>) -> Router {
         .route("/workers", get(workers::page))
         .route("/workers/restart", post(admin::restart))
         .route("/workers/scale", post(admin::scale))
+        .route("/master/upgrade", post(admin::upgrade))
+        .route("/master/stop", post(admin::stop))
         .route("/health/is_alive", get(health::is_alive))
         .route("/health/ready", get(health::ready))
         .route("/health/deployment/test", get(health::deployment_test))
