@@ -525,6 +525,22 @@ fn capture(
     })
 }
 
+/// A TCP connection to `addr` that has sent a WebSocket handshake for `path` and nothing
+/// else (the answer is left to read): a client that may then ignore what the server
+/// sends, its close frame included.
+pub fn raw_websocket(addr: SocketAddr, path: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .expect("send the handshake");
+    stream
+}
+
 /// When a log line was written: the RFC 3339 timestamp after its `[...]` prefix (the
 /// default text format's); panics when the line has none.
 pub fn logged_at(line: &str) -> std::time::SystemTime {

@@ -285,15 +285,8 @@ fn a_rolled_worker_that_ignores_its_drain_is_killed_at_the_drain_timeout() {
 /// it keeps its worker draining until the drain's deadline. Returns once the socket is
 /// open, with the pid of the worker that took it.
 fn deaf_websocket(addr: SocketAddr) -> (std::net::TcpStream, u32) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    let request = format!(
-        "GET /chat HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .expect("send the handshake");
+    use std::io::Read;
+    let mut stream = wix_cluster_suite::raw_websocket(addr, "/chat");
     stream
         .set_read_timeout(Some(PATIENCE))
         .expect("read timeout");
@@ -332,10 +325,29 @@ fn five_rolls_in_a_row_with_websockets_open_leave_at_most_max_draining_old_worke
     let mut sockets = Vec::new();
     let mut generations = Vec::new();
     for roll in 1..=5 {
-        // A socket that keeps this generation draining for the whole 60 s.
-        let (socket, pid) = deaf_websocket(addr);
-        sockets.push(socket);
-        generations.push(pid);
+        // A socket that keeps this generation draining for the whole 60 s: on the
+        // current worker (just after a roll, one that is about to drain may still
+        // take a connection from the shared queue: such sockets are kept open too).
+        let mut current = Vec::new();
+        assert!(
+            wait_until(PATIENCE, || {
+                current = program
+                    .workers()
+                    .into_iter()
+                    .filter(|pid| !generations.contains(pid))
+                    .collect();
+                current.len() == 1
+            }),
+            "no single current worker: {current:?}"
+        );
+        loop {
+            let (socket, pid) = deaf_websocket(addr);
+            sockets.push(socket);
+            if pid == current[0] {
+                break;
+            }
+        }
+        generations.push(current[0]);
         program.signal(Signal::SIGHUP);
         program.wait_for_log_count("rolling restart done", roll);
         // Every socket's worker has been rolled: those alive are draining.

@@ -167,6 +167,31 @@ async fn blocking<T: Send + 'static>(wait: impl FnOnce() -> T + Send + 'static) 
         .expect("a blocking wait")
 }
 
+/// No call of `report` failed through `what` (a roll, an upgrade), and old and new
+/// workers both served some.
+fn assert_none_failed(report: CallReport, what: &str, before: &[u32], after: &[u32]) {
+    eprintln!(
+        "unary calls through {what}: {} ok, {} failed, {} made again (never sent)",
+        report.ok,
+        report.failed.len(),
+        report.retried
+    );
+    assert!(
+        report.failed.is_empty(),
+        "calls failed through {what}: {} of {}: {:?}",
+        report.failed.len(),
+        report.ok as usize + report.failed.len(),
+        report.failed.iter().take(5).collect::<Vec<_>>()
+    );
+    assert!(
+        report.served_by.iter().any(|pid| before.contains(pid))
+            && report.served_by.iter().any(|pid| after.contains(pid)),
+        "the callers should have been served by old and new workers: {:?} (old {before:?}, \
+         new {after:?})",
+        report.served_by
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unary_calls_at_full_speed_through_a_rolling_restart_fail_none() {
     let program = Arc::new(grpc(&[]));
@@ -192,27 +217,7 @@ async fn unary_calls_at_full_speed_through_a_rolling_restart_fail_none() {
         "no new worker answered"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let report = calls.stop().await;
-    eprintln!(
-        "unary calls through a roll: {} ok, {} failed, {} made again (never sent)",
-        report.ok,
-        report.failed.len(),
-        report.retried
-    );
-    assert!(
-        report.failed.is_empty(),
-        "calls failed in the roll: {} of {}: {:?}",
-        report.failed.len(),
-        report.ok as usize + report.failed.len(),
-        report.failed.iter().take(5).collect::<Vec<_>>()
-    );
-    assert!(
-        report.served_by.iter().any(|pid| before.contains(pid))
-            && report.served_by.iter().any(|pid| after.contains(pid)),
-        "the callers should have been served by old and new workers: {:?} (old {before:?}, \
-         new {after:?})",
-        report.served_by
-    );
+    assert_none_failed(calls.stop().await, "a roll", &before, &after);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,27 +251,7 @@ async fn unary_calls_at_full_speed_through_a_master_upgrade_fail_none() {
         "no new worker answered"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let report = calls.stop().await;
-    eprintln!(
-        "unary calls through an upgrade: {} ok, {} failed, {} made again (never sent)",
-        report.ok,
-        report.failed.len(),
-        report.retried
-    );
-    assert!(
-        report.failed.is_empty(),
-        "calls failed in the upgrade: {} of {}: {:?}",
-        report.failed.len(),
-        report.ok as usize + report.failed.len(),
-        report.failed.iter().take(5).collect::<Vec<_>>()
-    );
-    assert!(
-        report.served_by.iter().any(|pid| before.contains(pid))
-            && report.served_by.iter().any(|pid| after.contains(pid)),
-        "the callers should have been served by old and new workers: {:?} (old {before:?}, \
-         new {after:?})",
-        report.served_by
-    );
+    assert_none_failed(calls.stop().await, "an upgrade", &before, &after);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

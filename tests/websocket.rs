@@ -5,7 +5,7 @@
 //! closed, well before the drain timeout.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -304,7 +304,12 @@ fn two_hundred_websockets_through_a_roll_get_1012_reconnect_to_new_workers_and_l
     );
     eprintln!("old workers gone {left_after:?} after the roll was done");
     // The event log says how each old worker's drain ended.
-    let drains = drain_events(&program);
+    let mut drains = Vec::new();
+    wait_until(PATIENCE, || {
+        drains = drain_events(&program);
+        old.iter()
+            .all(|pid| drains.iter().any(|(of, _)| of == &u64::from(*pid)))
+    });
     for pid in &old {
         let ended = drains.iter().find(|(of, _)| of == &u64::from(*pid));
         assert!(
@@ -373,24 +378,10 @@ fn websockets_through_a_stop_get_1001_and_the_cluster_exits_well_before_the_drai
     }
 }
 
-/// The raw bytes of a WebSocket handshake, then whatever the server sends: a client that
-/// never answers a close frame.
-fn deaf_client(addr: SocketAddr) -> std::net::TcpStream {
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    let request = format!(
-        "GET /chat HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .expect("send the handshake");
-    stream
-}
-
 #[test]
 fn a_websocket_client_that_ignores_the_close_frame_is_closed_at_the_drain_timeout() {
     let (program, old, addr) = start("3s");
-    let mut deaf = deaf_client(addr);
+    let mut deaf = wix_cluster_suite::raw_websocket(addr, "/chat");
     deaf.set_read_timeout(Some(PATIENCE)).expect("read timeout");
     // The 101 and the hello.
     let mut got = Vec::new();
@@ -441,11 +432,14 @@ fn a_websocket_client_that_ignores_the_close_frame_is_closed_at_the_drain_timeou
         !program.log().contains("did not stop within"),
         "the worker was killed at the drain timeout instead of exiting"
     );
-    let drains = drain_events(&program);
+    let mut drains = Vec::new();
     assert!(
-        drains
-            .iter()
-            .any(|(_, cause)| cause.contains("1 WebSockets closed at the drain's deadline")),
+        wait_until(PATIENCE, || {
+            drains = drain_events(&program);
+            drains
+                .iter()
+                .any(|(_, cause)| cause.contains("1 WebSockets closed at the drain's deadline"))
+        }),
         "no drain says the deaf socket was closed at its deadline: {drains:?}"
     );
 }
