@@ -19,7 +19,12 @@ mod my_plugins {
     workers = 4,
     plugins(
         Respawn(max_deaths = 5, within = "30s"),
-        Graceful(timeout = "1.5s", delay = "250ms"),
+        Graceful(
+            timeout = "1.5s",
+            delay = "250ms",
+            max_draining = 3,
+            hard_stop_after = "20s"
+        ),
         LifecycleLog,
         my_plugins::Metrics(prefix = "app"),
     ),
