@@ -525,6 +525,31 @@ fn capture(
     })
 }
 
+/// Reads an HTTP/1.1 response head from `reader`: its status line must say 200; the
+/// headers come back as `(name in lower case, value)` pairs. An error for another status,
+/// or a connection closed within the head.
+pub fn read_ok_head(reader: &mut impl std::io::BufRead) -> std::io::Result<Vec<(String, String)>> {
+    let mut status = String::new();
+    reader.read_line(&mut status)?;
+    if !status.starts_with("HTTP/1.1 200") {
+        return Err(std::io::Error::other(format!("status line {status:?}")));
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::other("closed in the head"));
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            return Ok(headers);
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+}
+
 /// A TCP connection to `addr` that has sent a WebSocket handshake for `path` and nothing
 /// else (the answer is left to read): a client that may then ignore what the server
 /// sends, its close frame included.

@@ -6,7 +6,7 @@
 //! Against `hello`, whose responses name the pid of the worker that served them.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
 use nix::sys::signal::Signal;
@@ -55,31 +55,12 @@ impl KeepAlive {
         self.reader
             .get_mut()
             .write_all(b"GET / HTTP/1.1\r\nHost: balance\r\n\r\n")?;
-        let mut pid = None;
-        let mut length = 0;
-        let mut status = String::new();
-        self.reader.read_line(&mut status)?;
-        if !status.starts_with("HTTP/1.1 200") {
-            return Err(std::io::Error::other(format!("answered {status:?}")));
-        }
-        loop {
-            let mut line = String::new();
-            if self.reader.read_line(&mut line)? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                let value = value.trim();
-                if name.eq_ignore_ascii_case("x-worker-pid") {
-                    pid = value.parse().ok();
-                } else if name.eq_ignore_ascii_case("content-length") {
-                    length = value.parse().unwrap_or(0);
-                }
-            }
-        }
+        let head = wix_cluster_suite::read_ok_head(&mut self.reader)?;
+        let header = |name: &str| head.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+        let pid = header("x-worker-pid").and_then(|v| v.parse::<u32>().ok());
+        let length = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let mut body = vec![0; length];
         self.reader.read_exact(&mut body)?;
         pid.ok_or_else(|| std::io::Error::other("no x-worker-pid"))

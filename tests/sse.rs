@@ -107,36 +107,19 @@ fn read_one_stream(
     }
     let mut reader = BufReader::new(stream);
     // The head.
-    let mut pid = 0;
-    let mut chunked = false;
-    let mut status = String::new();
-    if let Err(e) = reader.read_line(&mut status) {
-        return badly(&e);
-    }
-    if !status.starts_with("HTTP/1.1 200") {
-        return badly(&format!("status line {status:?}"));
-    }
-    loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) => return badly(&"closed in the head"),
-            Ok(_) => {}
-            Err(e) => return badly(&e),
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("x-worker-pid") {
-                pid = value.parse().unwrap_or(0);
-            }
-            if name.eq_ignore_ascii_case("transfer-encoding") && value == "chunked" {
-                chunked = true;
-            }
-        }
-    }
+    let head = match wix_cluster_suite::read_ok_head(&mut reader) {
+        Ok(head) => head,
+        Err(e) => return badly(&e),
+    };
+    let header = |name: &str| {
+        head.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let pid = header("x-worker-pid")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let chunked = header("transfer-encoding") == Some("chunked");
     if !chunked {
         return (pid, Ended::Badly("not chunked".to_owned()));
     }
