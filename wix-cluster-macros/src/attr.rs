@@ -15,7 +15,14 @@ use crate::units::{self, Quantity};
 
 /// Plugins that may be named by their bare name, `plugins(Respawn)`; they live in
 /// `::wix_cluster::__private::plugins`.
-const BUILTIN_PLUGINS: [&str; 5] = ["Respawn", "Graceful", "LifecycleLog", "Stall", "Statsd"];
+const BUILTIN_PLUGINS: [&str; 6] = [
+    "Respawn",
+    "Graceful",
+    "LifecycleLog",
+    "Stall",
+    "Statsd",
+    "Autoscale",
+];
 
 /// The built-in plugins a cluster runs unless `without(...)` names them
 /// (`::wix_cluster::__private::DefaultPlugin`'s variants).
@@ -679,8 +686,31 @@ impl ArgsReader<'_> {
             }
             _ => PluginType::User(entry.path.clone()),
         };
+        if matches!(&ty, PluginType::Builtin(ident) if ident == "Autoscale") {
+            self.check_autoscale_max(&settings);
+        }
         self.args.plugins.push(Plugin { ty, settings });
         Ok(())
+    }
+
+    /// `Autoscale(max = ..)` takes a count or `"auto"`: any other string is a mistake
+    /// the compiler can see.
+    fn check_autoscale_max(&mut self, settings: &[PluginSetting]) {
+        for setting in settings.iter().filter(|setting| setting.key == "max") {
+            if let SettingValue::Expr(value) = &setting.value {
+                if let Some(Lit::Str(lit)) = literal(value) {
+                    if lit.value() != "auto" {
+                        self.errors.at(
+                            lit.span(),
+                            format_args!(
+                                "expected a count of workers or \"auto\" (the CPUs), not {:?}",
+                                lit.value()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// Reads one `key = value` inside a plugin entry's parentheses; `keys` are the keys

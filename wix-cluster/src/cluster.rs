@@ -272,7 +272,11 @@ impl ClusterBuilder {
                 return ExitCode::from(2);
             }
         };
-        let plugins = self.plugins_with_defaults();
+        let autoscale_env = matches!(
+            config.autoscale,
+            Some(crate::config::AutoscaleEnv::Bounds { .. })
+        );
+        let plugins = self.plugins_with_defaults(autoscale_env);
         if config.single_process {
             // The token is the management app's, read above; nothing systemd-related
             // runs in single-process mode. The app, and what it starts, never see them.
@@ -289,8 +293,14 @@ impl ClusterBuilder {
         }
     }
 
-    /// The default plugins neither named nor turned off, then the program's own.
-    fn plugins_with_defaults(self) -> Plugins {
+    /// The default plugins neither named nor turned off, then the program's own, then
+    /// `Autoscale` when `WIX_CLUSTER_AUTOSCALE` sets bounds and the program does not
+    /// name it.
+    fn plugins_with_defaults(self, autoscale_env: bool) -> Plugins {
+        let autoscale = autoscale_env
+            && !self
+                .named
+                .contains(&std::any::TypeId::of::<crate::plugins::Autoscale>());
         let mut plugins: Plugins = DefaultPlugin::ALL
             .into_iter()
             .filter(|default| {
@@ -299,6 +309,9 @@ impl ClusterBuilder {
             .map(DefaultPlugin::instance)
             .collect();
         plugins.extend(self.plugins);
+        if autoscale {
+            plugins.push(Box::new(crate::plugins::Autoscale::default()));
+        }
         plugins
     }
 }

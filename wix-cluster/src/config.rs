@@ -36,6 +36,14 @@ pub const HARD_STOP_MARGIN: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_DRAINING: usize = 2;
 /// The most `max_draining` may be.
 pub const MAX_MAX_DRAINING: usize = 64;
+/// `WIX_CLUSTER_AUTOSCALE`: `min..max` (`1..8`, `2..auto`: `auto` is the CPUs this
+/// process may use) turns [`crate::plugins::Autoscale`] on with those bounds, named by the
+/// program or not; `off` turns it off.
+pub const ENV_AUTOSCALE: &str = "WIX_CLUSTER_AUTOSCALE";
+/// `WIX_CLUSTER_AUTOSCALE_MEMORY_FLOOR`: no autoscaling up while the machine has less
+/// memory available than this (overrides `Autoscale(memory_floor = ..)`): bytes or a
+/// size (`256MiB`, `2GiB`, `1TiB`).
+pub const ENV_AUTOSCALE_MEMORY_FLOOR: &str = "WIX_CLUSTER_AUTOSCALE_MEMORY_FLOOR";
 /// `WIX_CLUSTER_READY_TIMEOUT`: how long a new process may take to become ready before
 /// it is given up on — a worker's successor (rolling restart, recycle) and a new master
 /// with all its workers (upgrade): `500ms`, `90s` or `1m 30s`, more than 0, at most 1 h.
@@ -227,6 +235,15 @@ impl Default for Requested {
     }
 }
 
+/// What `WIX_CLUSTER_AUTOSCALE` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AutoscaleEnv {
+    /// `off`.
+    Off,
+    /// `min..max`; `max` is `None` for `auto`.
+    Bounds { min: usize, max: Option<usize> },
+}
+
 /// The configuration the process runs with.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -247,6 +264,10 @@ pub(crate) struct Config {
     pub(crate) hard_stop_after: Option<Duration>,
     /// `WIX_CLUSTER_MAX_DRAINING`, when set: wins over `Graceful`'s `max_draining`.
     pub(crate) max_draining: Option<usize>,
+    /// `WIX_CLUSTER_AUTOSCALE`, when set.
+    pub(crate) autoscale: Option<AutoscaleEnv>,
+    /// `WIX_CLUSTER_AUTOSCALE_MEMORY_FLOOR`, when set.
+    pub(crate) autoscale_memory_floor: Option<u64>,
     /// `WIX_CLUSTER_READY_TIMEOUT`, when set: replaces both ready timeouts.
     pub(crate) ready_timeout: Option<Duration>,
     /// Watch mode: upgrade the cluster when the program file changes.
@@ -324,6 +345,8 @@ impl Config {
             app_version: requested.app_version.clone(),
             drain_delay: from_env(&var, ENV_DRAIN_DELAY, delay)?,
             max_draining: from_env(&var, ENV_MAX_DRAINING, draining_count)?,
+            autoscale: from_env(&var, ENV_AUTOSCALE, autoscale_bounds)?,
+            autoscale_memory_floor: from_env(&var, ENV_AUTOSCALE_MEMORY_FLOOR, memory_bytes)?,
             hard_stop_after: from_env(&var, ENV_HARD_STOP_AFTER, positive_delay)?,
             ready_timeout: from_env(&var, ENV_READY_TIMEOUT, positive_delay)?,
             watch: from_env(&var, ENV_WATCH, flag)?.unwrap_or(requested.watch),
@@ -437,6 +460,52 @@ fn draining_count(raw: &str) -> Result<usize, &'static str> {
         .ok()
         .filter(|n| (1..=MAX_MAX_DRAINING).contains(n))
         .ok_or("a whole number from 1 to 64")
+}
+
+/// `min..max` or `off`.
+fn autoscale_bounds(raw: &str) -> Result<AutoscaleEnv, &'static str> {
+    const EXPECTED: &str = "min..max (like 1..8 or 2..auto, from 1 to 1024) or off";
+    if raw.trim() == "off" {
+        return Ok(AutoscaleEnv::Off);
+    }
+    let (min, max) = raw.split_once("..").ok_or(EXPECTED)?;
+    let count = |raw: &str| {
+        raw.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_WORKERS).contains(n))
+    };
+    let min = count(min).ok_or(EXPECTED)?;
+    let max = match max.trim() {
+        "auto" => None,
+        max => Some(count(max).filter(|max| *max >= min).ok_or(EXPECTED)?),
+    };
+    Ok(AutoscaleEnv::Bounds { min, max })
+}
+
+/// Bytes, or a size in B, KB, MB, GB, KiB, MiB, GiB or TiB.
+fn memory_bytes(raw: &str) -> Result<u64, &'static str> {
+    const UNITS: [(&str, u64); 9] = [
+        ("", 1),
+        ("B", 1),
+        ("KB", 1000),
+        ("MB", 1000 * 1000),
+        ("GB", 1000 * 1000 * 1000),
+        ("KiB", 1 << 10),
+        ("MiB", 1 << 20),
+        ("GiB", 1 << 30),
+        ("TiB", 1 << 40),
+    ];
+    let raw = raw.trim();
+    let digits = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(digits);
+    let unit = unit.trim();
+    number
+        .parse::<u64>()
+        .ok()
+        .zip(UNITS.iter().find(|(name, _)| *name == unit))
+        .and_then(|(number, (_, scale))| number.checked_mul(*scale))
+        .ok_or("bytes or a size such as 256MiB, 2GiB or 1TiB")
 }
 
 /// An IP address and a port.
@@ -718,6 +787,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("WIX_CLUSTER_MOUNT_POINT"), "{err}");
+    }
+
+    #[test]
+    fn autoscale_is_bounds_or_off_and_its_floor_a_size() {
+        let bounds = |raw: &str| resolve(&[(ENV_AUTOSCALE, raw)]).map(|c| c.autoscale);
+        assert_eq!(
+            bounds("1..8"),
+            Ok(Some(AutoscaleEnv::Bounds {
+                min: 1,
+                max: Some(8)
+            }))
+        );
+        assert_eq!(
+            bounds("2..auto"),
+            Ok(Some(AutoscaleEnv::Bounds { min: 2, max: None }))
+        );
+        assert_eq!(bounds("off"), Ok(Some(AutoscaleEnv::Off)));
+        for bad in ["8..2", "0..4", "1..", "4", "1..9999", "a..b"] {
+            let error = bounds(bad).unwrap_err().to_string();
+            assert!(error.contains("WIX_CLUSTER_AUTOSCALE"), "{bad}: {error}");
+        }
+        let floor = |raw: &str| {
+            resolve(&[(ENV_AUTOSCALE_MEMORY_FLOOR, raw)]).map(|c| c.autoscale_memory_floor)
+        };
+        assert_eq!(floor("1TiB"), Ok(Some(1 << 40)));
+        assert_eq!(floor("512"), Ok(Some(512)));
+        assert!(floor("lots").is_err());
+        assert_eq!(resolve(&[]).map(|c| c.autoscale), Ok(None));
     }
 
     #[test]

@@ -89,7 +89,7 @@ const NONE: u64 = u64::MAX;
 /// fine as the timer tick (4 ms at 250 Hz), plenty for timeouts of seconds. It is read
 /// at every read and write of a connection: from the vDSO without the time counter,
 /// it took 10 ns where `Instant::now()` took 50 ns (on the benchmarks' VM).
-fn coarse_millis() -> u64 {
+pub(crate) fn coarse_millis() -> u64 {
     match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE) {
         Ok(now) => {
             let secs = u64::try_from(now.tv_sec()).unwrap_or(0);
@@ -126,6 +126,8 @@ struct Activity {
     /// The connection's place among its server's, held as long as its socket is open
     /// (by an upgrade too).
     member: drain::Member,
+    /// Counts the connection among those that sent requests ([`crate::busy`]).
+    seen: crate::busy::Seen,
 }
 
 impl Activity {
@@ -140,6 +142,7 @@ impl Activity {
             sending: AtomicUsize::new(0),
             body_stalled: std::sync::atomic::AtomicBool::new(false),
             evict: Notify::new(),
+            seen: crate::busy::Seen::new(),
         }
     }
 
@@ -457,6 +460,7 @@ where
 
     fn call(&self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
         let in_flight = InFlight::start(self.activity.clone(), request.version());
+        self.activity.seen.request();
         let http1 = request.version() <= http::Version::HTTP_11;
         let (parts, incoming) = request.into_parts();
         let (body, race) = if http_body::Body::is_end_stream(&incoming) {
@@ -476,6 +480,7 @@ where
         let request = http::Request::from_parts(parts, body);
         Answering {
             inner: Some(self.inner.call(request)),
+            working: Some(crate::busy::Working::start()),
             request: Some(in_flight),
             race,
             http1,
@@ -649,6 +654,8 @@ impl Drop for InFlight {
 struct Answering<F> {
     /// The app's future, in place (no allocation per request); `None` once dropped.
     inner: Option<F>,
+    /// The worker is busy with the request until its response head is ready.
+    working: Option<crate::busy::Working>,
     /// Taken by the response (or dropped with the future).
     request: Option<InFlight>,
     /// For a request with a body.
@@ -695,6 +702,7 @@ where
             }
             timeout
         });
+        this.working = None;
         let mut request = this.request.take();
         if let Some(request) = &mut request {
             // hyper sends the head, then asks for the body.

@@ -27,6 +27,7 @@
 //! [docs/guide.md](https://github.com/wix/wix-cluster-rs/blob/main/docs/guide.md).
 
 mod app;
+mod busy;
 mod cluster;
 pub mod config;
 mod connection;
@@ -70,7 +71,7 @@ pub use plugin::{Plugin, PluginError};
 pub use stop_reason::StopReason;
 pub use worker::Worker;
 pub use worker_id::WorkerId;
-pub use worker_info::{OpenConnections, WorkerInfo, WorkerState};
+pub use worker_info::{OpenConnections, WorkerInfo, WorkerLoad, WorkerState};
 
 #[doc(inline)]
 pub use wix_cluster_macros::{exchange, main};

@@ -49,6 +49,24 @@ pub(crate) fn stat(pid: u32) -> io::Result<ProcStat> {
     })
 }
 
+/// The memory the machine can give new processes without swapping
+/// (`MemAvailable` of `/proc/meminfo`), in bytes.
+pub(crate) fn mem_available() -> io::Result<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
+    meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemAvailable:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse::<u64>().ok())
+        .map(|kib| kib.saturating_mul(1024))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "no MemAvailable in /proc/meminfo",
+            )
+        })
+}
+
 /// How many descriptors `pid` has open (`/proc/<pid>/fd`).
 pub(crate) fn open_fds(pid: u32) -> io::Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// same binary, so a mismatch means a binary was replaced under a running master (a
 /// rolling restart onto a build that speaks another version stops at its first
 /// worker; a master upgrade, SIGUSR2, is the way to deploy such a build).
-pub(crate) const PROTOCOL_VERSION: u32 = 5;
+pub(crate) const PROTOCOL_VERSION: u32 = 6;
 
 /// What a worker asks the master to listen on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,11 +39,13 @@ pub(crate) enum ToMaster {
     /// The app holds a listener and accepts connections.
     Ready,
     /// The worker's event loop is alive; `requests` served so far by its HTTP helper,
-    /// and `accept_errors`: accepts that failed for lack of descriptors or memory.
+    /// and `accept_errors`: accepts that failed for lack of descriptors or memory;
+    /// `load`: how busy it has been ([`crate::busy`]).
     Heartbeat {
         requests: u64,
         accept_errors: u64,
         connections: crate::OpenConnections,
+        load: crate::busy::Load,
     },
     /// An exchange message for the master's subscribers on `topic` (postcard payload).
     Exchange {

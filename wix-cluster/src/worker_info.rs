@@ -41,8 +41,20 @@ pub struct OpenConnections {
     pub upgraded: u32,
 }
 
+/// How busy a worker was over its last heartbeat's second, as
+/// [`crate::plugins::Autoscale`] reads it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WorkerLoad {
+    /// The share of the time it had work in hand (a request of [`crate::http::serve`]
+    /// from its head until its response head, or a job counted by
+    /// [`crate::metrics::APP_BUSY`]) or its event loop ran late: 0 to 1.
+    pub busy: f64,
+    /// The most work it had in hand at once.
+    pub peak: u32,
+}
+
 /// A snapshot of one worker process.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WorkerInfo {
     /// Slot, generation and pid.
     pub worker: WorkerRef,
@@ -59,4 +71,6 @@ pub struct WorkerInfo {
     pub accept_errors: u64,
     /// Its open connections by kind, as of its last heartbeat.
     pub connections: OpenConnections,
+    /// How busy it was between its last two heartbeats (`None` before its second).
+    pub load: Option<WorkerLoad>,
 }

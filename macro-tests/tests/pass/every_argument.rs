@@ -26,6 +26,7 @@ mod my_plugins {
             hard_stop_after = "20s"
         ),
         LifecycleLog,
+        Autoscale(min = 1, max = "auto", idle_for = "30s", high = 90),
         my_plugins::Metrics(prefix = "app"),
     ),
     without(Stall),

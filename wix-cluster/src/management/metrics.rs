@@ -7,7 +7,9 @@
 //! `wix_cluster_worker_requests_total`, `wix_cluster_worker_accept_errors_total`,
 //! `wix_cluster_worker_heartbeat_age_seconds`. For the cluster:
 //! `wix_cluster_workers_{forked,respawned,exited,died,failing,recycled,stalled,spawn_failed,drains_cut}_total`,
-//! `wix_cluster_workers_desired`, `wix_cluster_workers_ready`, `wix_cluster_failing`.
+//! `wix_cluster_workers_desired`, `wix_cluster_workers_ready`, `wix_cluster_failing`;
+//! with `Autoscale`, `wix_cluster_autoscale_{min,max,desired}` and per worker
+//! `wix_cluster_worker_busy_ratio`.
 //! Then everything recorded through the `metrics`
 //! facade ([`crate::metrics`]): the request metrics of [`crate::http::serve`], the
 //! event-loop lag, and the app's and its libraries' own. Names are made valid (other
@@ -197,6 +199,19 @@ fn heartbeats(text: &mut Text, tracked: &[Tracked]) {
             family.sample("", &[("worker", worker.as_str())], read(&known.info));
         }
     }
+    if let Some(mut family) = text.family(
+        "wix_cluster_worker_busy_ratio",
+        Type::Gauge,
+        "The share of the last heartbeat's second the worker had a request (until its \
+         response head) or a counted job in hand, or its event loop ran late: 0 to 1.",
+    ) {
+        for known in &newest {
+            if let Some(load) = known.info.load {
+                let worker = known.info.worker.id.to_string();
+                family.sample("", &[("worker", worker.as_str())], load.busy);
+            }
+        }
+    }
 }
 
 fn cluster(text: &mut Text, ctx: &Ctx, tracked: &[Tracked]) {
@@ -270,6 +285,29 @@ fn cluster(text: &mut Text, ctx: &Ctx, tracked: &[Tracked]) {
     ] {
         if let Some(mut family) = text.family(name, kind, help) {
             family.sample("", no_labels, value);
+        }
+    }
+    if let Some((min, max)) = master.autoscale_bounds() {
+        for (name, help, value) in [
+            (
+                "wix_cluster_autoscale_min",
+                "The fewest workers the autoscaler keeps.",
+                min,
+            ),
+            (
+                "wix_cluster_autoscale_max",
+                "The most workers the autoscaler starts.",
+                max,
+            ),
+            (
+                "wix_cluster_autoscale_desired",
+                "How many workers the autoscaler (or an operator) asks for.",
+                master.desired_workers(),
+            ),
+        ] {
+            if let Some(mut family) = text.family(name, Type::Gauge, help) {
+                family.sample("", no_labels, value as f64);
+            }
         }
     }
 }

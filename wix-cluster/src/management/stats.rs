@@ -331,6 +331,7 @@ mod tests {
             requests: 0,
             accept_errors: 0,
             connections: crate::OpenConnections::default(),
+            load: None,
         }
     }
 

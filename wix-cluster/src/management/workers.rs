@@ -35,6 +35,7 @@ pub(crate) async fn live(ctx: &Ctx) -> Vec<WorkerInfo> {
         requests: 0,
         accept_errors: 0,
         connections: crate::connection::drain::app_open(),
+        load: None,
     }]
 }
 

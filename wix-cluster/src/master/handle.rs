@@ -126,6 +126,13 @@ struct Shared {
     /// its desired count because of it.
     spawn_error: Mutex<Option<String>>,
     events: Arc<EventLog>,
+    /// `WIX_CLUSTER_AUTOSCALE` and `WIX_CLUSTER_AUTOSCALE_MEMORY_FLOOR`.
+    autoscale_env: Option<crate::config::AutoscaleEnv>,
+    autoscale_memory_floor: Option<u64>,
+    /// The autoscaler's bounds, while it runs.
+    autoscale_bounds: Mutex<Option<(usize, usize)>>,
+    /// The app's listening sockets, for their accept queues.
+    accept_queues: super::accept_queue::AcceptQueues,
 }
 
 impl Master {
@@ -155,6 +162,10 @@ impl Master {
                 successor: AtomicU32::new(0),
                 spawn_error: Mutex::new(None),
                 events: Arc::new(EventLog::new(EVENT_LOG_CAPACITY)),
+                autoscale_env: config.autoscale,
+                autoscale_memory_floor: config.autoscale_memory_floor,
+                autoscale_bounds: Mutex::new(None),
+                accept_queues: super::accept_queue::AcceptQueues::default(),
             }),
         };
         (master, receiver)
@@ -421,6 +432,35 @@ impl Master {
     /// cyclic death). Health checks report it.
     pub fn is_failing(&self) -> bool {
         self.shared.failing.load(Ordering::Relaxed)
+    }
+
+    /// The bounds [`crate::plugins::Autoscale`] keeps the worker count within, `(min, max)`,
+    /// while it runs (`None` without it).
+    pub fn autoscale_bounds(&self) -> Option<(usize, usize)> {
+        *self.shared.autoscale_bounds.lock()
+    }
+
+    pub(crate) fn set_autoscale_bounds(&self, bounds: Option<(usize, usize)>) {
+        *self.shared.autoscale_bounds.lock() = bounds;
+    }
+
+    /// A listening socket the master shares with its workers.
+    pub(crate) fn add_app_listener(&self, fd: &Arc<std::os::fd::OwnedFd>) {
+        self.shared.accept_queues.add(fd);
+    }
+
+    /// Connections waiting in the accept queues of the app's listening sockets: clients
+    /// no worker has taken yet.
+    pub(crate) fn accept_queue(&self) -> u64 {
+        self.shared.accept_queues.waiting()
+    }
+
+    pub(crate) fn autoscale_env(&self) -> Option<crate::config::AutoscaleEnv> {
+        self.shared.autoscale_env
+    }
+
+    pub(crate) fn autoscale_memory_floor(&self) -> Option<u64> {
+        self.shared.autoscale_memory_floor
     }
 
     /// Sets [`Master::is_failing`].

@@ -1,6 +1,7 @@
 //! The master: spawns the workers, hands them the shared listeners, delivers lifecycle
 //! events to plugins, and stops everything gracefully on SIGTERM / SIGINT.
 
+mod accept_queue;
 mod exit_cause;
 mod groups;
 mod handle;

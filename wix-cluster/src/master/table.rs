@@ -77,6 +77,9 @@ pub(crate) struct Slot {
     pub(crate) accept_errors: u64,
     /// Open connections by kind, as of the last heartbeat.
     pub(crate) connections: crate::OpenConnections,
+    /// The totals of the last heartbeat, and how busy it was since the one before.
+    last_load: Option<crate::busy::Load>,
+    load: Option<crate::WorkerLoad>,
     /// Since when its channel's backlog has been over [`crate::ipc::BACKLOG_STALL`].
     pub(crate) backlog_since: Option<Instant>,
     /// The master sent it SIGABRT (it stalled).
@@ -105,6 +108,8 @@ impl Slot {
             requests: 0,
             accept_errors: 0,
             connections: crate::OpenConnections::default(),
+            last_load: None,
+            load: None,
             backlog_since: None,
             sent_abort: false,
             stop_why: crate::StopReason::Restart,
@@ -128,7 +133,25 @@ impl Slot {
             requests: self.requests,
             accept_errors: self.accept_errors,
             connections: self.connections,
+            load: self.load,
         }
+    }
+
+    /// A heartbeat's load totals: the busy share since the previous heartbeat. Totals
+    /// that go backwards or a clock that does not move are ignored (a worker's garbage
+    /// cannot make a share outside 0..=1).
+    pub(crate) fn heard_load(&mut self, load: crate::busy::Load) {
+        if let Some(last) = self.last_load {
+            let wall = load.at_ms.saturating_sub(last.at_ms);
+            if wall > 0 && load.busy_ms >= last.busy_ms && load.lag_ms >= last.lag_ms {
+                let busy = (load.busy_ms - last.busy_ms).saturating_add(load.lag_ms - last.lag_ms);
+                self.load = Some(crate::WorkerLoad {
+                    busy: (busy as f64 / wall as f64).clamp(0.0, 1.0),
+                    peak: load.peak,
+                });
+            }
+        }
+        self.last_load = Some(load);
     }
 
     /// The worker's outgoing queue (for the exchange hub).

@@ -96,6 +96,13 @@ pub const DEFAULT_BUCKETS: &[f64] = &[
 /// seconds, once a second.
 pub const EVENT_LOOP_LAG: &str = "wix_cluster_event_loop_lag_seconds";
 
+/// The gauge an app that does not serve HTTP (a queue consumer, a batch worker) sets to
+/// the number of jobs it has in hand, for [`crate::plugins::Autoscale`]:
+/// `metrics::gauge!(wix_cluster::metrics::APP_BUSY).increment(1.0)` when a job starts,
+/// `.decrement(1.0)` when it ends. Its level in whole jobs counts as work in hand, the
+/// same as requests in flight; it is also exported like any gauge.
+pub const APP_BUSY: &str = "wix_cluster_app_busy";
+
 static REQUESTS_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// Whether [`crate::http::serve`] records request metrics in this process.

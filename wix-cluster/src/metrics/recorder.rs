@@ -197,12 +197,16 @@ impl metrics::CounterFn for CounterCell {
 struct GaugeCell(Cells);
 
 impl GaugeCell {
-    fn update(&self, change: impl Fn(f64) -> f64) {
-        if let Some(cell) = self.0.cell(0) {
-            let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+    /// Changes the value; returns it before and after.
+    fn update(&self, change: impl Fn(f64) -> f64) -> Option<(f64, f64)> {
+        let cell = self.0.cell(0)?;
+        let before = cell
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
                 Some(change(f64::from_bits(bits)).to_bits())
-            });
-        }
+            })
+            .ok()?;
+        let before = f64::from_bits(before);
+        Some((before, change(before)))
     }
 }
 
@@ -219,6 +223,32 @@ impl metrics::GaugeFn for GaugeCell {
         if let Some(cell) = self.0.cell(0) {
             cell.store(value.to_bits(), Ordering::Relaxed);
         }
+    }
+}
+
+/// The [`super::APP_BUSY`] gauge: a gauge whose changes are also work begun or ended
+/// ([`crate::busy`]).
+struct BusyGauge(GaugeCell);
+
+impl BusyGauge {
+    fn update(&self, change: impl Fn(f64) -> f64) {
+        if let Some((before, after)) = self.0.update(change) {
+            crate::busy::app_busy_changed(before, after);
+        }
+    }
+}
+
+impl metrics::GaugeFn for BusyGauge {
+    fn increment(&self, value: f64) {
+        self.update(|now| now + value);
+    }
+
+    fn decrement(&self, value: f64) {
+        self.update(|now| now - value);
+    }
+
+    fn set(&self, value: f64) {
+        self.update(|_| value);
     }
 }
 
@@ -282,7 +312,13 @@ impl metrics::Recorder for Recorder {
                 key,
                 Kind::Gauge,
                 |state| &mut state.gauges,
-                |cells| Gauge::from_arc(Arc::new(GaugeCell(cells))),
+                |cells| {
+                    if key.name() == super::APP_BUSY {
+                        Gauge::from_arc(Arc::new(BusyGauge(GaugeCell(cells))))
+                    } else {
+                        Gauge::from_arc(Arc::new(GaugeCell(cells)))
+                    }
+                },
             )
             .unwrap_or_else(Gauge::noop)
     }

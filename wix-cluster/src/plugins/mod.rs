@@ -1,6 +1,7 @@
 //! The built-in plugins. Each is named in `plugins(...)` of `#[wix_cluster::main]` or
 //! added with [`ClusterBuilder::plugin`](crate::ClusterBuilder::plugin).
 
+mod autoscale;
 mod graceful;
 mod lifecycle_log;
 mod respawn;
@@ -11,6 +12,7 @@ use std::any::TypeId;
 
 use crate::plugin::DynPlugin;
 
+pub use autoscale::{Autoscale, AutoscaleMax, DEFAULT_MEMORY_FLOOR};
 pub use graceful::Graceful;
 pub use lifecycle_log::LifecycleLog;
 pub use respawn::{CyclicPolicy, Respawn};

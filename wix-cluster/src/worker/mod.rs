@@ -303,6 +303,7 @@ impl Worker {
                 requests: self.requests_served(),
                 accept_errors: self.inner.accept_errors.load(Ordering::Relaxed),
                 connections: crate::connection::drain::app_open(),
+                load: crate::busy::read(),
             });
         }
     }

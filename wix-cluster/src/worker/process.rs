@@ -151,6 +151,7 @@ async fn heartbeat(worker: Worker) {
         // How late the tick ran: the event loop's lag, as the heartbeat sees it.
         let lag = tokio::time::Instant::now().saturating_duration_since(due);
         ::metrics::histogram!(crate::metrics::EVENT_LOOP_LAG).record(lag.as_secs_f64());
+        crate::busy::lagged(lag);
         worker.send_heartbeat();
     }
 }

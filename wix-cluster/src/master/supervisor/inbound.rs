@@ -53,12 +53,14 @@ impl Supervisor {
                 requests,
                 accept_errors,
                 connections,
+                load,
             } => {
                 if let Some(slot) = self.table.get_mut(key) {
                     slot.last_heartbeat = std::time::Instant::now();
                     slot.requests = requests;
                     slot.accept_errors = accept_errors;
                     slot.connections = connections;
+                    slot.heard_load(load);
                 }
             }
             ToMaster::Drained {
@@ -157,6 +159,7 @@ impl Supervisor {
         match self.listeners.get(&on) {
             Ok(bound) => {
                 self.master.add_app_addr(bound.addr);
+                self.master.add_app_listener(&bound.fd);
                 let msg = ToWorker::Listener {
                     request,
                     addr: bound.addr,
