@@ -31,7 +31,10 @@ use crate::{Master, Plugin, PluginError, WorkerInfo, WorkerState};
 ///   (default 256 MiB). A single client sending one request at a time keeps one worker
 ///   busy, but another worker would not serve it faster: it scales nothing.
 /// - **Down** when, for `idle_for` (default 60 s), the mean busy share stays below `low`
-///   (default 30%) or the clients would fit on fewer workers (one each): one worker per
+///   (default 30%), or no worker had two clients at once and their busy time fits on
+///   one worker fewer — unless the cluster left that count under pressure from no more
+///   clients than it has now, lately (two clients busy half the time each fit on one
+///   worker by their busy time, but wait for each other there): one worker per
 ///   second, drained gracefully (the highest slot, as [`Master::scale`] does), never
 ///   below `min`, never while a worker is starting (a roll or recycle mid-handover).
 /// - **Safety**: while the cluster is failing ([`Master::is_failing`]: `Respawn`'s
@@ -466,15 +469,17 @@ fn reading(workers: &[WorkerInfo], waiting: u64) -> Option<Reading> {
     if loads.is_empty() {
         return None;
     }
-    let busy = loads.iter().map(|load| load.busy).sum::<f64>() / loads.len() as f64;
-    let peak = loads
+    let total_busy = loads.iter().map(|load| load.busy).sum::<f64>();
+    let clients = loads
         .iter()
         .map(|load| u64::from(load.peak))
         .sum::<u64>()
         .saturating_add(waiting);
     Some(Reading {
-        busy,
-        peak,
+        busy: total_busy / loads.len() as f64,
+        total_busy,
+        clients,
+        contended: loads.iter().any(|load| load.peak >= 2),
         counted: loads.len(),
     })
 }

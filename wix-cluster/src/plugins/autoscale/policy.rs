@@ -1,5 +1,17 @@
 //! When to scale: the autoscaler's decisions from one reading a second, without any
 //! process or clock of its own, so that they can be tested as plain values.
+//!
+//! - **Up** when the mean busy share stays above `high` for `up_after` with more
+//!   clients than workers (requests wait for each other somewhere). A lone client
+//!   sending one request at a time keeps a worker fully busy, but another worker would
+//!   not serve it faster.
+//! - **Down** when for `idle_for` the mean busy share stays below `low`, or no worker
+//!   had two clients at once and their busy time (on average over that stretch) fits
+//!   on one worker fewer. The second rule does not take the cluster back to a count it
+//!   left under pressure from no more clients than it has now (in the last
+//!   [`REMEMBER_IDLE_FORS`] `idle_for`s): two clients each busy half the time fit on
+//!   one worker by their busy time, but on one worker they wait for each other, which
+//!   is why it was left — going back would flap.
 
 use std::time::{Duration, Instant};
 
@@ -9,10 +21,14 @@ use std::time::{Duration, Instant};
 pub(crate) struct Reading {
     /// Their mean busy share, 0 to 1.
     pub(crate) busy: f64,
-    /// Clients, summed over the workers: for each, the most work it had in hand at
-    /// once or the connections that sent it requests, whichever is more. More than
-    /// there are workers means requests waited for each other somewhere.
-    pub(crate) peak: u64,
+    /// Their busy shares summed: the workers' worth of busy time.
+    pub(crate) total_busy: f64,
+    /// Clients, summed over the workers (for each, the most work it had in hand at
+    /// once, or the connections still open that sent it requests, whichever is more),
+    /// plus the connections waiting in the accept queues.
+    pub(crate) clients: u64,
+    /// Some worker had two clients or more at once.
+    pub(crate) contended: bool,
     /// How many they are.
     pub(crate) counted: usize,
 }
@@ -52,28 +68,60 @@ pub(crate) enum Decision {
 pub(crate) const MAX_STEP: usize = 32;
 /// How long one reading covers: a heartbeat's second.
 const READING_SPAN: Duration = Duration::from_secs(1);
+/// How many `idle_for`s a step up is remembered.
+pub(crate) const REMEMBER_IDLE_FORS: u32 = 10;
+/// The most steps up remembered.
+const MAX_REMEMBERED: usize = 64;
+/// What the busy time may exceed the workers it is to fit on by (measurement noise:
+/// the workers' seconds do not start together).
+const FIT_SLACK: f64 = 0.05;
+
+/// A step up: from how many workers, with how many clients, when.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    from: usize,
+    clients: u64,
+    at: Instant,
+}
 
 /// The streaks the decisions follow.
 #[derive(Debug, Default)]
 pub(crate) struct Policy {
     /// Since the first reading of the current stretch of pressure.
     pressed_since: Option<Instant>,
-    /// The highest mean busy share and peak of that stretch, for the reason.
+    /// The highest mean busy share of that stretch, for the reason.
     pressed_busy: f64,
-    /// Since the first reading of the current idle stretch.
-    idle_since: Option<Instant>,
-    /// The highest mean busy share and peak of that stretch, for the reason.
-    idle_busy: f64,
-    idle_peak: u64,
+    /// The current idle stretch.
+    idle: Option<Idle>,
     /// How many workers the next step up starts: doubles while the pressure lasts.
     step: usize,
+    /// The steps up taken lately.
+    ups: Vec<Step>,
+}
+
+/// A stretch of readings that allow a step down.
+#[derive(Debug, Clone, Copy)]
+struct Idle {
+    since: Instant,
+    /// Every reading had a mean busy share below `low`.
+    quiet: bool,
+    /// No reading was contended.
+    uncontended: bool,
+    /// The highest mean busy share and the most clients, for the reason.
+    most_busy: f64,
+    most_clients: u64,
+    /// For the mean busy time.
+    total_busy_sum: f64,
+    readings: u32,
 }
 
 impl Policy {
-    /// Forgets the streaks: after an operator's scale, a freeze, or a step up (a step
-    /// down keeps the idle streak, so that an idle cluster goes down one per tick).
+    /// Forgets the streaks (after an operator's scale, or a freeze); what it remembers
+    /// of past steps up stays.
     pub(crate) fn reset(&mut self) {
-        *self = Policy::default();
+        self.pressed_since = None;
+        self.idle = None;
+        self.step = 1;
     }
 
     /// Takes one reading (or `None`: no worker could be read) in `situation`.
@@ -107,66 +155,120 @@ impl Policy {
         let Some(reading) = reading.filter(|reading| reading.counted > 0) else {
             return Decision::Hold;
         };
-        let pressed = reading.busy > marks.high && reading.peak > reading.counted as u64;
-        if pressed {
-            self.idle_since = None;
-            let since = *self.pressed_since.get_or_insert(now);
-            if since == now {
-                self.pressed_busy = 0.0;
-            }
-            self.pressed_busy = self.pressed_busy.max(reading.busy);
-            let lasted = now.saturating_duration_since(since) + READING_SPAN;
-            if lasted >= marks.up_after && may_up && current < max {
-                let step = self.step.max(1);
-                let to = (current + step).min(max);
-                self.step = (step * 2).min(MAX_STEP);
-                let reason = format!(
-                    "busy {:.0}% for {} with {} clients on {}: {current} -> {to}",
-                    self.pressed_busy * 100.0,
-                    seconds(lasted),
-                    reading.peak,
-                    workers(reading.counted)
-                );
-                // The next step needs the pressure to last again, on more workers.
-                self.pressed_since = None;
-                return Decision::Scale { to, reason };
-            }
-            return Decision::Hold;
+        let remember = marks.idle_for.saturating_mul(REMEMBER_IDLE_FORS);
+        self.ups
+            .retain(|step| now.saturating_duration_since(step.at) < remember);
+        if reading.busy > marks.high && reading.clients > reading.counted as u64 {
+            self.idle = None;
+            return self.pressed(now, reading, current, max, marks, may_up);
         }
         self.pressed_since = None;
         self.step = 1;
-        let fits = reading.peak < current as u64;
-        let idle = reading.busy < marks.low || fits;
-        if !idle {
-            self.idle_since = None;
+        self.idling(now, reading, current, min, marks, may_down)
+    }
+
+    fn pressed(
+        &mut self,
+        now: Instant,
+        reading: Reading,
+        current: usize,
+        max: usize,
+        marks: &Marks,
+        may_up: bool,
+    ) -> Decision {
+        let since = *self.pressed_since.get_or_insert(now);
+        if since == now {
+            self.pressed_busy = 0.0;
+        }
+        self.pressed_busy = self.pressed_busy.max(reading.busy);
+        let lasted = now.saturating_duration_since(since) + READING_SPAN;
+        if lasted < marks.up_after || !may_up || current >= max {
             return Decision::Hold;
         }
-        let since = *self.idle_since.get_or_insert(now);
-        if since == now {
-            self.idle_busy = 0.0;
-            self.idle_peak = 0;
+        let step = self.step.max(1);
+        let to = (current + step).min(max);
+        self.step = (step * 2).min(MAX_STEP);
+        if self.ups.len() >= MAX_REMEMBERED {
+            self.ups.remove(0);
         }
-        self.idle_busy = self.idle_busy.max(reading.busy);
-        self.idle_peak = self.idle_peak.max(reading.peak);
-        let lasted = now.saturating_duration_since(since) + READING_SPAN;
-        if lasted >= marks.idle_for && may_down && current > min {
-            let to = current - 1;
-            let reason = if self.idle_busy < marks.low {
-                format!(
-                    "busy at most {:.0}% for {}: {current} -> {to}",
-                    self.idle_busy * 100.0,
-                    seconds(lasted)
-                )
-            } else {
-                format!(
-                    "at most {} for {}, fewer than the {current} workers: {current} -> {to}",
-                    clients(self.idle_peak),
-                    seconds(lasted)
-                )
-            };
-            return Decision::Scale { to, reason };
+        self.ups.push(Step {
+            from: current,
+            clients: reading.clients,
+            at: now,
+        });
+        let reason = format!(
+            "busy {:.0}% for {} with {} on {}: {current} -> {to}",
+            self.pressed_busy * 100.0,
+            seconds(lasted),
+            clients(reading.clients),
+            workers(reading.counted)
+        );
+        // The next step needs the pressure to last again, on more workers.
+        self.pressed_since = None;
+        Decision::Scale { to, reason }
+    }
+
+    fn idling(
+        &mut self,
+        now: Instant,
+        reading: Reading,
+        current: usize,
+        min: usize,
+        marks: &Marks,
+        may_down: bool,
+    ) -> Decision {
+        let quiet = reading.busy < marks.low;
+        if !quiet && reading.contended {
+            self.idle = None;
+            return Decision::Hold;
         }
-        Decision::Hold
+        let idle = self.idle.get_or_insert(Idle {
+            since: now,
+            quiet: true,
+            uncontended: true,
+            most_busy: 0.0,
+            most_clients: 0,
+            total_busy_sum: 0.0,
+            readings: 0,
+        });
+        idle.quiet &= quiet;
+        idle.uncontended &= !reading.contended;
+        idle.most_busy = idle.most_busy.max(reading.busy);
+        idle.most_clients = idle.most_clients.max(reading.clients);
+        idle.total_busy_sum += reading.total_busy;
+        idle.readings += 1;
+        let idle = *idle;
+        let lasted = now.saturating_duration_since(idle.since) + READING_SPAN;
+        if lasted < marks.idle_for || !may_down || current <= min {
+            return Decision::Hold;
+        }
+        let to = current - 1;
+        let reason = if idle.quiet {
+            format!(
+                "busy at most {:.0}% for {}: {current} -> {to}",
+                idle.most_busy * 100.0,
+                seconds(lasted)
+            )
+        } else {
+            let mean_busy = idle.total_busy_sum / f64::from(idle.readings.max(1));
+            let fits = idle.uncontended && mean_busy <= to as f64 + FIT_SLACK;
+            // Left under pressure from no more clients than now: going back would flap.
+            let left = self
+                .ups
+                .iter()
+                .any(|step| step.from == to && step.clients <= idle.most_clients);
+            if !fits || left {
+                return Decision::Hold;
+            }
+            format!(
+                "at most {} at a time per worker and {:.2} workers' worth of busy time for {}: \
+                 {current} -> {to}",
+                clients(1),
+                mean_busy,
+                seconds(lasted)
+            )
+        };
+        Decision::Scale { to, reason }
     }
 }
 
@@ -236,13 +338,10 @@ mod tests {
         let mut changes = Vec::new();
         for second in 0..seconds {
             let now = *start + Duration::from_secs(second);
-            let decision = policy.decide(
-                now,
-                Some(reading(*count)),
-                situation(*count, bounds, true, true),
-                &MARKS,
-            );
-            if let Decision::Scale { to, .. } = decision {
+            let situation = situation(*count, bounds, true, true);
+            if let Decision::Scale { to, .. } =
+                policy.decide(now, Some(reading(*count)), situation, &MARKS)
+            {
                 *count = to;
                 changes.push((second, to));
             }
@@ -251,53 +350,101 @@ mod tests {
         changes
     }
 
-    /// 16 connections of CPU-bound work: every worker busy, 16 requests at once.
-    fn crowded(count: usize) -> Reading {
-        Reading {
-            busy: 1.0,
-            peak: 16,
-            counted: count,
-        }
-    }
-
-    /// One client, one request at a time: one worker fully busy, the others idle.
-    fn one_client(count: usize) -> Reading {
-        Reading {
-            busy: 0.99 / count as f64,
-            peak: 1,
-            counted: count,
+    /// `clients` clients of CPU-bound work, each busy `share` of the time, on `count`
+    /// workers (spread evenly, requests over connections that stay open).
+    fn load(clients: u64, share: f64) -> impl Fn(usize) -> Reading {
+        move |count: usize| {
+            let total_busy = (clients as f64 * share).min(count as f64);
+            Reading {
+                busy: total_busy / count as f64,
+                total_busy,
+                clients,
+                contended: clients > count as u64,
+                counted: count,
+            }
         }
     }
 
     #[test]
     fn pressure_for_two_seconds_steps_up_by_doubling_to_the_maximum() {
         let (mut policy, mut count, mut start) = (Policy::default(), 1, Instant::now());
-        let changes = run(&mut policy, &mut count, (1, 8), 10, &mut start, crowded);
+        let changes = run(
+            &mut policy,
+            &mut count,
+            (1, 8),
+            10,
+            &mut start,
+            load(16, 1.0),
+        );
         // 1 + 1, then + 2, then + 4 (capped at 8): one step per two seconds of pressure.
         assert_eq!(changes, vec![(1, 2), (3, 4), (5, 8)]);
     }
 
     #[test]
-    fn one_request_at_a_time_never_scales_up_and_an_idle_cluster_goes_down_one_per_tick() {
+    fn one_client_never_scales_up_and_once_alone_again_the_cluster_goes_back_down() {
         let (mut policy, mut count, mut start) = (Policy::default(), 1, Instant::now());
+        let one = load(1, 0.99);
         assert_eq!(
-            run(&mut policy, &mut count, (1, 4), 120, &mut start, one_client),
+            run(&mut policy, &mut count, (1, 2), 120, &mut start, &one),
             vec![]
         );
-        count = 4;
-        let changes = run(&mut policy, &mut count, (1, 4), 70, &mut start, one_client);
+        // 16 clients: up to 2; back to one client: down after 60 s.
+        assert_eq!(
+            run(
+                &mut policy,
+                &mut count,
+                (1, 2),
+                10,
+                &mut start,
+                load(16, 1.0)
+            ),
+            vec![(1, 2)]
+        );
+        assert_eq!(
+            run(&mut policy, &mut count, (1, 2), 70, &mut start, &one),
+            vec![(59, 1)]
+        );
+    }
+
+    #[test]
+    fn an_idle_cluster_goes_down_one_worker_per_second() {
+        let (mut policy, mut count, mut start) = (Policy::default(), 4, Instant::now());
+        let changes = run(
+            &mut policy,
+            &mut count,
+            (1, 4),
+            70,
+            &mut start,
+            load(0, 0.0),
+        );
         assert_eq!(changes, vec![(59, 3), (60, 2), (61, 1)]);
     }
 
     #[test]
-    fn a_steady_half_load_neither_flaps_up_nor_down() {
-        // Two workers half busy, requests overlapping now and then.
+    fn a_steady_load_that_needed_a_second_worker_does_not_flap_back() {
+        // Two clients each busy half the time: on one worker they wait for each other.
+        let (mut policy, mut count, mut start) = (Policy::default(), 1, Instant::now());
+        let changes = run(
+            &mut policy,
+            &mut count,
+            (1, 2),
+            600,
+            &mut start,
+            load(2, 0.5),
+        );
+        assert_eq!(changes, vec![(1, 2)]);
+    }
+
+    #[test]
+    fn half_busy_workers_with_clients_waiting_stay() {
+        let (mut policy, mut count, mut start) = (Policy::default(), 4, Instant::now());
         let half = |count: usize| Reading {
             busy: 0.5,
-            peak: 3,
+            total_busy: 0.5 * count as f64,
+            clients: 3 * count as u64,
+            contended: true,
             counted: count,
         };
-        let (mut policy, mut count, mut start) = (Policy::default(), 2, Instant::now());
         assert_eq!(
             run(&mut policy, &mut count, (1, 8), 300, &mut start, half),
             vec![]
@@ -305,26 +452,17 @@ mod tests {
     }
 
     #[test]
-    fn a_break_in_the_pressure_or_the_idleness_starts_the_wait_again() {
-        let (mut policy, count, start) = (Policy::default(), 1, Instant::now());
-        let flicker = |second: u64| {
-            move |count: usize| {
-                if second % 2 == 0 {
-                    crowded(count)
-                } else {
-                    one_client(count)
-                }
-            }
-        };
+    fn a_break_in_the_pressure_starts_the_wait_again() {
+        let (mut policy, start) = (Policy::default(), Instant::now());
         for second in 0..20 {
             let now = start + Duration::from_secs(second);
-            let reading = flicker(second)(count);
-            let decision = policy.decide(
-                now,
-                Some(reading),
-                situation(count, (1, 8), true, true),
-                &MARKS,
-            );
+            let reading = if second % 2 == 0 {
+                load(16, 1.0)(1)
+            } else {
+                load(1, 0.99)(1)
+            };
+            let decision =
+                policy.decide(now, Some(reading), situation(1, (1, 8), true, true), &MARKS);
             assert_eq!(decision, Decision::Hold, "second {second}");
         }
     }
@@ -333,6 +471,7 @@ mod tests {
     fn no_step_while_a_step_may_not_be_taken_and_bounds_are_enforced_first() {
         let mut policy = Policy::default();
         let now = Instant::now();
+        let crowded = load(16, 1.0);
         for second in 0..10 {
             let at = now + Duration::from_secs(second);
             let decision = policy.decide(
@@ -344,8 +483,9 @@ mod tests {
             assert_eq!(decision, Decision::Hold);
         }
         // Allowed again: the pressure has lasted, so the step comes at once.
+        let at = now + Duration::from_secs(10);
         let decision = policy.decide(
-            now + Duration::from_secs(10),
+            at,
             Some(crowded(1)),
             situation(1, (1, 8), true, true),
             &MARKS,
@@ -370,14 +510,16 @@ mod tests {
     fn reasons_say_why_in_numbers() {
         let mut policy = Policy::default();
         let now = Instant::now();
+        let crowded = load(16, 1.0);
         let _ = policy.decide(
             now,
             Some(crowded(1)),
             situation(1, (1, 8), true, true),
             &MARKS,
         );
+        let at = now + Duration::from_secs(1);
         let decision = policy.decide(
-            now + Duration::from_secs(1),
+            at,
             Some(crowded(1)),
             situation(1, (1, 8), true, true),
             &MARKS,
