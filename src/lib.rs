@@ -177,6 +177,8 @@ impl Program {
             .env_remove("WIX_CLUSTER_ADMIN_TOKEN")
             .env_remove("WIX_CLUSTER_MOUNT_POINT")
             .env_remove("WIX_CLUSTER_WATCH")
+            .env_remove("WIX_CLUSTER_AUTOSCALE")
+            .env_remove("WIX_CLUSTER_AUTOSCALE_MEMORY_FLOOR")
             .env_remove("NOTIFY_SOCKET")
             .envs(env.iter().copied());
     }

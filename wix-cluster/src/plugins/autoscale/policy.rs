@@ -8,7 +8,7 @@
 //! - **Down** when for `idle_for` the mean busy share stays below `low`, or no worker
 //!   had two clients at once and their busy time (on average over that stretch) fits
 //!   on one worker fewer. The second rule does not take the cluster back to a count it
-//!   left under pressure from no more clients than it has now (in the last
+//!   left under pressure from about as many clients as it has now (in the last
 //!   [`REMEMBER_IDLE_FORS`] `idle_for`s): two clients each busy half the time fit on
 //!   one worker by their busy time, but on one worker they wait for each other, which
 //!   is why it was left — going back would flap.
@@ -252,11 +252,12 @@ impl Policy {
         } else {
             let mean_busy = idle.total_busy_sum / f64::from(idle.readings.max(1));
             let fits = idle.uncontended && mean_busy <= to as f64 + FIT_SLACK;
-            // Left under pressure from no more clients than now: going back would flap.
+            // Left under pressure from about as many clients as now (one more: a
+            // client caught between two workers' counts): going back would flap.
             let left = self
                 .ups
                 .iter()
-                .any(|step| step.from == to && step.clients <= idle.most_clients);
+                .any(|step| step.from == to && step.clients <= idle.most_clients + 1);
             if !fits || left {
                 return Decision::Hold;
             }
