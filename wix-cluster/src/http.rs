@@ -39,6 +39,12 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 ///    draining), which gRPC clients retry, and `serve` waits a moment for those last
 ///    frames to leave.
 ///
+/// While it serves, a worker holding more than its fair share of the cluster's open
+/// connections (after a scale-up, say) marks that many of its next HTTP/1 responses
+/// `connection: close`, so that their clients reconnect to a worker under its share
+/// (shedding; fair accepting in `docs/operating.md`). HTTP/2 connections are left as they
+/// are.
+///
 /// Every connection has the timeouts of [`crate::ClusterBuilder::header_read_timeout`],
 /// [`crate::ClusterBuilder::idle_timeout`] and
 /// [`crate::ClusterBuilder::body_read_timeout`]: a request body that stalls fails the
@@ -102,7 +108,7 @@ where
             inner: TowerToHyperService::new(service.clone()),
             worker: worker.clone(),
             _open: OpenConnection::open(),
-            _held: held,
+            held,
         };
         crate::connection::spawn(
             stream,
@@ -195,14 +201,15 @@ impl ErrorReport {
 }
 
 /// Counts every request for the worker (heartbeat stats, `max_requests` and the
-/// request metrics), and once the worker is stopping marks HTTP/1 responses
-/// `connection: close`. Lives as long as its connection.
+/// request metrics), and marks HTTP/1 responses `connection: close` once the worker is
+/// stopping, or while it holds more than its fair share of the cluster's connections
+/// (shedding, `crate::fair_share`). Lives as long as its connection.
 struct Counted<S> {
     inner: S,
     worker: Worker,
     _open: Option<OpenConnection>,
     /// The connection, counted on the fair-accepting board.
-    _held: crate::fair_share::gate::Held,
+    held: crate::fair_share::gate::Held,
 }
 
 impl<S, ReqBody, ResBody> hyper::service::Service<Request<ReqBody>> for Counted<S>
@@ -220,6 +227,11 @@ where
         CloseWhenStopping {
             inner: self.inner.call(request),
             worker: http1.then(|| self.worker.clone()),
+            shed: if http1 {
+                self.held.shed()
+            } else {
+                crate::fair_share::gate::Shed::NEVER
+            },
             in_flight,
         }
     }
@@ -232,10 +244,16 @@ where
 /// request, e.g. in a rolling restart under load). With the header the client knows,
 /// opens a new connection, and the shared queue hands it to a worker that is not
 /// stopping; hyper also closes the connection after such a response by itself.
+///
+/// The same header sheds a connection from a worker holding more than its fair share
+/// (`crate::fair_share::excess`): the client's new connection goes to a worker under
+/// its share.
 pub(crate) struct CloseWhenStopping<F> {
     inner: F,
     /// The worker, for HTTP/1 requests only (HTTP/2 has GOAWAY for this).
     worker: Option<Worker>,
+    /// Whether to shed the connection (HTTP/1 requests on a connection accepted fairly).
+    shed: crate::fair_share::gate::Shed,
     /// The request's metrics, when they are on.
     in_flight: Option<InFlight>,
 }
@@ -248,13 +266,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // SAFETY: `inner` is pinned structurally: it is never moved out of `self` nor
-        // given out unpinned, and `CloseWhenStopping` has no `Drop` impl; `worker` is
-        // only read and `in_flight` (not pinned) only taken.
-        let (inner, worker, in_flight) = unsafe {
+        // given out unpinned, and `CloseWhenStopping` has no `Drop` impl; `worker` and
+        // `shed` are only read and `in_flight` (not pinned) only taken.
+        let (inner, worker, shed, in_flight) = unsafe {
             let this = self.get_unchecked_mut();
             (
                 Pin::new_unchecked(&mut this.inner),
                 &this.worker,
+                this.shed,
                 &mut this.in_flight,
             )
         };
@@ -263,8 +282,14 @@ where
             in_flight.finish(result.as_ref().ok().map(Response::status));
         }
         let mut response = result?;
-        let stopping = worker.as_ref().is_some_and(Worker::is_shutting_down);
-        if stopping && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        // A 101 hands the connection over (a WebSocket): it is not closed. Shedding
+        // (one relaxed load while there is nothing to shed) only while not stopping,
+        // so that a stop's closes are not counted as sheds.
+        let close = response.status() != http::StatusCode::SWITCHING_PROTOCOLS
+            && worker
+                .as_ref()
+                .is_some_and(|worker| worker.is_shutting_down() || shed.take());
+        if close {
             response
                 .headers_mut()
                 .insert(http::header::CONNECTION, CLOSE.clone());

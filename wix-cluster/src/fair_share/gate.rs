@@ -9,6 +9,11 @@
 //! once another worker took it, and takes it anyway once it waited for the accept
 //! wait (the safety valve: the workers allowed to take it are stopped, blocked or
 //! slow, or the board lies).
+//!
+//! Shedding: every [`TICK`] the seat stamps its slot alive and works out how many
+//! connections this process holds above its share plus a slack ([`super::excess`]):
+//! that is the budget of responses that close their connection ([`Shed`]). A response
+//! costs one relaxed load of the budget while it is 0, the common case.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -28,8 +33,8 @@ use crate::shm::Segment;
 
 /// How often a worker over its share re-reads the board while a connection waits.
 const RECHECK: Duration = Duration::from_millis(1);
-/// How often a worker stamps its slot as alive.
-const ALIVE_EVERY: Duration = Duration::from_secs(1);
+/// How often a worker stamps its slot as alive and works out its shedding budget.
+const TICK: Duration = Duration::from_millis(250);
 
 /// This process's place on the board.
 struct Seat {
@@ -41,6 +46,11 @@ struct Seat {
     loops: AtomicU64,
     /// The safety valve.
     wait: Duration,
+    /// How many more HTTP/1 responses say `connection: close` to shed their connection:
+    /// set at each tick.
+    budget: AtomicU64,
+    /// `wix_cluster_connections_shed_total`.
+    shed_total: metrics::Counter,
 }
 
 static SEAT: OnceLock<Seat> = OnceLock::new();
@@ -77,8 +87,8 @@ fn identity(socket: impl AsFd) -> Option<(u64, u64)> {
 }
 
 /// A worker process: takes its seat on the master's board (`fd`, slot `slot`), unless
-/// `wait` is 0 (fair accepting off). Needs the runtime (it stamps the slot alive every
-/// second from a task).
+/// `wait` is 0 (fair accepting off). Needs the runtime (a task ticks every [`TICK`]:
+/// stamps the slot alive and sets the shedding budget).
 pub(crate) fn join(fd: OwnedFd, slot: usize, wait: Duration) {
     if wait.is_zero() {
         tracing::debug!("fair accepting is off");
@@ -95,23 +105,33 @@ pub(crate) fn join(fd: OwnedFd, slot: usize, wait: Duration) {
             return;
         }
     };
+    metrics::describe_counter!(
+        crate::metrics::CONNECTIONS_SHED,
+        "HTTP/1 keep-alive connections closed (after a response saying connection: close) \
+         by workers holding more than their fair share of the cluster's connections."
+    );
+    let shed_total = metrics::counter!(crate::metrics::CONNECTIONS_SHED);
+    // Shown from the start, at 0.
+    shed_total.increment(0);
     let seat = Seat {
         board,
         slot,
         open: AtomicU64::new(0),
         loops: AtomicU64::new(0),
         wait,
+        budget: AtomicU64::new(0),
+        shed_total,
     };
     if SEAT.set(seat).is_err() {
         return;
     }
     tokio::spawn(async {
-        let mut ticks = tokio::time::interval(ALIVE_EVERY);
+        let mut ticks = tokio::time::interval(TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
             if let Some(seat) = SEAT.get() {
-                seat.store(ALIVE, now_ms());
+                seat.tick();
             }
         }
     });
@@ -152,6 +172,52 @@ impl Seat {
         (open, peers)
     }
 
+    /// Stamps the slot alive and sets the shedding budget: the connections this process
+    /// holds above its share and slack (none while it does not accept, e.g. draining,
+    /// or has no accepting peer).
+    fn tick(&self) {
+        self.store(ALIVE, now_ms());
+        let mine = self.open.load(Ordering::Relaxed);
+        let excess = if self.loops.load(Ordering::Relaxed) == 0 {
+            0
+        } else {
+            let (others, peers) = self.others();
+            let excess = super::excess(mine, others, peers);
+            if excess > 0 {
+                tracing::debug!(
+                    "holding {mine} of {} connections on {} accepting workers: closing \
+                     {excess} after their next HTTP/1 responses",
+                    mine.saturating_add(others),
+                    peers + 1
+                );
+            }
+            excess
+        };
+        // What the last tick allowed and was not used (connections with no request
+        // since) is replaced: the counts are read afresh.
+        self.budget.store(excess, Ordering::Relaxed);
+    }
+
+    /// Takes one from the shedding budget, if it has any.
+    fn take_shed(&self) -> bool {
+        let mut left = self.budget.load(Ordering::Relaxed);
+        while left > 0 {
+            match self.budget.compare_exchange_weak(
+                left,
+                left - 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.shed_total.increment(1);
+                    return true;
+                }
+                Err(now) => left = now,
+            }
+        }
+        false
+    }
+
     fn may_accept(&self) -> bool {
         let (others, peers) = self.others();
         may_accept(self.open.load(Ordering::Relaxed), others, peers)
@@ -166,6 +232,32 @@ impl Seat {
 
 /// A connection counted on the board until dropped (with its connection).
 pub(crate) struct Held(Option<&'static Seat>);
+
+impl Held {
+    /// The connection's share of the shedding budget: `Shed::take` says whether a
+    /// response should close it.
+    pub(crate) fn shed(&self) -> Shed {
+        Shed(self.0)
+    }
+}
+
+/// Whether a response on a connection accepted fairly should close it (`connection:
+/// close`) because its process holds more than its share ([`super::excess`]). Never for
+/// a connection accepted as it came (single-process mode, fair accepting off, a
+/// listener the worker bound itself).
+#[derive(Clone, Copy)]
+pub(crate) struct Shed(Option<&'static Seat>);
+
+impl Shed {
+    /// None: the connection is never shed.
+    pub(crate) const NEVER: Shed = Shed(None);
+
+    /// Whether this response closes its connection: takes one from the budget, and
+    /// counts it, if there is any. One relaxed load when there is none.
+    pub(crate) fn take(self) -> bool {
+        self.0.is_some_and(Seat::take_shed)
+    }
+}
 
 impl Drop for Held {
     fn drop(&mut self) {

@@ -11,6 +11,15 @@
 //! ([`gate`]); the master hands out and clears slots ([`board`]). Nothing crosses a
 //! channel, and no connection goes through the master.
 //!
+//! Fair accepting decides only who takes the *next* connection: a client holding
+//! keep-alive connections opened while the cluster had fewer workers (a proxy's pool
+//! opened before a scale-up) would keep them where they are for good, and the new
+//! workers would get none of its requests. So a worker also **sheds**: a few times a
+//! second it works out how many connections it holds above its share plus a slack
+//! ([`excess`]), and that many of its HTTP/1 responses say `connection: close` (the
+//! client opens a new connection, which fair accepting gives to a worker under its
+//! share; [`gate::Shed`]).
+//!
 //! A worker writing garbage into the board cannot make another read out of bounds (the
 //! segment is sealed), and what it can make them believe is bounded by the safety
 //! valve: a worker that is over its share still takes a connection that waited in the
@@ -80,6 +89,23 @@ pub(crate) fn may_accept(mine: u64, others: u64, peers: u64) -> bool {
     mine.saturating_add(1) <= share.saturating_add(share / 32)
 }
 
+/// How many of the `mine` connections a worker holds it should close, while the
+/// `peers` other accepting workers hold `others` in all: those above its share,
+/// `ceil(total / workers)`, plus a slack of an 8th of that share (at least 1). The
+/// slack keeps a few connections exact (16 on 2 workers end 9/7 at worst, 8 on 4
+/// workers 3, 2, 2, 1 at worst) and many from being passed back and forth for a
+/// difference that does not matter; it is larger than [`may_accept`]'s, so that a
+/// worker never sheds what it was just allowed to accept. None for a worker alone.
+pub(crate) fn excess(mine: u64, others: u64, peers: u64) -> u64 {
+    if peers == 0 {
+        return 0;
+    }
+    let total = mine.saturating_add(others);
+    let share = total.div_ceil(peers.saturating_add(1));
+    let slack = (share / 8).max(1);
+    mine.saturating_sub(share.saturating_add(slack))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +151,75 @@ mod tests {
         assert!(may_accept(0, u64::MAX, u64::MAX));
         assert!(!may_accept(u64::MAX, 0, 3));
         assert!(may_accept(u64::MAX - 1, u64::MAX, 0));
+        // At most what the worker holds, whatever the others are said to hold.
+        assert_eq!(excess(u64::MAX, u64::MAX, u64::MAX), u64::MAX - 2);
+        assert_eq!(excess(0, u64::MAX, u64::MAX), 0);
+        assert_eq!(excess(u64::MAX / 4, u64::MAX / 4, 1), 0);
+        assert_eq!(excess(5, 0, u64::MAX), 3);
+    }
+
+    /// `held` after a scale-up: each round, every worker sheds its [`excess`] and the
+    /// shed connections come back one by one, each taken by the first worker (in
+    /// order) allowed to (as in [`fill`]); until no worker sheds. The counts it ends
+    /// with, and how many connections were shed in all.
+    fn shed(mut held: Vec<u64>) -> (Vec<u64>, u64) {
+        let workers = held.len() as u64;
+        let mut shed = 0;
+        for _ in 0..100 {
+            let total: u64 = held.iter().sum();
+            let excesses: Vec<u64> = held
+                .iter()
+                .map(|&mine| excess(mine, total - mine, workers - 1))
+                .collect();
+            let round: u64 = excesses.iter().sum();
+            if round == 0 {
+                return (held, shed);
+            }
+            shed += round;
+            for (mine, excess) in held.iter_mut().zip(excesses) {
+                *mine -= excess;
+            }
+            for _ in 0..round {
+                let total: u64 = held.iter().sum();
+                let taker = (0..held.len())
+                    .find(|&w| may_accept(held[w], total - held[w], workers - 1))
+                    .expect("someone may accept");
+                held[taker] += 1;
+            }
+        }
+        panic!("still shedding after 100 rounds: {held:?}");
+    }
+
+    #[test]
+    fn connections_over_the_share_and_its_slack_are_shed() {
+        // 16 on 2 workers: the share is 8, the slack 1.
+        assert_eq!(excess(16, 0, 1), 7);
+        assert_eq!(excess(10, 6, 1), 1);
+        assert_eq!(excess(9, 7, 1), 0);
+        assert_eq!(excess(8, 8, 1), 0);
+        // 8 on 4: the share is 2, the slack 1.
+        assert_eq!(excess(8, 0, 3), 5);
+        assert_eq!(excess(3, 5, 3), 0);
+        // 1,000 on 4: the share is 250, the slack 31.
+        assert_eq!(excess(281, 719, 3), 0);
+        assert_eq!(excess(282, 718, 3), 1);
+        // Alone, a worker keeps everything.
+        assert_eq!(excess(1000, 0, 0), 0);
+    }
+
+    #[test]
+    fn after_a_scale_up_shedding_ends_within_the_slack_after_one_round() {
+        assert_eq!(shed(vec![16, 0]), (vec![9, 7], 7));
+        assert_eq!(shed(vec![8, 0, 0, 0]), (vec![3, 2, 2, 1], 5));
+        assert_eq!(shed(vec![2, 2, 0, 0]), (vec![2, 2, 0, 0], 0));
+        assert_eq!(shed(vec![64, 0]), (vec![36, 28], 28));
+        assert_eq!(shed(vec![640, 0, 0, 0]), (vec![180, 165, 165, 130], 460));
+        // A spread that fair accepting leaves is never shed from.
+        for workers in 2..6 {
+            for connections in 0..200 {
+                let (held, shed) = shed(fill(workers, connections));
+                assert_eq!(shed, 0, "{connections} on {workers}: {held:?}");
+            }
+        }
     }
 }

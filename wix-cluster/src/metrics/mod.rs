@@ -95,6 +95,10 @@ pub const DEFAULT_BUCKETS: &[f64] = &[
 /// The histogram of each worker's event-loop lag: how late its heartbeat tick ran, in
 /// seconds, once a second.
 pub const EVENT_LOOP_LAG: &str = "wix_cluster_event_loop_lag_seconds";
+/// The counter of HTTP/1 keep-alive connections a worker closed (after a response saying
+/// `connection: close`) because it held more than its fair share of the cluster's
+/// connections: shedding, see fair accepting in `docs/operating.md`.
+pub const CONNECTIONS_SHED: &str = "wix_cluster_connections_shed_total";
 
 /// The gauge an app that does not serve HTTP (a queue consumer, a batch worker) sets to
 /// the number of jobs it has in hand, for [`crate::plugins::Autoscale`]:
