@@ -29,7 +29,9 @@ static ACTIVE: AtomicU64 = AtomicU64::new(0);
 /// is one client, not one per request.
 static CLOSED: AtomicU64 = AtomicU64::new(0);
 
-/// A connection's mark: the heartbeat count it last sent a request in.
+/// A connection's mark: the heartbeat count it last sent a request in, shifted left
+/// by one, with the low bit set once it is counted in that count; 0 before its first
+/// request.
 pub(crate) struct Seen(AtomicU64);
 
 impl Seen {
@@ -37,21 +39,33 @@ impl Seen {
         Seen(AtomicU64::new(0))
     }
 
-    /// Its connection sent a request: counted once per heartbeat. A CPU-bound app on a
+    /// Its connection sent a request. A connection that has sent one before (a client
+    /// that keeps its connection) is counted once per heartbeat: a CPU-bound app on a
     /// single-threaded runtime runs one request at a time whatever the number of
-    /// clients (the others wait in their sockets, where nothing can count them), so
-    /// the clients that want the worker are counted by their connections.
+    /// clients, and the others wait in their sockets, where nothing else can count
+    /// them. A connection's first request does not count it: a client that opens a
+    /// connection per request is one client, however many connections it went
+    /// through (those waiting are counted in the accept queue).
     pub(crate) fn request(&self) {
         let epoch = EPOCH.load(Ordering::Relaxed);
-        if self.0.swap(epoch, Ordering::Relaxed) != epoch {
-            ACTIVE.fetch_add(1, Ordering::Relaxed);
+        let mark = self.0.load(Ordering::Relaxed);
+        let counted = (epoch << 1) | 1;
+        if mark == counted {
+            return;
         }
+        if mark == 0 {
+            self.0.store(epoch << 1, Ordering::Relaxed);
+            return;
+        }
+        self.0.store(counted, Ordering::Relaxed);
+        ACTIVE.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 impl Drop for Seen {
     fn drop(&mut self) {
-        if self.0.load(Ordering::Relaxed) == EPOCH.load(Ordering::Relaxed) {
+        let counted = (EPOCH.load(Ordering::Relaxed) << 1) | 1;
+        if self.0.load(Ordering::Relaxed) == counted {
             CLOSED.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -204,19 +218,23 @@ mod tests {
         let (one, two) = (Seen::new(), Seen::new());
         let _ = read();
         one.request();
+        two.request();
+        assert_eq!(read().peak, 0, "a first request counts no connection");
+        one.request();
         one.request();
         two.request();
-        assert_eq!(read().peak, 2, "two connections sent requests");
+        assert_eq!(read().peak, 2, "two kept connections sent requests");
         one.request();
         assert_eq!(read().peak, 1, "counted again after the heartbeat");
         let three = Seen::new();
+        three.request();
         three.request();
         drop(three);
         one.request();
         assert_eq!(
             read().peak,
             1,
-            "a connection that closed is not a client waiting"
+            "a connection that closed is no client waiting"
         );
         let before = read().busy_ms;
         assert!(read().busy_ms >= before, "busy time never goes backwards");

@@ -47,8 +47,10 @@ pub struct OpenConnections {
 pub struct WorkerLoad {
     /// The share of the time it had work in hand (a request of [`crate::http::serve`]
     /// from its head until its response head, or a job counted by
-    /// [`crate::metrics::APP_BUSY`]) or its event loop ran late: 0 to 1.
+    /// [`crate::metrics::APP_BUSY`]): 0 to 1.
     pub busy: f64,
+    /// The share of the time its event loop ran late (its heartbeat's tick): 0 to 1.
+    pub lag: f64,
     /// The most work it had in hand at once.
     pub peak: u32,
 }

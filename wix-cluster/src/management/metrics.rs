@@ -208,7 +208,11 @@ fn heartbeats(text: &mut Text, tracked: &[Tracked]) {
         for known in &newest {
             if let Some(load) = known.info.load {
                 let worker = known.info.worker.id.to_string();
-                family.sample("", &[("worker", worker.as_str())], load.busy);
+                family.sample(
+                    "",
+                    &[("worker", worker.as_str())],
+                    (load.busy + load.lag).min(1.0),
+                );
             }
         }
     }

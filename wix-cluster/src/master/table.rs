@@ -144,9 +144,10 @@ impl Slot {
         if let Some(last) = self.last_load {
             let wall = load.at_ms.saturating_sub(last.at_ms);
             if wall > 0 && load.busy_ms >= last.busy_ms && load.lag_ms >= last.lag_ms {
-                let busy = (load.busy_ms - last.busy_ms).saturating_add(load.lag_ms - last.lag_ms);
+                let share = |ms: u64| (ms as f64 / wall as f64).clamp(0.0, 1.0);
                 self.load = Some(crate::WorkerLoad {
-                    busy: (busy as f64 / wall as f64).clamp(0.0, 1.0),
+                    busy: share(load.busy_ms - last.busy_ms),
+                    lag: share(load.lag_ms - last.lag_ms),
                     peak: load.peak,
                 });
             }

@@ -469,6 +469,12 @@ fn reading(workers: &[WorkerInfo], waiting: u64) -> Option<Reading> {
     if loads.is_empty() {
         return None;
     }
+    // A late event loop is busy too (an app blocking it), for the pressure; what fits
+    // on fewer workers is the work they had in hand.
+    let busy = loads
+        .iter()
+        .map(|load| (load.busy + load.lag).min(1.0))
+        .sum::<f64>();
     let total_busy = loads.iter().map(|load| load.busy).sum::<f64>();
     let clients = loads
         .iter()
@@ -476,7 +482,7 @@ fn reading(workers: &[WorkerInfo], waiting: u64) -> Option<Reading> {
         .sum::<u64>()
         .saturating_add(waiting);
     Some(Reading {
-        busy: total_busy / loads.len() as f64,
+        busy: busy / loads.len() as f64,
         total_busy,
         clients,
         contended: loads.iter().any(|load| load.peak >= 2),

@@ -8,10 +8,11 @@
 //! - **Down** when for `idle_for` the mean busy share stays below `low`, or no worker
 //!   had two clients at once and their busy time (on average over that stretch) fits
 //!   on one worker fewer. The second rule does not take the cluster back to a count it
-//!   left under pressure from about as many clients as it has now (in the last
-//!   [`REMEMBER_IDLE_FORS`] `idle_for`s): two clients each busy half the time fit on
-//!   one worker by their busy time, but on one worker they wait for each other, which
-//!   is why it was left — going back would flap.
+//!   left under pressure (in the last [`REMEMBER_IDLE_FORS`] `idle_for`s) unless the
+//!   work has fallen below `high` of what the workers had in hand after that step: two
+//!   clients each busy half the time fit on one worker by their busy time, but on one
+//!   worker they wait for each other, which is why it was left — going back would
+//!   flap. Sixteen clients that became one are another matter.
 
 use std::time::{Duration, Instant};
 
@@ -19,9 +20,9 @@ use std::time::{Duration, Instant};
 /// draining, with a load reading).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Reading {
-    /// Their mean busy share, 0 to 1.
+    /// Their mean busy share, event-loop lag included, 0 to 1.
     pub(crate) busy: f64,
-    /// Their busy shares summed: the workers' worth of busy time.
+    /// Their busy shares summed, lag left out: the workers' worth of work in hand.
     pub(crate) total_busy: f64,
     /// Clients, summed over the workers (for each, the most work it had in hand at
     /// once, or the connections still open that sent it requests, whichever is more),
@@ -76,12 +77,14 @@ const MAX_REMEMBERED: usize = 64;
 /// the workers' seconds do not start together).
 const FIT_SLACK: f64 = 0.05;
 
-/// A step up: from how many workers, with how many clients, when.
+/// A step up: from how many workers to how many, when, and the most work in hand
+/// (in workers' worth) seen at its count since.
 #[derive(Debug, Clone, Copy)]
 struct Step {
     from: usize,
-    clients: u64,
+    to: usize,
     at: Instant,
+    busy_after: f64,
 }
 
 /// The streaks the decisions follow.
@@ -107,9 +110,8 @@ struct Idle {
     quiet: bool,
     /// No reading was contended.
     uncontended: bool,
-    /// The highest mean busy share and the most clients, for the reason.
+    /// The highest mean busy share, for the reason.
     most_busy: f64,
-    most_clients: u64,
     /// For the mean busy time.
     total_busy_sum: f64,
     readings: u32,
@@ -158,6 +160,9 @@ impl Policy {
         let remember = marks.idle_for.saturating_mul(REMEMBER_IDLE_FORS);
         self.ups
             .retain(|step| now.saturating_duration_since(step.at) < remember);
+        for step in self.ups.iter_mut().filter(|step| step.to == current) {
+            step.busy_after = step.busy_after.max(reading.total_busy);
+        }
         if reading.busy > marks.high && reading.clients > reading.counted as u64 {
             self.idle = None;
             return self.pressed(now, reading, current, max, marks, may_up);
@@ -193,8 +198,9 @@ impl Policy {
         }
         self.ups.push(Step {
             from: current,
-            clients: reading.clients,
+            to,
             at: now,
+            busy_after: 0.0,
         });
         let reason = format!(
             "busy {:.0}% for {} with {} on {}: {current} -> {to}",
@@ -227,14 +233,12 @@ impl Policy {
             quiet: true,
             uncontended: true,
             most_busy: 0.0,
-            most_clients: 0,
             total_busy_sum: 0.0,
             readings: 0,
         });
         idle.quiet &= quiet;
         idle.uncontended &= !reading.contended;
         idle.most_busy = idle.most_busy.max(reading.busy);
-        idle.most_clients = idle.most_clients.max(reading.clients);
         idle.total_busy_sum += reading.total_busy;
         idle.readings += 1;
         let idle = *idle;
@@ -252,12 +256,12 @@ impl Policy {
         } else {
             let mean_busy = idle.total_busy_sum / f64::from(idle.readings.max(1));
             let fits = idle.uncontended && mean_busy <= to as f64 + FIT_SLACK;
-            // Left under pressure from about as many clients as now (one more: a
-            // client caught between two workers' counts): going back would flap.
+            // Left under pressure, and the work has not fallen much since: going back
+            // would flap.
             let left = self
                 .ups
                 .iter()
-                .any(|step| step.from == to && step.clients <= idle.most_clients + 1);
+                .any(|step| step.from == to && mean_busy > marks.high * step.busy_after);
             if !fits || left {
                 return Decision::Hold;
             }
