@@ -438,3 +438,48 @@ fn dashboard_in_chromium_shows_nan_and_infinite_gauges_and_keeps_refreshing() {
 
     screenshot(&tab, "management-dashboard-nonfinite.png");
 }
+
+#[test]
+fn dashboard_in_chromium_charts_the_worker_count_over_time() {
+    let program = Program::start("hello", &[("PORT", "0"), ("WIX_CLUSTER_WORKERS", "1")]);
+    let management = program.management_addr();
+    program.wait_for_200(management, "/health/ready");
+    let browser = chromium(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-count-profile"));
+    let tab = open_dashboard(&browser, management);
+    let now = || {
+        eval_json(&tab, "document.getElementById('count-now').textContent")
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let highest = || {
+        eval_json(
+            &tab,
+            "Number(document.getElementById('count-chart').dataset.max ?? -1)",
+        )
+        .as_f64()
+        .unwrap_or(-1.0)
+    };
+    assert!(
+        wait_until(PATIENCE, || now() == "now 1 ready of 1"),
+        "the count reads {:?}",
+        now()
+    );
+    assert_eq!(highest(), 1.0, "one worker so far");
+    // Two more workers (SIGTTIN twice, as an operator or the autoscaler would ask).
+    send_signal(program.pid(), nix::sys::signal::Signal::SIGTTIN);
+    program.wait_for_workers(2);
+    send_signal(program.pid(), nix::sys::signal::Signal::SIGTTIN);
+    assert!(
+        wait_until(PATIENCE, || now() == "now 3 ready of 3" && highest() == 3.0),
+        "the count reads {:?}, the chart's top {}",
+        now(),
+        highest()
+    );
+    let lines = eval_json(
+        &tab,
+        "document.querySelectorAll('#count-chart polyline').length",
+    );
+    assert_eq!(lines, 2, "desired and ready drawn");
+    screenshot(&tab, "management-dashboard-count.png");
+}

@@ -51,6 +51,15 @@ struct Sample {
     total: Rate,
     /// By worker slot.
     workers: BTreeMap<String, Rate>,
+    /// The worker count: desired, and ready processes.
+    count: Count,
+}
+
+/// How many workers there were at a sample.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub(crate) struct Count {
+    desired: usize,
+    ready: usize,
 }
 
 /// The sampler's state.
@@ -68,8 +77,8 @@ struct Inner {
 }
 
 impl Traffic {
-    /// Takes a sample from each process's histogram now.
-    fn sample(&self, now: Vec<(ProcessKey, Buckets)>) {
+    /// Takes a sample from each process's histogram now, with the worker count.
+    fn sample(&self, now: Vec<(ProcessKey, Buckets)>, count: Count) {
         let mut inner = self.inner.lock();
         let at = Instant::now();
         let seconds = inner
@@ -115,6 +124,7 @@ impl Traffic {
                 .iter()
                 .map(|(id, window)| (id.clone(), Rate::of(window, seconds)))
                 .collect(),
+            count,
         };
         inner.samples.push_back(sample);
         while inner.samples.len() > KEPT {
@@ -138,13 +148,24 @@ pub(crate) async fn sample_forever(ctx: Ctx) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        let ready = ctx
+            .master
+            .workers()
+            .await
+            .iter()
+            .filter(|worker| worker.state == crate::WorkerState::Ready)
+            .count();
+        let count = Count {
+            desired: ctx.master.desired_workers(),
+            ready,
+        };
         ctx.traffic
-            .sample(crate::metrics::per_process(REQUEST_DURATION));
+            .sample(crate::metrics::per_process(REQUEST_DURATION), count);
     }
 }
 
 /// `GET /traffic`: `{interval_ms, samples: [{t, total: {rps, p50, p99}, workers:
-/// {"1": {...}}}], metrics: [{name, kind, labels, worker?, value?, count?, p50?, p99?}]}`,
+/// {"1": {...}}, count: {desired, ready}}], metrics: [{name, kind, labels, worker?, value?, count?, p50?, p99?}]}`,
 /// samples oldest first. A gauge's value or a histogram's sum that is not finite is
 /// `"NaN"`, `"+Inf"` or `"-Inf"`.
 pub(crate) async fn page(State(ctx): State<Ctx>) -> Json<Value> {
