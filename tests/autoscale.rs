@@ -77,11 +77,12 @@ fn decisions(management: SocketAddr) -> Vec<(SystemTime, String)> {
     found
 }
 
-/// The scaling decisions (`... -> N`) among `decisions`.
+/// The autoscaler's own scaling decisions (`... -> N`) among `decisions` (not an
+/// operator's scale it reports).
 fn scalings(management: SocketAddr) -> Vec<(SystemTime, String)> {
     decisions(management)
         .into_iter()
-        .filter(|(_, cause)| cause.contains(" -> "))
+        .filter(|(_, cause)| cause.contains(" -> ") && !cause.starts_with("scaled by an operator"))
         .collect()
 }
 
@@ -355,5 +356,27 @@ fn below_the_memory_floor_nothing_scales_up_and_it_is_said_once() {
         program.log().matches("autoscale: no scaling up").count(),
         1,
         "logged once"
+    );
+}
+
+#[test]
+fn an_operators_scale_up_is_a_floor_the_idle_cluster_keeps() {
+    let program = start(&[]);
+    let management = program.management_addr();
+    wix_cluster_suite::send_signal(program.pid(), nix::sys::signal::Signal::SIGTTIN);
+    program.wait_for_workers(2);
+    let held = wait_until(PATIENCE, || {
+        decisions(management)
+            .iter()
+            .any(|(_, cause)| cause == "scaled by an operator: 1 -> 2; at least 2 workers for 10m")
+    });
+    assert!(held, "no hold said: {:?}", decisions(management));
+    // Idle for longer than idle_for: without the hold it would go back to 1.
+    std::thread::sleep(IDLE_FOR + Duration::from_secs(5));
+    assert_eq!(desired(management), 2, "{:?}", decisions(management));
+    assert!(
+        scalings(management).is_empty(),
+        "{:?}",
+        decisions(management)
     );
 }
