@@ -138,7 +138,20 @@ fn a_cpu_step_load_scales_up_to_the_cpus_within_5s_and_back_to_min_after_idle_fo
         wait_until(PATIENCE, || ready(management) == max),
         "never {max} ready workers"
     );
-    std::thread::sleep(Duration::from_secs(3));
+    // Every worker is busy, as /workers says.
+    let busy = wait_until(PATIENCE, || {
+        let response = http_get(management, "/workers").expect("GET /workers");
+        let page: Value = serde_json::from_str(&response.body).expect("JSON");
+        let shares: Vec<f64> = page["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|w| w["state"] == "ready")
+            .filter_map(|w| w["busy"].as_f64())
+            .collect();
+        shares.len() == max && shares.iter().all(|share| *share > 0.5)
+    });
+    assert!(busy, "the workers do not read busy under 16 clients");
     let crowd = many.stop();
     assert_none_failed(&crowd, "16 clients");
 

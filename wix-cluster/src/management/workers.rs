@@ -95,6 +95,12 @@ pub(crate) struct Row {
     /// Its open connections by kind (`http1`, `http2`, `upgraded`), as of its last
     /// heartbeat.
     pub(crate) connections: crate::OpenConnections,
+    /// The share of its last heartbeat's second it was busy (work in hand, or its event
+    /// loop late), 0 to 1; `null` before its second heartbeat and in single-process mode.
+    pub(crate) busy: Option<f64>,
+    /// The most clients it had at once in that second (requests in flight, or kept
+    /// connections that sent requests); `null` when `busy` is.
+    pub(crate) clients: Option<u32>,
     /// When it exited (Unix seconds); `null` while it runs.
     pub(crate) exited_at: Option<f64>,
 }
@@ -122,6 +128,10 @@ impl Row {
                 .then_some(info.since_heartbeat.as_millis() as u64),
             requests: (!single).then_some(info.requests),
             connections: info.connections,
+            busy: info
+                .load
+                .map(|load| round2((load.busy + load.lag).min(1.0))),
+            clients: info.load.map(|load| load.peak),
             exited_at: known.exited_at.map(unix_seconds),
         }
     }
