@@ -484,7 +484,13 @@ where
             request: Some(in_flight),
             race,
             http1,
-            drain_end: self.drain_end.clone(),
+            // gRPC is HTTP/2 only: an HTTP/1 response is never ended by the drain (and
+            // saves the clone and the header lookup).
+            drain_end: if http1 {
+                None
+            } else {
+                self.drain_end.clone()
+            },
         }
     }
 }
