@@ -12,10 +12,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Work in hand now.
+/// Work in hand now (the low [`COUNT_BITS`] bits) and, while there is some, the
+/// [`now_ms`] when it went from none to some (the rest): one word, so that a reader
+/// never pairs a count with another stretch's start.
 static WORKING: AtomicU64 = AtomicU64::new(0);
-/// [`now_ms`] when the work in hand last went from none to some.
-static SINCE: AtomicU64 = AtomicU64::new(0);
+/// The bits of [`WORKING`] that count; the count saturates there.
+const COUNT_BITS: u32 = 20;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 /// Milliseconds with work in hand, up to the last time there was none.
 static BUSY_MS: AtomicU64 = AtomicU64::new(0);
 /// The most work in hand at once since the last heartbeat took it.
@@ -93,27 +96,47 @@ impl Drop for Working {
     }
 }
 
+/// The work in hand and its stretch's start, from [`WORKING`]'s word.
+fn unpack(word: u64) -> (u64, u64) {
+    (word & COUNT_MASK, word >> COUNT_BITS)
+}
+
+fn pack(count: u64, since: u64) -> u64 {
+    (since << COUNT_BITS) | count.min(COUNT_MASK)
+}
+
 fn add(n: u64) {
-    let before = WORKING.fetch_add(n, Ordering::Relaxed);
-    if before == 0 {
-        SINCE.store(now_ms(), Ordering::Relaxed);
+    let mut word = WORKING.load(Ordering::Relaxed);
+    loop {
+        let (count, since) = unpack(word);
+        let since = if count == 0 { now_ms() } else { since };
+        let new = pack(count.saturating_add(n), since);
+        match WORKING.compare_exchange_weak(word, new, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => {
+                PEAK.fetch_max(new & COUNT_MASK, Ordering::Relaxed);
+                return;
+            }
+            Err(now) => word = now,
+        }
     }
-    PEAK.fetch_max(before.saturating_add(n), Ordering::Relaxed);
 }
 
 fn remove(n: u64) {
-    // Never below zero, whatever an app's gauge says.
-    let mut before = WORKING.load(Ordering::Relaxed);
+    let mut word = WORKING.load(Ordering::Relaxed);
     loop {
-        let after = before.saturating_sub(n);
-        match WORKING.compare_exchange_weak(before, after, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => break,
-            Err(now) => before = now,
+        let (count, since) = unpack(word);
+        // Never below zero, whatever an app's gauge says.
+        let left = count.saturating_sub(n);
+        let new = if left == 0 { 0 } else { pack(left, since) };
+        match WORKING.compare_exchange_weak(word, new, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => {
+                if count > 0 && left == 0 {
+                    BUSY_MS.fetch_add(now_ms().saturating_sub(since), Ordering::Relaxed);
+                }
+                return;
+            }
+            Err(now) => word = now,
         }
-    }
-    if before > 0 && before <= n {
-        let since = SINCE.load(Ordering::Relaxed);
-        BUSY_MS.fetch_add(now_ms().saturating_sub(since), Ordering::Relaxed);
     }
 }
 
@@ -146,19 +169,31 @@ pub(crate) struct Load {
 /// Reads the totals, and starts the next peak from the work in hand now.
 pub(crate) fn read() -> Load {
     let at_ms = now_ms();
-    let working = WORKING.load(Ordering::Relaxed);
-    let mut busy_ms = BUSY_MS.load(Ordering::Relaxed);
-    if working > 0 {
-        busy_ms = busy_ms.saturating_add(at_ms.saturating_sub(SINCE.load(Ordering::Relaxed)));
-    }
+    // The finished stretches and the current one, read until no stretch ended in
+    // between (it would be counted twice, or not at all).
+    let (working, busy_ms) = loop {
+        let done = BUSY_MS.load(Ordering::Relaxed);
+        let (working, since) = unpack(WORKING.load(Ordering::Relaxed));
+        if BUSY_MS.load(Ordering::Relaxed) == done {
+            let current = if working > 0 {
+                at_ms.saturating_sub(since)
+            } else {
+                0
+            };
+            break (working, done.saturating_add(current));
+        }
+    };
     let active = ACTIVE
         .swap(0, Ordering::Relaxed)
         .saturating_sub(CLOSED.swap(0, Ordering::Relaxed));
     EPOCH.fetch_add(1, Ordering::Relaxed);
-    let peak = PEAK
-        .swap(working, Ordering::Relaxed)
-        .max(working)
-        .max(active);
+    // The next peak starts from what is in hand now (re-read after the swap: a start
+    // in between is not lost).
+    let peak = PEAK.swap(0, Ordering::Relaxed).max(working).max(active);
+    PEAK.fetch_max(
+        WORKING.load(Ordering::Relaxed) & COUNT_MASK,
+        Ordering::Relaxed,
+    );
     Load {
         at_ms,
         busy_ms,
@@ -214,7 +249,7 @@ mod tests {
         assert_eq!(read().peak, 2);
         app_busy_changed(2.0, -3.0);
         app_busy_changed(-3.0, f64::NAN);
-        assert_eq!(WORKING.load(Ordering::Relaxed), 0);
+        assert_eq!(WORKING.load(Ordering::Relaxed) & COUNT_MASK, 0);
         let (one, two) = (Seen::new(), Seen::new());
         let _ = read();
         one.request();

@@ -486,11 +486,7 @@ where
             http1,
             // gRPC is HTTP/2 only: an HTTP/1 response is never ended by the drain (and
             // saves the clone and the header lookup).
-            drain_end: if http1 {
-                None
-            } else {
-                self.drain_end.clone()
-            },
+            drain_end: if http1 { None } else { self.drain_end.clone() },
         }
     }
 }

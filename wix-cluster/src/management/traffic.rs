@@ -148,9 +148,8 @@ pub(crate) async fn sample_forever(ctx: Ctx) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let ready = ctx
-            .master
-            .workers()
+        // `live`: the one process in single-process mode.
+        let ready = super::workers::live(&ctx)
             .await
             .iter()
             .filter(|worker| worker.state == crate::WorkerState::Ready)

@@ -41,14 +41,15 @@ use crate::{Master, Plugin, PluginError, WorkerInfo, WorkerState};
 ///   cyclic death) or a worker cannot be started ([`Master::spawn_error`]) it does not
 ///   scale, and says so once. An operator's scale (SIGTTIN, SIGTTOU,
 ///   `POST /workers/scale`, `wix-cluster scale`) wins for `operator_hold` (default
-///   10 min): scaling up sets a floor, scaling down a ceiling, for that long. A master
+///   10 min): scaling up sets a floor, scaling down a ceiling, for that long, even
+///   outside `min..max`. A master
 ///   upgrade hands the count over.
 /// - **Visible**: every decision is an `autoscale` event with its reason (`busy 93% for
 ///   2s with 16 clients on 1 worker: 1 -> 2`), `/metrics` has
 ///   `wix_cluster_autoscale_{min,max,desired}` and `wix_cluster_worker_busy_ratio`.
 ///
 /// `max` may be [`Autoscale::max_auto`] (`max = "auto"` in the macro): the CPUs this
-/// process may use. `WIX_CLUSTER_AUTOSCALE=min..max` (`1..8`, `2..auto`) turns it on
+/// process may use (at least `min`), read once at start. `WIX_CLUSTER_AUTOSCALE=min..max` (`1..8`, `2..auto`) turns it on
 /// with those bounds even when the program does not name it, and `off` turns it off;
 /// `WIX_CLUSTER_AUTOSCALE_MEMORY_FLOOR` overrides the memory floor. Off unless named or
 /// set. In single-process mode there is nothing to scale.
@@ -184,11 +185,13 @@ impl Autoscale {
         self
     }
 
-    /// The bounds, `max` resolved.
+    /// The bounds, `max` resolved (`"auto"`: the CPUs, at least `min`).
     fn bounds(&self) -> (usize, usize) {
         let max = match self.max {
             Max::Count(max) => max,
-            Max::Cpus => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Max::Cpus => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .max(self.min),
         };
         (self.min, max)
     }
@@ -260,6 +263,7 @@ impl Plugin for Autoscale {
         master.set_autoscale_bounds(Some((min, max)));
         tracing::info!("autoscaling between {min} and {max} workers, starting with {start}");
         let scaler = Scaler {
+            bounds: (min, max),
             marks: Marks {
                 high: config.high,
                 low: config.low,
@@ -290,6 +294,8 @@ struct Hold {
 /// The master-side loop.
 struct Scaler {
     config: Autoscale,
+    /// `(min, max)`, resolved once at start.
+    bounds: (usize, usize),
     marks: Marks,
     master: Master,
     policy: Policy,
@@ -336,17 +342,18 @@ impl Scaler {
         if self.check_frozen() {
             return;
         }
-        let (mut min, mut max) = self.config.bounds();
+        // An operator's count wins for the hold, even outside the bounds.
+        let (mut min, mut max) = self.bounds;
         if let Some(hold) = &self.hold {
             if hold.floor {
-                min = min.max(hold.count).min(max);
+                min = hold.count;
+                max = max.max(hold.count);
             } else {
-                max = max.min(hold.count).max(min);
+                max = hold.count;
+                min = min.min(hold.count);
             }
         }
-        let starting = workers
-            .iter()
-            .any(|w| matches!(w.state, WorkerState::Starting | WorkerState::Online));
+        let starting = is_starting(workers);
         let may_up = !starting && self.memory_allows();
         let decision = self.policy.decide(
             now,
@@ -360,9 +367,6 @@ impl Scaler {
             &self.marks,
         );
         if let Decision::Scale { to, reason } = decision {
-            if to > current {
-                self.policy.reset();
-            }
             self.record(reason);
             self.expected = Some(to);
             self.master.scale(to);
@@ -458,12 +462,23 @@ impl Scaler {
     }
 }
 
-/// The workers that count (ready, not draining, with a load reading), and the
+/// Whether a worker is starting: a process that has not said hello, or a slot with
+/// two processes (a successor mid-handover: a roll, a recycle). A worker that never
+/// listens (an app that serves no HTTP) stays online, and is not starting.
+fn is_starting(workers: &[WorkerInfo]) -> bool {
+    let mut slots = std::collections::HashSet::new();
+    workers.iter().any(|w| {
+        w.state == WorkerState::Starting
+            || (w.state != WorkerState::Draining && !slots.insert(w.worker.id))
+    })
+}
+
+/// The workers that count (ready or online, not draining, with a load reading), and the
 /// connections `waiting` in the accept queues: clients too.
 fn reading(workers: &[WorkerInfo], waiting: u64) -> Option<Reading> {
     let loads: Vec<_> = workers
         .iter()
-        .filter(|w| w.state == WorkerState::Ready)
+        .filter(|w| matches!(w.state, WorkerState::Ready | WorkerState::Online))
         .filter_map(|w| w.load)
         .collect();
     if loads.is_empty() {

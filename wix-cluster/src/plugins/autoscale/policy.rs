@@ -69,6 +69,8 @@ pub(crate) enum Decision {
 pub(crate) const MAX_STEP: usize = 32;
 /// How long one reading covers: a heartbeat's second.
 const READING_SPAN: Duration = Duration::from_secs(1);
+/// The longest gap between two readings of one streak.
+const MAX_GAP: Duration = Duration::from_millis(2500);
 /// How many `idle_for`s a step up is remembered.
 pub(crate) const REMEMBER_IDLE_FORS: u32 = 10;
 /// The most steps up remembered.
@@ -100,6 +102,8 @@ pub(crate) struct Policy {
     step: usize,
     /// The steps up taken lately.
     ups: Vec<Step>,
+    /// When the last reading came.
+    last_reading: Option<Instant>,
 }
 
 /// A stretch of readings that allow a step down.
@@ -157,6 +161,15 @@ impl Policy {
         let Some(reading) = reading.filter(|reading| reading.counted > 0) else {
             return Decision::Hold;
         };
+        // A streak is of readings one after the other: after a gap (no worker could be
+        // read, a roll), it starts again.
+        if self
+            .last_reading
+            .is_some_and(|last| now.saturating_duration_since(last) > MAX_GAP)
+        {
+            self.reset();
+        }
+        self.last_reading = Some(now);
         let remember = marks.idle_for.saturating_mul(REMEMBER_IDLE_FORS);
         self.ups
             .retain(|step| now.saturating_duration_since(step.at) < remember);
@@ -505,6 +518,30 @@ mod tests {
             "{decision:?}"
         );
         let decision = policy.decide(now, None, situation(1, (2, 8), false, false), &MARKS);
+        assert!(
+            matches!(decision, Decision::Scale { to: 2, .. }),
+            "{decision:?}"
+        );
+    }
+
+    #[test]
+    fn a_gap_in_the_readings_starts_the_streak_again() {
+        let mut policy = Policy::default();
+        let now = Instant::now();
+        let crowded = load(16, 1.0);
+        let s = situation(1, (1, 8), true, true);
+        assert_eq!(
+            policy.decide(now, Some(crowded(1)), s, &MARKS),
+            Decision::Hold
+        );
+        assert_eq!(policy.decide(now, None, s, &MARKS), Decision::Hold);
+        let later = now + Duration::from_secs(20);
+        assert_eq!(
+            policy.decide(later, Some(crowded(1)), s, &MARKS),
+            Decision::Hold
+        );
+        let next = later + Duration::from_secs(1);
+        let decision = policy.decide(next, Some(crowded(1)), s, &MARKS);
         assert!(
             matches!(decision, Decision::Scale { to: 2, .. }),
             "{decision:?}"
