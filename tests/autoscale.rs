@@ -393,3 +393,35 @@ fn an_operators_scale_up_is_a_floor_the_idle_cluster_keeps() {
         decisions(management)
     );
 }
+
+#[test]
+fn an_app_without_http_scales_on_the_jobs_it_counts_in_the_app_busy_gauge() {
+    let program = Program::start_fixture("queue_worker", &[("WIX_CLUSTER_AUTOSCALE", "1..2")]);
+    let management = program.management_addr();
+    let (_, cause) = wait_for_desired(management, 2, PATIENCE);
+    assert!(
+        cause.starts_with("busy 100% for ")
+            && cause.ends_with("with 4 clients on 1 worker: 1 -> 2"),
+        "{cause}"
+    );
+    // Two workers that never listen (online, not ready), each busy with its jobs.
+    let busy = wait_until(PATIENCE, || {
+        let response = http_get(management, "/workers").expect("GET /workers");
+        let page: Value = serde_json::from_str(&response.body).expect("JSON");
+        let online: Vec<&Value> = page["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|w| w["state"] == "online")
+            .collect();
+        online.len() == 2
+            && online
+                .iter()
+                .all(|w| w["busy"].as_f64() == Some(1.0) && w["clients"].as_u64() == Some(4))
+    });
+    assert!(
+        busy,
+        "{:?}",
+        http_get(management, "/workers").map(|r| r.body)
+    );
+}
