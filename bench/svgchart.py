@@ -15,6 +15,10 @@ COLOURS = {
     "nginx": "#16a34a",
     "Node cluster": "#ea580c",
     "PM2": "#dc2626",
+    # The autoscale section's three configurations.
+    "autoscaled": "#2563eb",
+    "fixed min": "#9ca3af",
+    "fixed max": "#4b5563",
 }
 OTHER = "#a855f7"
 
