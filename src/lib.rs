@@ -903,6 +903,12 @@ impl std::fmt::Display for LoadReport {
 impl Load {
     /// Starts `clients` threads requesting `path` on `addr` back to back.
     pub fn start(addr: SocketAddr, clients: usize, path: &'static str) -> Load {
+        Load::paced(addr, clients, path, Duration::ZERO)
+    }
+
+    /// Starts `clients` threads requesting `path` on `addr`, each thinking for `think`
+    /// after every answer (a client busy only part of the time).
+    pub fn paced(addr: SocketAddr, clients: usize, path: &'static str, think: Duration) -> Load {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let threads = (0..clients)
             .map(|_| {
@@ -924,6 +930,9 @@ impl Load {
                                 report.failed.push(format!("status {}", response.status))
                             }
                             Err(e) => report.failed.push(e.to_string()),
+                        }
+                        if !think.is_zero() {
+                            std::thread::sleep(think);
                         }
                     }
                     report

@@ -6,8 +6,6 @@
 //! once. Every decision is read from the event log (`kind` `autoscale`), with its time.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -172,49 +170,6 @@ fn a_cpu_step_load_scales_up_to_the_cpus_within_5s_and_back_to_min_after_idle_fo
     );
 }
 
-/// `clients` threads, each sending `path` then thinking for `think`, until stopped.
-struct Paced {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<LoadReport>>,
-}
-
-impl Paced {
-    fn start(addr: SocketAddr, clients: usize, path: &'static str, think: Duration) -> Paced {
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..clients)
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut report = LoadReport::default();
-                    while !stop.load(Ordering::Relaxed) {
-                        match http_get(addr, path) {
-                            Ok(response) if response.status == 200 => report.ok += 1,
-                            Ok(response) => {
-                                report.failed.push(format!("status {}", response.status))
-                            }
-                            Err(e) => report.failed.push(e.to_string()),
-                        }
-                        std::thread::sleep(think);
-                    }
-                    report
-                })
-            })
-            .collect();
-        Paced { stop, threads }
-    }
-
-    fn stop(self) -> LoadReport {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut total = LoadReport::default();
-        for thread in self.threads {
-            let report = thread.join().expect("client thread");
-            total.ok += report.ok;
-            total.failed.extend(report.failed);
-        }
-        total
-    }
-}
-
 #[test]
 fn a_steady_load_at_half_capacity_for_2_minutes_changes_the_count_at_most_once_after_10s() {
     let program = start(&[]);
@@ -222,7 +177,7 @@ fn a_steady_load_at_half_capacity_for_2_minutes_changes_the_count_at_most_once_a
     // Two clients, each busy half the time: one CPU's worth of work out of two. On one
     // worker they wait for each other; on two each has its own.
     let began = SystemTime::now();
-    let load = Paced::start(app, 2, "/burn?ms=10", Duration::from_millis(10));
+    let load = Load::paced(app, 2, "/burn?ms=10", Duration::from_millis(10));
     std::thread::sleep(Duration::from_secs(120));
     let report = load.stop();
     assert_none_failed(&report, "the steady load");
