@@ -4,6 +4,8 @@
 //! requests scale up and none is cut by the scale-down; idle WebSockets scale nothing;
 //! a crash-looping build freezes the autoscaler; a memory floor stops scaling up, said
 //! once. Every decision is read from the event log (`kind` `autoscale`), with its time.
+//! Each cluster logs the autoscaler's reading of every second (at debug), which a
+//! failing test prints with the rest of the cluster's log.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,6 +30,7 @@ fn start(env: &[(&str, &str)]) -> Program {
     let idle = format!("{}s", IDLE_FOR.as_secs());
     let mut all = vec![
         ("PORT", "0"),
+        ("RUST_LOG", "info,wix_cluster::plugins::autoscale=debug"),
         ("IDLE_FOR", idle.as_str()),
         ("WIX_CLUSTER_AUTOSCALE", bounds.as_str()),
     ];

@@ -23,6 +23,10 @@ const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 static BUSY_MS: AtomicU64 = AtomicU64::new(0);
 /// The most work in hand at once since the last heartbeat took it.
 static PEAK: AtomicU64 = AtomicU64::new(0);
+/// The most processes of the cluster with work in hand at once, this one included, as
+/// seen when this one started work since the last heartbeat took it (while work is
+/// shared on the board: [`crate::fair_share::gate::share_work`]).
+static TOGETHER: AtomicU64 = AtomicU64::new(0);
 
 /// The heartbeat's count: a connection that sends a request counts once per count.
 static EPOCH: AtomicU64 = AtomicU64::new(1);
@@ -114,6 +118,11 @@ fn add(n: u64) {
         match WORKING.compare_exchange_weak(word, new, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => {
                 PEAK.fetch_max(new & COUNT_MASK, Ordering::Relaxed);
+                if count == 0 {
+                    if let Some(now) = crate::fair_share::gate::work_changed(true) {
+                        TOGETHER.fetch_max(now, Ordering::Relaxed);
+                    }
+                }
                 return;
             }
             Err(now) => word = now,
@@ -132,6 +141,7 @@ fn remove(n: u64) {
             Ok(_) => {
                 if count > 0 && left == 0 {
                     BUSY_MS.fetch_add(now_ms().saturating_sub(since), Ordering::Relaxed);
+                    crate::fair_share::gate::work_changed(false);
                 }
                 return;
             }
@@ -164,6 +174,10 @@ pub(crate) struct Load {
     /// hand now), or the connections still open that sent a request since then if
     /// they are more.
     pub(crate) peak: u32,
+    /// The most processes of the cluster with work in hand at once since the previous
+    /// reading (at least those with some now), as this one saw them; `None` while work
+    /// is not shared on the board.
+    pub(crate) together: Option<u32>,
 }
 
 /// Reads the totals, and starts the next peak from the work in hand now.
@@ -194,11 +208,16 @@ pub(crate) fn read() -> Load {
         WORKING.load(Ordering::Relaxed) & COUNT_MASK,
         Ordering::Relaxed,
     );
+    // Those with work in hand now start the next count (a stretch that outlasts the
+    // second starts no work to count them at).
+    let together = crate::fair_share::gate::working_now(working > 0)
+        .map(|now| TOGETHER.swap(now, Ordering::Relaxed).max(now));
     Load {
         at_ms,
         busy_ms,
         lag_ms: LAG_MS.load(Ordering::Relaxed),
         peak: u32::try_from(peak).unwrap_or(u32::MAX),
+        together: together.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
     }
 }
 

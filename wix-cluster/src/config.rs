@@ -462,6 +462,11 @@ fn draining_count(raw: &str) -> Result<usize, &'static str> {
         .ok_or("a whole number from 1 to 64")
 }
 
+/// Whether `WIX_CLUSTER_AUTOSCALE` says `off` (as `var` reads the environment).
+pub(crate) fn autoscale_is_off(var: impl Fn(&str) -> Option<String>) -> bool {
+    var(ENV_AUTOSCALE).is_some_and(|raw| autoscale_bounds(&raw) == Ok(AutoscaleEnv::Off))
+}
+
 /// `min..max` or `off`.
 fn autoscale_bounds(raw: &str) -> Result<AutoscaleEnv, &'static str> {
     const EXPECTED: &str = "min..max (like 1..8 or 2..auto, from 1 to 1024) or off";

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// same binary, so a mismatch means a binary was replaced under a running master (a
 /// rolling restart onto a build that speaks another version stops at its first
 /// worker; a master upgrade, SIGUSR2, is the way to deploy such a build).
-pub(crate) const PROTOCOL_VERSION: u32 = 6;
+pub(crate) const PROTOCOL_VERSION: u32 = 7;
 
 /// What a worker asks the master to listen on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

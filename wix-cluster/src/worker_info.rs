@@ -53,6 +53,10 @@ pub struct WorkerLoad {
     pub lag: f64,
     /// The most work it had in hand at once.
     pub peak: u32,
+    /// The most workers of the cluster that had work in hand at once, as this one saw
+    /// them (when it started work, and at its heartbeat); `None` unless the autoscaler
+    /// runs (the workers then share that on the fair-accepting board).
+    pub together: Option<u32>,
 }
 
 /// A snapshot of one worker process.

@@ -14,11 +14,15 @@
 //! connections this process holds above its share plus a slack ([`super::excess`]):
 //! that is the budget of responses that close their connection ([`Shed`]). A response
 //! costs one relaxed load of the budget while it is 0, the common case.
+//!
+//! Work shared ([`share_work`], while the autoscaler runs): the seat marks its slot
+//! while the process has work in hand, and a process starting work counts the others
+//! that have some ([`work_changed`]). The seat is taken even with fair accepting off.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::Interest;
@@ -26,8 +30,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{
-    ACCEPTING, ALIVE, CELLS, MAGIC, MAX_OPEN, OPEN, SLOTS, STALE_MS, USED_CELL, may_accept, now_ms,
-    slot_base,
+    ACCEPTING, ALIVE, CELLS, MAGIC, MAX_OPEN, OPEN, SLOTS, STALE_MS, USED_CELL, WORKING,
+    may_accept, now_ms, slot_base,
 };
 use crate::shm::Segment;
 
@@ -40,6 +44,8 @@ const TICK: Duration = Duration::from_millis(250);
 struct Seat {
     board: Segment,
     slot: usize,
+    /// Fair accepting is on (an accept wait above 0).
+    fair: bool,
     /// The connections this process holds open: the truth, which its slot mirrors.
     open: AtomicU64,
     /// Its accept loops.
@@ -54,6 +60,9 @@ struct Seat {
 }
 
 static SEAT: OnceLock<Seat> = OnceLock::new();
+
+/// Whether the seat says when this process has work in hand ([`share_work`]).
+static SHARE_WORK: AtomicBool = AtomicBool::new(false);
 
 /// The sockets the master shares with this worker ([`crate::Worker::listen`]), by
 /// identity (device and inode): only they are accepted from fairly, since on a socket
@@ -86,13 +95,13 @@ fn identity(socket: impl AsFd) -> Option<(u64, u64)> {
     Some((stat.st_dev as u64, stat.st_ino as u64))
 }
 
-/// A worker process: takes its seat on the master's board (`fd`, slot `slot`), unless
-/// `wait` is 0 (fair accepting off). Needs the runtime (a task ticks every [`TICK`]:
-/// stamps the slot alive and sets the shedding budget).
+/// A worker process: takes its seat on the master's board (`fd`, slot `slot`), and
+/// accepts fairly unless `wait` is 0 (fair accepting off). Needs the runtime (a task
+/// ticks every [`TICK`]: stamps the slot alive and sets the shedding budget).
 pub(crate) fn join(fd: OwnedFd, slot: usize, wait: Duration) {
-    if wait.is_zero() {
+    let fair = !wait.is_zero();
+    if !fair {
         tracing::debug!("fair accepting is off");
-        return;
     }
     if slot >= SLOTS {
         tracing::warn!("slot {slot} is not on the board: accepting without fair sharing");
@@ -111,11 +120,14 @@ pub(crate) fn join(fd: OwnedFd, slot: usize, wait: Duration) {
          by workers holding more than their fair share of the cluster's connections."
     );
     let shed_total = metrics::counter!(crate::metrics::CONNECTIONS_SHED);
-    // Shown from the start, at 0.
-    shed_total.increment(0);
+    // Shown from the start, at 0, when it can count.
+    if fair {
+        shed_total.increment(0);
+    }
     let seat = Seat {
         board,
         slot,
+        fair,
         open: AtomicU64::new(0),
         loops: AtomicU64::new(0),
         wait,
@@ -144,32 +156,43 @@ impl Seat {
         }
     }
 
-    /// The other accepting, live processes: the connections they hold in all, and
-    /// how many they are. What is read is clamped: a slot can be garbage.
-    fn others(&self) -> (u64, u64) {
+    /// The other processes' slots in use whose liveness stamp is fresh (a stopped or
+    /// blocked process's slot, or garbage, is not).
+    fn live_others(&self) -> impl Iterator<Item = &[AtomicU64]> {
         let cells = self.board.cells();
         let used = cells
             .get(USED_CELL)
             .map_or(0, |cell| cell.load(Ordering::Relaxed))
             .min(SLOTS as u64) as usize;
         let now = now_ms();
+        (0..used)
+            .filter(|&slot| slot != self.slot)
+            .filter_map(move |slot| cells.get(slot_base(slot)..slot_base(slot) + super::LINE))
+            .filter(move |line| {
+                let alive = line[ALIVE].load(Ordering::Relaxed);
+                alive <= now.saturating_add(STALE_MS) && now.saturating_sub(alive) <= STALE_MS
+            })
+    }
+
+    /// The other accepting, live processes: the connections they hold in all, and
+    /// how many they are. What is read is clamped: a slot can be garbage.
+    fn others(&self) -> (u64, u64) {
         let (mut open, mut peers) = (0u64, 0u64);
-        for slot in (0..used).filter(|&slot| slot != self.slot) {
-            let base = slot_base(slot);
-            let Some(line) = cells.get(base..base + super::LINE) else {
-                break;
-            };
+        for line in self.live_others() {
             if line[ACCEPTING].load(Ordering::Relaxed) == 0 {
-                continue;
-            }
-            let alive = line[ALIVE].load(Ordering::Relaxed);
-            if alive > now.saturating_add(STALE_MS) || now.saturating_sub(alive) > STALE_MS {
                 continue;
             }
             open = open.saturating_add(line[OPEN].load(Ordering::Relaxed).min(MAX_OPEN));
             peers += 1;
         }
         (open, peers)
+    }
+
+    /// The other live processes with work in hand.
+    fn others_working(&self) -> u64 {
+        self.live_others()
+            .filter(|line| line[WORKING].load(Ordering::Relaxed) != 0)
+            .count() as u64
     }
 
     /// Stamps the slot alive and sets the shedding budget: the connections this process
@@ -230,6 +253,36 @@ impl Seat {
     }
 }
 
+/// From now on this process's seat says when it has work in hand, and
+/// [`work_changed`] counts the others that have some (the autoscaler runs).
+pub(crate) fn share_work() {
+    SHARE_WORK.store(true, Ordering::Relaxed);
+}
+
+/// This process now has work in hand (`working`) or none: its slot says so, while work
+/// is shared. When it has, the processes of the cluster with work in hand now, itself
+/// included.
+pub(crate) fn work_changed(working: bool) -> Option<u64> {
+    if !SHARE_WORK.load(Ordering::Relaxed) {
+        return None;
+    }
+    let seat = SEAT.get()?;
+    seat.store(WORKING, u64::from(working));
+    working.then(|| 1 + seat.others_working())
+}
+
+/// As [`work_changed`], but counts the processes with work in hand now whether or not
+/// this one has some (`working`): its slot is set again, in case two threads' changes
+/// crossed.
+pub(crate) fn working_now(working: bool) -> Option<u64> {
+    if !SHARE_WORK.load(Ordering::Relaxed) {
+        return None;
+    }
+    let seat = SEAT.get()?;
+    seat.store(WORKING, u64::from(working));
+    Some(u64::from(working) + seat.others_working())
+}
+
 /// A connection counted on the board until dropped (with its connection).
 pub(crate) struct Held(Option<&'static Seat>);
 
@@ -287,7 +340,7 @@ impl Listener {
     /// `listener`, accepting fairly if this process has a seat on a board and the
     /// listener is one the master shares.
     pub(crate) fn new(listener: TcpListener) -> io::Result<Listener> {
-        let Some(seat) = SEAT.get().filter(|_| is_shared(&listener)) else {
+        let Some(seat) = SEAT.get().filter(|seat| seat.fair && is_shared(&listener)) else {
             return Ok(Listener::Plain(listener));
         };
         let listener = listener.into_std()?;

@@ -20,6 +20,13 @@
 //! client opens a new connection, which fair accepting gives to a worker under its
 //! share; [`gate::Shed`]).
 //!
+//! The board also says which processes have work in hand ([`WORKING`]), while the
+//! autoscaler runs: a worker that starts work reads how many others have some, so
+//! that the master learns how many workers were busy *at once* — one client hopping
+//! from worker to worker keeps one of them busy at a time, two clients each busy half
+//! the time keep both busy now and then, and only the first would be served as well
+//! by one worker fewer ([`crate::plugins::Autoscale`]).
+//!
 //! A worker writing garbage into the board cannot make another read out of bounds (the
 //! segment is sealed), and what it can make them believe is bounded by the safety
 //! valve: a worker that is over its share still takes a connection that waited in the
@@ -50,6 +57,10 @@ const OPEN: usize = 0;
 const ACCEPTING: usize = 1;
 /// Slot cell: when the process last said it is alive, in [`now_ms`] (its heartbeat).
 const ALIVE: usize = 2;
+/// Slot cell: 1 while the process has work in hand ([`crate::busy`]), for the
+/// autoscaler: whether every worker was busy at once. Written only while
+/// [`gate::share_work`] is on.
+const WORKING: usize = 3;
 
 /// A slot whose liveness stamp is older than this is not counted: its process is
 /// stopped or its event loop blocked, and cannot take its share.

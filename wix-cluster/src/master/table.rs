@@ -149,6 +149,7 @@ impl Slot {
                     busy: share(load.busy_ms - last.busy_ms),
                     lag: share(load.lag_ms - last.lag_ms),
                     peak: load.peak,
+                    together: load.together,
                 });
             }
         }

@@ -31,10 +31,12 @@ use crate::{Master, Plugin, PluginError, WorkerInfo, WorkerState};
 ///   (default 256 MiB). A single client sending one request at a time keeps one worker
 ///   busy, but another worker would not serve it faster: it scales nothing.
 /// - **Down** when, for `idle_for` (default 60 s), the mean busy share stays below `low`
-///   (default 30%), or no worker had two clients at once and their busy time fits on
-///   one worker fewer — unless the cluster left that count under pressure from no more
-///   clients than it has now, lately (two clients busy half the time each fit on one
-///   worker by their busy time, but wait for each other there): one worker per
+///   (default 30%), or one worker fewer would have served the same: never was every
+///   worker busy at once, and no worker had two clients at once (the workers say on
+///   the fair-accepting board when they have work in hand, so a worker starting work
+///   knows how many others have some). One client hopping from worker to worker keeps
+///   one busy at a time, however busy; two clients each busy half the time keep both
+///   busy now and then, and would wait for each other on one. One worker per
 ///   second, drained gracefully (the highest slot, as [`Master::scale`] does), never
 ///   below `min`, never while a worker is starting (a roll or recycle mid-handover).
 /// - **Safety**: while the cluster is failing ([`Master::is_failing`]: `Respawn`'s
@@ -236,6 +238,15 @@ impl Plugin for Autoscale {
         "Autoscale"
     }
 
+    /// The worker says on the board when it has work in hand (unless
+    /// `WIX_CLUSTER_AUTOSCALE=off`): what the master reads as workers busy at once.
+    async fn on_worker(&self, _worker: &crate::Worker) -> Result<(), PluginError> {
+        if !crate::config::autoscale_is_off(|name| std::env::var(name).ok()) {
+            crate::fair_share::gate::share_work();
+        }
+        Ok(())
+    }
+
     async fn on_master(&self, master: &Master) -> Result<(), PluginError> {
         let mut config = self.clone();
         match master.autoscale_env() {
@@ -355,9 +366,19 @@ impl Scaler {
         }
         let starting = is_starting(workers);
         let may_up = !starting && self.memory_allows();
+        let reading = reading(workers, self.master.accept_queue());
+        tracing::debug!(
+            ?reading,
+            current,
+            min,
+            max,
+            starting,
+            may_up,
+            "autoscale: a reading"
+        );
         let decision = self.policy.decide(
             now,
-            reading(workers, self.master.accept_queue()),
+            reading,
             Situation {
                 current,
                 bounds: (min, max),
@@ -490,7 +511,12 @@ fn reading(workers: &[WorkerInfo], waiting: u64) -> Option<Reading> {
         .iter()
         .map(|load| (load.busy + load.lag).min(1.0))
         .sum::<f64>();
-    let total_busy = loads.iter().map(|load| load.busy).sum::<f64>();
+    // Unknown if any worker does not say.
+    let together = loads
+        .iter()
+        .map(|load| load.together.map(|n| n as usize))
+        .try_fold(0, |most, n| n.map(|n| most.max(n)))
+        .map(|most| most.min(loads.len()));
     let clients = loads
         .iter()
         .map(|load| u64::from(load.peak))
@@ -498,9 +524,9 @@ fn reading(workers: &[WorkerInfo], waiting: u64) -> Option<Reading> {
         .saturating_add(waiting);
     Some(Reading {
         busy: busy / loads.len() as f64,
-        total_busy,
         clients,
         contended: loads.iter().any(|load| load.peak >= 2),
+        together,
         counted: loads.len(),
     })
 }

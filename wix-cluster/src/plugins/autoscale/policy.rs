@@ -4,15 +4,16 @@
 //! - **Up** when the mean busy share stays above `high` for `up_after` with more
 //!   clients than workers (requests wait for each other somewhere). A lone client
 //!   sending one request at a time keeps a worker fully busy, but another worker would
-//!   not serve it faster.
-//! - **Down** when for `idle_for` the mean busy share stays below `low`, or no worker
-//!   had two clients at once and their busy time (on average over that stretch) fits
-//!   on one worker fewer. The second rule does not take the cluster back to a count it
-//!   left under pressure (in the last [`REMEMBER_IDLE_FORS`] `idle_for`s) unless the
-//!   work has fallen below `high` of what the workers had in hand after that step: two
-//!   clients each busy half the time fit on one worker by their busy time, but on one
-//!   worker they wait for each other, which is why it was left — going back would
-//!   flap. Sixteen clients that became one are another matter.
+//!   not serve it faster. Each step starts twice as many workers as the one before
+//!   while the pressure lasts (a reading or so without it, the new workers' first
+//!   second, does not end it).
+//! - **Down**, one worker per reading, once for `idle_for` either the mean busy share
+//!   stayed below `low`, or one worker fewer would have served the same: never was
+//!   every worker busy at once, and no worker had two clients at once. One client
+//!   hopping from worker to worker (a connection per request) keeps one busy at a
+//!   time, however busy; two clients each busy half the time keep two busy now and
+//!   then, and on one worker they would wait for each other — going down for them
+//!   would flap.
 
 use std::time::{Duration, Instant};
 
@@ -22,14 +23,15 @@ use std::time::{Duration, Instant};
 pub(crate) struct Reading {
     /// Their mean busy share, event-loop lag included, 0 to 1.
     pub(crate) busy: f64,
-    /// Their busy shares summed, lag left out: the workers' worth of work in hand.
-    pub(crate) total_busy: f64,
     /// Clients, summed over the workers (for each, the most work it had in hand at
     /// once, or the connections still open that sent it requests, whichever is more),
     /// plus the connections waiting in the accept queues.
     pub(crate) clients: u64,
     /// Some worker had two clients or more at once.
     pub(crate) contended: bool,
+    /// The most of them that had work in hand at once (at most `counted`); `None` when
+    /// not known (a worker does not share its work on the board).
+    pub(crate) together: Option<usize>,
     /// How many they are.
     pub(crate) counted: usize,
 }
@@ -71,23 +73,6 @@ pub(crate) const MAX_STEP: usize = 32;
 const READING_SPAN: Duration = Duration::from_secs(1);
 /// The longest gap between two readings of one streak.
 const MAX_GAP: Duration = Duration::from_millis(2500);
-/// How many `idle_for`s a step up is remembered.
-pub(crate) const REMEMBER_IDLE_FORS: u32 = 10;
-/// The most steps up remembered.
-const MAX_REMEMBERED: usize = 64;
-/// What the busy time may exceed the workers it is to fit on by (measurement noise:
-/// the workers' seconds do not start together).
-const FIT_SLACK: f64 = 0.05;
-
-/// A step up: from how many workers to how many, when, and the most work in hand
-/// (in workers' worth) seen at its count since.
-#[derive(Debug, Clone, Copy)]
-struct Step {
-    from: usize,
-    to: usize,
-    at: Instant,
-    busy_after: f64,
-}
 
 /// The streaks the decisions follow.
 #[derive(Debug, Default)]
@@ -96,37 +81,31 @@ pub(crate) struct Policy {
     pressed_since: Option<Instant>,
     /// The highest mean busy share of that stretch, for the reason.
     pressed_busy: f64,
-    /// The current idle stretch.
-    idle: Option<Idle>,
+    /// Since the first reading without pressure after some (it ends the doubling once
+    /// it lasts `up_after`).
+    relieved_since: Option<Instant>,
     /// How many workers the next step up starts: doubles while the pressure lasts.
     step: usize,
-    /// The steps up taken lately.
-    ups: Vec<Step>,
+    /// The current stretch of readings with the mean busy share below `low`, and the
+    /// highest share in it (for the reason).
+    quiet: Option<(Instant, f64)>,
+    /// The current stretch of readings in which one worker fewer would have served the
+    /// same (no worker contended, not every worker busy at once).
+    spare: Option<Instant>,
+    /// For `k` workers busy at once (index `k - 1`), the last reading that had at
+    /// least that many: how far the spare stretch may take the count down.
+    together_at: Vec<Instant>,
     /// When the last reading came.
     last_reading: Option<Instant>,
 }
 
-/// A stretch of readings that allow a step down.
-#[derive(Debug, Clone, Copy)]
-struct Idle {
-    since: Instant,
-    /// Every reading had a mean busy share below `low`.
-    quiet: bool,
-    /// No reading was contended.
-    uncontended: bool,
-    /// The highest mean busy share, for the reason.
-    most_busy: f64,
-    /// For the mean busy time.
-    total_busy_sum: f64,
-    readings: u32,
-}
-
 impl Policy {
-    /// Forgets the streaks (after an operator's scale, or a freeze); what it remembers
-    /// of past steps up stays.
+    /// Forgets the streaks (after an operator's scale, or a freeze).
     pub(crate) fn reset(&mut self) {
         self.pressed_since = None;
-        self.idle = None;
+        self.relieved_since = None;
+        self.quiet = None;
+        self.spare = None;
         self.step = 1;
     }
 
@@ -170,18 +149,26 @@ impl Policy {
             self.reset();
         }
         self.last_reading = Some(now);
-        let remember = marks.idle_for.saturating_mul(REMEMBER_IDLE_FORS);
-        self.ups
-            .retain(|step| now.saturating_duration_since(step.at) < remember);
-        for step in self.ups.iter_mut().filter(|step| step.to == current) {
-            step.busy_after = step.busy_after.max(reading.total_busy);
+        if let Some(together) = reading.together {
+            let together = together.min(reading.counted);
+            if self.together_at.len() < together {
+                self.together_at.resize(together, now);
+            }
+            for at in self.together_at.iter_mut().take(together) {
+                *at = now;
+            }
         }
         if reading.busy > marks.high && reading.clients > reading.counted as u64 {
-            self.idle = None;
+            self.quiet = None;
+            self.spare = None;
+            self.relieved_since = None;
             return self.pressed(now, reading, current, max, marks, may_up);
         }
         self.pressed_since = None;
-        self.step = 1;
+        let relieved = *self.relieved_since.get_or_insert(now);
+        if now.saturating_duration_since(relieved) + READING_SPAN >= marks.up_after {
+            self.step = 1;
+        }
         self.idling(now, reading, current, min, marks, may_down)
     }
 
@@ -206,15 +193,6 @@ impl Policy {
         let step = self.step.max(1);
         let to = (current + step).min(max);
         self.step = (step * 2).min(MAX_STEP);
-        if self.ups.len() >= MAX_REMEMBERED {
-            self.ups.remove(0);
-        }
-        self.ups.push(Step {
-            from: current,
-            to,
-            at: now,
-            busy_after: 0.0,
-        });
         let reason = format!(
             "busy {:.0}% for {} with {} on {}: {current} -> {to}",
             self.pressed_busy * 100.0,
@@ -236,56 +214,57 @@ impl Policy {
         marks: &Marks,
         may_down: bool,
     ) -> Decision {
-        let quiet = reading.busy < marks.low;
-        if !quiet && reading.contended {
-            self.idle = None;
-            return Decision::Hold;
+        if reading.busy < marks.low {
+            let (_, most) = self.quiet.get_or_insert((now, 0.0));
+            *most = f64::max(*most, reading.busy);
+        } else {
+            self.quiet = None;
         }
-        let idle = self.idle.get_or_insert(Idle {
-            since: now,
-            quiet: true,
-            uncontended: true,
-            most_busy: 0.0,
-            total_busy_sum: 0.0,
-            readings: 0,
-        });
-        idle.quiet &= quiet;
-        idle.uncontended &= !reading.contended;
-        idle.most_busy = idle.most_busy.max(reading.busy);
-        idle.total_busy_sum += reading.total_busy;
-        idle.readings += 1;
-        let idle = *idle;
-        let lasted = now.saturating_duration_since(idle.since) + READING_SPAN;
-        if lasted < marks.idle_for || !may_down || current <= min {
+        let spare = !reading.contended
+            && reading
+                .together
+                .is_some_and(|together| together < reading.counted);
+        if spare {
+            self.spare.get_or_insert(now);
+        } else {
+            self.spare = None;
+        }
+        if !may_down || current <= min {
             return Decision::Hold;
         }
         let to = current - 1;
-        let reason = if idle.quiet {
-            format!(
+        let lasted = |since: Instant| now.saturating_duration_since(since) + READING_SPAN;
+        if let Some((since, most)) = self
+            .quiet
+            .filter(|(since, _)| lasted(*since) >= marks.idle_for)
+        {
+            let reason = format!(
                 "busy at most {:.0}% for {}: {current} -> {to}",
-                idle.most_busy * 100.0,
-                seconds(lasted)
-            )
-        } else {
-            let mean_busy = idle.total_busy_sum / f64::from(idle.readings.max(1));
-            let fits = idle.uncontended && mean_busy <= to as f64 + FIT_SLACK;
-            // Left under pressure, and the work has not fallen much since: going back
-            // would flap.
-            let left = self
-                .ups
-                .iter()
-                .any(|step| step.from == to && mean_busy > marks.high * step.busy_after);
-            if !fits || left {
-                return Decision::Hold;
-            }
-            format!(
-                "at most {} at a time per worker and {:.2} workers' worth of busy time for {}: \
-                 {current} -> {to}",
-                clients(1),
-                mean_busy,
-                seconds(lasted)
-            )
+                most * 100.0,
+                seconds(lasted(since))
+            );
+            return Decision::Scale { to, reason };
+        }
+        let Some(since) = self.spare.filter(|since| lasted(*since) >= marks.idle_for) else {
+            return Decision::Hold;
         };
+        // `to` workers are enough if no reading of the last `idle_for` had more than
+        // `to` busy at once.
+        let most_together = self
+            .together_at
+            .iter()
+            .rposition(|at| now.saturating_duration_since(*at) < marks.idle_for)
+            .map_or(0, |k| k + 1);
+        if most_together > to {
+            return Decision::Hold;
+        }
+        let reason = format!(
+            "at most {} of {} busy at once and {} at a time per worker for {}: {current} -> {to}",
+            most_together,
+            workers(current),
+            clients(1),
+            seconds(lasted(since))
+        );
         Decision::Scale { to, reason }
     }
 }
@@ -369,15 +348,19 @@ mod tests {
     }
 
     /// `clients` clients of CPU-bound work, each busy `share` of the time, on `count`
-    /// workers (spread evenly, requests over connections that stay open).
+    /// workers (spread evenly; their work overlaps now and then).
     fn load(clients: u64, share: f64) -> impl Fn(usize) -> Reading {
         move |count: usize| {
             let total_busy = (clients as f64 * share).min(count as f64);
             Reading {
                 busy: total_busy / count as f64,
-                total_busy,
                 clients,
                 contended: clients > count as u64,
+                together: Some(if share > 0.0 {
+                    (clients as usize).min(count)
+                } else {
+                    0
+                }),
                 counted: count,
             }
         }
@@ -454,13 +437,105 @@ mod tests {
     }
 
     #[test]
+    fn one_client_after_a_crowd_goes_down_one_worker_per_second_however_noisy_its_share() {
+        // 100 slow clients on 4 workers, then a second with fewer of them (quiet, but
+        // contended), then one client at a time whose share reads around `low`.
+        let (mut policy, mut count, mut start) = (Policy::default(), 4, Instant::now());
+        assert_eq!(
+            run(
+                &mut policy,
+                &mut count,
+                (1, 4),
+                5,
+                &mut start,
+                load(100, 1.0)
+            ),
+            vec![]
+        );
+        let thinning = |count: usize| Reading {
+            busy: 0.1,
+            clients: 50,
+            contended: true,
+            together: Some(count),
+            counted: count,
+        };
+        assert_eq!(
+            run(&mut policy, &mut count, (1, 4), 1, &mut start, thinning),
+            vec![]
+        );
+        let lone = |count: usize| Reading {
+            busy: if count == 4 { 0.32 } else { 1.0 / count as f64 },
+            // Each worker it visited in the second had it once.
+            clients: count.min(2) as u64,
+            contended: false,
+            together: Some(1),
+            counted: count,
+        };
+        assert_eq!(
+            run(&mut policy, &mut count, (1, 4), 70, &mut start, lone),
+            vec![(59, 3), (60, 2), (61, 1)]
+        );
+    }
+
+    #[test]
+    fn two_workers_busy_at_once_now_and_then_keep_the_second_one() {
+        let (mut policy, mut count, mut start) = (Policy::default(), 2, Instant::now());
+        // Each worker half busy, one client at a time on each, sometimes both at once.
+        let reading = |second: u64| {
+            move |count: usize| Reading {
+                busy: 0.5,
+                clients: 2,
+                contended: false,
+                together: Some(if second % 7 == 0 { 2 } else { 1 }.min(count)),
+                counted: count,
+            }
+        };
+        let mut changes = Vec::new();
+        for second in 0..600 {
+            changes.extend(run(
+                &mut policy,
+                &mut count,
+                (1, 2),
+                1,
+                &mut start,
+                reading(second),
+            ));
+        }
+        assert_eq!(changes, vec![]);
+    }
+
+    #[test]
+    fn a_new_workers_first_idle_second_does_not_end_the_doubling() {
+        let (mut policy, mut count, mut start) = (Policy::default(), 1, Instant::now());
+        let mut fresh = None;
+        let mut changes = Vec::new();
+        for second in 0..12 {
+            // The reading right after a step: the new workers have not started yet.
+            let crowded = load(100, 1.0);
+            let reading = move |count: usize| {
+                let mut reading = crowded(count);
+                if fresh == Some(second) {
+                    reading.busy = 0.5;
+                }
+                reading
+            };
+            let step = run(&mut policy, &mut count, (1, 16), 1, &mut start, reading);
+            if !step.is_empty() {
+                fresh = Some(second + 1);
+            }
+            changes.extend(step.into_iter().map(|(_, to)| to));
+        }
+        assert_eq!(changes, vec![2, 4, 8, 16]);
+    }
+
+    #[test]
     fn half_busy_workers_with_clients_waiting_stay() {
         let (mut policy, mut count, mut start) = (Policy::default(), 4, Instant::now());
         let half = |count: usize| Reading {
             busy: 0.5,
-            total_busy: 0.5 * count as f64,
             clients: 3 * count as u64,
             contended: true,
+            together: Some(count),
             counted: count,
         };
         assert_eq!(
