@@ -99,40 +99,8 @@ fn identity(socket: impl AsFd) -> Option<(u64, u64)> {
 /// accepts fairly unless `wait` is 0 (fair accepting off). Needs the runtime (a task
 /// ticks every [`TICK`]: stamps the slot alive and sets the shedding budget).
 pub(crate) fn join(fd: OwnedFd, slot: usize, wait: Duration) {
-    let fair = !wait.is_zero();
-    if !fair {
-        tracing::debug!("fair accepting is off");
-    }
-    if slot >= SLOTS {
-        tracing::warn!("slot {slot} is not on the board: accepting without fair sharing");
+    let Some(seat) = Seat::take(fd, slot, wait) else {
         return;
-    }
-    let board = match Segment::open(fd, CELLS, MAGIC) {
-        Ok(board) => board,
-        Err(e) => {
-            tracing::warn!("cannot map the master's board ({e}): accepting without fair sharing");
-            return;
-        }
-    };
-    metrics::describe_counter!(
-        crate::metrics::CONNECTIONS_SHED,
-        "HTTP/1 keep-alive connections closed (after a response saying connection: close) \
-         by workers holding more than their fair share of the cluster's connections."
-    );
-    let shed_total = metrics::counter!(crate::metrics::CONNECTIONS_SHED);
-    // Shown from the start, at 0, when it can count.
-    if fair {
-        shed_total.increment(0);
-    }
-    let seat = Seat {
-        board,
-        slot,
-        fair,
-        open: AtomicU64::new(0),
-        loops: AtomicU64::new(0),
-        wait,
-        budget: AtomicU64::new(0),
-        shed_total,
     };
     if SEAT.set(seat).is_err() {
         return;
@@ -150,6 +118,48 @@ pub(crate) fn join(fd: OwnedFd, slot: usize, wait: Duration) {
 }
 
 impl Seat {
+    /// Slot `slot` of the board `fd`; `None`, said, when it cannot be had.
+    fn take(fd: OwnedFd, slot: usize, wait: Duration) -> Option<Seat> {
+        let fair = !wait.is_zero();
+        if !fair {
+            tracing::debug!("fair accepting is off");
+        }
+        if slot >= SLOTS {
+            tracing::warn!("slot {slot} is not on the board: accepting without fair sharing");
+            return None;
+        }
+        let board = match Segment::open(fd, CELLS, MAGIC) {
+            Ok(board) => board,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot map the master's board ({e}): accepting without fair sharing"
+                );
+                return None;
+            }
+        };
+        metrics::describe_counter!(
+            crate::metrics::CONNECTIONS_SHED,
+            "HTTP/1 keep-alive connections closed (after a response saying connection: close) \
+         by workers holding more than their fair share of the cluster's connections."
+        );
+        let shed_total = metrics::counter!(crate::metrics::CONNECTIONS_SHED);
+        // Shown from the start, at 0, when it can count.
+        if fair {
+            shed_total.increment(0);
+        }
+        let seat = Seat {
+            board,
+            slot,
+            fair,
+            open: AtomicU64::new(0),
+            loops: AtomicU64::new(0),
+            wait,
+            budget: AtomicU64::new(0),
+            shed_total,
+        };
+        Some(seat)
+    }
+
     fn store(&self, cell: usize, value: u64) {
         if let Some(cell) = self.board.cells().get(slot_base(self.slot) + cell) {
             cell.store(value, Ordering::Relaxed);
@@ -449,5 +459,32 @@ mod tests {
         shared(&copy);
         assert!(is_shared(&theirs));
         assert!(!is_shared(&own));
+    }
+
+    #[test]
+    fn a_seat_counts_the_live_others_with_work_in_hand() {
+        let mut board = super::super::board::Board::create().unwrap();
+        let seats: Vec<Seat> = (0..3)
+            .map(|_| {
+                let slot = board.take().unwrap();
+                let fd =
+                    nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(board.fd()) })
+                        .unwrap();
+                let seat = Seat::take(fd, slot, Duration::ZERO).unwrap();
+                seat.store(ALIVE, now_ms());
+                seat
+            })
+            .collect();
+        assert_eq!(seats[0].others_working(), 0);
+        seats[1].store(WORKING, 1);
+        seats[2].store(WORKING, 1);
+        assert_eq!(seats[0].others_working(), 2);
+        assert_eq!(seats[1].others_working(), 1);
+        // A process that stopped stamping its slot (stopped, blocked) does not count.
+        seats[2].store(ALIVE, now_ms().saturating_sub(STALE_MS + 1000));
+        assert_eq!(seats[0].others_working(), 1);
+        // A process that ended: the master clears its slot.
+        board.release(seats[1].slot);
+        assert_eq!(seats[0].others_working(), 0);
     }
 }
