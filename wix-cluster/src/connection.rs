@@ -34,6 +34,7 @@
 //! attack.
 
 mod beside;
+mod coalesce;
 pub(crate) mod drain;
 mod drain_end;
 
@@ -51,7 +52,6 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
@@ -336,19 +336,20 @@ pub(crate) fn spawn<S, B>(
         tracing::debug!("closing a new connection: every connection has a request in flight");
         return;
     }
-    let io = TokioIo::new(Watched {
-        inner: stream,
-        activity: activity.clone(),
-    });
+    let socket = coalesce::Socket::new(stream, activity.clone());
+    let io = TokioIo::new(coalesce::Watched(socket.clone()));
     let service = Tracked {
         inner: service,
         activity: activity.clone(),
         body_read: timeouts.body_read,
         drain_end: drain_end.cloned(),
     };
-    let connection = builder
-        .serve_connection_with_upgrades(io, service)
-        .into_owned();
+    let connection = coalesce::Coalesced::new(
+        builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned(),
+        socket,
+    );
     tokio::spawn(async move {
         {
             let mut connection = std::pin::pin!(connection);
@@ -358,7 +359,7 @@ pub(crate) fn spawn<S, B>(
             let watching = std::pin::pin!(watchdog(&activity, timeouts, Some(signal)));
             let mut ended = beside::first(connection.as_mut(), watching).await;
             if let beside::First::Guard(Watch::Drain) = ended {
-                connection.as_mut().graceful_shutdown();
+                connection.as_mut().inner().graceful_shutdown();
                 let watching = std::pin::pin!(watchdog(&activity, timeouts, None));
                 ended = beside::first(connection.as_mut(), watching).await;
             }
@@ -379,65 +380,6 @@ pub(crate) fn spawn<S, B>(
             activity.member.set_kind(drain::Kind::Upgraded);
         }
     });
-}
-
-/// A stream that tells its connection's [`Activity`] about every byte.
-struct Watched {
-    inner: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.read();
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.wrote();
-        }
-        polled
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.wrote();
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 /// A service that tells its connection's [`Activity`] when requests start and end (a
