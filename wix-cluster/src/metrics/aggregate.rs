@@ -14,14 +14,15 @@
 //! did (a worker that wrote over its cells) is frozen at its last good reading, with a
 //! warning, so that no sum ever goes backwards.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
-use super::layout::{DROPPED_CELL, FIRST_SERIES_CELL, Placed};
+use super::layout::{DROPPED_CELL, FIRST_SERIES_CELL, cells_of, read_onto};
 use super::series::{Buckets, Declarations, Reading, SeriesKey};
 use super::{DROPPED_TOTAL, MAX_HELP_LEN, MAX_NAME_LEN, MAX_SERIES_PER_PROCESS, count_dropped};
 use crate::WorkerId;
@@ -62,15 +63,28 @@ pub(crate) enum Total {
     Histogram(Buckets),
 }
 
+/// A series of a process: where it lies in the segment, and its latest reading.
+struct Series {
+    /// Its key, shared with every other process's series of the same key.
+    key: Arc<SeriesKey>,
+    /// Its first cell; it takes [`cells_of`] its reading.
+    at: u32,
+    reading: Reading,
+    /// Whether it is still read: `false` once it went backwards (frozen).
+    read: bool,
+}
+
 struct Process {
     /// Where the process's values are; `None` once it could not be trusted at all.
     segment: Option<Arc<Segment>>,
-    /// The series placed in the segment and still read, in the order placed.
-    placed: Vec<Placed>,
+    /// The process's count of dropped updates (in [`DROPPED_CELL`]).
+    dropped: u64,
+    /// The series placed in the segment, in the order placed (frozen ones included).
+    series: Vec<Series>,
+    /// The keys of `series`: a key is placed once.
+    keys: HashSet<Arc<SeriesKey>>,
     /// The first cell the next series may use.
     next: usize,
-    /// The latest reading of every series (frozen ones included).
-    series: HashMap<SeriesKey, Reading>,
     ended_at: Option<Instant>,
     /// Whether a series of it was frozen already (warned once per process).
     warned: bool,
@@ -78,13 +92,12 @@ struct Process {
 
 impl Process {
     fn new(segment: Option<Arc<Segment>>) -> Process {
-        let mut series = HashMap::new();
-        series.insert(dropped_key(), Reading::Counter(0));
         Process {
             segment,
-            placed: Vec::new(),
+            dropped: 0,
+            series: Vec::new(),
+            keys: HashSet::new(),
             next: FIRST_SERIES_CELL,
-            series,
             ended_at: None,
             warned: false,
         }
@@ -96,37 +109,26 @@ impl Process {
             return;
         };
         let cells = segment.cells();
-        let mut frozen = Vec::new();
         let mut scratch = Vec::new();
         let dropped = cells
             .get(DROPPED_CELL)
             .map_or(0, |cell| cell.load(std::sync::atomic::Ordering::Relaxed));
-        if let Some(Reading::Counter(known)) = self.series.get_mut(&dropped_key()) {
-            if dropped >= *known {
-                *known = dropped;
-            }
-        }
-        for (i, placed) in self.placed.iter().enumerate() {
-            let Some(known) = self.series.get_mut(&placed.key) else {
+        self.dropped = self.dropped.max(dropped);
+        for series in self.series.iter_mut().filter(|series| series.read) {
+            let at = series.at as usize;
+            let read = cells
+                .get(at..at + cells_of(&series.reading))
+                .is_some_and(|range| read_onto(range, &mut series.reading, &mut scratch));
+            if read {
                 continue;
-            };
-            let at = placed.at as usize;
-            let Some(range) = cells.get(at..at + placed.kind.cells()) else {
-                frozen.push(i);
-                continue;
-            };
-            if !placed.kind.read_onto(range, known, &mut scratch) {
-                frozen.push(i);
             }
-        }
-        for i in frozen.into_iter().rev() {
-            let placed = self.placed.remove(i);
+            series.read = false;
             count_dropped();
             if !std::mem::replace(&mut self.warned, true) {
                 tracing::warn!(
                     "worker {origin} (generation {generation}) wrote over its metrics: the \
                      series {} went backwards, and is no longer read (nor any other that does)",
-                    placed.key.name
+                    series.key.name
                 );
             }
         }
@@ -152,6 +154,9 @@ pub(crate) struct Aggregate {
     /// the label [`LAYOUT_LABEL`] added, so that no series ever mixes two layouts or
     /// changes layout (and so never goes backwards). At most [`MAX_RETIRED_SERIES`].
     layouts: HashMap<SeriesKey, Vec<f64>>,
+    /// Every key a live process's series has, once: the processes share them (a
+    /// cluster's workers mostly have the same series).
+    interned: HashSet<Arc<SeriesKey>>,
 }
 
 /// The label that tells a histogram's other bucket layouts apart: its bounds, joined
@@ -174,8 +179,12 @@ pub struct View {
 impl View {
     /// Adds `value` to the counter `series`.
     fn add_counter(&mut self, series: &SeriesKey, value: u64) {
-        let sum = self.counters.entry(series.clone()).or_default();
-        *sum = sum.saturating_add(value);
+        match self.counters.get_mut(series) {
+            Some(sum) => *sum = sum.saturating_add(value),
+            None => {
+                self.counters.insert(series.clone(), value);
+            }
+        }
     }
 
     /// Merges `buckets` into the histogram `series` (a histogram with other bounds is
@@ -242,23 +251,33 @@ impl Aggregate {
             let at = placed.at as usize;
             let end = at.saturating_add(placed.kind.cells());
             let fits = at >= process.next && end <= cells;
-            // One more than the cap: the process's own count of drops.
-            let full = process.series.len() > MAX_SERIES_PER_PROCESS;
+            let full = process.series.len() >= MAX_SERIES_PER_PROCESS;
             if !fits
                 || full
                 || !placed.key.is_within_bounds()
                 || !placed.kind.is_within_bounds()
                 || placed.key.name == DROPPED_TOTAL
-                || process.series.contains_key(&placed.key)
+                || process.keys.contains(&placed.key)
             {
                 count_dropped();
                 continue;
             }
+            let key = match self.interned.get(&placed.key) {
+                Some(key) => key.clone(),
+                None => {
+                    let key = Arc::new(placed.key);
+                    self.interned.insert(key.clone());
+                    key
+                }
+            };
             process.next = end;
-            process
-                .series
-                .insert(placed.key.clone(), placed.kind.zero());
-            process.placed.push(placed);
+            process.keys.insert(key.clone());
+            process.series.push(Series {
+                key,
+                at: placed.at,
+                reading: placed.kind.zero(),
+                read: true,
+            });
         }
         process.refresh(origin, generation);
     }
@@ -301,8 +320,9 @@ impl Aggregate {
             if let Some(mut process) = self.processes.remove(&key) {
                 // Its last values, then the segment goes.
                 process.refresh(key.0, key.1);
-                for (series, reading) in process.series {
-                    self.retire(series, reading);
+                self.add_retired(&dropped_key(), Total::Counter(process.dropped));
+                for series in process.series {
+                    self.retire(&series.key, series.reading);
                 }
             }
             if self.folded.len() >= FOLDED_KEPT {
@@ -310,21 +330,23 @@ impl Aggregate {
             }
             self.folded.push_back(key);
         }
+        // Keys no live process has any more.
+        self.interned.retain(|key| Arc::strong_count(key) > 1);
     }
 
-    fn retire(&mut self, series: SeriesKey, reading: Reading) {
-        let (series, total) = match reading {
-            Reading::Counter(value) => (series, Total::Counter(value)),
+    fn retire(&mut self, series: &SeriesKey, reading: Reading) {
+        match reading {
+            Reading::Counter(value) => self.add_retired(series, Total::Counter(value)),
             Reading::Histogram(buckets) => {
-                (self.place(&series, &buckets), Total::Histogram(buckets))
+                let series = place(&mut self.layouts, series, &buckets).into_owned();
+                self.add_retired(&series, Total::Histogram(buckets));
             }
-            Reading::Gauge(_) => return,
-        };
-        self.add_retired(series, total);
+            Reading::Gauge(_) => {}
+        }
     }
 
-    fn add_retired(&mut self, series: SeriesKey, total: Total) {
-        if let Some(known) = self.retired.get_mut(&series) {
+    fn add_retired(&mut self, series: &SeriesKey, total: Total) {
+        if let Some(known) = self.retired.get_mut(series) {
             match (known, total) {
                 (Total::Counter(sum), Total::Counter(value)) => *sum = sum.saturating_add(value),
                 (Total::Histogram(sum), Total::Histogram(buckets)) => {
@@ -335,32 +357,9 @@ impl Aggregate {
                 _ => count_dropped(),
             }
         } else if self.retired.len() < MAX_RETIRED_SERIES {
-            self.retired.insert(series, total);
+            self.retired.insert(series.clone(), total);
         } else {
             count_dropped();
-        }
-    }
-
-    /// The series under which `buckets` of `series` are summed: `series` itself when
-    /// the bounds are the ones first seen for it (recorded now if none were), else
-    /// `series` with [`LAYOUT_LABEL`] naming the bounds.
-    fn place(&mut self, series: &SeriesKey, buckets: &Buckets) -> SeriesKey {
-        if series.label(LAYOUT_LABEL).is_some() {
-            return series.clone();
-        }
-        let room = self.layouts.len() < MAX_RETIRED_SERIES;
-        let first = match self.layouts.get(series) {
-            Some(bounds) => bounds,
-            None if room => self
-                .layouts
-                .entry(series.clone())
-                .or_insert_with(|| buckets.bounds.clone()),
-            None => return with_layout(series, &buckets.bounds),
-        };
-        if *first == buckets.bounds {
-            series.clone()
-        } else {
-            with_layout(series, &buckets.bounds)
         }
     }
 
@@ -372,44 +371,37 @@ impl Aggregate {
             descriptions: self.descriptions.clone(),
             ..View::default()
         };
-        let handed: Vec<(SeriesKey, Total)> = self
-            .retired
-            .iter()
-            .chain(&self.predecessor)
-            .map(|(series, total)| (series.clone(), total.clone()))
-            .collect();
-        for (series, total) in handed {
+        for (series, total) in self.retired.iter().chain(&self.predecessor) {
             match total {
-                Total::Counter(value) => view.add_counter(&series, value),
+                Total::Counter(value) => view.add_counter(series, *value),
                 Total::Histogram(buckets) => {
-                    let series = self.place(&series, &buckets);
-                    view.add_histogram(&series, &buckets);
+                    view.add_histogram(&place(&mut self.layouts, series, buckets), buckets);
                 }
             }
         }
         let newest = self.newest_live();
         // In a fixed order (oldest process first), so that the first layout seen of a
         // series never depends on a map's order.
-        let mut keys: Vec<ProcessKey> = self.processes.keys().copied().collect();
+        let mut keys: Vec<&ProcessKey> = self.processes.keys().collect();
         keys.sort();
+        let dropped = dropped_key();
         for key in keys {
-            let readings: Vec<(SeriesKey, Reading)> = match self.processes.get(&key) {
-                Some(process) => process
-                    .series
-                    .iter()
-                    .map(|(series, reading)| (series.clone(), reading.clone()))
-                    .collect(),
-                None => continue,
-            };
-            for (series, reading) in readings {
-                match reading {
-                    Reading::Counter(value) => view.add_counter(&series, value),
+            let process = &self.processes[key];
+            view.add_counter(&dropped, process.dropped);
+            for series in &process.series {
+                match &series.reading {
+                    Reading::Counter(value) => view.add_counter(&series.key, *value),
                     Reading::Histogram(buckets) => {
-                        let series = self.place(&series, &buckets);
-                        view.add_histogram(&series, &buckets);
+                        view.add_histogram(
+                            &place(&mut self.layouts, &series.key, buckets),
+                            buckets,
+                        );
                     }
                     Reading::Gauge(value) if newest.get(&key.0) == Some(&key.1) => {
-                        view.gauges.entry(series).or_default().insert(key.0, value);
+                        view.gauges
+                            .entry(SeriesKey::clone(&series.key))
+                            .or_default()
+                            .insert(key.0, *value);
                     }
                     Reading::Gauge(_) => {}
                 }
@@ -437,11 +429,11 @@ impl Aggregate {
         let mut out = Vec::new();
         for (key, process) in &self.processes {
             let mut merged: Option<Buckets> = None;
-            for (series, reading) in &process.series {
-                let Reading::Histogram(buckets) = reading else {
+            for series in &process.series {
+                let Reading::Histogram(buckets) = &series.reading else {
                     continue;
                 };
-                if series.name != name {
+                if series.key.name != name {
                     continue;
                 }
                 match &mut merged {
@@ -490,6 +482,32 @@ impl Aggregate {
     }
 }
 
+/// The series under which `buckets` of `series` are summed: `series` itself when the
+/// bounds are the ones first seen for it (recorded now in `layouts` if none were), else
+/// `series` with [`LAYOUT_LABEL`] naming the bounds.
+fn place<'a>(
+    layouts: &mut HashMap<SeriesKey, Vec<f64>>,
+    series: &'a SeriesKey,
+    buckets: &Buckets,
+) -> Cow<'a, SeriesKey> {
+    if series.label(LAYOUT_LABEL).is_some() {
+        return Cow::Borrowed(series);
+    }
+    let room = layouts.len() < MAX_RETIRED_SERIES;
+    let first = match layouts.get(series) {
+        Some(bounds) => bounds,
+        None if room => layouts
+            .entry(series.clone())
+            .or_insert_with(|| buckets.bounds.clone()),
+        None => return Cow::Owned(with_layout(series, &buckets.bounds)),
+    };
+    if *first == buckets.bounds {
+        Cow::Borrowed(series)
+    } else {
+        Cow::Owned(with_layout(series, &buckets.bounds))
+    }
+}
+
 /// `series` with [`LAYOUT_LABEL`] naming `bounds`.
 fn with_layout(series: &SeriesKey, bounds: &[f64]) -> SeriesKey {
     let layout = bounds
@@ -505,7 +523,7 @@ fn with_layout(series: &SeriesKey, bounds: &[f64]) -> SeriesKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::layout::{Kind, SEGMENT_CELLS};
+    use crate::metrics::layout::{Kind, Placed, SEGMENT_CELLS};
     use std::sync::atomic::Ordering;
 
     /// A process as the master sees it: its segment, attached, and where the next
@@ -621,6 +639,30 @@ mod tests {
     }
 
     #[test]
+    fn processes_share_a_key_and_it_goes_with_the_last_of_them() {
+        let mut all = Aggregate::default();
+        let jobs = SeriesKey::new("jobs", vec![("kind".into(), "a".into())]);
+        let (one, two) = (Origin::Worker(WorkerId(1)), Origin::Worker(WorkerId(2)));
+        Fake::attach(&mut all, one, 0).counter(&mut all, &jobs, 1);
+        Fake::attach(&mut all, two, 0).counter(&mut all, &jobs, 2);
+        assert_eq!(all.interned.len(), 1);
+        let shared: Vec<&Arc<SeriesKey>> = all
+            .processes
+            .values()
+            .flat_map(|process| process.series.iter().map(|series| &series.key))
+            .collect();
+        assert!(Arc::ptr_eq(shared[0], shared[1]));
+        all.ended(one, 0);
+        fold_now(&mut all, (one, 0));
+        assert_eq!(all.view().counters[&jobs], 3);
+        assert_eq!(all.interned.len(), 1);
+        all.ended(two, 0);
+        fold_now(&mut all, (two, 0));
+        assert_eq!(all.view().counters[&jobs], 3);
+        assert!(all.interned.is_empty(), "no live process has the key");
+    }
+
+    #[test]
     fn a_declaration_that_comes_after_its_processs_end_is_read_and_folded_with_it() {
         let mut all = Aggregate::default();
         let jobs = SeriesKey::new("jobs", vec![]);
@@ -690,7 +732,12 @@ mod tests {
         // Frozen for good, even once the cells read higher again.
         fake.set(at, 1000);
         assert_eq!(all.view().counters[&jobs], 10);
-        assert!(all.processes[&(one, 0)].placed.is_empty());
+        assert!(
+            all.processes[&(one, 0)]
+                .series
+                .iter()
+                .all(|series| !series.read)
+        );
     }
 
     #[test]

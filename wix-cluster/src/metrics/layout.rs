@@ -73,51 +73,54 @@ impl Kind {
             Kind::Histogram { bounds } => Reading::Histogram(Buckets::empty(bounds)),
         }
     }
+}
 
-    /// Reads a series of this kind from its cells (`cells.len() == self.cells()`) onto
-    /// `known`, its last reading (first made by [`Kind::zero`]): `false`, and `known`
-    /// left as it was, when what the cells say cannot follow it (a counter or a bucket
-    /// lower than before, a histogram's count past a `u64`, another kind). Each cell is
-    /// loaded once; `scratch` is reused so that reading allocates nothing.
-    pub(crate) fn read_onto(
-        &self,
-        cells: &[AtomicU64],
-        known: &mut Reading,
-        scratch: &mut Vec<u64>,
-    ) -> bool {
-        match (self, known) {
-            (Kind::Counter, Reading::Counter(value)) => {
-                let now = load(cells, 0);
-                if now < *value {
-                    return false;
-                }
-                *value = now;
-            }
-            (Kind::Gauge, Reading::Gauge(value)) => {
-                *value = f64::from_bits(load(cells, 0));
-            }
-            (Kind::Histogram { bounds }, Reading::Histogram(buckets)) => {
-                scratch.clear();
-                scratch.extend((0..=bounds.len()).map(|i| load(cells, i)));
-                let advances = scratch.len() == buckets.counts.len()
-                    && scratch
-                        .iter()
-                        .zip(&buckets.counts)
-                        .all(|(now, was)| now >= was)
-                    && scratch
-                        .iter()
-                        .try_fold(0u64, |sum, count| sum.checked_add(*count))
-                        .is_some();
-                if !advances {
-                    return false;
-                }
-                buckets.counts.copy_from_slice(scratch);
-                buckets.sum = f64::from_bits(load(cells, bounds.len() + 1));
-            }
-            _ => return false,
-        }
-        true
+/// How many cells the series read as `reading` takes (its kind's [`Kind::cells`]).
+pub(crate) fn cells_of(reading: &Reading) -> usize {
+    match reading {
+        Reading::Counter(_) | Reading::Gauge(_) => 1,
+        Reading::Histogram(buckets) => buckets.bounds.len() + 2,
     }
+}
+
+/// Reads a series from its cells (`cells.len() == cells_of(known)`) onto `known`, its
+/// last reading (first made by [`Kind::zero`], which fixes the series' kind): `false`,
+/// and `known` left as it was, when what the cells say cannot follow it (a counter or
+/// a bucket lower than before, a histogram's count past a `u64`). Each cell is loaded
+/// once; `scratch` is reused so that reading allocates nothing.
+pub(crate) fn read_onto(cells: &[AtomicU64], known: &mut Reading, scratch: &mut Vec<u64>) -> bool {
+    match known {
+        Reading::Counter(value) => {
+            let now = load(cells, 0);
+            if now < *value {
+                return false;
+            }
+            *value = now;
+        }
+        Reading::Gauge(value) => {
+            *value = f64::from_bits(load(cells, 0));
+        }
+        Reading::Histogram(buckets) => {
+            let bounds = buckets.bounds.len();
+            scratch.clear();
+            scratch.extend((0..=bounds).map(|i| load(cells, i)));
+            let advances = scratch.len() == buckets.counts.len()
+                && scratch
+                    .iter()
+                    .zip(&buckets.counts)
+                    .all(|(now, was)| now >= was)
+                && scratch
+                    .iter()
+                    .try_fold(0u64, |sum, count| sum.checked_add(*count))
+                    .is_some();
+            if !advances {
+                return false;
+            }
+            buckets.counts.copy_from_slice(scratch);
+            buckets.sum = f64::from_bits(load(cells, bounds + 1));
+        }
+    }
+    true
 }
 
 fn load(cells: &[AtomicU64], at: usize) -> u64 {

@@ -357,7 +357,7 @@ mod tests {
         let cells = recorder.0.segment().cells();
         let mut reading = placed.kind.zero();
         let at = placed.at as usize;
-        let read = placed.kind.read_onto(
+        let read = crate::metrics::layout::read_onto(
             &cells[at..at + placed.kind.cells()],
             &mut reading,
             &mut Vec::new(),
