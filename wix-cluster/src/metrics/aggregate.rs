@@ -316,6 +316,9 @@ impl Aggregate {
             .filter(|(_, process)| process.ended_at.is_some_and(|at| at.elapsed() >= SETTLE))
             .map(|(key, _)| *key)
             .collect();
+        if due.is_empty() {
+            return;
+        }
         for key in due {
             if let Some(mut process) = self.processes.remove(&key) {
                 // Its last values, then the segment goes.
@@ -330,7 +333,7 @@ impl Aggregate {
             }
             self.folded.push_back(key);
         }
-        // Keys no live process has any more.
+        // Keys no live process has any more (each process's list and key set hold one).
         self.interned.retain(|key| Arc::strong_count(key) > 1);
     }
 
