@@ -48,7 +48,7 @@ impl Kind {
     pub(crate) fn cells(&self) -> usize {
         match self {
             Kind::Counter | Kind::Gauge => 1,
-            Kind::Histogram { bounds } => bounds.len() + 2,
+            Kind::Histogram { bounds } => histogram_cells(bounds),
         }
     }
 
@@ -79,8 +79,13 @@ impl Kind {
 pub(crate) fn cells_of(reading: &Reading) -> usize {
     match reading {
         Reading::Counter(_) | Reading::Gauge(_) => 1,
-        Reading::Histogram(buckets) => buckets.bounds.len() + 2,
+        Reading::Histogram(buckets) => histogram_cells(&buckets.bounds),
     }
+}
+
+/// A histogram's cells: one count per bucket (`bounds + 1`), then its sum.
+fn histogram_cells(bounds: &[f64]) -> usize {
+    bounds.len() + 2
 }
 
 /// Reads a series from its cells (`cells.len() == cells_of(known)`) onto `known`, its
