@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::Activity;
@@ -137,15 +137,33 @@ impl AsyncRead for Watched {
         let socket = &self.0;
         loop {
             ready!(socket.stream.poll_read_ready(cx))?;
-            match socket.stream.try_read_buf(buf) {
-                Ok(n) => {
+            let room = buf.remaining();
+            let mut read = None;
+            // A read that leaves room in `buf` emptied the socket, and epoll (edge-
+            // triggered here) reports the next bytes as a new event: the readiness is
+            // cleared now (`try_io` sees `WouldBlock`) rather than by one more read that
+            // fails with it. tokio's own `TcpStream::poll_read` does the same; without
+            // it every request cost a `recvfrom` that returned EAGAIN. The readiness is
+            // cleared only if no event came in since this read began.
+            let outcome = socket.stream.try_io(Interest::READABLE, || {
+                let n = socket.stream.try_read_buf(buf)?;
+                read = Some(n);
+                if 0 < n && n < room {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
+                }
+            });
+            match (read, outcome) {
+                (Some(n), _) => {
                     if n > 0 {
                         socket.activity.read();
                     }
                     return Poll::Ready(Ok(()));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
+                (None, Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                (None, Err(e)) => return Poll::Ready(Err(e)),
+                (None, Ok(())) => return Poll::Ready(Ok(())),
             }
         }
     }
