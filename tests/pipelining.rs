@@ -3,11 +3,15 @@
 //! server together (the client's socket received them in one or two TCP segments, not
 //! sixteen: every write of the server's is a segment, its sockets being `TCP_NODELAY`);
 //! a head past `max_header_bytes` behind a pipelined request is still answered 431
-//! before the connection closes (what hyper's own `pipeline_flush` loses).
+//! before the connection closes (what hyper's own `pipeline_flush` loses); and a
+//! keep-alive request costs the worker one read (`strace` of the worker: no `recvfrom`
+//! that fails with EAGAIN after each request, as there was when the socket's readiness
+//! was cleared only by such a read).
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wix_cluster_suite::{PATIENCE, Program};
@@ -137,5 +141,96 @@ fn a_head_past_max_header_bytes_behind_a_pipelined_request_is_answered_431() {
         vec![200, 431],
         "{:?}",
         String::from_utf8_lossy(&received)
+    );
+}
+
+/// `strace` following the `recvfrom` calls of a process into a file; killed on drop.
+struct Strace {
+    child: Child,
+    out: std::path::PathBuf,
+    /// Its stderr, kept open (its "detached" lines go there at the end).
+    _stderr: BufReader<std::process::ChildStderr>,
+}
+
+impl Strace {
+    /// Attaches to `pid` (every thread) and returns once strace says it is attached.
+    fn attach(pid: u32) -> Strace {
+        let out = std::env::temp_dir().join(format!("wix-strace-{}-{pid}", std::process::id()));
+        let mut child = Command::new("strace")
+            .args(["-f", "-e", "trace=recvfrom", "-o"])
+            .arg(&out)
+            .args(["-p", &pid.to_string()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("strace (Debian's strace package; .ci/run installs it)");
+        let stderr = child.stderr.take().expect("strace's stderr");
+        let mut stderr = BufReader::new(stderr);
+        let mut attached = String::new();
+        stderr
+            .read_line(&mut attached)
+            .expect("strace's first line");
+        assert!(
+            attached.contains("attached"),
+            "strace did not attach: {attached}"
+        );
+        Strace {
+            child,
+            out,
+            _stderr: stderr,
+        }
+    }
+
+    /// Stops tracing; the calls traced, one per line.
+    fn finish(mut self) -> Vec<String> {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let _ = self.child.wait();
+        let text = std::fs::read_to_string(&self.out).expect("strace's output");
+        text.lines().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for Strace {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.out);
+    }
+}
+
+#[test]
+fn a_keep_alive_request_costs_the_worker_one_read() {
+    let (program, addr) = start(&[]);
+    let worker = program.workers()[0];
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let request = b"GET /status/200 HTTP/1.1\r\nHost: reads\r\n\r\n";
+    // The connection is accepted and served once before tracing starts.
+    stream.write_all(request).expect("write a request");
+    read_until(&mut stream, |received| received.ends_with(b"\r\n\r\n"));
+    let strace = Strace::attach(worker);
+    const REQUESTS: usize = 200;
+    for _ in 0..REQUESTS {
+        stream.write_all(request).expect("write a request");
+        let received = read_until(&mut stream, |received| received.ends_with(b"\r\n\r\n"));
+        assert_eq!(statuses(&received), vec![200]);
+    }
+    let calls = strace.finish();
+    let reads = calls
+        .iter()
+        .filter(|line| line.contains("recvfrom("))
+        .count();
+    let failed = calls.iter().filter(|line| line.contains("EAGAIN")).count();
+    assert!(
+        reads >= REQUESTS,
+        "strace saw {reads} recvfrom calls for {REQUESTS} requests: {calls:?}"
+    );
+    // Each request is read by one call that leaves room in the buffer; none needs a
+    // second call to learn that the socket is empty.
+    assert!(
+        failed < REQUESTS / 10,
+        "{failed} of {reads} recvfrom calls failed with EAGAIN for {REQUESTS} requests"
     );
 }
