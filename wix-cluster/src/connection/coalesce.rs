@@ -138,7 +138,7 @@ impl AsyncRead for Watched {
         loop {
             ready!(socket.stream.poll_read_ready(cx))?;
             let room = buf.remaining();
-            let mut read = None;
+            let mut short = None;
             // A read that leaves room in `buf` emptied the socket, and epoll (edge-
             // triggered here) reports the next bytes as a new event: the readiness is
             // cleared now (`try_io` sees `WouldBlock`) rather than by one more read that
@@ -147,24 +147,21 @@ impl AsyncRead for Watched {
             // cleared only if no event came in since this read began.
             let outcome = socket.stream.try_io(Interest::READABLE, || {
                 let n = socket.stream.try_read_buf(buf)?;
-                read = Some(n);
                 if 0 < n && n < room {
-                    Err(io::ErrorKind::WouldBlock.into())
-                } else {
-                    Ok(())
+                    short = Some(n);
+                    return Err(io::ErrorKind::WouldBlock.into());
                 }
+                Ok(n)
             });
-            match (read, outcome) {
-                (Some(n), _) => {
-                    if n > 0 {
-                        socket.activity.read();
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                (None, Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-                (None, Err(e)) => return Poll::Ready(Err(e)),
-                (None, Ok(())) => return Poll::Ready(Ok(())),
+            let n = match (outcome, short) {
+                (Ok(n), _) | (Err(_), Some(n)) => n,
+                (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                (Err(e), None) => return Poll::Ready(Err(e)),
+            };
+            if n > 0 {
+                socket.activity.read();
             }
+            return Poll::Ready(Ok(()));
         }
     }
 }
